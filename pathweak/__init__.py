@@ -1,0 +1,46 @@
+"""pathweak: weakly supervised computational pathology, from slides to scores, masks and heatmaps.
+
+The public API is re-exported here and imported lazily, so ``import pathweak`` stays fast and pulls in
+no model libraries (torch, timm, lightning, monai) until a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "open_slide": "pathweak.io",
+    "Slide": "pathweak.io",
+    "segment_tissue": "pathweak.tissue",
+    "detect_tissue": "pathweak.tissue",
+    "TissueMask": "pathweak.tissue",
+    "tile_grid": "pathweak.tiling",
+    "choose_level": "pathweak.tiling",
+    "tile_slide": "pathweak.tiling",
+    "tile_slides": "pathweak.tiling",
+    "TileStore": "pathweak.tiling",
+    "TileSpec": "pathweak.config",
+    "TissueSpec": "pathweak.config",
+    "StoreSpec": "pathweak.config",
+    "PathweakError": "pathweak.errors",
+    "read_qupath_geojson": "pathweak.io.qupath_geojson",
+    "make_sample_cohort": "pathweak.synthetic",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pathweak' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

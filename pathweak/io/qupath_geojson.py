@@ -1,0 +1,135 @@
+"""Reading QuPath GeoJSON: FeatureCollections, bare arrays, single Features, bare geometries and the
+older 0.2 style (``"id": "PathAnnotationObject"``, ``colorRGB``). Coordinates are level-0 pixels."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+_V02_TYPES = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathCellObject": "cell",
+    "PathTileObject": "tile",
+    "TMACoreObject": "tmaCore",
+    "PathRootObject": "root",
+}
+
+
+@dataclass
+class QuPathObject:
+    """One QuPath object: its geometry (shapely, level-0 pixels) and the properties pathweak uses."""
+
+    geometry: Any
+    object_type: str = "annotation"
+    classification: str | None = None
+    color: tuple[int, int, int] | None = None
+    name: str | None = None
+    id: str | None = None
+    measurements: dict[str, float] = field(default_factory=dict)
+
+
+def read_qupath_geojson(path: str | Path) -> list[QuPathObject]:
+    """All objects in a QuPath GeoJSON file, in file order."""
+    from shapely.geometry import shape
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("GeoJSON file not found", path=path, fix="check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid JSON ({exc})", path=path, fix="export the objects from QuPath as GeoJSON") from None
+
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features", [])
+    elif isinstance(data, list):
+        features = data
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    elif isinstance(data, dict) and "coordinates" in data or isinstance(data, dict) and data.get("type") == "GeometryCollection":
+        features = [{"type": "Feature", "geometry": data, "properties": {}}]
+    else:
+        raise ConfigError(
+            "not a GeoJSON FeatureCollection, Feature list, Feature or geometry",
+            path=path,
+            fix="export the objects from QuPath with File > Export objects as GeoJSON",
+        )
+
+    objects = []
+    for i, feat in enumerate(features):
+        if not isinstance(feat, dict) or "geometry" not in feat:
+            raise ConfigError(f"feature {i} has no geometry", path=path)
+        try:
+            geom = shape(feat["geometry"])
+        except Exception as exc:
+            raise ConfigError(f"feature {i} has an invalid geometry ({exc})", path=path) from None
+        props = feat.get("properties") or {}
+        objects.append(
+            QuPathObject(
+                geometry=geom,
+                object_type=_object_type(feat, props),
+                classification=_class_name(props.get("classification")),
+                color=_class_color(props.get("classification")) or _rgb(props.get("color")),
+                name=props.get("name"),
+                id=feat.get("id") if feat.get("id") not in _V02_TYPES else None,
+                measurements=_measurements(props.get("measurements")),
+            )
+        )
+    return objects
+
+
+def _object_type(feat: dict[str, Any], props: dict[str, Any]) -> str:
+    for key in ("objectType", "object_type", "type"):
+        value = props.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return _V02_TYPES.get(str(feat.get("id")), "annotation")
+
+
+def _class_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "names" in value:
+            return ": ".join(value["names"])
+        return value.get("name")
+    return None
+
+
+def _class_color(value: Any) -> tuple[int, int, int] | None:
+    if not isinstance(value, dict):
+        return None
+    if "color" in value:
+        return _rgb(value["color"])
+    if "colorRGB" in value:  # QuPath 0.2: signed packed ARGB
+        packed = int(value["colorRGB"]) & 0xFFFFFFFF
+        return ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
+    return None
+
+
+def _rgb(value: Any) -> tuple[int, int, int] | None:
+    if isinstance(value, (list, tuple)) and len(value) >= 3:
+        return (int(value[0]), int(value[1]), int(value[2]))
+    return None
+
+
+def _measurements(value: Any) -> dict[str, float]:
+    if isinstance(value, dict):
+        return {str(k): _number(v) for k, v in value.items()}
+    if isinstance(value, list):  # old array form [{"name": ..., "value": ...}]
+        return {str(m["name"]): _number(m.get("value")) for m in value if isinstance(m, dict) and "name" in m}
+    return {}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,255 @@
+"""TileStore: the on-disk patches of one slide (a Zarr v3 group), and how to create and open one.
+
+Layout (format 1)::
+
+    <slide_id>.zarr/
+      coords          int64 (N, 2)   level-0 top-left (x, y) of every patch
+      grid_index      int32 (N, 2)   (row, col) of the patch in the slide's full tile grid
+      tissue_fraction float32 (N,)   tissue fraction of the patch (from the tissue mask)
+      tiles           uint8 (N, T, T, 3), inner chunk = 1 tile (JPEG 4:4:4 or zstd), shards of S tiles
+      tissue_mask     uint8 (h, w)   thumbnail-scale tissue mask (1 = tissue)
+      thumbnail       uint8 (h, w, 3)
+      attrs: pathweak_format, kind="tiles", complete, cache_key, slide/mpp/tile/tissue/storage/versions
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import StoreSpec
+from ..errors import StoreError
+from . import codecs
+from .shards import ShardReader, shard_key
+
+FORMAT_VERSION = 1
+KIND = "tiles"
+
+
+def create_store(
+    path: Path,
+    n_tiles: int,
+    tile_px: int,
+    spec: StoreSpec,
+    arrays: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+) -> None:
+    """Create the group, the empty ``tiles`` array and the small arrays of a TileStore at ``path``.
+
+    The tile data itself is written shard by shard (:func:`pathweak.tiling.shards.write_shard`).
+    """
+    import zarr
+    from zarr.codecs import BytesCodec, ZstdCodec
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    shard = max(1, min(spec.shard_tiles, max(n_tiles, 1)))
+    if spec.compression == "jpeg":
+        serializer: Any = codecs.JpegCodec(quality=spec.jpeg_quality)
+        compressors: Any = None
+    else:
+        serializer, compressors = BytesCodec(), ZstdCodec(level=codecs.ZSTD_LEVEL)
+    group.create_array(
+        "tiles",
+        shape=(n_tiles, tile_px, tile_px, 3),
+        dtype="uint8",
+        chunks=(1, tile_px, tile_px, 3),
+        shards=(shard, tile_px, tile_px, 3),
+        serializer=serializer,
+        compressors=compressors,
+        fill_value=255,
+        dimension_names=("tile", "y", "x", "rgb"),
+    )
+    for name, data in arrays.items():
+        chunks = (min(max(len(data), 1), 65536),) + data.shape[1:] if name not in ("tissue_mask", "thumbnail") else None
+        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto")
+        if data.size:
+            arr[...] = data
+    group.attrs.update({"pathweak_format": FORMAT_VERSION, "kind": KIND, "complete": False, **attrs})
+
+
+def shard_tiles_of(path: Path) -> int:
+    """Tiles per shard of the store at ``path`` (read from its ``tiles`` metadata)."""
+    import json
+
+    meta = json.loads((Path(path) / "tiles" / "zarr.json").read_text())
+    return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+
+
+def mark_complete(path: Path) -> None:
+    """Flag the store as finished (done last, before it is renamed into place)."""
+    import zarr
+
+    zarr.open_group(str(path), mode="r+").attrs["complete"] = True
+
+
+def read_attrs(path: Path) -> dict[str, Any] | None:
+    """The group attributes of a store, or None when there is no readable group at ``path``."""
+    import json
+
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("attributes", {})
+
+
+class TileStore:
+    """A finished TileStore, opened for reading.
+
+    ``coords``, ``grid_index`` and ``tissue_fraction`` are numpy arrays; ``read_tiles(indices)`` returns
+    tiles fast (whole-shard reads, JPEG decoded in C); ``tiles`` is the plain Zarr array.
+    """
+
+    def __init__(self, path: Path, attrs: dict[str, Any]):
+        self.path = path
+        self.attrs = attrs
+        self._readers: OrderedDict[int, ShardReader] = OrderedDict()
+
+    @classmethod
+    def open(cls, path: str | Path) -> TileStore:
+        """Open a finished store; an incomplete, foreign or newer-format one is a clear error."""
+        path = Path(path)
+        attrs = read_attrs(path)
+        if attrs is None:
+            raise StoreError("no TileStore here", path=path, fix="run `pathweak tile` to create it")
+        if attrs.get("kind") != KIND:
+            raise StoreError(f"not a TileStore (kind={attrs.get('kind')!r})", path=path)
+        if attrs.get("pathweak_format") != FORMAT_VERSION:
+            raise StoreError(
+                f"TileStore format {attrs.get('pathweak_format')} is not {FORMAT_VERSION}",
+                path=path,
+                fix="re-tile the slide with this version of pathweak",
+            )
+        if not attrs.get("complete"):
+            raise StoreError("the TileStore is incomplete", path=path, fix="re-run `pathweak tile`; it redoes it")
+        return cls(path, attrs)
+
+    # -- small arrays ----------------------------------------------------------------------------
+    def _array(self, name: str) -> np.ndarray:
+        import zarr
+
+        return np.asarray(zarr.open_array(str(self.path / name), mode="r")[...])
+
+    @cached_property
+    def coords(self) -> np.ndarray:
+        return self._array("coords")
+
+    @cached_property
+    def grid_index(self) -> np.ndarray:
+        return self._array("grid_index")
+
+    @cached_property
+    def tissue_fraction(self) -> np.ndarray:
+        return self._array("tissue_fraction")
+
+    @cached_property
+    def thumbnail(self) -> np.ndarray:
+        return self._array("thumbnail")
+
+    @cached_property
+    def tissue_mask(self) -> np.ndarray:
+        return self._array("tissue_mask")
+
+    @property
+    def tiles(self) -> Any:
+        """The ``tiles`` array through Zarr (generic, slower access)."""
+        import zarr
+
+        return zarr.open_array(str(self.path / "tiles"), mode="r")
+
+    # -- facts -----------------------------------------------------------------------------------
+    @property
+    def slide_id(self) -> str:
+        return str(self.attrs["slide"]["slide_id"])
+
+    @property
+    def tile_px(self) -> int:
+        return int(self.attrs["tile"]["patch_px"])
+
+    @property
+    def compression(self) -> str:
+        return str(self.attrs["storage"]["compression"])
+
+    @cached_property
+    def shard_tiles(self) -> int:
+        return shard_tiles_of(self.path)
+
+    def __len__(self) -> int:
+        return int(self.attrs["tile"]["n_tiles"])
+
+    # -- tiles -----------------------------------------------------------------------------------
+    def read_tiles(self, indices: np.ndarray | list[int] | slice) -> np.ndarray:
+        """Tiles at ``indices`` as a (k, T, T, 3) uint8 array, in the order given."""
+        n = len(self)
+        idx = np.arange(n)[indices] if isinstance(indices, slice) else np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"tile index out of range 0..{n - 1}")
+        t = self.tile_px
+        out = np.empty((idx.size, t, t, 3), np.uint8)
+        shards = idx // self.shard_tiles
+        for shard in np.unique(shards):
+            where = np.nonzero(shards == shard)[0]
+            slots = (idx[where] % self.shard_tiles).tolist()
+            for pos, data in zip(where, self._reader(int(shard)).chunks(slots)):
+                out[pos] = self._decode(data, int(idx[pos]))
+        return out
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.read_tiles([i])[0]
+
+    def _decode(self, data: bytes | None, index: int) -> np.ndarray:
+        t = self.tile_px
+        if data is None:
+            return np.full((t, t, 3), 255, np.uint8)
+        try:
+            if self.compression == "jpeg":
+                return codecs.decode_jpeg(data)
+            return codecs.decode_zstd(data, (t, t, 3))
+        except Exception as exc:
+            raise StoreError(
+                f"tile {index} is damaged ({exc})", path=self.path, fix="delete the store and re-tile the slide"
+            ) from None
+
+    def _reader(self, shard: int) -> ShardReader:
+        reader = self._readers.get(shard)
+        if reader is None:
+            path = shard_key(self.path / "tiles", shard, 4)
+            if not path.exists():
+                raise StoreError(f"shard {shard} is missing", path=self.path, fix="delete the store and re-tile the slide")
+            reader = ShardReader(path, self.shard_tiles)
+            self._readers[shard] = reader
+            while len(self._readers) > 8:
+                self._readers.popitem(last=False)[1].close()
+        else:
+            self._readers.move_to_end(shard)
+        return reader
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TileStore({str(self.path)!r}, tiles={len(self)}, tile_px={self.tile_px})"
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def store_size_bytes(path: Path) -> int:
+    """Bytes on disk under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+

@@ -1,0 +1,96 @@
+"""Tissue detection on a low-resolution thumbnail, or a region of interest from QuPath GeoJSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import TissueSpec, as_dict
+from ..errors import ConfigError, MissingMppError
+from ..io.base import Slide
+from .mask import TissueMask, clean_mask, mask_to_polygons, rasterize_polygons
+from .methods import TISSUE_METHODS, pen_mask
+
+__all__ = [
+    "TISSUE_METHODS",
+    "TissueMask",
+    "detect_tissue",
+    "mask_to_polygons",
+    "pen_mask",
+    "rasterize_polygons",
+    "roi_mask",
+    "segment_tissue",
+    "thumbnail_downsample",
+]
+
+
+def detect_tissue(rgb: np.ndarray, spec: TissueSpec | None = None, px_um: float = 8.0) -> np.ndarray:
+    """Boolean tissue mask of an RGB image whose pixels are ``px_um`` microns wide: the spec's pixel
+    classifier followed by the shared clean-up (closing, small objects, holes)."""
+    spec = spec or TissueSpec()
+    raw = TISSUE_METHODS.get(spec.method)(rgb, spec)
+    return clean_mask(raw, px_um, spec.closing_um, spec.min_area_um2, spec.max_hole_area_um2)
+
+
+def thumbnail_downsample(slide: Slide, spec: TissueSpec) -> float:
+    """Level-0 pixels per mask pixel: ``spec.thumbnail_mpp`` but never more than ``max_thumbnail_side``
+    pixels along the longer side, and never finer than level 0."""
+    w0, h0 = slide.dimensions
+    ds = max(w0, h0) / spec.max_thumbnail_side
+    if slide.mpp is not None:
+        ds = max(ds, spec.thumbnail_mpp / max(slide.mpp))
+    return max(ds, 1.0)
+
+
+def segment_tissue(
+    slide: Slide,
+    spec: TissueSpec | None = None,
+    roi: str | Path | None = None,
+    roi_classes: list[str] | None = None,
+) -> TissueMask:
+    """Find tissue on a thumbnail of ``slide`` (never loading level 0 whole).
+
+    With ``roi`` (a QuPath GeoJSON file), its annotations are the region of interest instead of the
+    detected tissue; ``roi_classes`` keeps only annotations of those classifications.
+    """
+    spec = spec or TissueSpec()
+    if slide.mpp is None:
+        raise MissingMppError(
+            "the slide records no resolution (microns per pixel)",
+            path=slide.path,
+            fix="pass --mpp (e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)",
+        )
+    ds = thumbnail_downsample(slide, spec)
+    thumb = slide.read_downsampled(ds)
+    w0, h0 = slide.dimensions
+    downsample = (w0 / thumb.shape[1], h0 / thumb.shape[0])
+    if roi is not None:
+        mask = roi_mask(roi, thumb.shape[:2], downsample, roi_classes)
+        params = {"roi": str(roi), "roi_classes": roi_classes}
+        method = "roi"
+    else:
+        mask = detect_tissue(thumb, spec, px_um=max(slide.mpp) * max(downsample))
+        params = as_dict(spec)
+        method = spec.method
+    return TissueMask(mask=mask, downsample=downsample, method=method, params=params, thumbnail=thumb)
+
+
+def roi_mask(
+    path: str | Path, shape: tuple[int, int], downsample: tuple[float, float], classes: list[str] | None = None
+) -> np.ndarray:
+    """Rasterise the annotation polygons of a QuPath GeoJSON file (level-0 pixels) into a mask."""
+    from ..io.qupath_geojson import read_qupath_geojson
+
+    objects = [o for o in read_qupath_geojson(path) if o.object_type in ("annotation", "tmaCore")]
+    if classes:
+        objects = [o for o in objects if o.classification in classes]
+    geoms = [o.geometry for o in objects if o.geometry.geom_type in ("Polygon", "MultiPolygon")]
+    if not geoms:
+        wanted = f" of class {', '.join(classes)}" if classes else ""
+        raise ConfigError(
+            f"no polygon annotations{wanted} in the region-of-interest file",
+            path=path,
+            fix="draw and export annotations in QuPath, or leave out --roi",
+        )
+    return rasterize_polygons(geoms, shape, downsample)

@@ -1,0 +1,75 @@
+"""The command line: info, tile, sample-data and the README's demo command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+def test_help_lists_commands():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for cmd in ("info", "tile", "sample-data", "demo"):
+        assert cmd in proc.stdout
+    tile_help = run_cli("tile", "--help").stdout
+    for opt in ("--target-mpp", "--patch", "--overlap", "--backend", "--mpp", "--workers", "--jpeg-quality", "--lossless", "--roi"):
+        assert opt in tile_help
+
+
+def test_info_json(svs):
+    proc = run_cli("info", str(svs), "--json")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads(proc.stdout)
+    assert meta["dimensions"] == [2220, 2967] and meta["mpp_source"] == "metadata" and meta["vendor"] == "aperio"
+    table = run_cli("info", str(svs))
+    assert table.returncode == 0 and "aperio" in table.stdout
+
+
+def test_info_does_not_import_model_libraries(svs):
+    code = (
+        "import sys; from pathweak_cli.main import app; from typer.testing import CliRunner; "
+        f"r = CliRunner().invoke(app, ['info', r'{svs}', '--json']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'timm', 'lightning', 'monai') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_tile_with_config_and_glob(svs, tmp_path):
+    cfg = tmp_path / "tiling.yaml"
+    cfg.write_text("tile:\n  patch_px: 128\n  min_tissue: 0.5\nstore:\n  compression: lossless\n")
+    proc = run_cli("tile", str(svs.parent / "CMU-*.svs"), "--out", str(tmp_path), "--config", str(cfg), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)
+    assert result["status"] == "tiled"
+    from pathweak.tiling import TileStore
+
+    with TileStore.open(result["store"]) as store:
+        assert store.tile_px == 128 and store.compression == "lossless"
+        assert (store.tissue_fraction >= 0.5).all()
+    # an option given on the command line wins over the file
+    proc = run_cli("tile", str(svs), "--out", str(tmp_path), "--config", str(cfg), "--patch", "96", "--json", "--no-progress")
+    with TileStore.open(json.loads(proc.stdout)[0]["store"]) as store:
+        assert store.tile_px == 96
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tile:\n  patch_size: 128\n")
+    proc = run_cli("tile", str(svs), "--out", str(tmp_path / "x"), "--config", str(bad))
+    assert proc.returncode != 0 and "unknown TileSpec key(s): patch_size" in proc.stderr
+
+
+def test_demo_generates_and_tiles_the_sample_cohort(tmp_path):
+    data, out = tmp_path / "cohort", tmp_path / "run"
+    proc = run_cli("demo", "--data", str(data), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (data / "labels.csv").exists()
+    stores = sorted((out / "tiles").glob("*.zarr"))
+    assert len(stores) == 8
+    assert str(out / "tiles") in proc.stdout
