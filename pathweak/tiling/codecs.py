@@ -8,6 +8,7 @@ TileStore's ``tiles`` array directly. Lossless stores use Zarr's own ``bytes`` +
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,14 @@ def decode_zstd(data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
     import imagecodecs
 
     return np.frombuffer(imagecodecs.zstd_decode(bytes(data)), np.uint8).reshape(shape)
+
+
+def encoder_for(spec: Any) -> Callable[[np.ndarray], bytes]:
+    """The tile encoder of a :class:`~pathweak.config.StoreSpec` (JPEG at its quality, or zstd)."""
+    if spec.compression == "jpeg":
+        quality = spec.jpeg_quality
+        return lambda tile: encode_jpeg(tile, quality)
+    return encode_zstd
 
 
 @dataclass(frozen=True)

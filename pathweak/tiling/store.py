@@ -249,6 +249,26 @@ class TileStore:
             pass
 
 
+def find_tile_stores(inputs: list[str | Path]) -> list[Path]:
+    """TileStores named directly, found in folders (``*.zarr`` children, e.g. ``out/tiles``) or by glob."""
+    import glob
+
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        candidates = [Path(m) for m in sorted(glob.glob(text))] if any(c in text for c in "*?[") else [Path(text)]
+        for p in candidates:
+            if (p / "zarr.json").exists() and (read_attrs(p) or {}).get("kind") == KIND:
+                found.append(p)
+            elif p.is_dir():
+                found.extend(sorted(c for c in p.glob("*.zarr") if (read_attrs(c) or {}).get("kind") == KIND))
+            else:
+                raise StoreError("no TileStore here", path=p, fix="pass <slide>.zarr stores or the tiles/ folder of `pathweak tile`")
+    if not found:
+        raise StoreError("no TileStores found", path=", ".join(str(i) for i in inputs), fix="run `pathweak tile` first")
+    return found
+
+
 def store_size_bytes(path: Path) -> int:
     """Bytes on disk under ``path``."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

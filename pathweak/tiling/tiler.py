@@ -20,7 +20,6 @@ import glob
 import os
 import shutil
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
+from .._atomic import missing_dirs, partial_path, remove_if_empty, swap_into_place, sweep_partials
 from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
 from ..errors import ConfigError, PathweakError, SlideNotFoundError
 from ..io import TiffTileReader, open_slide
@@ -44,7 +44,6 @@ from .store import FORMAT_VERSION, create_store, mark_complete, read_attrs
 SLIDE_EXTENSIONS = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
 }
-_PARTIAL = ".partial-"
 
 
 
@@ -192,18 +191,14 @@ def tile_slides(
         for p, sid in zip(paths, ids)
     ]
     tiles_dir = Path(out_dir) / "tiles"
-    _sweep_partials(tiles_dir)
-    created = _missing_dirs(tiles_dir)
+    sweep_partials(tiles_dir)
+    created = missing_dirs(tiles_dir)
     try:
         if workers == 1:
             return _run_inline(jobs, progress)
         return _run_pool(jobs, workers, progress)
     finally:
-        for d in created:  # leave no empty output folders behind when nothing was written
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        remove_if_empty(created)  # leave no empty output folders behind when nothing was written
 
 
 def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
@@ -309,7 +304,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         job.tiles_dir.mkdir(parents=True, exist_ok=True)
-        tmp = job.tiles_dir / f".{job.slide_id}.zarr{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = partial_path(job.final_path)
         try:
             create_store(
                 tmp, len(grid), job.tile.patch_px, job.store,
@@ -341,7 +336,7 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Any = None) -> 
     lo, hi = first * plan.shard_tiles, min(plan.n_tiles, stop * plan.shard_tiles)
     grid_index = np.asarray(zarr.open_array(str(tmp / "grid_index"), mode="r")[lo:hi])
     level_xy = grid_index[:, ::-1].astype(np.int64) * plan.stride_level_px
-    encode = _encoder(job.store)
+    encode = codecs.encoder_for(job.store)
     slide, reader = _open_cached(job)
     written = 0
     # encoding runs in ``encode_threads`` threads while this thread decodes the next shard's source
@@ -369,16 +364,8 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Any = None) -> 
 def finish_tiling(plan: TilePlan) -> Path:
     """Step 3: flag the store complete and move it into place (replacing a stale store)."""
     assert plan.tmp is not None
-    tmp, final = Path(plan.tmp), plan.job.final_path
-    mark_complete(tmp)
-    if final.exists():
-        stale = final.with_name(f".{final.name}{_PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")
-        os.replace(final, stale)
-        os.replace(tmp, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    mark_complete(Path(plan.tmp))
+    return swap_into_place(Path(plan.tmp), plan.job.final_path)
 
 
 def discard(plan: TilePlan | None) -> None:
@@ -437,13 +424,6 @@ def _cut_tiles(reader: Any, slide: Slide, plan: TilePlan, level_xy: np.ndarray) 
             crop = region[:, off : off + read]
             out[i] = crop if read == t else cv2.resize(crop, (t, t), interpolation=cv2.INTER_AREA)
     return out
-
-
-def _encoder(spec: StoreSpec) -> Any:
-    if spec.compression == "jpeg":
-        quality = spec.jpeg_quality
-        return lambda tile: codecs.encode_jpeg(tile, quality)
-    return codecs.encode_zstd
 
 
 def _encode_and_write(path: Path, tiles: np.ndarray, encode: Any, slots: int) -> None:
@@ -691,28 +671,3 @@ def _slide_ids(paths: list[Path]) -> list[str]:
             )
         seen[sid] = p
     return ids
-
-
-def _sweep_partials(tiles_dir: Path) -> None:
-    """Remove temporary stores left by runs whose process is gone (a crash or a kill)."""
-    if not tiles_dir.is_dir():
-        return
-    for p in tiles_dir.iterdir():
-        if _PARTIAL not in p.name:
-            continue
-        try:
-            pid = int(p.name.split(_PARTIAL, 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if not _provenance.pid_alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _missing_dirs(path: Path) -> list[Path]:
-    """The folders of ``path`` that do not exist yet, deepest first."""
-    missing = []
-    for p in [path, *path.parents]:
-        if p.exists():
-            break
-        missing.append(p)
-    return missing

@@ -1,0 +1,66 @@
+"""Atomic directory outputs: build under a temporary sibling name, then swap into place.
+
+Temporary names are ``.<name>.partial-<pid>-<random>``; a run sweeps those whose process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from ._provenance import pid_alive
+
+PARTIAL = ".partial-"
+
+
+def partial_path(final: Path) -> Path:
+    """A fresh temporary sibling of ``final`` owned by this process."""
+    return final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def swap_into_place(tmp: Path, final: Path) -> Path:
+    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first and deleted after."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        stale = final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")
+        os.replace(final, stale)
+        os.replace(tmp, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def sweep_partials(folder: Path) -> None:
+    """Remove temporary outputs in ``folder`` left by runs whose process is gone (a crash or a kill)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if PARTIAL not in p.name:
+            continue
+        try:
+            pid = int(p.name.split(PARTIAL, 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if not pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """The folders of ``path`` that do not exist yet, deepest first (to remove them if nothing is written)."""
+    missing = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def remove_if_empty(dirs: list[Path]) -> None:
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            pass

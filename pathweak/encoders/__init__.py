@@ -1,0 +1,250 @@
+"""Encoder registry: ``create_encoder(name, weights=None)`` for ``pathweak:<dir>``, ``timm:<model>`` and
+``torchvision:resnet50_trunc``. Nothing is downloaded: missing weights are a clear error saying how to
+supply them. ``weights="random"`` (or ``random:<seed>``) asks explicitly for a random initialisation
+(baselines)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._registry import Registry
+from ..errors import ConfigError
+from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo
+
+Loader = Callable[[str, "str | None", dict[str, Any]], Encoder]
+ENCODERS: Registry[Loader] = Registry("encoder family")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pathology foundation model: which timm architecture, and where its weights come from."""
+
+    target: str
+    kwargs: dict[str, Any]
+    where: str
+
+
+PRESETS: dict[str, Preset] = {
+    "uni": Preset(
+        "timm:vit_large_patch16_224",
+        {"init_values": 1e-5, "dynamic_img_size": True},
+        "request access to MahmoodLab/UNI on Hugging Face, download pytorch_model.bin, pass --weights FILE",
+    ),
+}
+
+
+def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) -> Encoder:
+    """An :class:`Encoder` by name (see ``pathweak encoders list``), in eval mode on the CPU."""
+    if name in PRESETS:
+        preset = PRESETS[name]
+        if weights is None:
+            raise ConfigError(f"encoder {name!r} needs its weights file", fix=preset.where)
+        return create_encoder(preset.target, weights, **{**preset.kwargs, **kwargs})
+    family, sep, rest = name.partition(":")
+    if not sep or not rest:
+        raise ConfigError(
+            f"encoder name {name!r} is not of the form family:name",
+            fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
+        )
+    encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
+    return encoder.eval()
+
+
+def list_encoders() -> list[dict[str, str]]:
+    """What ``pathweak encoders list`` prints: families and named presets, with how to get weights."""
+    rows = [
+        {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
+        {"name": "timm:<model name>", "weights": "--weights FILE (.safetensors/.pth/.bin) or --weights random"},
+        {"name": "torchvision:resnet50_trunc", "weights": "--weights resnet50 ImageNet file (e.g. resnet50-11ad3fa6.pth)"},
+    ]
+    rows += [{"name": k, "weights": f"{p.target}; {p.where}"} for k, p in PRESETS.items()]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# families
+
+
+@ENCODERS.register("timm")
+def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    import timm
+    import torch
+
+    if weights is None:
+        raise ConfigError(
+            f"timm:{model} needs local weights; nothing is downloaded at run time",
+            fix="pass --weights FILE (a .safetensors/.pth/.bin state dict, e.g. a UNI or Virchow checkpoint), "
+            "or --weights random for an untrained baseline",
+        )
+    if model not in timm.list_models():
+        raise ConfigError(f"timm has no model {model!r}", fix="see timm.list_models() for the names")
+    kwargs = {**kwargs}
+    img_size = int(kwargs.pop("img_size", 0) or 0)
+    if img_size:
+        kwargs["img_size"] = img_size
+    seed = _random_seed(weights)
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
+    if seed is None:
+        _load_weights(net, weights, f"timm:{model}")
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    size = img_size or int((cfg.get("input_size") or (3, 224, 224))[-1])
+    info = EncoderInfo(
+        name=f"timm:{model}",
+        encoder_id=_encoder_id("timm", model, weights, kwargs),
+        embed_dim=int(net.num_features),
+        img_size=size,
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        weights=weights,
+        weights_hash=_weights_hash(weights),
+        extra={"timm_kwargs": _jsonable(kwargs)},
+    )
+    return Encoder(net, info)
+
+
+@ENCODERS.register("torchvision")
+def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    import torch
+    from torch import nn
+
+    if model != "resnet50_trunc":
+        raise ConfigError(f"unknown torchvision encoder {model!r}", fix="use torchvision:resnet50_trunc")
+    if weights is None:
+        raise ConfigError(
+            "torchvision:resnet50_trunc needs the ImageNet ResNet-50 weights; nothing is downloaded at run time",
+            fix="download https://download.pytorch.org/models/resnet50-11ad3fa6.pth and pass --weights FILE",
+        )
+    from torchvision.models import resnet50
+
+    seed = _random_seed(weights)
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = resnet50()
+    if seed is None:
+        _load_weights(net, weights, "torchvision:resnet50_trunc")
+    # CLAM's truncated ResNet-50: up to layer3, global average pooling -> 1024 features
+    trunk = nn.Sequential(
+        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+    )
+    info = EncoderInfo(
+        name="torchvision:resnet50_trunc", encoder_id=_encoder_id("torchvision", "resnet50_trunc", weights),
+        embed_dim=1024, img_size=int(kwargs.get("img_size", 224)), weights=weights, weights_hash=_weights_hash(weights),
+    )
+    return Encoder(trunk, info)
+
+
+@ENCODERS.register("pathweak")
+def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
+    import timm
+
+    folder = Path(directory)
+    config_path = folder / "encoder.json"
+    weights_path = Path(weights) if weights else folder / "encoder.safetensors"
+    if not config_path.exists() or not weights_path.exists():
+        raise ConfigError(
+            "not a pathweak encoder folder (encoder.json and encoder.safetensors expected)",
+            path=folder,
+            fix="point to the output folder of `pathweak pretrain`",
+        )
+    cfg = json.loads(config_path.read_text())
+    net = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, **cfg.get("timm_kwargs", {}))
+    _load_weights(net, str(weights_path), f"pathweak:{folder}")
+    info = EncoderInfo(
+        name=f"pathweak:{folder}",
+        encoder_id=_encoder_id("pathweak", cfg.get("run_name") or folder.name, str(weights_path)),
+        embed_dim=int(cfg["embed_dim"]),
+        img_size=int(cfg["img_size"]),
+        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(cfg["std"]),  # type: ignore[arg-type]
+        weights=str(weights_path),
+        weights_hash=_weights_hash(str(weights_path)),
+        extra={"pretrain": cfg.get("training", {})},
+    )
+    return Encoder(net, info)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Any]:
+    """A state dict from .safetensors (safe) or a torch checkpoint (weights only)."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("weights file not found", path=path, fix="check the --weights path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"cannot read the weights ({exc})", path=path, fix="pass a .safetensors, .pth or .bin state dict") from None
+    for key in ("state_dict", "model", "teacher", "student"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    return {re.sub(r"^(module\.|backbone\.|model\.)+", "", k): v for k, v in state.items()}
+
+
+def _load_weights(net: Any, weights: str, what: str) -> None:
+    state = load_state_dict_file(weights)
+    own = net.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
+    missing = [k for k in own if k not in state and not k.startswith(("head.", "fc."))]
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        detail = f"{len(missing)} missing (e.g. {missing[:2]})" if missing else f"shape mismatch for {wrong[:2]}"
+        raise ConfigError(
+            f"the weights do not fit {what}: {detail}",
+            path=weights,
+            fix="use the architecture the checkpoint was trained with (and its kwargs, e.g. img_size)",
+        )
+    net.load_state_dict(state, strict=False)
+
+
+def _random_seed(weights: str | None) -> int | None:
+    if weights is None:
+        return None
+    if weights == "random":
+        return 0
+    if weights.startswith("random:"):
+        return int(weights.split(":", 1)[1])
+    return None
+
+
+def _weights_hash(weights: str | None) -> str | None:
+    if weights is None or _random_seed(weights) is not None:
+        return None if weights is None else weights
+    from .._provenance import content_hash
+
+    return content_hash(weights)
+
+
+def _encoder_id(family: str, model: str, weights: str | None, kwargs: dict[str, Any] | None = None) -> str:
+    """Folder-safe id, unique per architecture, constructor kwargs and weights content."""
+    tag = weights if weights and _random_seed(weights) is not None else _weights_hash(weights) or "none"
+    digest = hashlib.sha256(json.dumps([str(tag), _jsonable(kwargs or {})], sort_keys=True).encode()).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    seed = _random_seed(weights) if weights else None
+    return f"{family}-{safe}-random{seed}-{digest}" if seed is not None else f"{family}-{safe}-{digest}"
+
+
+def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else repr(v) for k, v in kwargs.items()}
+
+
+__all__ = ["ENCODERS", "PRESETS", "Encoder", "EncoderInfo", "create_encoder", "list_encoders", "load_state_dict_file"]

@@ -1,0 +1,74 @@
+"""``Encoder``: a backbone that carries its own input transform, embedding size and precision."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an encoder is, recorded in every FeatureStore it writes."""
+
+    name: str  # as given to create_encoder, e.g. "timm:vit_small_patch16_224"
+    encoder_id: str  # folder-safe and unique per weights, e.g. "timm-vit_small_patch16_224-3f2a9c1d"
+    embed_dim: int
+    img_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    precision: str = "bf16"  # on CUDA; CPU always runs float32
+    weights: str | None = None  # path of the weights file, "random:<seed>" for an explicit random init
+    weights_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Encoder(nn.Module):
+    """Wraps a backbone mapping normalised (B, 3, S, S) images to (B, D) embeddings.
+
+    ``preprocess`` turns uint8 tiles (B, H, W, 3) into the backbone's input (resize to ``img_size``,
+    scale, normalise); ``embed`` does both under no-grad, with bf16 autocast on CUDA.
+    """
+
+    def __init__(self, backbone: nn.Module, info: EncoderInfo):
+        super().__init__()
+        self.backbone = backbone
+        self.info = info
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.info.embed_dim
+
+    @property
+    def encoder_id(self) -> str:
+        return self.info.encoder_id
+
+    def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) → normalised float (B, 3, S, S) on the tiles' device."""
+        x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
+        size = self.info.img_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    @torch.no_grad()
+    def embed(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, D) float32 of uint8 tiles (B, H, W, 3)."""
+        x = self.preprocess(tiles)
+        if x.is_cuda and self.info.precision == "bf16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.backbone(x).float()
+        return self.backbone(x).float()

@@ -1,0 +1,44 @@
+"""Export of FeatureStores to the h5 layout CLAM and TRIDENT read (``features`` + ``coords``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .store import FeatureStore
+
+
+def export_h5(store: FeatureStore, out_path: str | Path) -> Path:
+    """Write ``features`` (N, D) float32 and ``coords`` (N, 2) int64 level-0 (x, y) to an h5 file.
+
+    ``coords`` carries the attributes CLAM and TRIDENT use: ``patch_size`` (px at the read level),
+    ``patch_level``, ``downsample`` (of that level), ``downsampled_level_dim``, ``level_dim``,
+    ``patch_size_level0``, ``target_mpp`` and ``name`` (the slide id). The file appears atomically.
+    """
+    import h5py
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    geo = store.attrs["geometry"]
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=store.features.astype(np.float32))
+            coords = f.create_dataset("coords", data=store.coords.astype(np.int64))
+            coords.attrs["patch_size"] = int(geo["read_px"])
+            coords.attrs["patch_level"] = int(geo["level"])
+            coords.attrs["downsample"] = np.asarray(geo["level_downsample"], dtype=np.float64)
+            coords.attrs["downsampled_level_dim"] = np.asarray(geo["level_dim"], dtype=np.int64)
+            coords.attrs["level_dim"] = np.asarray(geo["level_dim"], dtype=np.int64)
+            coords.attrs["patch_size_level0"] = int(round(geo["read_px"] * geo["level_downsample"][0]))
+            coords.attrs["target_mpp"] = float(geo["target_mpp"])
+            coords.attrs["name"] = store.slide_id
+            f.attrs["encoder"] = store.encoder_id
+            f.attrs["pathweak_feature_store"] = str(store.path)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path

@@ -1,0 +1,100 @@
+"""FeatureStore: the embeddings of one slide's tiles by one encoder (a Zarr v3 group).
+
+Layout (format 1), at ``<out>/features/<encoder_id>/<slide_id>.zarr``::
+
+    features  float16 (N, D), chunks (4096, D)   row i = tile i of the TileStore
+    coords    int64 (N, 2)                        level-0 top-left (x, y), copied from the TileStore
+    attrs: pathweak_format, kind="features", complete, cache_key, slide_id, n_tiles, embed_dim,
+           encoder {name, encoder_id, embed_dim, img_size, mean, std, precision, weights, weights_hash},
+           tile_store {path, cache_key}, geometry (patch size, level, downsample, mpp: for exports),
+           versions, created
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from ..tiling.store import read_attrs
+
+FORMAT_VERSION = 1
+KIND = "features"
+CHUNK_ROWS = 4096
+
+
+def feature_store_path(out_dir: str | Path, encoder_id: str, slide_id: str) -> Path:
+    return Path(out_dir) / "features" / encoder_id / f"{slide_id}.zarr"
+
+
+def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs: dict[str, Any]) -> Any:
+    """Create the group with an empty ``features`` array; returns that array for chunked writes."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    feats = group.create_array(
+        "features", shape=(n, dim), dtype="float16", chunks=(max(1, min(CHUNK_ROWS, n)), dim),
+        dimension_names=("tile", "feature"),
+    )
+    c = group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(max(1, len(coords)), 2))
+    if len(coords):
+        c[...] = coords
+    group.attrs.update({"pathweak_format": FORMAT_VERSION, "kind": KIND, "complete": False, **attrs})
+    return feats
+
+
+class FeatureStore:
+    """A finished FeatureStore, opened for reading."""
+
+    def __init__(self, path: Path, attrs: dict[str, Any]):
+        self.path = path
+        self.attrs = attrs
+
+    @classmethod
+    def open(cls, path: str | Path) -> FeatureStore:
+        path = Path(path)
+        attrs = read_attrs(path)
+        if attrs is None:
+            raise StoreError("no FeatureStore here", path=path, fix="run `pathweak extract` to create it")
+        if attrs.get("kind") != KIND:
+            raise StoreError(f"not a FeatureStore (kind={attrs.get('kind')!r})", path=path)
+        if attrs.get("pathweak_format") != FORMAT_VERSION:
+            raise StoreError(f"FeatureStore format {attrs.get('pathweak_format')} is not {FORMAT_VERSION}", path=path,
+                             fix="re-extract the features with this version of pathweak")
+        if not attrs.get("complete"):
+            raise StoreError("the FeatureStore is incomplete", path=path, fix="re-run `pathweak extract`; it redoes it")
+        return cls(path, attrs)
+
+    @cached_property
+    def features(self) -> np.ndarray:
+        """All features as float16 (N, D)."""
+        import zarr
+
+        return np.asarray(zarr.open_array(str(self.path / "features"), mode="r")[...])
+
+    @cached_property
+    def coords(self) -> np.ndarray:
+        import zarr
+
+        return np.asarray(zarr.open_array(str(self.path / "coords"), mode="r")[...])
+
+    @property
+    def slide_id(self) -> str:
+        return str(self.attrs["slide_id"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.attrs["embed_dim"])
+
+    @property
+    def encoder_id(self) -> str:
+        return str(self.attrs["encoder"]["encoder_id"])
+
+    def __len__(self) -> int:
+        return int(self.attrs["n_tiles"])
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, tiles={len(self)}, dim={self.embed_dim})"

@@ -1,0 +1,128 @@
+"""The Lightning module for DINO and MAE pretraining of a timm ViT, with RankMe every epoch."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from .augment import fourier_style_swap
+from .config import SSLConfig
+from .dino import DINOHead, DINOLoss, ema_update
+from .lora import apply_explora
+from .mae import MAE
+from .rankme import rankme
+
+
+def build_backbone(cfg: SSLConfig) -> nn.Module:
+    """The timm ViT being trained (dynamic image size for DINO's multi-crop)."""
+    import timm
+
+    return timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **backbone_kwargs(cfg))
+
+
+def backbone_kwargs(cfg: SSLConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"img_size": cfg.img_size, "dynamic_img_size": cfg.method == "dino"}
+    if cfg.depth:
+        kwargs["depth"] = cfg.depth
+    return kwargs
+
+
+class SSLModule(L.LightningModule):
+    """DINO (student/EMA-teacher, multi-crop, centring, sharpening) or MAE (masked reconstruction).
+
+    ``rankme`` (effective rank of the held-out embeddings) is logged at the end of every epoch and is
+    what checkpoints are selected by.
+    """
+
+    def __init__(self, cfg: SSLConfig, total_steps: int, init_state: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.total_steps = max(1, total_steps)
+        backbone = build_backbone(cfg)
+        if init_state is not None:
+            backbone.load_state_dict(init_state, strict=False)
+        self.adapt_stats = apply_explora(backbone, cfg.unfreeze_last, cfg.lora_rank) if cfg.adapt_from else None
+        if cfg.method == "dino":
+            self.student = backbone
+            self.student_head = DINOHead(backbone.embed_dim, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck)
+            self.teacher = copy.deepcopy(backbone)
+            self.teacher_head = copy.deepcopy(self.student_head)
+            for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
+                p.requires_grad_(False)
+            self.loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.teacher_temp, cfg.center_momentum)
+        else:
+            self.mae = MAE(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
+        self.rankme_history: list[dict[str, float]] = []
+        self._rank_batches: list[torch.Tensor] = []
+
+    # -- the encoder that gets exported -----------------------------------------------------------
+    @property
+    def encoder(self) -> nn.Module:
+        """DINO: the teacher (the better, smoothed model); MAE: the encoder."""
+        return self.teacher if self.cfg.method == "dino" else self.mae.encoder
+
+    # -- training ---------------------------------------------------------------------------------
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.fourier_style > 0:
+            batch = [fourier_style_swap(v, cfg.fourier_style) if v.shape[-1] == cfg.img_size else v for v in batch]
+        if cfg.method == "mae":
+            loss = self.mae(batch[0])
+        else:
+            teacher_out = [self.teacher_head(self.teacher(v)) for v in batch[:2]]
+            student_out = [self.student_head(self.student(v)) for v in batch]
+            loss = self.loss_fn(student_out, teacher_out)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.cfg.method == "dino":
+            progress = min(1.0, self.global_step / self.total_steps)
+            m = 1 - (1 - self.cfg.ema_momentum) * (math.cos(math.pi * progress) + 1) / 2
+            ema_update(self.teacher, self.student, m)
+            ema_update(self.teacher_head, self.student_head, m)
+
+    # -- RankMe on the held-out tiles ---------------------------------------------------------------
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._rank_batches.append(self.encoder(batch).detach().float().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._rank_batches:
+            return
+        value = rankme(torch.cat(self._rank_batches))
+        self._rank_batches.clear()
+        self.log("rankme", value, prog_bar=True, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.rankme_history.append({"epoch": int(self.current_epoch), "step": int(self.global_step), "rankme": value})
+
+    # -- optimisation -------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        cfg = self.cfg
+        params = [p for n, p in self.named_parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        lr = cfg.lr * cfg.batch_size / 256
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+        )
+        warm, total = cfg.warmup_steps, self.total_steps
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rankme_history"] = self.rankme_history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.rankme_history = list(checkpoint.get("rankme_history", []))

@@ -1,0 +1,167 @@
+"""``pretrain``: self-supervised pretraining on TileStores, with resume and label-free checkpoint
+selection by RankMe; writes ``encoder.safetensors`` + ``encoder.json`` for ``pathweak:<dir>``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import _provenance
+from ..errors import ConfigError
+from .config import SSLConfig
+
+
+@dataclass
+class PretrainResult:
+    out_dir: str
+    encoder_dir: str
+    steps: int
+    epochs: int
+    seconds: float
+    best_checkpoint: str | None
+    rankme: list[dict[str, float]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True,
+             progress: bool = True) -> PretrainResult:
+    """Pretrain ``cfg.arch`` with ``cfg.method`` on the tiles of ``stores``; write the encoder to ``out_dir``.
+
+    Re-running with ``resume`` continues from ``out_dir/checkpoints/last.ckpt``. Checkpoints are ranked
+    by RankMe on held-out tiles, and the best one is exported.
+    """
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
+    from .data import PlainTiles, SSLViews, TileIndex, split_holdout
+    from .module import SSLModule
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    index = TileIndex(stores)
+    train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
+    per_epoch = cfg.samples_per_epoch or len(train_idx)
+    views = SSLViews(index, cfg, train_idx, IMAGENET_MEAN, IMAGENET_STD)
+    sampler = RandomSampler(views, replacement=per_epoch > len(views), num_samples=per_epoch)
+    train_loader = DataLoader(
+        views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
+        persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+    hold_loader = DataLoader(
+        PlainTiles(index, hold_idx, cfg.img_size, IMAGENET_MEAN, IMAGENET_STD), batch_size=64,
+        num_workers=min(cfg.num_workers, 1),
+    )
+    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
+    total = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.max_epochs
+    module = SSLModule(cfg, total, init_state=_initial_weights(cfg))
+    ckpt_dir = out / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, monitor="rankme", mode="max", save_top_k=1, save_last=True,
+                           filename="best-{epoch}-{rankme:.2f}")
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
+    trainer = L.Trainer(
+        accelerator="auto", devices=cfg.devices, strategy=cfg.strategy, precision=precision,
+        max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        callbacks=[best], logger=CSVLogger(out, name="logs"), default_root_dir=out,
+        gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, log_every_n_steps=1,
+        enable_progress_bar=progress, enable_model_summary=False,
+    )
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, train_loader, hold_loader, ckpt_path=str(last) if resume and last.exists() else None)
+    best_path = best.best_model_path or None
+    if best_path:
+        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    if trainer.is_global_zero:
+        export_encoder(module, out, cfg, index, trainer, time.perf_counter() - started, best_path)
+    return PretrainResult(
+        out_dir=str(out), encoder_dir=str(out), steps=int(trainer.global_step), epochs=int(trainer.current_epoch),
+        seconds=time.perf_counter() - started, best_checkpoint=best_path, rankme=list(module.rankme_history),
+        losses=_losses(out),
+    )
+
+
+def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: Any, seconds: float,
+                   best_path: str | None) -> None:
+    """Write encoder.safetensors (LoRA merged) and encoder.json, each atomically."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
+    from .lora import merge_lora
+    from .module import backbone_kwargs
+
+    encoder = merge_lora(copy.deepcopy(module.encoder)).cpu()
+    state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+    tmp = out / f".encoder.safetensors.{os.getpid()}.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, out / "encoder.safetensors")
+    config = {
+        "format": "pathweak-encoder/1",
+        "run_name": out.name,
+        "timm_model": cfg.timm_model,
+        "timm_kwargs": backbone_kwargs(cfg),
+        "arch": cfg.arch,
+        "embed_dim": int(encoder.num_features),
+        "img_size": cfg.img_size,
+        "patch_size": 16,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "training": {
+            "method": cfg.method,
+            "config": asdict(cfg),
+            "stores": [{"path": str(p.resolve()), "cache_key": k} for p, k in zip(index.paths, index.cache_keys)],
+            "tiles": index.total,
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "seconds": round(seconds, 1),
+            "best_checkpoint": best_path,
+            "selected_by": "rankme (max, held-out tiles)",
+            "rankme": module.rankme_history,
+            "adapted": module.adapt_stats,
+            "versions": _provenance.versions("torch", "timm", "lightning"),
+        },
+    }
+    tmp_json = out / f".encoder.json.{os.getpid()}.tmp"
+    tmp_json.write_text(json.dumps(config, indent=2, default=str))
+    os.replace(tmp_json, out / "encoder.json")
+
+
+def _initial_weights(cfg: SSLConfig) -> dict[str, Any] | None:
+    """Starting weights for ExPLoRA-style adaptation (a pathweak encoder folder or a state-dict file)."""
+    if not cfg.adapt_from:
+        return None
+    from ..encoders import load_state_dict_file
+
+    src = Path(cfg.adapt_from)
+    if src.is_dir():
+        meta = json.loads((src / "encoder.json").read_text()) if (src / "encoder.json").exists() else {}
+        if meta and meta.get("timm_model") != cfg.timm_model:
+            raise ConfigError(
+                f"the encoder to adapt is a {meta.get('timm_model')}, not {cfg.timm_model}", path=src,
+                fix=f"pass --arch {meta.get('arch', '...')} (and the same --depth/--img-size)",
+            )
+        src = src / "encoder.safetensors"
+    return load_state_dict_file(src)
+
+
+def _losses(out: Path) -> list[float]:
+    """Per-step training losses from the CSV log (latest version)."""
+    import csv
+
+    logs = sorted((out / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not logs:
+        return []
+    with open(logs[-1]) as fh:
+        return [float(r["train_loss_step"]) for r in csv.DictReader(fh) if r.get("train_loss_step")]

@@ -1,0 +1,128 @@
+"""CLI commands of the model stages: pretrain, extract, encoders list, import-images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ._app import _err, app, handle_errors
+
+encoders_app = typer.Typer(help="Encoders that turn tiles into features.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(encoders_app, name="encoders")
+
+
+@encoders_app.command("list")
+@handle_errors
+def encoders_list() -> None:
+    """List encoder families and named presets, and how to supply their weights (nothing is downloaded)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pathweak.encoders import list_encoders
+
+    table = Table("encoder", "weights")
+    for row in list_encoders():
+        table.add_row(row["name"], row["weights"])
+    Console().print(table)
+
+
+@app.command()
+@handle_errors
+def pretrain(
+    stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: encoder.safetensors, encoder.json, checkpoints/, logs/.")],
+    method: Annotated[str, typer.Option(help="dino or mae.")] = "dino",
+    arch: Annotated[str, typer.Option(help="vit_tiny, vit_small or vit_base (timm, patch 16).")] = "vit_small",
+    config: Annotated[Optional[Path], typer.Option(help="YAML with an ssl: section (see configs/ssl_*.yaml); options given here win.")] = None,
+    tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block ViT-Tiny at 112 px).")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step (per device).")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Input size (multiple of 16).")] = None,
+    mask_ratio: Annotated[Optional[float], typer.Option(help="MAE masking ratio.")] = None,
+    fourier_style: Annotated[Optional[float], typer.Option(help="Probability of Fourier amplitude swaps within a batch.")] = None,
+    adapt_from: Annotated[Optional[Path], typer.Option(help="Adapt this encoder (pathweak dir or state dict) ExPLoRA-style.")] = None,
+    devices: Annotated[str, typer.Option(help="Lightning devices (auto, 1, 4, ...).")] = "auto",
+    strategy: Annotated[str, typer.Option(help="Lightning strategy (auto, ddp, ...).")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Loader worker processes decoding tiles.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Self-supervised pretraining (DINO or MAE) of a ViT on TileStores; the checkpoint with the highest
+    RankMe on held-out tiles is exported as OUT/encoder.safetensors + encoder.json (use it as
+    --encoder pathweak:OUT)."""
+    from pathweak.config import load_yaml
+    from pathweak.ssl import SSLConfig, pretrain as run_pretrain
+    from pathweak.tiling.store import find_tile_stores
+
+    values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
+    given = {"method": method, "arch": arch, "max_epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size,
+             "img_size": img_size, "mask_ratio": mask_ratio, "fourier_style": fourier_style,
+             "adapt_from": str(adapt_from) if adapt_from else None, "devices": devices, "strategy": strategy,
+             "num_workers": workers}
+    for key, value in given.items():
+        if value is not None:
+            values[key] = value
+    for key in ("global_scale", "local_scale", "mae_scale"):
+        if key in values:
+            values[key] = tuple(values[key])
+    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+    result = run_pretrain(find_tile_stores(stores), out, cfg, resume=resume, progress=progress)
+    typer.echo(json.dumps({"encoder": f"pathweak:{result.encoder_dir}", "steps": result.steps, "epochs": result.epochs,
+                           "best_checkpoint": result.best_checkpoint, "rankme": result.rankme}, indent=2))
+
+
+@app.command()
+@handle_errors
+def extract(
+    stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
+    encoder: Annotated[str, typer.Option(help="pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc or a preset (see `pathweak encoders list`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/features/<encoder_id>/<slide_id>.zarr.")],
+    weights: Annotated[Optional[str], typer.Option(help="Local weights file for timm/torchvision encoders (or 'random').")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Model batch size (default: 64 on CPU, adaptive from 512 on GPU).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles ahead of the model.")] = 1,
+    export_h5: Annotated[bool, typer.Option(help="Also write CLAM/TRIDENT-style h5 files to OUT/h5_files/<encoder_id>/.")] = False,
+    force: Annotated[bool, typer.Option(help="Re-extract even when the FeatureStore is up to date.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside)."""
+    from pathweak.features import extract_features
+    from pathweak.tiling.store import find_tile_stores
+
+    results = extract_features(find_tile_stores(stores), encoder, out, weights=weights, batch_size=batch_size,
+                               device=device, num_workers=workers, export_h5_files=export_h5, force=force,
+                               progress=progress)
+    rows = [{k: v for k, v in vars(r).items() if k != "exception"} for r in results]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            typer.echo(f"{r['slide_id']}: {r['status']} {r['n_tiles']} tiles -> {r['store'] or r['error']}")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        for r in failed:
+            _err(r.error or "failed")
+        raise typer.Exit(1)
+
+
+@app.command("import-images")
+@handle_errors
+def import_images(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of images (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The TileStore to write, e.g. runs/x/tiles/lc25000.zarr.")],
+    patch: Annotated[int, typer.Option(help="Tile side; images are centre-cropped square and resized to it.")] = 224,
+    mpp: Annotated[Optional[float], typer.Option(help="Microns per pixel of the images, when known.")] = None,
+    lossless: Annotated[bool, typer.Option(help="Store losslessly (zstd) instead of JPEG 95.")] = False,
+) -> None:
+    """Put pre-cut tile images (a patch dataset such as LC25000) into one TileStore for pretraining and extraction."""
+    from pathweak.config import StoreSpec
+    from pathweak.tiling.images import images_to_store, list_images
+
+    files = [f for p in inputs for f in (list_images(p) if p.is_dir() else [p])]
+    store = images_to_store(files, out, patch, StoreSpec(compression="lossless" if lossless else "jpeg"), mpp)
+    typer.echo(f"{len(store)} tiles in {store.path}")

@@ -1,0 +1,158 @@
+"""CLI commands of the slide stages: info, tile, sample-data, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ._app import _err, app, handle_errors
+
+
+@app.command()
+@handle_errors
+def info(
+    slide: Annotated[Path, typer.Argument(help="A slide file (or a DICOM-WSI folder).")],
+    backend: Annotated[str, typer.Option(help="Reader: auto, openslide or tiffslide.")] = "auto",
+    mpp: Annotated[Optional[float], typer.Option(help="Override the level-0 microns per pixel.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show a slide's metadata: size, pyramid levels, resolution (and where it came from), vendor."""
+    from pathweak.io import open_slide
+
+    with open_slide(slide, backend=backend, mpp=mpp) as s:
+        meta = s.info()
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=str(slide), show_header=False)
+    for key, value in meta.items():
+        if key == "level_dimensions":
+            value = ", ".join(f"{w}x{h}" for w, h in value)
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        table.add_row(key, "unknown (pass --mpp)" if key == "mpp" and value is None else str(value))
+    Console().print(table)
+
+
+@app.command()
+@handle_errors
+def tile(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(help="Slide files, folders of slides, or glob patterns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/tiles/<slide_id>.zarr.")],
+    target_mpp: Annotated[float, typer.Option(help="Microns per pixel of the stored patches.")] = 0.5,
+    patch: Annotated[int, typer.Option(help="Patch side in pixels.")] = 224,
+    overlap: Annotated[int, typer.Option(help="Overlap between neighbouring patches, in pixels.")] = 0,
+    min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept patch (0-1).")] = 0.25,
+    backend: Annotated[str, typer.Option(help="Reader: auto (OpenSlide where it can), openslide, tiffslide.")] = "auto",
+    mpp: Annotated[Optional[float], typer.Option(help="Override the slide's level-0 microns per pixel.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (over slides, and over shards of large slides).")] = 1,
+    encode_threads: Annotated[Optional[int], typer.Option(help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them).")] = None,
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = 95,
+    lossless: Annotated[bool, typer.Option(help="Store tiles losslessly (zstd) instead of JPEG.")] = False,
+    tissue_method: Annotated[str, typer.Option(help="Tissue detector: otsu_saturation, otsu_gray or all.")] = "otsu_saturation",
+    roi: Annotated[Optional[Path], typer.Option(help="QuPath GeoJSON whose annotations replace tissue detection.")] = None,
+    roi_class: Annotated[Optional[list[str]], typer.Option(help="Keep only ROI annotations of this class (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with tile:, tissue:, store: sections (options given here win).")] = None,
+    force: Annotated[bool, typer.Option(help="Re-tile even when an up-to-date store exists.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Find tissue and write patches at a target resolution into Zarr TileStores.
+
+    Re-running skips slides whose store is up to date; a changed slide or spec is re-tiled. A folder run
+    goes on past a bad slide and lists the failures at the end (exit status 1).
+    """
+    from pathweak.config import StoreSpec, TileSpec, TissueSpec, from_dict, load_yaml
+    from pathweak.tiling import expand_slide_paths, tile_slides
+
+    explicit = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+    sections = load_yaml(config) if config else {}
+    tile_cfg = dict(sections.get("tile", {}))
+    tissue_cfg = dict(sections.get("tissue", {}))
+    store_cfg = dict(sections.get("store", {}))
+    for name, key, value in [
+        ("target_mpp", "target_mpp", target_mpp), ("patch", "patch_px", patch), ("overlap", "overlap_px", overlap),
+        ("min_tissue", "min_tissue", min_tissue),
+    ]:
+        if name in explicit or key not in tile_cfg:
+            tile_cfg[key] = value
+    if "tissue_method" in explicit or "method" not in tissue_cfg:
+        tissue_cfg["method"] = tissue_method
+    if "lossless" in explicit or "compression" not in store_cfg:
+        store_cfg["compression"] = "lossless" if lossless else "jpeg"
+    if "jpeg_quality" in explicit or "jpeg_quality" not in store_cfg:
+        store_cfg["jpeg_quality"] = jpeg_quality
+
+    slides = expand_slide_paths(inputs)
+    results = tile_slides(
+        slides, out, from_dict(TileSpec, tile_cfg, config), from_dict(TissueSpec, tissue_cfg, config),
+        from_dict(StoreSpec, store_cfg, config), backend=backend, mpp=mpp, roi=roi, roi_classes=roi_class,
+        workers=workers, encode_threads=encode_threads, force=force, progress=progress,
+    )
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "exception"} for r in results], indent=2))
+    else:
+        _print_results(results)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        if len(results) == 1:
+            _err(failed[0].error or "failed")
+            raise typer.Exit(getattr(failed[0].exception, "exit_code", 1))
+        _err(f"{len(failed)} of {len(results)} slides failed:")
+        for r in failed:
+            typer.echo(f"  {r.error}", err=True)
+        raise typer.Exit(1)
+
+
+def _print_results(results: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("slide", "status", "tiles", "seconds", "store")
+    for r in results:
+        table.add_row(r.slide_id, r.status, str(r.n_tiles), f"{r.seconds:.1f}", r.store or (r.error or ""))
+    Console().print(table)
+
+
+@app.command("sample-data")
+@handle_errors
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Folder for the generated cohort.")] = Path("sample_data/cohort"),
+    n_slides: Annotated[int, typer.Option(help="Number of slides (every other one has tumour).")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same slides.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Regenerate slides that already exist.")] = False,
+) -> None:
+    """Generate the small synthetic H&E-like cohort (pyramidal JPEG TIFFs, labels.csv, tumour GeoJSON)."""
+    from pathweak.synthetic import make_sample_cohort
+
+    slides = make_sample_cohort(out, n_slides=n_slides, seed=seed, overwrite=overwrite)
+    typer.echo(f"{len(slides)} slides, labels and tumour outlines in {out}")
+
+
+@app.command()
+@handle_errors
+def demo(
+    data: Annotated[Path, typer.Option(help="Where the sample cohort is (generated there when missing).")] = Path("sample_data/cohort"),
+    out: Annotated[Path, typer.Option(help="Output folder of the run.")] = Path("runs/demo"),
+    workers: Annotated[int, typer.Option(help="Worker processes for tiling.")] = 2,
+) -> None:
+    """Run the main job on the shipped sample data: generate the synthetic cohort and tile it."""
+    from pathweak.synthetic import make_sample_cohort
+    from pathweak.tiling import tile_slides
+
+    slides = make_sample_cohort(data)
+    typer.echo(f"sample cohort: {len(slides)} slides in {data} (labels: {data / 'labels.csv'})")
+    results = tile_slides([s.path for s in slides], out, workers=workers)
+    _print_results(results)
+    failed = [r for r in results if r.status == "failed"]
+    typer.echo(f"tile stores: {out / 'tiles'}")
+    typer.echo("next: `pathweak info <slide>`, or open a store with pathweak.TileStore.open(path)")
+    if failed:
+        raise typer.Exit(1)
