@@ -26,7 +26,12 @@ def build_backbone(cfg: SSLConfig) -> nn.Module:
 
 
 def backbone_kwargs(cfg: SSLConfig) -> dict[str, Any]:
+    """timm constructor arguments; recorded in encoder.json so ``pathweak:<dir>`` rebuilds the same model.
+
+    MAE never trains the class token, so its embedding is the mean of the normalised patch tokens."""
     kwargs: dict[str, Any] = {"img_size": cfg.img_size, "dynamic_img_size": cfg.method == "dino"}
+    if cfg.method == "mae":
+        kwargs.update(global_pool="avg", fc_norm=False)
     if cfg.depth:
         kwargs["depth"] = cfg.depth
     return kwargs
@@ -67,22 +72,29 @@ class SSLModule(L.LightningModule):
         return self.teacher if self.cfg.method == "dino" else self.mae.encoder
 
     # -- training ---------------------------------------------------------------------------------
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def ssl_loss(self, batch: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """The objective on one batch of views: [global, global, local...] for DINO, [view] for MAE."""
         cfg = self.cfg
         if cfg.fourier_style > 0:
             batch = [fourier_style_swap(v, cfg.fourier_style) if v.shape[-1] == cfg.img_size else v for v in batch]
         if cfg.method == "mae":
-            loss = self.mae(batch[0])
-        else:
-            teacher_out = [self.teacher_head(self.teacher(v)) for v in batch[:2]]
-            student_out = [self.student_head(self.student(v)) for v in batch]
-            loss = self.loss_fn(student_out, teacher_out)
+            return self.mae(batch[0], generator)
+        teacher_out = [self.teacher_head(self.teacher(v)) for v in batch[:2]]
+        student_out = [self.student_head(self.student(v)) for v in batch]
+        return self.loss_fn(student_out, teacher_out)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.ssl_loss(batch)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.update_teacher(self.global_step)
+
+    def update_teacher(self, step: int) -> None:
+        """DINO: move the teacher towards the student (momentum rising from ema_momentum to 1, cosine)."""
         if self.cfg.method == "dino":
-            progress = min(1.0, self.global_step / self.total_steps)
+            progress = min(1.0, step / self.total_steps)
             m = 1 - (1 - self.cfg.ema_momentum) * (math.cos(math.pi * progress) + 1) / 2
             ema_update(self.teacher, self.student, m)
             ema_update(self.teacher_head, self.student_head, m)
