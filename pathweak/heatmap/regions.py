@@ -58,7 +58,7 @@ def region_polygons(ts: TileScores, region: Region) -> tuple[list[Any], np.ndarr
     if chosen.size == 0:
         return [], np.zeros((0, 2), np.int64)
     x0, y0, x1, y1 = (b[chosen] for b in ts.boxes())
-    union = shapely.union_all(shapely.box(x0, y0, x1, y1))
+    union = shapely.simplify(shapely.union_all(shapely.box(x0, y0, x1, y1)), 0)  # drops collinear vertices
     polygons = [p for p in getattr(union, "geoms", [union]) if p.geom_type == "Polygon" and not p.is_empty]
     centres = shapely.points((x0 + x1) / 2, (y0 + y1) / 2)
     centre_in, polygon = shapely.STRtree(polygons).query(centres, predicate="within")
