@@ -87,12 +87,11 @@ def tile_features(ts: TileScores, scores: dict[str, np.ndarray], rng: np.random.
         '[[[%s,%s],[%s,%s],[%s,%s],[%s,%s],[%s,%s]]]},'
         '"properties":{"objectType":"detection","measurements":{' + names + "}}}"
     )
-    x0, y0, x1, y1 = ts.boxes()
     values = list(scores.values())
-    for start in range(0, len(x0), chunk):
+    for start in range(0, len(ts.coords), chunk):
         s = slice(start, start + chunk)
-        ids = uuid4_strings(len(x0[s]), rng)
-        a, b, c, d = (number_strings(v[s]) for v in (x0, y0, x1, y1))
+        a, b, c, d = (number_strings(v) for v in ts.boxes(s))
+        ids = uuid4_strings(len(a), rng)
         measures = [number_strings(v[s], float32=True) for v in values]
         yield [template % row for row in zip(ids, a, b, c, b, c, d, a, d, a, b, *measures)]
 

@@ -28,10 +28,10 @@ class TileScores:
     slide_id: str
     store: TileStore
 
-    def boxes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Level-0 boxes (x0, y0, x1, y1) of the tiles, clipped to the slide."""
-        x0 = self.coords[:, 0].astype(np.float64)
-        y0 = self.coords[:, 1].astype(np.float64)
+    def boxes(self, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Level-0 boxes (x0, y0, x1, y1) of the tiles (of ``rows`` of them), clipped to the slide."""
+        x0 = self.coords[rows, 0].astype(np.float64)
+        y0 = self.coords[rows, 1].astype(np.float64)
         w, h = self.slide_size
         return x0, y0, np.minimum(x0 + self.extent[0], w), np.minimum(y0 + self.extent[1], h)
 
