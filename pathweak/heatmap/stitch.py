@@ -83,22 +83,25 @@ def stitch(
     scored = values[ok]
     boxes = [b[ok] for b in ts.boxes()]
     fine, fine_ds = (h * k, w * k), (dx / k, dy / k)
-    total = _paint(scored.astype(np.float64), *boxes, fine, fine_ds)
-    count = _paint(np.ones(scored.size), *boxes, fine, fine_ds)
-    if k > 1:
-        total = total.reshape(h, k, w, k).sum(axis=(1, 3))
-        count = count.reshape(h, k, w, k).sum(axis=(1, 3))
-    covered = count > 0.5
-    if smooth > 0:
-        total, count = _smooth(total, count, smooth * ts.extent[0] / dx, smooth * ts.extent[1] / dy)
+
+    def paint(v: np.ndarray) -> np.ndarray:
+        grid = _paint(v, *boxes, fine, fine_ds)
+        return grid.reshape(h, k, w, k).sum(axis=(1, 3)) if k > 1 else grid
+
+    count = paint(np.ones(scored.size, np.int64))
     out = np.full((h, w), np.nan, np.float32)
-    out[covered] = (total[covered] / count[covered]).astype(np.float32)
+    rest = count > 0
     if k == 1 and smooth <= 0:
-        # where one tile alone covers a pixel, take its score itself rather than a difference of sums
-        # (sums of tile numbers are integers, so exact)
-        single = np.rint(count) == 1
-        which = np.rint(_paint(np.arange(1, scored.size + 1, dtype=np.float64), *boxes, fine, fine_ds)[single])
-        out[single] = scored[which.astype(np.int64) - 1]
+        # where one tile alone covers a pixel, take that tile's score itself: painting tile numbers
+        # (integers, so exact) says which tile it is
+        single = count == 1
+        out[single] = scored[paint(np.arange(1, scored.size + 1, dtype=np.int64))[single] - 1]
+        rest &= ~single
+    if rest.any():  # overlaps (and coarse or smoothed rasters): the mean of the tiles' scores
+        total, weight = paint(scored.astype(np.float64)), count.astype(np.float64)
+        if smooth > 0:
+            total, weight = _smooth(total, weight, smooth * ts.extent[0] / dx, smooth * ts.extent[1] / dy)
+        out[rest] = (total[rest] / weight[rest]).astype(np.float32)
     if mask_tissue:
         out[~_tissue_at(ts, (h, w))] = np.nan
     return Heatmap(out, (dx, dy), ts.slide_size, ts.mpp, score, ts.slide_id)
@@ -109,15 +112,17 @@ def _paint(
     shape: tuple[int, int], ds: tuple[float, float],
 ) -> np.ndarray:
     """Sum of ``values`` over the boxes holding each pixel's centre: four corner impulses per box in a
-    difference array, then a cumulative sum along each axis (vectorised; exact for integer counts)."""
+    difference array, then a cumulative sum along each axis (vectorised; exact for integer values)."""
     h, w = shape
     c0 = np.clip(np.ceil(x0 / ds[0] - 0.5), 0, w).astype(np.int64)
     c1 = np.clip(np.ceil(x1 / ds[0] - 0.5), 0, w).astype(np.int64)
     r0 = np.clip(np.ceil(y0 / ds[1] - 0.5), 0, h).astype(np.int64)
     r1 = np.clip(np.ceil(y1 / ds[1] - 0.5), 0, h).astype(np.int64)
-    diff = np.zeros((h + 1) * (w + 1), np.float64)
-    for rows, cols, sign in ((r0, c0, 1.0), (r0, c1, -1.0), (r1, c0, -1.0), (r1, c1, 1.0)):
-        np.add.at(diff, rows * (w + 1) + cols, sign * values)
+    corners = np.concatenate([r0 * (w + 1) + c0, r0 * (w + 1) + c1, r1 * (w + 1) + c0, r1 * (w + 1) + c1])
+    signed = np.concatenate([values, -values, -values, values]).astype(np.float64)
+    diff = np.bincount(corners, signed, minlength=(h + 1) * (w + 1))  # float64: exact for integers
+    if values.dtype.kind in "iu":
+        diff = diff.astype(np.int64)
     diff = diff.reshape(h + 1, w + 1)
     np.cumsum(diff, axis=0, out=diff)
     np.cumsum(diff, axis=1, out=diff)
@@ -125,17 +130,17 @@ def _paint(
 
 
 def _smooth(total: np.ndarray, count: np.ndarray, sigma_x: float, sigma_y: float) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised Gaussian smoothing: blur the per-pixel mean and its weight, keep their ratio."""
+    """Normalised Gaussian smoothing (in float32): blur the per-pixel mean over the scored pixels and
+    the scored-pixel indicator; their ratio is the smoothed mean."""
     import cv2
 
-    covered = count > 0.5
-    mean = np.where(covered, total / np.maximum(count, 1e-12), 0.0)
-    weight = covered.astype(np.float64)
-    blur_mean = cv2.GaussianBlur(mean * weight, (0, 0), sigmaX=max(sigma_x, 1e-3), sigmaY=max(sigma_y, 1e-3),
-                                 borderType=cv2.BORDER_CONSTANT)
-    blur_weight = cv2.GaussianBlur(weight, (0, 0), sigmaX=max(sigma_x, 1e-3), sigmaY=max(sigma_y, 1e-3),
-                                   borderType=cv2.BORDER_CONSTANT)
-    return blur_mean, np.where(covered, np.maximum(blur_weight, 1e-12), 0.0)
+    covered = count > 0
+    mean = np.where(covered, total / np.maximum(count, 1), 0.0).astype(np.float32)
+    weight = covered.astype(np.float32)
+    sx, sy = max(sigma_x, 1e-3), max(sigma_y, 1e-3)
+    blur_mean = cv2.GaussianBlur(mean, (0, 0), sigmaX=sx, sigmaY=sy, borderType=cv2.BORDER_CONSTANT)
+    blur_weight = cv2.GaussianBlur(weight, (0, 0), sigmaX=sx, sigmaY=sy, borderType=cv2.BORDER_CONSTANT)
+    return blur_mean.astype(np.float64), np.where(covered, np.maximum(blur_weight, 1e-12), 0.0)
 
 
 def _tissue_at(ts: TileScores, shape: tuple[int, int]) -> np.ndarray:
