@@ -83,7 +83,7 @@ def region_features(ts: TileScores, region: Region, rng: np.random.Generator | N
 
 
 def annotation_fractions(
-    ts: TileScores | Any,
+    ts: TileScores,
     annotations: str | Path | list[Any],
     classes: list[str] | None = None,
     px_per_tile: int = 16,
