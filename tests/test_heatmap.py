@@ -216,3 +216,18 @@ def test_volume_stores_are_refused_with_a_clear_error(cmu_store, tmp_path):
         load_scores(res)
     with pytest.raises(UnsupportedSlideError, match="3D volume scores are not yet supported"):
         tile_scores(cmu_store, ScoreTable(np.zeros((4, 3), np.int64), {"p": np.zeros(4)}))
+
+
+def test_a_store_of_separate_images_is_refused(tmp_path):
+    import cv2
+
+    from pathweak.tiling.images import images_to_store
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((64, 64, 3), 40 * i, np.uint8))
+    store = images_to_store(sorted(tmp_path.glob("*.png")), tmp_path / "imgs.zarr", patch_px=32, progress=False)
+    with pytest.raises(ConfigError, match="separate images"):
+        tile_scores(store, {"p": np.zeros(3)})
+    csv_path = write_scores_csv(tmp_path / "s.csv", store.coords, {"p": np.zeros(3)})
+    with pytest.raises(ConfigError, match="separate images"):
+        load_scores(csv_path, store=store.path)

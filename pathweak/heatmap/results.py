@@ -13,16 +13,14 @@ CSV: a header row with ``x`` and ``y`` (level-0 top-left) and one column per sco
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, partial_path, swap_into_place
 from ..errors import ConfigError, StoreError
 
 FORMAT_VERSION = 1
@@ -59,8 +57,7 @@ def write_results(
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise ConfigError(f"coords must have shape (N, 2), got {coords.shape}", path=path)
     table = _check_scores(scores, len(coords), path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(path)
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         group.create_array("coords", data=coords, chunks=(max(1, min(len(coords), 65536)), 2))
@@ -75,11 +72,7 @@ def write_results(
             **(attrs or {}),
         })
         group.attrs["complete"] = True
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -51,6 +51,7 @@ def tile_scores(store: TileStore | str | Path, table: ScoreTable | dict[str, np.
     matched to the store's tiles by coordinates (tiles without a score get NaN)."""
     if not isinstance(store, TileStore):
         store = open_tile_store(store)
+    _check_slide_store(store.attrs, store.path)
     n = len(store)
     if isinstance(table, dict):
         table = ScoreTable(store.coords, table)
@@ -103,8 +104,16 @@ def open_tile_store(path: str | Path) -> TileStore:
     """Open a TileStore for exports; a volume store is sent to the volume exports (not here yet)."""
     attrs = read_attrs(Path(path))
     if attrs is not None:
-        refuse_volume(attrs, None, path)
+        _check_slide_store(attrs, path)
     return TileStore.open(path)
+
+
+def _check_slide_store(attrs: dict[str, Any], path: str | Path) -> None:
+    """Exports need the tiles of a 2D slide: not a volume, not a store of separate images."""
+    refuse_volume(attrs, None, path)
+    if (attrs.get("slide") or {}).get("source") == "images":
+        raise ConfigError("this TileStore holds separate images, not the tiles of a slide, so there is no "
+                          "slide to lay scores on", path=path, fix="use the TileStore of a tiled slide")
 
 
 def refuse_volume(attrs: dict[str, Any], coords: np.ndarray | None, path: str | Path | None) -> None:
