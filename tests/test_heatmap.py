@@ -204,6 +204,19 @@ def test_score_input_errors(cmu_store, tmp_path):
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.tiff")) and not list(tmp_path.glob(".*"))
 
 
+def test_a_failed_slide_leaves_none_of_its_outputs(cmu_store, tmp_path):
+    from pathweak.heatmap import write_heatmaps
+
+    res = write_results(tmp_path / "r.zarr", cmu_store.coords, _scores(len(cmu_store)), tile_store=cmu_store.path,
+                        slide_id="CMU")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="unknown colormap"):  # the GeoJSON is written first, then PNG fails
+        write_heatmaps(res, out, ["geojson", "png"], ExportOptions(cmap="nope"))
+    assert not out.exists() or not list(out.iterdir())
+    written = write_heatmaps(res, out, ["geojson", "png", "csv"])
+    assert sorted(p.name for p in written) == sorted(p.name for p in out.iterdir()) and len(written) == 4
+
+
 def test_volume_stores_are_refused_with_a_clear_error(cmu_store, tmp_path):
     import zarr
 
