@@ -27,6 +27,11 @@ _EXPORTS = {
     "StoreSpec": "pathweak.config",
     "PathweakError": "pathweak.errors",
     "read_qupath_geojson": "pathweak.io.qupath_geojson",
+    "load_scores": "pathweak.heatmap",
+    "tile_scores": "pathweak.heatmap",
+    "write_results": "pathweak.heatmap",
+    "read_results": "pathweak.heatmap",
+    "annotation_fractions": "pathweak.heatmap",
     "make_sample_cohort": "pathweak.synthetic",
 }
 

@@ -1,4 +1,5 @@
-"""Atomic directory outputs: build under a temporary sibling name, then swap into place.
+"""Atomic outputs: build a directory under a temporary sibling name, then swap it into place; write a
+file under a temporary name and rename it (``atomic_file``). A reader never sees a partial output.
 
 Temporary names are ``.<name>.partial-<pid>-<random>``; a run sweeps those whose process is gone.
 """
@@ -8,7 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from ._provenance import pid_alive
 
@@ -31,6 +35,21 @@ def swap_into_place(tmp: Path, final: Path) -> Path:
     else:
         os.replace(tmp, final)
     return final
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file for ``path`` (``mode`` "w" or "wb"); it replaces ``path`` when the block
+    ends without an error and is deleted when it raises."""
+    path = Path(path)
+    tmp = partial_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sweep_partials(folder: Path) -> None:

@@ -1,6 +1,7 @@
 """The ``pathweak`` command line: thin wrappers that parse options, call the public API and print.
 
-Commands that need no model (info, tile, demo, ...) never import torch, timm, lightning or monai.
+Commands that need no model (info, tile, demo, heatmap, export, ground-truth, ...) never import torch,
+timm, lightning or monai.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import sys
 
 from . import slides  # noqa: F401,I001  (each module registers its commands on the app, in help order)
 from . import models  # noqa: F401,E402
+from . import heatmaps  # noqa: F401,E402
 from ._app import app
 
 

@@ -78,6 +78,18 @@ def test_roi_from_qupath_annotations(svs, tmp_path):
     assert m.mask.mean() == pytest.approx(1000 * 1200 / (w * h), rel=0.05)
 
 
+def test_rasterize_sets_pixels_whose_centres_are_inside():
+    from shapely.geometry import Polygon, box
+
+    mask = rasterize_polygons([box(2, 2, 6, 6)], (10, 10), (1.0, 1.0))
+    expected = np.zeros((10, 10), bool)
+    expected[2:6, 2:6] = True
+    assert (mask == expected).all()
+    holed = Polygon([(0, 0), (40, 0), (40, 40), (0, 40)], [[(8, 8), (20, 8), (20, 20), (8, 20)]])
+    mask = rasterize_polygons([holed], (12, 12), (4.0, 4.0))  # edges on pixel boundaries at downsample 4
+    assert mask.sum() * 16 == holed.area and not mask[2:5, 2:5].any() and mask[:10, :10].sum() == 100 - 9
+
+
 def test_rasterize_real_qupath_multipolygon():
     need_shared(SHARED / "qupath")
     from pathweak.io.qupath_geojson import read_qupath_geojson

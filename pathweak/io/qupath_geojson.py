@@ -60,9 +60,13 @@ def read_qupath_geojson(path: str | Path) -> list[QuPathObject]:
             fix="export the objects from QuPath with File > Export objects as GeoJSON",
         )
 
-    objects = []
-    for i, feat in enumerate(features):
-        if not isinstance(feat, dict) or "geometry" not in feat:
+    objects: list[QuPathObject] = []
+    for i, feat in enumerate(_flatten(features)):
+        if not isinstance(feat, dict):
+            raise ConfigError(f"feature {i} is not a JSON object", path=path)
+        if feat.get("geometry") is None:
+            if _object_type(feat, feat.get("properties") or {}) == "root":
+                continue  # the root of a hierarchy export has no geometry, only children
             raise ConfigError(f"feature {i} has no geometry", path=path)
         try:
             geom = shape(feat["geometry"])
@@ -81,6 +85,28 @@ def read_qupath_geojson(path: str | Path) -> list[QuPathObject]:
             )
         )
     return objects
+
+
+def annotation_geometries(objects: list[QuPathObject], classes: list[str] | None = None) -> list[Any]:
+    """The (Multi)Polygon geometries of the annotations (and TMA cores) among ``objects``, keeping only
+    the classifications in ``classes`` when given: regions of interest and ground truth."""
+    keep = [o for o in objects if o.object_type in ("annotation", "tmaCore")]
+    if classes:
+        keep = [o for o in keep if o.classification in classes]
+    return [o.geometry for o in keep if o.geometry.geom_type in ("Polygon", "MultiPolygon")]
+
+
+def _flatten(features: list[Any]) -> list[Any]:
+    """Features with the ``childObjects`` of a hierarchy export listed after their parent."""
+    out: list[Any] = []
+    stack = list(reversed(features))
+    while stack:
+        feat = stack.pop()
+        out.append(feat)
+        children = (feat.get("properties") or {}).get("childObjects") if isinstance(feat, dict) else None
+        if isinstance(children, list):
+            stack.extend(reversed(children))
+    return out
 
 
 def _object_type(feat: dict[str, Any], props: dict[str, Any]) -> str:

@@ -8,11 +8,12 @@ expects.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import atomic_file
 
 RegionFn = Callable[[int, int, int, int], np.ndarray]
 
@@ -20,7 +21,7 @@ RegionFn = Callable[[int, int, int, int], np.ndarray]
 def write_pyramidal_tiff(
     path: str | Path,
     source: np.ndarray | RegionFn,
-    mpp: float,
+    mpp: float | tuple[float, float],
     size: tuple[int, int] | None = None,
     *,
     tile: int = 256,
@@ -32,7 +33,9 @@ def write_pyramidal_tiff(
 ) -> Path:
     """Write ``source`` (an RGB array, or a region function with ``size=(width, height)``) as a
     pyramidal tiled TIFF with levels shrinking by ``level_factor`` until the longer side is below
-    ``min_level_side``. The file appears atomically (temporary name, then rename)."""
+    ``min_level_side``. ``mpp`` is the pixel size of level 0 in microns, one number or (x, y); the
+    resolution tags of every level follow it. ``compression`` is "jpeg", "deflate" (lossless) or "none".
+    The file appears atomically (temporary name, then rename)."""
     import tifffile
 
     path = Path(path)
@@ -55,32 +58,26 @@ def write_pyramidal_tiff(
     while max(width, height) // (downsamples[-1] * level_factor) >= min_level_side:
         downsamples.append(downsamples[-1] * level_factor)
 
-    res = 1e4 / mpp  # pixels per centimetre
+    mpp_x, mpp_y = (mpp, mpp) if isinstance(mpp, (int, float)) else mpp
+    res_x, res_y = 1e4 / mpp_x, 1e4 / mpp_y  # pixels per centimetre
     codec = {"jpeg": ("jpeg", {"level": quality}), "deflate": ("zlib", None), "none": (None, None)}[compression]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31) as tif:
-            for i, ds in enumerate(downsamples):
-                lw, lh = -(-width // ds), -(-height // ds)
-                tif.write(
-                    _tiles(read, width, height, ds, tile),
-                    shape=(lh, lw, 3),
-                    dtype=np.uint8,
-                    tile=(tile, tile),
-                    photometric="rgb",
-                    compression=codec[0],
-                    compressionargs=codec[1],
-                    resolution=(res / ds, res / ds),
-                    resolutionunit="CENTIMETER",
-                    subfiletype=0 if i == 0 else 1,
-                    description=description if i == 0 else None,
-                    metadata=None,
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as fh, tifffile.TiffWriter(fh, bigtiff=width * height * 3 > 2**31) as tif:
+        for i, ds in enumerate(downsamples):
+            lw, lh = -(-width // ds), -(-height // ds)
+            tif.write(
+                _tiles(read, width, height, ds, tile),
+                shape=(lh, lw, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                photometric="rgb",
+                compression=codec[0],
+                compressionargs=codec[1],
+                resolution=(res_x / ds, res_y / ds),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+                description=description if i == 0 else None,
+                metadata=None,
+            )
     return path
 
 

@@ -80,12 +80,9 @@ def roi_mask(
     path: str | Path, shape: tuple[int, int], downsample: tuple[float, float], classes: list[str] | None = None
 ) -> np.ndarray:
     """Rasterise the annotation polygons of a QuPath GeoJSON file (level-0 pixels) into a mask."""
-    from ..io.qupath_geojson import read_qupath_geojson
+    from ..io.qupath_geojson import annotation_geometries, read_qupath_geojson
 
-    objects = [o for o in read_qupath_geojson(path) if o.object_type in ("annotation", "tmaCore")]
-    if classes:
-        objects = [o for o in objects if o.classification in classes]
-    geoms = [o.geometry for o in objects if o.geometry.geom_type in ("Polygon", "MultiPolygon")]
+    geoms = annotation_geometries(read_qupath_geojson(path), classes)
     if not geoms:
         wanted = f" of class {', '.join(classes)}" if classes else ""
         raise ConfigError(

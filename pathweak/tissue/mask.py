@@ -153,21 +153,30 @@ def mask_to_polygons(mask: np.ndarray, downsample: tuple[float, float]) -> list[
 
 
 def rasterize_polygons(geometries: list[Any], shape: tuple[int, int], downsample: tuple[float, float]) -> np.ndarray:
-    """Burn level-0 shapely (Multi)Polygons into a boolean mask of ``shape`` at ``downsample``."""
+    """Burn level-0 shapely (Multi)Polygons into a boolean mask of ``shape`` at ``downsample``: a mask
+    pixel is set when its centre lies inside (exactly so for edges on pixel boundaries, holes included).
+
+    OpenCV's fillPoly also sets pixels its outline touches, which adds half a pixel on every side; each
+    ring is therefore shrunk by half a pixel (mitred, so boxes stay boxes) before it is filled.
+    """
     import cv2
+    from shapely.geometry import Polygon
 
     out = np.zeros(shape, np.uint8)
     sx, sy = downsample
 
-    def pts(coords: Any) -> np.ndarray:
-        a = np.asarray(coords, dtype=np.float64)[:, :2]
-        return np.round(np.column_stack([a[:, 0] / sx - 0.5, a[:, 1] / sy - 0.5]) * 16).astype(np.int32)
+    def fill(ring: Any, value: int) -> None:
+        inner = Polygon(np.asarray(ring.coords, dtype=np.float64)[:, :2] / (sx, sy)).buffer(-0.5, join_style="mitre")
+        for part in getattr(inner, "geoms", [inner]):
+            if part.geom_type == "Polygon" and not part.is_empty:
+                pts = np.round((np.asarray(part.exterior.coords) - 0.5) * 16).astype(np.int32)
+                cv2.fillPoly(out, [pts], value, lineType=cv2.LINE_8, shift=4)
 
     for geom in geometries:
         for poly in getattr(geom, "geoms", [geom]):
             if poly.geom_type != "Polygon" or poly.is_empty:
                 continue
-            cv2.fillPoly(out, [pts(poly.exterior.coords)], 1, lineType=cv2.LINE_8, shift=4)
+            fill(poly.exterior, 1)
             for hole in poly.interiors:
-                cv2.fillPoly(out, [pts(hole.coords)], 0, lineType=cv2.LINE_8, shift=4)
+                fill(hole, 0)
     return out.astype(bool)

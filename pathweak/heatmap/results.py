@@ -1,0 +1,183 @@
+"""Per-tile score tables on disk: the results store (Zarr v3) the heads write, and plain CSV.
+
+Results store (format 1, see docs/results_format.md)::
+
+    <name>.zarr/
+      coords          int64 (N, 2)   level-0 top-left (x, y) of each tile, in the TileStore's order
+      scores/<name>   float32 (N,)   one array per score (attention, probability, pseudo-label...)
+      attrs: pathweak_format=1, kind="results", complete, slide_id, tile_store (path), created
+
+CSV: a header row with ``x`` and ``y`` (level-0 top-left) and one column per score.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import atomic_file, partial_path, swap_into_place
+from ..errors import ConfigError, StoreError
+
+FORMAT_VERSION = 1
+KIND = "results"
+
+
+@dataclass
+class ScoreTable:
+    """Scores of tiles named by their level-0 top-left ``coords``; ``tile_store`` and ``slide_id``
+    are known when the table came from a results store."""
+
+    coords: np.ndarray
+    scores: dict[str, np.ndarray]
+    tile_store: Path | None = None
+    slide_id: str | None = None
+    path: Path | None = None
+
+
+def write_results(
+    path: str | Path,
+    coords: np.ndarray,
+    scores: dict[str, np.ndarray],
+    *,
+    tile_store: str | Path,
+    slide_id: str,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a results store at ``path`` atomically (temporary folder, then rename; an old store is
+    replaced). ``scores`` maps names to (N,) arrays in the order of ``coords``."""
+    import zarr
+
+    path = Path(path)
+    coords = np.asarray(coords, dtype=np.int64)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ConfigError(f"coords must have shape (N, 2), got {coords.shape}", path=path)
+    table = _check_scores(scores, len(coords), path)
+    tmp = partial_path(path)
+    try:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        group.create_array("coords", data=coords, chunks=(max(1, min(len(coords), 65536)), 2))
+        sub = group.create_group("scores")
+        for name, values in table.items():
+            sub.create_array(name, data=values, chunks=(max(1, min(len(values), 65536)),))
+        from datetime import datetime, timezone
+
+        group.attrs.update({
+            "pathweak_format": FORMAT_VERSION, "kind": KIND, "slide_id": slide_id,
+            "tile_store": str(tile_store), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(attrs or {}),
+        })
+        group.attrs["complete"] = True
+        swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_results(path: str | Path) -> ScoreTable:
+    """Open a results store; a missing, incomplete or foreign one is a clear error."""
+    import zarr
+
+    from ..tiling.store import read_attrs
+
+    path = Path(path)
+    attrs = read_attrs(path)
+    if attrs is None:
+        raise StoreError("no results store here", path=path, fix="check the path, or pass a CSV with x, y and score columns")
+    if attrs.get("kind", KIND) != KIND:
+        raise StoreError(f"not a results store (kind={attrs.get('kind')!r})", path=path)
+    if attrs.get("pathweak_format", FORMAT_VERSION) != FORMAT_VERSION:
+        raise StoreError(f"results format {attrs.get('pathweak_format')} is not {FORMAT_VERSION}", path=path,
+                         fix="re-run the step that wrote it with this version of pathweak")
+    if attrs.get("complete") is False:
+        raise StoreError("the results store is incomplete", path=path, fix="re-run the step that wrote it")
+    group = zarr.open_group(str(path), mode="r")
+    if "coords" not in group or "scores" not in group:
+        raise StoreError("the results store has no coords or no scores group", path=path)
+    coords = np.asarray(group["coords"][...])
+    scores = {name: np.asarray(arr[...]) for name, arr in sorted(group["scores"].arrays())}
+    tile_store = attrs.get("tile_store")
+    if tile_store is not None:
+        tile_store = Path(tile_store)
+        if not tile_store.is_absolute():
+            tile_store = path.parent / tile_store
+    return ScoreTable(coords, _check_scores(scores, len(coords), path), tile_store, attrs.get("slide_id"), path)
+
+
+def write_scores_csv(path: str | Path, coords: np.ndarray, scores: dict[str, np.ndarray]) -> Path:
+    """Write ``x,y,<score>...`` rows (scores with 9 significant digits, exact for float32; NaN as
+    ``nan``) atomically."""
+    path = Path(path)
+    table = _check_scores(scores, len(coords), path)
+    for name in table:
+        if name in ("x", "y") or "," in name or '"' in name:
+            raise ConfigError(f"score name {name!r} cannot be a CSV column", path=path, fix="rename the score")
+    coords = np.asarray(coords, dtype=np.int64)
+    columns = [coords[:, 0], coords[:, 1], *table.values()]
+    fmt = ",".join(["%d", "%d"] + ["%.9g"] * len(table))
+    with atomic_file(path, "w", newline="") as f:
+        f.write(",".join(["x", "y", *table]) + "\n")
+        for start in range(0, len(coords), 65536):
+            rows = np.column_stack([c[start : start + 65536].astype(np.float64) for c in columns])
+            np.savetxt(f, rows, fmt=fmt)
+    return path
+
+
+def read_scores_csv(path: str | Path) -> ScoreTable:
+    """Read a CSV with ``x`` and ``y`` columns (level-0 top-left of each tile) and numeric score
+    columns; other non-numeric columns (a slide id, say) are ignored."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise ConfigError("score CSV not found", path=path, fix="check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text CSV file", path=path) from None
+    if not rows or not {"x", "y"} <= {h.strip() for h in rows[0]}:
+        raise ConfigError("the CSV has no x and y columns", path=path,
+                          fix="write a header row with x, y (level-0 top-left of each tile) and score columns")
+    header = [h.strip() for h in rows[0]]
+    body = [r for r in rows[1:] if r]
+    if any(len(r) != len(header) for r in body):
+        bad = next(i for i, r in enumerate(body) if len(r) != len(header))
+        raise ConfigError(f"row {bad + 2} has {len(body[bad])} fields, the header {len(header)}", path=path)
+    cols = list(zip(*body)) if body else [()] * len(header)
+    coords = np.zeros((len(body), 2), np.int64)
+    scores: dict[str, np.ndarray] = {}
+    for name, values in zip(header, cols):
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except ValueError:
+            if name in ("x", "y"):
+                raise ConfigError(f"column {name} is not numeric", path=path) from None
+            continue  # a label column
+        if name in ("x", "y"):
+            if not np.array_equal(arr, np.round(arr)):
+                raise ConfigError(f"column {name} holds non-integer pixel coordinates", path=path)
+            coords[:, 0 if name == "x" else 1] = arr.astype(np.int64)
+        else:
+            scores[name] = arr
+    if not scores:
+        raise ConfigError("the CSV has no numeric score column", path=path, fix="add a column per score beside x and y")
+    return ScoreTable(coords, _check_scores(scores, len(coords), path), path=path)
+
+
+def _check_scores(scores: dict[str, np.ndarray], n: int, path: Path) -> dict[str, np.ndarray]:
+    """Scores as float32 (N,) arrays with names that are usable keys; a wrong shape is a clear error."""
+    if not scores:
+        raise ConfigError("no scores given", path=path)
+    out = {}
+    for name, values in scores.items():
+        arr = np.asarray(values)
+        if arr.shape != (n,):
+            raise ConfigError(f"score {name!r} has shape {arr.shape}, expected ({n},) (one value per tile)", path=path)
+        if not name or "/" in name:
+            raise ConfigError(f"score name {name!r} is empty or contains '/'", path=path)
+        out[str(name)] = arr.astype(np.float32)
+    return out

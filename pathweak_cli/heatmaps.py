@@ -1,0 +1,131 @@
+"""CLI commands of the export stage: heatmap, export, ground-truth (no model libraries imported)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from pathweak.errors import PathweakError
+
+from ._app import _err, app, handle_errors
+
+ScoresArg = Annotated[Path, typer.Argument(help="A results store (.zarr) or a CSV with x, y and score columns.")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="The TileStore of the tiles (required with a CSV; overrides the one a results store names).")]
+ScoreOpt = Annotated[Optional[list[str]], typer.Option("--score", help="Score to export (repeatable; default all; PNG/TIFF need one).")]
+RegionOpt = Annotated[Optional[list[str]], typer.Option("--region", help="GeoJSON annotations for tiles with SCORE>=VALUE[:CLASS[:#RRGGBB]] (repeatable; also >, <=, <).")]
+DownsampleOpt = Annotated[Optional[float], typer.Option(help="Raster scale: level-0 pixels per heatmap pixel (default: the thumbnail's).")]
+LevelOpt = Annotated[Optional[int], typer.Option(help="Raster at this slide pyramid level instead of --downsample.")]
+SmoothOpt = Annotated[float, typer.Option(help="Gaussian smoothing sigma in tiles (0: none).")]
+MaskOpt = Annotated[bool, typer.Option("--mask-tissue/--no-mask-tissue", help="Blank heatmap pixels outside the tissue mask.")]
+CmapOpt = Annotated[str, typer.Option(help="Colormap: viridis, magma, inferno, plasma, cividis, turbo, jet, hot, parula, twilight.")]
+VminOpt = Annotated[Optional[float], typer.Option(help="Score at the bottom of the colour scale (default 0, or the minimum when scores leave [0, 1]).")]
+VmaxOpt = Annotated[Optional[float], typer.Option(help="Score at the top of the colour scale (default 1, or the maximum).")]
+AlphaOpt = Annotated[float, typer.Option(help="Opacity of the heatmap over the thumbnail in the PNG (0-1).")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
+def _export_options(score: list[str] | None, region: list[str] | None, downsample: float | None, level: int | None,
+                    smooth: float, mask_tissue: bool, cmap: str, vmin: float | None, vmax: float | None,
+                    alpha: float) -> Any:
+    from pathweak.heatmap import ExportOptions, Region
+
+    return ExportOptions(
+        scores=tuple(score or ()), regions=tuple(Region.parse(r, i) for i, r in enumerate(region or ())),
+        downsample=downsample, level=level, smooth=smooth, mask_tissue=mask_tissue, cmap=cmap, vmin=vmin,
+        vmax=vmax, alpha=alpha,
+    )
+
+
+@app.command()
+@handle_errors
+def export(
+    scores: ScoresArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The output file.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv.")] = "geojson",
+    store: StoreOpt = None,
+    score: ScoreOpt = None,
+    region: RegionOpt = None,
+    downsample: DownsampleOpt = None,
+    level: LevelOpt = None,
+    smooth: SmoothOpt = 0.0,
+    mask_tissue: MaskOpt = True,
+    cmap: CmapOpt = "viridis",
+    vmin: VminOpt = None,
+    vmax: VmaxOpt = None,
+    alpha: AlphaOpt = 0.5,
+    progress: ProgressOpt = True,
+) -> None:
+    """Export per-tile scores of one slide in one format: QuPath GeoJSON (tiles as detections with the
+    scores as measurements, --region thresholds as classified annotations), a pyramidal TIFF overlay,
+    a PNG over the thumbnail with a colour bar, or CSV."""
+    from pathweak.heatmap import export as export_scores
+    from pathweak.heatmap import load_scores
+
+    options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
+    ts = load_scores(scores, store)
+    typer.echo(str(export_scores(ts, fmt, out, options, progress=progress)))
+
+
+@app.command()
+@handle_errors
+def heatmap(
+    inputs: Annotated[list[Path], typer.Argument(help="Results stores (.zarr) or score CSVs, one per slide.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeatable; default geojson, png and tiff; also csv).")] = None,
+    store: StoreOpt = None,
+    score: ScoreOpt = None,
+    region: RegionOpt = None,
+    downsample: DownsampleOpt = None,
+    level: LevelOpt = None,
+    smooth: SmoothOpt = 0.0,
+    mask_tissue: MaskOpt = True,
+    cmap: CmapOpt = "viridis",
+    vmin: VminOpt = None,
+    vmax: VmaxOpt = None,
+    alpha: AlphaOpt = 0.5,
+    progress: ProgressOpt = True,
+) -> None:
+    """Write the heatmaps of each slide into OUT: <slide_id>.geojson (all scores, for QuPath's
+    Measurement Maps), and <slide_id>.<score>.png and .tiff for each score. A bad input is reported and
+    the others go on (exit status 1)."""
+    from pathweak.errors import ConfigError
+    from pathweak.heatmap import write_heatmaps
+
+    options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
+    if store is not None and len(inputs) > 1:
+        raise ConfigError("--store names one TileStore, so it goes with one input", fix="run one slide at a time with --store")
+    failures = []
+    for source in inputs:
+        try:
+            for path in write_heatmaps(source, out, fmt or None, options, store=store, progress=progress):
+                typer.echo(str(path))
+        except PathweakError as exc:
+            if len(inputs) == 1:
+                raise
+            failures.append(str(exc))
+    if failures:
+        _err(f"{len(failures)} of {len(inputs)} inputs failed:")
+        for line in failures:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("ground-truth")
+@handle_errors
+def ground_truth(
+    store: Annotated[Path, typer.Argument(help="The TileStore of the slide.")],
+    annotations: Annotated[Path, typer.Argument(help="QuPath GeoJSON with the annotations (level-0 pixels).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: x, y and one overlap-fraction column per class.")],
+    classes: Annotated[Optional[list[str]], typer.Option("--class", help="Annotation class to measure (repeatable; default: all annotations as one column 'annotation').")] = None,
+) -> None:
+    """Per-tile ground truth from QuPath annotations: the fraction of each tile inside the annotations
+    of each class, as a score CSV (which `pathweak export` can render)."""
+    from pathweak.heatmap import annotation_fractions, tile_scores, write_scores_csv
+    from pathweak.heatmap.source import open_tile_store
+
+    ts = tile_scores(open_tile_store(store), {})
+    columns = {name: annotation_fractions(ts, annotations, [name]) for name in classes} if classes else {
+        "annotation": annotation_fractions(ts, annotations)}
+    typer.echo(str(write_scores_csv(out, ts.coords, columns)))
