@@ -67,3 +67,7 @@ class ConfigError(PathweakError):
 
 class StoreError(PathweakError):
     """An on-disk store is missing, incomplete or of another format version."""
+
+
+class GeometryMismatchError(PathweakError):
+    """Two images that must share a voxel grid (a volume and its label volume) do not."""

@@ -20,7 +20,6 @@ import glob
 import os
 import shutil
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
+from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, as_dict
 from ..errors import ConfigError, PathweakError, SlideNotFoundError
 from ..io import TiffTileReader, open_slide
 from ..io.base import Slide
@@ -39,12 +38,12 @@ from ..tissue import segment_tissue
 from . import codecs
 from .grid import tile_grid
 from .shards import shard_key, write_shard
-from .store import FORMAT_VERSION, create_store, mark_complete, read_attrs
+from .store import FORMAT_VERSION, PARTIAL, commit_store, create_store, partial_path, read_attrs
 
 SLIDE_EXTENSIONS = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
 }
-_PARTIAL = ".partial-"
+_PARTIAL = PARTIAL  # kept for the sweep below
 
 
 
@@ -172,16 +171,31 @@ def tile_slides(
     encode_threads: int | None = None,
     force: bool = False,
     progress: bool = True,
+    volume: VolumeSpec | None = None,
+    label: str | Path | None = None,
+    timepoint: int | None = None,
 ) -> list[TileResult]:
-    """Tile many slides; a slide that fails is reported in its result and the others go on."""
+    """Tile many slides; a slide that fails is reported in its result and the others go on.
+
+    3D volumes among the inputs (NIfTI, NRRD, MetaImage, DICOM CT/MR files or series folders; see
+    :func:`pathweak.volumes.volume_format`) are tiled by :mod:`pathweak.volumes.tiler` with ``volume``
+    (default :class:`VolumeSpec`), into the same ``tiles`` folder; ``label`` (a label map on the
+    volume's grid) needs a single volume, ``timepoint`` picks one volume of 4D series.
+    """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}", fix="pass --workers 1 or more")
     if encode_threads is None:
         encode_threads = auto_encode_threads(workers)
     if encode_threads < 0:
         raise ConfigError(f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2...")
+    from ..volumes.detect import volume_format
+
     paths = [Path(s) for s in slides]
     ids = _slide_ids(paths)
+    is_volume = [volume_format(p) is not None for p in paths]
+    if label is not None and sum(is_volume) != 1:
+        raise ConfigError(f"a label map goes with exactly one volume, not {sum(is_volume)}", path=label,
+                          fix="tile each volume with its own --label")
     jobs = [
         TileJob(
             slide=str(p), out_dir=str(out_dir), tile=tile or TileSpec(), tissue=tissue or TissueSpec(),
@@ -189,15 +203,27 @@ def tile_slides(
             roi_classes=tuple(roi_classes) if roi_classes else None, fast_read=fast_read,
             encode_threads=encode_threads, force=force, slide_id=sid,
         )
-        for p, sid in zip(paths, ids)
+        for p, sid, vol in zip(paths, ids, is_volume)
+        if not vol
     ]
     tiles_dir = Path(out_dir) / "tiles"
     _sweep_partials(tiles_dir)
     created = _missing_dirs(tiles_dir)
     try:
-        if workers == 1:
-            return _run_inline(jobs, progress)
-        return _run_pool(jobs, workers, progress)
+        done = {}
+        if jobs:
+            slide_results = _run_inline(jobs, progress) if workers == 1 else _run_pool(jobs, workers, progress)
+            done = {(r.slide, r.slide_id): r for r in slide_results}
+        if any(is_volume):
+            from ..volumes.tiler import tile_volume_job
+
+            for p, sid, vol in zip(paths, ids, is_volume):
+                if vol:
+                    done[(str(p), sid)] = tile_volume_job(
+                        p, sid, Path(out_dir), volume or VolumeSpec(), store or StoreSpec(),
+                        None if label is None else Path(label), timepoint, force, progress,
+                    )
+        return [done[(str(p), sid)] for p, sid in zip(paths, ids)]
     finally:
         for d in created:  # leave no empty output folders behind when nothing was written
             try:
@@ -207,9 +233,11 @@ def tile_slides(
 
 
 def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
-    """Slides named by files, folders (their slide files, non-recursive) or glob patterns.
+    """Slides and volumes named by files, folders (their slide and volume files, non-recursive) or glob
+    patterns.
 
-    A folder of several ``.dcm`` files is one DICOM-WSI slide; a name that matches nothing is an error.
+    A folder of several ``.dcm`` files is one DICOM input (a DICOM-WSI slide, or a CT/MR series that
+    the tiler reads as one volume); a name that matches nothing is an error.
     """
     out: list[Path] = []
     for item in inputs:
@@ -218,10 +246,10 @@ def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
             matches = sorted(Path(m) for m in glob.glob(text))
             if not matches:
                 raise SlideNotFoundError("the pattern matches no file", path=text, fix="check the pattern")
-            out.extend(m for m in matches if m.is_file() and m.suffix.lower() in SLIDE_EXTENSIONS)
+            out.extend(m for m in matches if m.is_file() and _is_input_file(m))
         elif Path(text).is_dir():
             folder = Path(text)
-            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS)
+            files = sorted(p for p in folder.iterdir() if p.is_file() and _is_input_file(p))
             dcm = [p for p in files if p.suffix.lower() == ".dcm"]
             others = [p for p in files if p.suffix.lower() != ".dcm"]
             out.extend(others)
@@ -309,7 +337,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         job.tiles_dir.mkdir(parents=True, exist_ok=True)
-        tmp = job.tiles_dir / f".{job.slide_id}.zarr{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = partial_path(job.final_path)
         try:
             create_store(
                 tmp, len(grid), job.tile.patch_px, job.store,
@@ -369,16 +397,7 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Any = None) -> 
 def finish_tiling(plan: TilePlan) -> Path:
     """Step 3: flag the store complete and move it into place (replacing a stale store)."""
     assert plan.tmp is not None
-    tmp, final = Path(plan.tmp), plan.job.final_path
-    mark_complete(tmp)
-    if final.exists():
-        stale = final.with_name(f".{final.name}{_PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")
-        os.replace(final, stale)
-        os.replace(tmp, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    return commit_store(Path(plan.tmp), plan.job.final_path)
 
 
 def discard(plan: TilePlan | None) -> None:
@@ -671,11 +690,20 @@ def _split(n_shards: int, workers: int) -> list[tuple[int, int]]:
     return [(a, min(n_shards, a + per)) for a in range(0, n_shards, per)]
 
 
+def _is_input_file(path: Path) -> bool:
+    """A slide or volume file by its name (``.svs``, ``.nii.gz``, ``.nrrd``...)."""
+    from ..volumes.detect import volume_suffix
+
+    return path.suffix.lower() in SLIDE_EXTENSIONS or volume_suffix(path) is not None
+
+
 def _slide_ids(paths: list[Path]) -> list[str]:
+    from ..volumes.detect import volume_suffix
+
     ids = []
     for p in paths:
         name = p.name
-        for ext in (".ome.tiff", ".ome.tif"):
+        for ext in (".ome.tiff", ".ome.tif", *filter(None, [volume_suffix(p)])):  # .nii.gz is one extension
             if name.lower().endswith(ext):
                 name = name[: -len(ext)]
                 break
