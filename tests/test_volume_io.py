@@ -20,7 +20,7 @@ BRAIN1_LABEL = VOLUMES / "pyradiomics_brain1_label.nrrd"
 CT_SLICE = VOLUMES / "pydicom_CT_small.dcm"
 
 
-def write_dicom_series(image, folder) -> None:
+def write_dicom_series(image, folder, suffix: str = ".dcm") -> None:
     """Write a 3D SimpleITK image as an MR DICOM series, one file per slice, with the geometry tags."""
     import SimpleITK as sitk
 
@@ -28,6 +28,7 @@ def write_dicom_series(image, folder) -> None:
     d = image.GetDirection()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # also for file names without .dcm
     for k in range(image.GetDepth()):
         s = image[:, :, k]
         tags = {
@@ -39,7 +40,7 @@ def write_dicom_series(image, folder) -> None:
         }
         for tag, value in tags.items():
             s.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"slice{k:03d}{suffix}"))
         writer.Execute(s)
 
 

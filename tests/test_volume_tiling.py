@@ -11,7 +11,7 @@ from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.tiling import TileStore, tile_slides
 from pathweak.volumes import open_volume, patch_boxes, prepare_volume, tile_volume
 from pathweak.volumes.patches import crop
-from test_volume_io import ANATOMICAL, BRAIN1, BRAIN1_LABEL
+from test_volume_io import ANATOMICAL, BRAIN1, BRAIN1_LABEL, write_dicom_series
 
 BRAIN_SPEC = VolumeSpec(spacing_mm=(2.0, 2.0, 2.0), patch_px=8, min_foreground=0.25)
 
@@ -161,3 +161,23 @@ def test_foreground_mask_covers_the_head_and_not_the_air():
 
     z = fg.shape[0] // 2
     assert np.array_equal(ndimage.binary_fill_holes(fg[z]), fg[z])
+
+
+def test_a_dicom_series_folder_without_file_extensions(tmp_path):
+    """CT/MR slices often carry no extension: the folder is still found and tiled as one volume, on the
+    same grid as the NRRD it was written from."""
+    import SimpleITK as sitk
+
+    from pathweak.tiling import expand_slide_paths
+
+    need_shared(BRAIN1)
+    series = tmp_path / "brain1_series"
+    write_dicom_series(sitk.ReadImage(str(BRAIN1)), series, suffix="")
+    assert expand_slide_paths([series]) == [series]
+    spec = VolumeSpec(spacing_mm=(4.0, 4.0, 4.0), patch_px=16)
+    (result,) = tile_slides(expand_slide_paths([series]), tmp_path / "out", volume=spec, progress=False)
+    store = TileStore.open(result.store)
+    assert result.status == "tiled" and store.attrs["volume"]["format"] == "dicom-series"
+    reference = prepare_volume(open_volume(BRAIN1), spec)
+    assert store.attrs["volume"]["grid"] == reference.grid.to_attrs()
+    assert np.array_equal(store.read_tiles([0])[0], crop(reference.data, store.coords[0], np.array([16, 16, 16])))

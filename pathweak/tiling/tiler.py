@@ -257,6 +257,8 @@ def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
                 out.append(dcm[0])
             elif dcm:
                 out.append(folder)
+            elif not files and _is_dicom_series(folder):  # CT/MR slices often have no file extension
+                out.append(folder)
             for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
                 if sum(1 for f in sub.iterdir() if f.suffix.lower() == ".dcm") > 1:
                     out.append(sub)
@@ -695,6 +697,12 @@ def _is_input_file(path: Path) -> bool:
     from ..volumes.detect import volume_suffix
 
     return path.suffix.lower() in SLIDE_EXTENSIONS or volume_suffix(path) is not None
+
+
+def _is_dicom_series(folder: Path) -> bool:
+    from ..volumes.detect import volume_format
+
+    return volume_format(folder) == "dicom-series"
 
 
 def _slide_ids(paths: list[Path]) -> list[str]:

@@ -220,6 +220,9 @@ def _attrs(volume: Volume, label: Volume | None, prepared: PreparedVolume, patch
                 "fraction_columns": "label_fraction[:, c] = fraction of the patch's voxels with label values[c]",
             },
         },
+        "mpp": {  # for code that reads a resolution off any store: the grid's in-plane voxel size in um
+            "achieved": [prepared.grid.spacing[2] * 1000, prepared.grid.spacing[1] * 1000], "source": "volume spacing",
+        },
         "tile": {
             **as_dict(spec), "layout": "zyx" if spec.mode == "3d" else "yxc", "patch_shape": [d, h, w],
             "patch_px": h, "stride": list(spec.stride), "planes": list(spec.planes) if spec.mode == "slices" else None,
