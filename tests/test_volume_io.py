@@ -189,3 +189,29 @@ def test_open_slide_points_volumes_to_open_volume():
     need_shared(BRAIN1)
     with pytest.raises(SlideFormatError, match=r"3D volume \(nrrd\).*open_volume"):
         open_slide(BRAIN1)
+
+
+def test_a_transposed_and_flipped_file_gives_the_same_volume(tmp_path):
+    """The same anatomy stored with permuted and flipped voxel axes (as a sagittal acquisition would be)
+    reads as the identical RAS volume, through nibabel and through SimpleITK."""
+    import nibabel as nib
+
+    need_shared(ANATOMICAL)
+    img = nib.load(str(ANATOMICAL))
+    data = np.asanyarray(img.dataobj)
+    # new voxel axes (a, b, c) = (z, -x, y) of the file
+    permuted = np.flip(data.transpose(2, 0, 1), axis=1)
+    old = img.affine
+    affine = np.eye(4)
+    affine[:3, 0] = old[:3, 2]
+    affine[:3, 1] = -old[:3, 0]
+    affine[:3, 2] = old[:3, 1]
+    affine[:3, 3] = old[:3, 3] + old[:3, 0] * (data.shape[0] - 1)
+    path = tmp_path / "permuted.nii.gz"
+    nib.save(nib.Nifti1Image(permuted, affine), str(path))
+    ref = open_volume(ANATOMICAL)
+    for reader in ("nibabel", "simpleitk"):
+        v = open_volume(path, reader=reader)
+        assert v.info()["source_axes"] == "SRA" and v.grid.mismatch(ref.grid) is None
+        assert np.array_equal(v.array(), ref.array())
+        assert np.array_equal(v.to_source_order(v.array()), permuted)

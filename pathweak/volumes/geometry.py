@@ -134,11 +134,12 @@ def apply_orientation(data_xyz: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 
 def inverse_orientation(ornt: np.ndarray) -> np.ndarray:
-    """The orientation transform that undoes ``ornt``."""
-    from nibabel.orientations import ornt_transform
-
-    identity = np.column_stack([np.arange(len(ornt)), np.ones(len(ornt))])
-    return ornt_transform(ornt, identity)
+    """The orientation transform that undoes ``ornt`` (input axis i went to axis ornt[i, 0], flipped when
+    ornt[i, 1] is -1; so axis ornt[i, 0] goes back to i with the same flip)."""
+    inverse = np.empty_like(np.asarray(ornt, float))
+    for axis, (target, flip) in enumerate(ornt):
+        inverse[int(target)] = (axis, flip)
+    return inverse
 
 
 def axcodes(affine: np.ndarray) -> list[str]:
