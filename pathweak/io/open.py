@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .._registry import Registry
 from ..errors import CorruptSlideError, PathweakError, SlideFormatError, SlideNotFoundError
+from ..errors import reason as _short
 from .base import Slide
 from .openslide_backend import OpenSlideSlide
 from .tiffslide_backend import TiffSlideSlide
@@ -159,8 +160,3 @@ def _is_truncated_tiff(path: Path) -> bool:
     except Exception:
         return False
     return False
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]

@@ -7,16 +7,20 @@ order, the number of timepoints, and a function loading one timepoint as an (x, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .._registry import Registry
 from ..errors import CorruptSlideError, SlideFormatError, UnsupportedSlideError
+from ..errors import reason as _short
 from .geometry import itk_affine, lps_to_ras
 
+T = TypeVar("T")
 SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD, MetaImage (.mha, .mhd), a DICOM file or a folder of one DICOM series"
 
 
@@ -142,14 +146,14 @@ def _check_nifti_size(path: Path, img: object) -> None:
         )
 
 
-def _reading(path: Path, read: Callable[[], object]) -> object:  # type: ignore[type-arg]
+def _reading(path: Path, read: Callable[[], T]) -> T:
     """Run a data read, turning any failure into a one-line 'damaged' error naming the file."""
     try:
         return read()
     except MemoryError:
         raise
     except Exception as exc:
-        text = _itk_message(exc) if type(exc).__name__ == "RuntimeError" else _short(exc)
+        text = _itk_message(exc) if isinstance(exc, RuntimeError) else _short(exc)
         raise CorruptSlideError(
             f"the voxel data cannot be read ({text})", path=path,
             fix="the file is damaged or incomplete; copy or export it again",
@@ -166,14 +170,12 @@ def _itk_dtype(reader: object) -> str:
 
 
 def _itk_message(exc: BaseException) -> str:
-    """The informative line of an ITK exception (they span several lines with source locations)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "ERROR" in line or "rror" in line:
-            return line.split(": ", 1)[-1][:160] if "ITK ERROR" in line else line[:160]
-    return (lines[-1] if lines else type(exc).__name__)[:160]
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The informative part of an ITK exception: its last line, without the source location, the
+    ``[nrrd]``/``itk::ERROR: Class(0x...):`` prefixes (e.g. "_nrrdEncodingGzip_read: expected 3276800
+    bytes but received 741679")."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    text = lines[-1] if lines else (str(exc).strip() or type(exc).__name__)
+    text = re.sub(r"^\[\w+\]\s*", "", text)
+    text = re.sub(r"^(s?itk::ERROR|ITK ERROR):\s*", "", text)
+    text = re.sub(r"\w+\(0x[0-9a-fA-F]+\):\s*", "", text)
     return text[:160]
