@@ -20,16 +20,17 @@ import glob
 import os
 import shutil
 import time
+import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _provenance
-from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, as_dict
+from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
 from ..errors import ConfigError, PathweakError, SlideNotFoundError
 from ..io import TiffTileReader, open_slide
 from ..io.base import Slide
@@ -38,12 +39,15 @@ from ..tissue import segment_tissue
 from . import codecs
 from .grid import tile_grid
 from .shards import shard_key, write_shard
-from .store import FORMAT_VERSION, PARTIAL, commit_store, create_store, partial_path, read_attrs
+from .store import FORMAT_VERSION, create_store, mark_complete, read_attrs
+
+if TYPE_CHECKING:
+    from ..config import VolumeSpec
 
 SLIDE_EXTENSIONS = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
 }
-_PARTIAL = PARTIAL  # kept for the sweep below
+_PARTIAL = ".partial-"
 
 
 
@@ -215,6 +219,7 @@ def tile_slides(
             slide_results = _run_inline(jobs, progress) if workers == 1 else _run_pool(jobs, workers, progress)
             done = {(r.slide, r.slide_id): r for r in slide_results}
         if any(is_volume):
+            from ..config import VolumeSpec
             from ..volumes.tiler import tile_volume_job
 
             for p, sid, vol in zip(paths, ids, is_volume):
@@ -339,7 +344,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         job.tiles_dir.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(job.final_path)
+        tmp = job.tiles_dir / f".{job.slide_id}.zarr{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             create_store(
                 tmp, len(grid), job.tile.patch_px, job.store,
@@ -399,7 +404,16 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Any = None) -> 
 def finish_tiling(plan: TilePlan) -> Path:
     """Step 3: flag the store complete and move it into place (replacing a stale store)."""
     assert plan.tmp is not None
-    return commit_store(Path(plan.tmp), plan.job.final_path)
+    tmp, final = Path(plan.tmp), plan.job.final_path
+    mark_complete(tmp)
+    if final.exists():
+        stale = final.with_name(f".{final.name}{_PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")
+        os.replace(final, stale)
+        os.replace(tmp, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
 
 
 def discard(plan: TilePlan | None) -> None:
