@@ -58,13 +58,10 @@ def info(
 ) -> None:
     """Show a slide's metadata (size, pyramid levels, resolution and where it came from, vendor), or a
     volume's (shape, spacing, orientation, timepoints)."""
-    from pathweak.volumes.detect import volume_format
+    from .volume_options import volume_info
 
-    if volume_format(slide) is not None:
-        from pathweak.volumes import open_volume
-
-        meta = open_volume(slide).info()
-    else:
+    meta = volume_info(slide)
+    if meta is None:
         from pathweak.io import open_slide
 
         with open_slide(slide, backend=backend, mpp=mpp) as s:
@@ -128,8 +125,10 @@ def tile(
     store is up to date; a changed slide or spec is re-tiled. A folder run goes on past a bad slide and
     lists the failures at the end (exit status 1).
     """
-    from pathweak.config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, from_dict, load_yaml
+    from pathweak.config import StoreSpec, TileSpec, TissueSpec, from_dict, load_yaml
     from pathweak.tiling import expand_slide_paths, tile_slides
+
+    from .volume_options import volume_spec_from_options
 
     explicit = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
     sections = load_yaml(config) if config else {}
@@ -149,24 +148,17 @@ def tile(
     if "jpeg_quality" in explicit or "jpeg_quality" not in store_cfg:
         store_cfg["jpeg_quality"] = jpeg_quality
 
-    volume_cfg = dict(sections.get("volume", {}))
-    for name, key, value in [
-        ("mode", "mode", mode), ("spacing", "spacing_mm", _spacing(spacing)), ("patch", "patch_px", patch),
-        ("patch_depth", "patch_depth", patch_depth), ("overlap", "overlap_px", overlap),
-        ("min_tissue", "min_foreground", min_tissue), ("planes", "planes", tuple(planes.split(","))),
-        ("slice_step", "slice_step", slice_step), ("normalize", "normalize", normalize),
-        ("window", "window", _pair(window, "--window")), ("percentiles", "percentiles", _pair(percentiles, "--percentiles")),
-        ("foreground", "foreground", foreground),
-    ]:
-        if name in explicit or (key not in volume_cfg and name not in ("patch", "overlap", "min_tissue")):
-            volume_cfg[key] = value
-
+    volume_spec = volume_spec_from_options(
+        sections.get("volume", {}), explicit, config, mode=mode, spacing=spacing, patch=patch, patch_depth=patch_depth,
+        overlap=overlap, min_tissue=min_tissue, planes=planes, slice_step=slice_step, normalize=normalize,
+        window=window, percentiles=percentiles, foreground=foreground,
+    )
     slides = expand_slide_paths(inputs)
     results = tile_slides(
         slides, out, from_dict(TileSpec, tile_cfg, config), from_dict(TissueSpec, tissue_cfg, config),
         from_dict(StoreSpec, store_cfg, config), backend=backend, mpp=mpp, roi=roi, roi_classes=roi_class,
         workers=workers, encode_threads=encode_threads, force=force, progress=progress,
-        volume=from_dict(VolumeSpec, volume_cfg, config), label=label, timepoint=timepoint,
+        volume=volume_spec, label=label, timepoint=timepoint,
     )
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "exception"} for r in results], indent=2))
@@ -181,34 +173,6 @@ def tile(
         for r in failed:
             typer.echo(f"  {r.error}", err=True)
         raise typer.Exit(1)
-
-
-def _pair(text: str | None, option: str) -> tuple[float, float] | None:
-    """``"LO,HI"`` as two floats (None stays None); anything else is a clear error."""
-    if text is None:
-        return None
-    from pathweak.errors import ConfigError
-
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{option} takes two numbers LO,HI, got {text!r}", fix=f"pass e.g. {option} 0.5,99.5") from None
-    return (lo, hi)
-
-
-def _spacing(text: str) -> tuple[float, float, float] | None:
-    """``--spacing``: ``native``, one number (isotropic) or ``z,y,x`` in mm."""
-    if text.strip().lower() == "native":
-        return None
-    from pathweak.errors import ConfigError
-
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 3):
-        raise ConfigError(f"--spacing takes one number, three (z,y,x) or 'native', got {text!r}", fix="pass e.g. --spacing 1")
-    return (values[0],) * 3 if len(values) == 1 else (values[0], values[1], values[2])
 
 
 def _print_results(results: list[Any]) -> None:
