@@ -191,12 +191,15 @@ def _attrs(volume: Volume, label: Volume | None, prepared: PreparedVolume, patch
            store: StoreSpec, key: str, fingerprint: dict[str, Any], label_fp: dict[str, Any] | None,
            volume_id: str) -> dict[str, Any]:
     d, h, w = spec.patch_shape
+    in_plane_um = [prepared.grid.spacing[2] * 1000, prepared.grid.spacing[1] * 1000]
     return {
         "cache_key": key,
         "slide": {
             "path": str(volume.path.resolve()), "slide_id": volume_id, "fingerprint": fingerprint,
             "backend": volume.reader, "reader": volume.reader, "vendor": volume.format,
             "dimensions": list(volume.shape[::-1]), "level_count": 1,
+            # single-level "pyramid" of the patch grid, for consumers that read slide geometry (x, y)
+            "level_dimensions": [[prepared.grid.shape[2], prepared.grid.shape[1]]], "level_downsamples": [1.0],
         },
         "volume": {
             "format": volume.format, "reader": volume.reader, "orientation": ORIENTATION,
@@ -221,11 +224,12 @@ def _attrs(volume: Volume, label: Volume | None, prepared: PreparedVolume, patch
             },
         },
         "mpp": {  # for code that reads a resolution off any store: the grid's in-plane voxel size in um
-            "achieved": [prepared.grid.spacing[2] * 1000, prepared.grid.spacing[1] * 1000], "source": "volume spacing",
+            "achieved": in_plane_um, "level_mpp": in_plane_um, "target": None, "level": 0,
+            "level_downsample": [1.0, 1.0], "source": "volume spacing",
         },
         "tile": {
             **as_dict(spec), "layout": "zyx" if spec.mode == "3d" else "yxc", "patch_shape": [d, h, w],
-            "patch_px": h, "stride": list(spec.stride), "planes": list(spec.planes) if spec.mode == "slices" else None,
+            "patch_px": h, "read_px": h, "stride": list(spec.stride), "planes": list(spec.planes) if spec.mode == "slices" else None,
             "plane_names": list(PLANES), "n_tiles": len(patches), "min_tissue": spec.min_foreground,
             "coords": "(z, y, x) voxel index of the patch's first voxel on volume.grid",
         },
