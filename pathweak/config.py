@@ -93,6 +93,96 @@ class StoreSpec:
             raise ConfigError("shard_tiles must be at least 1")
 
 
+VolumeMode = Literal["3d", "slices"]
+PLANES = ("axial", "coronal", "sagittal")  # slice normals: z, y, x of the RAS-oriented voxel grid
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """How a 3D volume becomes patches (see docs/volumes.md).
+
+    The volume is reoriented to RAS, resampled to ``spacing_mm`` (z, y, x; ``None`` keeps the native
+    grid), intensities are mapped to uint8 by ``normalize`` and the foreground is found by
+    ``foreground``. ``mode="3d"`` cuts (patch_depth, patch_px, patch_px) voxel patches; ``"slices"`` cuts
+    patch_px x patch_px 2D patches from every ``slice_step``-th slice of each plane in ``planes``,
+    stored as RGB (grey repeated) so 2D encoders read them like slide tiles. ``patch_px`` defaults to
+    64 (3d) or 224 (slices); ``patch_depth`` to ``patch_px``.
+    """
+
+    mode: VolumeMode = "3d"
+    spacing_mm: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+    patch_px: int | None = None
+    patch_depth: int | None = None
+    overlap_px: int = 0
+    planes: tuple[str, ...] = ("axial",)
+    slice_step: int = 1
+    min_foreground: float = 0.25
+    normalize: Literal["percentile", "window", "zscore"] = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    window: tuple[float, float] | None = None
+    zscore_clip: float = 3.0
+    foreground: str = "otsu"
+    closing_mm: float = 3.0
+    min_component_mm3: float = 1000.0
+
+    def __post_init__(self) -> None:
+        fix = object.__setattr__  # YAML gives lists (or a single number): store tuples
+        if self.spacing_mm is not None:
+            sp = self.spacing_mm if isinstance(self.spacing_mm, (list, tuple)) else (self.spacing_mm,) * 3
+            if len(sp) != 3 or not all(float(s) > 0 for s in sp):
+                raise ConfigError(f"spacing must be one or three positive numbers (mm), got {self.spacing_mm}",
+                                  fix="pass e.g. --spacing 1 or --spacing 2,1,1 (z,y,x)")
+            fix(self, "spacing_mm", tuple(float(s) for s in sp))
+        planes = (self.planes,) if isinstance(self.planes, str) else tuple(self.planes)
+        fix(self, "planes", planes)
+        fix(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        if self.window is not None:
+            fix(self, "window", tuple(float(w) for w in self.window))
+        if self.mode not in ("3d", "slices"):
+            raise ConfigError(f"unknown volume mode {self.mode!r}", fix="use '3d' or 'slices'")
+        if not planes or any(p not in PLANES for p in planes):
+            raise ConfigError(f"planes must be among {', '.join(PLANES)}, got {', '.join(planes) or 'none'}",
+                              fix="pass e.g. --planes axial,coronal")
+        for name in ("patch_px", "patch_depth"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}", fix="pass e.g. --patch 64")
+        d, h, w = self.patch_shape
+        if not 0 <= self.overlap_px < min(h, w) or (d > 1 and self.overlap_px >= d):
+            raise ConfigError(f"overlap must be in [0, patch size), got {self.overlap_px}",
+                              fix="pass an --overlap smaller than --patch")
+        if self.slice_step < 1:
+            raise ConfigError(f"slice step must be at least 1, got {self.slice_step}")
+        if not 0 <= self.min_foreground <= 1:
+            raise ConfigError(f"min foreground fraction must be in [0, 1], got {self.min_foreground}")
+        if self.normalize not in ("percentile", "window", "zscore"):
+            raise ConfigError(f"unknown normalisation {self.normalize!r}", fix="use percentile, window or zscore")
+        if self.normalize == "window" and (self.window is None or len(self.window) != 2 or self.window[0] >= self.window[1]):
+            raise ConfigError(f"window normalisation needs a window LO,HI with LO < HI, got {self.window}",
+                              fix="pass e.g. --window -1000,1000 (CT, HU)")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ConfigError(f"percentiles must satisfy 0 <= LO < HI <= 100, got {self.percentiles}")
+        if self.zscore_clip <= 0 or self.closing_mm < 0 or self.min_component_mm3 < 0:
+            raise ConfigError("zscore_clip must be positive, closing_mm and min_component_mm3 not negative")
+
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        """(depth, height, width) in voxels of a 3D patch; (1, px, px) of a 2D slice patch."""
+        px = self.patch_px or (64 if self.mode == "3d" else 224)
+        if self.mode == "slices":
+            return (1, px, px)
+        return (self.patch_depth or px, px, px)
+
+    @property
+    def stride(self) -> tuple[int, int, int]:
+        """Voxel step between neighbouring patches (z, y, x); along a slice plane's normal, ``slice_step``."""
+        d, h, w = self.patch_shape
+        if self.mode == "slices":
+            return (self.slice_step, h - self.overlap_px, w - self.overlap_px)
+        return (max(1, d - self.overlap_px), h - self.overlap_px, w - self.overlap_px)
+
+
 C = TypeVar("C")
 
 

@@ -41,6 +41,12 @@ def _rebuild(cls: type[PathweakError], problem: str, path: str | None, fix: str 
     return cls(problem, path=path, fix=fix)
 
 
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type name when empty), for the "(...)" of an error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:limit]
+
+
 class SlideNotFoundError(PathweakError):
     """The slide path does not exist."""
 
@@ -67,3 +73,7 @@ class ConfigError(PathweakError):
 
 class StoreError(PathweakError):
     """An on-disk store is missing, incomplete or of another format version."""
+
+
+class GeometryMismatchError(PathweakError):
+    """Two images that must share a voxel grid (a volume and its label volume) do not."""

@@ -14,16 +14,21 @@ from ._app import _err, app, handle_errors
 @app.command()
 @handle_errors
 def info(
-    slide: Annotated[Path, typer.Argument(help="A slide file (or a DICOM-WSI folder).")],
+    slide: Annotated[Path, typer.Argument(help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder).")],
     backend: Annotated[str, typer.Option(help="Reader: auto, openslide or tiffslide.")] = "auto",
     mpp: Annotated[Optional[float], typer.Option(help="Override the level-0 microns per pixel.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show a slide's metadata: size, pyramid levels, resolution (and where it came from), vendor."""
-    from pathweak.io import open_slide
+    """Show a slide's metadata (size, pyramid levels, resolution and where it came from, vendor), or a
+    volume's (shape, spacing, orientation, timepoints)."""
+    from .volume_options import volume_info
 
-    with open_slide(slide, backend=backend, mpp=mpp) as s:
-        meta = s.info()
+    meta = volume_info(slide)
+    if meta is None:
+        from pathweak.io import open_slide
+
+        with open_slide(slide, backend=backend, mpp=mpp) as s:
+            meta = s.info()
     if as_json:
         typer.echo(json.dumps(meta, indent=2))
         return
@@ -63,14 +68,30 @@ def tile(
     force: Annotated[bool, typer.Option(help="Re-tile even when an up-to-date store exists.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    mode: Annotated[str, typer.Option(help="Volumes: 3d (voxel patches) or slices (2D RGB patches of slices).")] = "3d",
+    spacing: Annotated[str, typer.Option(help="Volumes: voxel size of the patches in mm, one value or z,y,x, or 'native'.")] = "1",
+    patch_depth: Annotated[Optional[int], typer.Option(help="Volumes, 3d: patch depth in voxels (default: --patch).")] = None,
+    planes: Annotated[str, typer.Option(help="Volumes, slices: planes to cut, from axial,coronal,sagittal.")] = "axial",
+    slice_step: Annotated[int, typer.Option(help="Volumes, slices: use every N-th slice.")] = 1,
+    normalize: Annotated[str, typer.Option(help="Volumes: intensity to uint8 by percentile, window or zscore.")] = "percentile",
+    window: Annotated[Optional[str], typer.Option(help="Volumes: intensity window LO,HI for --normalize window (e.g. -1000,1000 HU).")] = None,
+    percentiles: Annotated[str, typer.Option(help="Volumes: foreground percentiles LO,HI for --normalize percentile.")] = "0.5,99.5",
+    foreground: Annotated[str, typer.Option(help="Volumes: foreground detector, otsu or all.")] = "otsu",
+    label: Annotated[Optional[Path], typer.Option(help="Volumes: a label map on the volume's grid; per-patch label fractions are stored.")] = None,
+    timepoint: Annotated[Optional[int], typer.Option(help="Volumes: the timepoint of a 4D series to tile (0-based).")] = None,
 ) -> None:
     """Find tissue and write patches at a target resolution into Zarr TileStores.
 
-    Re-running skips slides whose store is up to date; a changed slide or spec is re-tiled. A folder run
-    goes on past a bad slide and lists the failures at the end (exit status 1).
+    3D volumes among the inputs (NIfTI, NRRD, MetaImage, DICOM CT/MR) are reoriented to RAS, resampled
+    to --spacing and cut into 3D patches (--patch voxels, default 64) or 2D slice patches (--mode slices,
+    default 224); --min-tissue is then the minimum foreground fraction. Re-running skips slides whose
+    store is up to date; a changed slide or spec is re-tiled. A folder run goes on past a bad slide and
+    lists the failures at the end (exit status 1).
     """
     from pathweak.config import StoreSpec, TileSpec, TissueSpec, from_dict, load_yaml
     from pathweak.tiling import expand_slide_paths, tile_slides
+
+    from .volume_options import volume_spec_from_options
 
     explicit = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
     sections = load_yaml(config) if config else {}
@@ -90,11 +111,17 @@ def tile(
     if "jpeg_quality" in explicit or "jpeg_quality" not in store_cfg:
         store_cfg["jpeg_quality"] = jpeg_quality
 
+    volume_spec = volume_spec_from_options(
+        sections.get("volume", {}), explicit, config, mode=mode, spacing=spacing, patch=patch, patch_depth=patch_depth,
+        overlap=overlap, min_tissue=min_tissue, planes=planes, slice_step=slice_step, normalize=normalize,
+        window=window, percentiles=percentiles, foreground=foreground,
+    )
     slides = expand_slide_paths(inputs)
     results = tile_slides(
         slides, out, from_dict(TileSpec, tile_cfg, config), from_dict(TissueSpec, tissue_cfg, config),
         from_dict(StoreSpec, store_cfg, config), backend=backend, mpp=mpp, roi=roi, roi_classes=roi_class,
         workers=workers, encode_threads=encode_threads, force=force, progress=progress,
+        volume=volume_spec, label=label, timepoint=timepoint,
     )
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "exception"} for r in results], indent=2))

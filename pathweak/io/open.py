@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .._registry import Registry
 from ..errors import CorruptSlideError, PathweakError, SlideFormatError, SlideNotFoundError
+from ..errors import reason as _short
 from .base import Slide
 from .openslide_backend import OpenSlideSlide
 from .tiffslide_backend import TiffSlideSlide
@@ -32,6 +33,7 @@ def open_slide(
     path = Path(path)
     if not path.exists():
         raise SlideNotFoundError("file not found", path=path, fix="check the path and spelling")
+    _refuse_volume(path)
     if path.is_dir():
         path = _dicom_file_in(path)
     if _is_truncated_tiff(path):
@@ -58,6 +60,18 @@ def open_slide(
                 ) from None
             # OpenSlide takes only some generic TIFFs (e.g. not 16-bit or multi-channel): let tiffslide try
     return _open_with(TiffSlideSlide, path, mpp)
+
+
+def _refuse_volume(path: Path) -> None:
+    """A 3D medical volume is not a slide: point to the volume reader instead of failing obscurely."""
+    from ..volumes.detect import volume_format
+
+    fmt = volume_format(path)
+    if fmt is not None:
+        raise SlideFormatError(
+            f"this is a 3D volume ({fmt}), not a whole-slide image", path=path,
+            fix="open it with pathweak.open_volume; `pathweak info` and `pathweak tile` read volumes directly",
+        )
 
 
 def _open_with(cls: type[Slide], path: Path, mpp: float | tuple[float, float] | None) -> Slide:
@@ -146,8 +160,3 @@ def _is_truncated_tiff(path: Path) -> bool:
     except Exception:
         return False
     return False
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]

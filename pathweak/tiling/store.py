@@ -10,10 +10,16 @@ Layout (format 1)::
       tissue_mask     uint8 (h, w)   thumbnail-scale tissue mask (1 = tissue)
       thumbnail       uint8 (h, w, 3)
       attrs: pathweak_format, kind="tiles", complete, cache_key, slide/mpp/tile/tissue/storage/versions
+
+Volume stores (``attrs["volume"]`` present) use the same layout with (z, y, x) ``coords``: 3D patches
+(``tiles`` uint8 (N, D, H, W), zstd) or 2D slice patches (RGB, as above); see docs/tilestore_format.md.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +34,7 @@ from .shards import ShardReader, shard_key
 
 FORMAT_VERSION = 1
 KIND = "tiles"
+PARTIAL = ".partial-"  # temporary stores are named .<id>.zarr.partial-<pid>-<random>
 
 
 def create_store(
@@ -37,16 +44,24 @@ def create_store(
     spec: StoreSpec,
     arrays: dict[str, np.ndarray],
     attrs: dict[str, Any],
+    tile_shape: tuple[int, ...] | None = None,
+    fill_value: int = 255,
+    dimension_names: tuple[str, ...] = ("tile", "y", "x", "rgb"),
 ) -> None:
     """Create the group, the empty ``tiles`` array and the small arrays of a TileStore at ``path``.
 
-    The tile data itself is written shard by shard (:func:`pathweak.tiling.shards.write_shard`).
+    ``tile_shape`` is the shape of one tile (default RGB ``(tile_px, tile_px, 3)``; a 3D volume patch
+    is ``(D, H, W)`` and must be stored losslessly). The tile data itself is written shard by shard
+    (:func:`pathweak.tiling.shards.write_shard`).
     """
     import zarr
     from zarr.codecs import BytesCodec, ZstdCodec
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     shard = max(1, min(spec.shard_tiles, max(n_tiles, 1)))
+    tile_shape = tuple(tile_shape or (tile_px, tile_px, 3))
+    if spec.compression == "jpeg" and (len(tile_shape) != 3 or tile_shape[2] != 3):
+        raise ValueError(f"JPEG stores RGB tiles only, not tiles of shape {tile_shape}")
     if spec.compression == "jpeg":
         serializer: Any = codecs.JpegCodec(quality=spec.jpeg_quality)
         compressors: Any = None
@@ -54,14 +69,14 @@ def create_store(
         serializer, compressors = BytesCodec(), ZstdCodec(level=codecs.ZSTD_LEVEL)
     group.create_array(
         "tiles",
-        shape=(n_tiles, tile_px, tile_px, 3),
+        shape=(n_tiles, *tile_shape),
         dtype="uint8",
-        chunks=(1, tile_px, tile_px, 3),
-        shards=(shard, tile_px, tile_px, 3),
+        chunks=(1, *tile_shape),
+        shards=(shard, *tile_shape),
         serializer=serializer,
         compressors=compressors,
-        fill_value=255,
-        dimension_names=("tile", "y", "x", "rgb"),
+        fill_value=fill_value,
+        dimension_names=dimension_names,
     )
     for name, data in arrays.items():
         chunks = (min(max(len(data), 1), 65536),) + data.shape[1:] if name not in ("tissue_mask", "thumbnail") else None
@@ -86,6 +101,24 @@ def mark_complete(path: Path) -> None:
     zarr.open_group(str(path), mode="r+").attrs["complete"] = True
 
 
+def partial_path(final: Path) -> Path:
+    """A fresh temporary name beside ``final`` for a store being written by this process."""
+    return final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def commit_store(tmp: Path, final: Path) -> Path:
+    """Flag the store at ``tmp`` complete and move it to ``final``, replacing (then deleting) a stale one."""
+    mark_complete(tmp)
+    if final.exists():
+        stale = final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")
+        os.replace(final, stale)
+        os.replace(tmp, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
 def read_attrs(path: Path) -> dict[str, Any] | None:
     """The group attributes of a store, or None when there is no readable group at ``path``."""
     import json
@@ -101,7 +134,9 @@ class TileStore:
     """A finished TileStore, opened for reading.
 
     ``coords``, ``grid_index`` and ``tissue_fraction`` are numpy arrays; ``read_tiles(indices)`` returns
-    tiles fast (whole-shard reads, JPEG decoded in C); ``tiles`` is the plain Zarr array.
+    tiles fast (whole-shard reads, JPEG decoded in C); ``tiles`` is the plain Zarr array. A volume store
+    (:attr:`is_volume`) has (z, y, x) ``coords``; its tiles are RGB slice patches or, when
+    :attr:`tile_shape` has no colour axis, 3D (D, H, W) patches.
     """
 
     def __init__(self, path: Path, attrs: dict[str, Any]):
@@ -154,6 +189,11 @@ class TileStore:
     def tissue_mask(self) -> np.ndarray:
         return self._array("tissue_mask")
 
+    @cached_property
+    def label_fraction(self) -> np.ndarray | None:
+        """Per-patch fraction of each label value (N, C) of a volume tiled with a label map, else None."""
+        return self._array("label_fraction") if (self.path / "label_fraction").exists() else None
+
     @property
     def tiles(self) -> Any:
         """The ``tiles`` array through Zarr (generic, slower access)."""
@@ -174,6 +214,22 @@ class TileStore:
     def compression(self) -> str:
         return str(self.attrs["storage"]["compression"])
 
+    @property
+    def is_volume(self) -> bool:
+        """True for a store tiled from a 3D volume (coords are (z, y, x) voxels; see attrs["volume"])."""
+        return "volume" in self.attrs
+
+    @cached_property
+    def _tiles_meta(self) -> dict[str, Any]:
+        import json
+
+        return json.loads((self.path / "tiles" / "zarr.json").read_text())
+
+    @property
+    def tile_shape(self) -> tuple[int, ...]:
+        """Shape of one tile: (T, T, 3) RGB, or (D, H, W) for 3D volume patches."""
+        return tuple(int(s) for s in self._tiles_meta["shape"][1:])
+
     @cached_property
     def shard_tiles(self) -> int:
         return shard_tiles_of(self.path)
@@ -188,8 +244,7 @@ class TileStore:
         idx = np.arange(n)[indices] if isinstance(indices, slice) else np.asarray(indices, dtype=np.int64).ravel()
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"tile index out of range 0..{n - 1}")
-        t = self.tile_px
-        out = np.empty((idx.size, t, t, 3), np.uint8)
+        out = np.empty((idx.size, *self.tile_shape), np.uint8)
         shards = idx // self.shard_tiles
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
@@ -202,13 +257,12 @@ class TileStore:
         return self.read_tiles([i])[0]
 
     def _decode(self, data: bytes | None, index: int) -> np.ndarray:
-        t = self.tile_px
         if data is None:
-            return np.full((t, t, 3), 255, np.uint8)
+            return np.full(self.tile_shape, self._tiles_meta.get("fill_value", 255), np.uint8)
         try:
             if self.compression == "jpeg":
                 return codecs.decode_jpeg(data)
-            return codecs.decode_zstd(data, (t, t, 3))
+            return codecs.decode_zstd(data, self.tile_shape)
         except Exception as exc:
             raise StoreError(
                 f"tile {index} is damaged ({exc})", path=self.path, fix="delete the store and re-tile the slide"

@@ -24,7 +24,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from . import codecs
 from .grid import tile_grid
 from .shards import shard_key, write_shard
 from .store import FORMAT_VERSION, create_store, mark_complete, read_attrs
+
+if TYPE_CHECKING:
+    from ..config import VolumeSpec
 
 SLIDE_EXTENSIONS = {
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
@@ -171,16 +174,31 @@ def tile_slides(
     encode_threads: int | None = None,
     force: bool = False,
     progress: bool = True,
+    volume: VolumeSpec | None = None,
+    label: str | Path | None = None,
+    timepoint: int | None = None,
 ) -> list[TileResult]:
-    """Tile many slides; a slide that fails is reported in its result and the others go on."""
+    """Tile many slides; a slide that fails is reported in its result and the others go on.
+
+    3D volumes among the inputs (NIfTI, NRRD, MetaImage, DICOM CT/MR files or series folders; see
+    :func:`pathweak.volumes.volume_format`) are tiled by :mod:`pathweak.volumes.tiler` with ``volume``
+    (default :class:`VolumeSpec`), into the same ``tiles`` folder; ``label`` (a label map on the
+    volume's grid) needs a single volume, ``timepoint`` picks one volume of 4D series.
+    """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}", fix="pass --workers 1 or more")
     if encode_threads is None:
         encode_threads = auto_encode_threads(workers)
     if encode_threads < 0:
         raise ConfigError(f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2...")
+    from ..volumes.detect import volume_format
+
     paths = [Path(s) for s in slides]
     ids = _slide_ids(paths)
+    is_volume = [volume_format(p) is not None for p in paths]
+    if label is not None and sum(is_volume) != 1:
+        raise ConfigError(f"a label map goes with exactly one volume, not {sum(is_volume)}", path=label,
+                          fix="tile each volume with its own --label")
     jobs = [
         TileJob(
             slide=str(p), out_dir=str(out_dir), tile=tile or TileSpec(), tissue=tissue or TissueSpec(),
@@ -188,23 +206,38 @@ def tile_slides(
             roi_classes=tuple(roi_classes) if roi_classes else None, fast_read=fast_read,
             encode_threads=encode_threads, force=force, slide_id=sid,
         )
-        for p, sid in zip(paths, ids)
+        for p, sid, vol in zip(paths, ids, is_volume)
+        if not vol
     ]
     tiles_dir = Path(out_dir) / "tiles"
     sweep_partials(tiles_dir)
     created = missing_dirs(tiles_dir)
     try:
-        if workers == 1:
-            return _run_inline(jobs, progress)
-        return _run_pool(jobs, workers, progress)
+        done = {}
+        if jobs:
+            slide_results = _run_inline(jobs, progress) if workers == 1 else _run_pool(jobs, workers, progress)
+            done = {(r.slide, r.slide_id): r for r in slide_results}
+        if any(is_volume):
+            from ..config import VolumeSpec
+            from ..volumes.tiler import tile_volume_job
+
+            for p, sid, vol in zip(paths, ids, is_volume):
+                if vol:
+                    done[(str(p), sid)] = tile_volume_job(
+                        p, sid, Path(out_dir), volume or VolumeSpec(), store or StoreSpec(),
+                        None if label is None else Path(label), timepoint, force, progress,
+                    )
+        return [done[(str(p), sid)] for p, sid in zip(paths, ids)]
     finally:
         remove_if_empty(created)  # leave no empty output folders behind when nothing was written
 
 
 def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
-    """Slides named by files, folders (their slide files, non-recursive) or glob patterns.
+    """Slides and volumes named by files, folders (their slide and volume files, non-recursive) or glob
+    patterns.
 
-    A folder of several ``.dcm`` files is one DICOM-WSI slide; a name that matches nothing is an error.
+    A folder of several ``.dcm`` files is one DICOM input (a DICOM-WSI slide, or a CT/MR series that
+    the tiler reads as one volume); a name that matches nothing is an error.
     """
     out: list[Path] = []
     for item in inputs:
@@ -213,16 +246,18 @@ def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
             matches = sorted(Path(m) for m in glob.glob(text))
             if not matches:
                 raise SlideNotFoundError("the pattern matches no file", path=text, fix="check the pattern")
-            out.extend(m for m in matches if m.is_file() and m.suffix.lower() in SLIDE_EXTENSIONS)
+            out.extend(m for m in matches if m.is_file() and _is_input_file(m))
         elif Path(text).is_dir():
             folder = Path(text)
-            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS)
+            files = sorted(p for p in folder.iterdir() if p.is_file() and _is_input_file(p))
             dcm = [p for p in files if p.suffix.lower() == ".dcm"]
             others = [p for p in files if p.suffix.lower() != ".dcm"]
             out.extend(others)
             if len(dcm) == 1:
                 out.append(dcm[0])
             elif dcm:
+                out.append(folder)
+            elif not files and _is_dicom_series(folder):  # CT/MR slices often have no file extension
                 out.append(folder)
             for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
                 if sum(1 for f in sub.iterdir() if f.suffix.lower() == ".dcm") > 1:
@@ -651,11 +686,26 @@ def _split(n_shards: int, workers: int) -> list[tuple[int, int]]:
     return [(a, min(n_shards, a + per)) for a in range(0, n_shards, per)]
 
 
+def _is_input_file(path: Path) -> bool:
+    """A slide or volume file by its name (``.svs``, ``.nii.gz``, ``.nrrd``...)."""
+    from ..volumes.detect import volume_suffix
+
+    return path.suffix.lower() in SLIDE_EXTENSIONS or volume_suffix(path) is not None
+
+
+def _is_dicom_series(folder: Path) -> bool:
+    from ..volumes.detect import volume_format
+
+    return volume_format(folder) == "dicom-series"
+
+
 def _slide_ids(paths: list[Path]) -> list[str]:
+    from ..volumes.detect import volume_suffix
+
     ids = []
     for p in paths:
         name = p.name
-        for ext in (".ome.tiff", ".ome.tif"):
+        for ext in (".ome.tiff", ".ome.tif", *filter(None, [volume_suffix(p)])):  # .nii.gz is one extension
             if name.lower().endswith(ext):
                 name = name[: -len(ext)]
                 break

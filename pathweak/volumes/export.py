@@ -1,0 +1,125 @@
+"""Per-patch scores of a volume TileStore written back as a NIfTI heatmap in the source file's geometry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..tiling.store import TileStore
+from .geometry import Grid, apply_orientation, inverse_orientation
+
+
+def patch_boxes(store: TileStore) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, extents)`` (N, 3) int64 of every patch of a volume store, (z, y, x) voxels on its grid."""
+    _require_volume(store)
+    starts = np.asarray(store.coords, np.int64)
+    d, h, w = store.attrs["tile"]["patch_shape"]
+    if store.attrs["tile"]["mode"] == "3d":
+        return starts, np.tile(np.asarray([d, h, w], np.int64), (len(starts), 1))
+    import zarr
+
+    plane = np.asarray(zarr.open_array(str(store.path / "plane"), mode="r")[...], np.int64)
+    extents = np.full((len(starts), 3), h, np.int64)
+    extents[np.arange(len(starts)), plane] = 1
+    return starts, extents
+
+
+def score_volume(store: TileStore, scores: np.ndarray, reduce: Literal["mean", "max"] = "mean",
+                 background: float = np.nan) -> np.ndarray:
+    """Scores (N,) or (N, C) painted onto the store's grid (z, y, x[, C]) as float32; voxels covered by
+    several patches get their mean (or max), voxels covered by none ``background``."""
+    starts, extents = patch_boxes(store)
+    values = np.asarray(scores, np.float32)
+    if values.shape[:1] != (len(starts),) or values.ndim not in (1, 2):
+        raise ConfigError(f"{values.shape} scores for a store of {len(starts)} patches", path=store.path,
+                          fix="pass one score (or one row of scores) per patch, in the store's order")
+    if reduce not in ("mean", "max"):
+        raise ConfigError(f"unknown reduction {reduce!r}", fix="use 'mean' or 'max'")
+    grid = Grid.from_attrs(store.attrs["volume"]["grid"])
+    channels = values.shape[1:]
+    acc = np.full((*grid.shape, *channels), -np.inf if reduce == "max" else 0.0, np.float32)
+    count = np.zeros(grid.shape, np.int32)
+    for start, extent, value in zip(starts, extents, values):
+        box = tuple(slice(int(s), int(s) + int(e)) for s, e in zip(start, extent))
+        if reduce == "max":
+            np.maximum(acc[box], value, out=acc[box])
+        else:
+            acc[box] += value
+        count[box] += 1
+    covered = count > 0
+    if reduce == "mean":
+        acc[covered] /= count[covered][(...,) + (None,) * len(channels)]
+    acc[~covered] = background
+    return acc
+
+
+def scores_to_nifti(store: TileStore | str | Path, scores: np.ndarray, out_path: str | Path,
+                    reduce: Literal["mean", "max"] = "mean", background: float = np.nan) -> Path:
+    """Write per-patch ``scores`` of a volume store as a NIfTI heatmap with the source volume's affine.
+
+    The heatmap has the source file's shape and voxel order (a 4th axis for (N, C) scores), so it
+    overlays the original image in any viewer: each source voxel takes the value of the store-grid voxel
+    its centre falls in (nearest neighbour), see :func:`score_volume`. ``out_path`` must end in ``.nii``
+    or ``.nii.gz``; it is written under a temporary name and renamed.
+    """
+    import nibabel as nib
+
+    if not isinstance(store, TileStore):
+        store = TileStore.open(store)
+    out_path = Path(out_path)
+    suffix = ".nii.gz" if out_path.name.lower().endswith(".nii.gz") else ".nii" if out_path.suffix.lower() == ".nii" else None
+    if suffix is None:
+        raise ConfigError("a NIfTI heatmap needs a .nii or .nii.gz name", path=out_path, fix="name it e.g. heatmap.nii.gz")
+    _require_volume(store)
+    on_grid = score_volume(store, scores, reduce, background)
+    attrs = store.attrs["volume"]
+    canonical = Grid.from_attrs(attrs["canonical"])
+    data = _to_grid(on_grid, Grid.from_attrs(attrs["grid"]), canonical, background)
+    xyz = np.moveaxis(data, (0, 1, 2), (2, 1, 0))
+    ornt = np.asarray(attrs["source"]["orientation_transform"], float)
+    source = apply_orientation(xyz, inverse_orientation(ornt))
+    affine = np.asarray(attrs["source"]["affine"], float)
+    image = nib.Nifti1Image(np.ascontiguousarray(source, np.float32), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
+    try:
+        nib.save(image, str(tmp))
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def _to_grid(data: np.ndarray, source: Grid, target: Grid, background: float) -> np.ndarray:
+    """Nearest-neighbour values of ``data`` (on ``source``) at ``target``'s voxel centres. The two grids
+    share their axes' directions (the store grid is a resampling of the canonical one), so each axis maps
+    on its own."""
+    m = np.linalg.solve(source.affine, target.affine)  # target index (x, y, z, 1) -> source index
+    if np.abs(m[:3, :3] - np.diag(np.diag(m[:3, :3]))).max() > 1e-6:
+        raise ValueError("the store grid is not axis-aligned with the source grid")
+    out = np.full((*target.shape, *data.shape[3:]), background, np.float32)
+    index = []
+    valid = []
+    for axis_zyx in range(3):
+        a = 2 - axis_zyx  # (x, y, z) row of the affine
+        idx = np.floor(m[a, a] * np.arange(target.shape[axis_zyx]) + m[a, 3] + 0.5).astype(np.int64)
+        ok = (idx >= 0) & (idx < source.shape[axis_zyx])
+        index.append(np.clip(idx, 0, source.shape[axis_zyx] - 1))
+        valid.append(ok)
+    picked = data[np.ix_(*index)]
+    inside = valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+    out[inside] = picked[inside]
+    return out
+
+
+def _require_volume(store: TileStore) -> None:
+    if not store.is_volume:
+        raise ConfigError("not a volume TileStore (it was tiled from a slide)", path=store.path,
+                          fix="use the 2D heatmap exporters for slides")
