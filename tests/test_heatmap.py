@@ -222,12 +222,13 @@ def test_volume_stores_are_refused_with_a_clear_error(cmu_store, tmp_path):
 
     from pathweak.heatmap import ScoreTable
 
-    zarr.open_group(str(tmp_path / "volume.zarr"), mode="w", zarr_format=3).attrs.update({"kind": "volume_tiles"})
+    zarr.open_group(str(tmp_path / "volume.zarr"), mode="w", zarr_format=3).attrs.update(
+        {"kind": "tiles", "volume": {"mode": "3d"}})
     res = write_results(tmp_path / "vol.zarr", np.zeros((4, 2), np.int64), {"p": np.zeros(4)},
                         tile_store=tmp_path / "volume.zarr", slide_id="v")
-    with pytest.raises(UnsupportedSlideError, match="3D volume scores are not yet supported"):
+    with pytest.raises(UnsupportedSlideError, match="3D volume store.*scores_to_nifti"):
         load_scores(res)
-    with pytest.raises(UnsupportedSlideError, match="3D volume scores are not yet supported"):
+    with pytest.raises(UnsupportedSlideError, match="3D volume store.*scores_to_nifti"):
         tile_scores(cmu_store, ScoreTable(np.zeros((4, 3), np.int64), {"p": np.zeros(4)}))
 
 

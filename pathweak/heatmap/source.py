@@ -117,14 +117,13 @@ def _check_slide_store(attrs: dict[str, Any], path: str | Path) -> None:
 
 
 def refuse_volume(attrs: dict[str, Any], coords: np.ndarray | None, path: str | Path | None) -> None:
-    """The dispatch point for 3D volumes: their score maps are NIfTI exports with the source affine,
-    which belong with volume support; until that exists, a volume store is a clear error here."""
-    kind = str(attrs.get("kind", ""))
-    is_volume = "volume" in kind or "spacing" in attrs or (coords is not None and coords.ndim == 2 and coords.shape[1] == 3)
+    """The dispatch point for 3D volumes: their score maps are NIfTI volumes with the source affine,
+    written by :func:`pathweak.volumes.scores_to_nifti`, not slide rasters or QuPath objects."""
+    is_volume = "volume" in attrs or (coords is not None and coords.ndim == 2 and coords.shape[1] == 3)
     if is_volume:
         raise UnsupportedSlideError(
-            "heatmaps and QuPath exports are for 2D slides; exports of 3D volume scores are not yet supported",
-            path=path, fix="use a 2D slide's results, or the volume tools' NIfTI export once volume support exists",
+            "heatmaps and QuPath exports are for 2D slides; this is a 3D volume store",
+            path=path, fix="write a NIfTI heatmap with pathweak.volumes.scores_to_nifti(store, scores, 'out.nii.gz')",
         )
 
 

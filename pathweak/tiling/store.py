@@ -17,9 +17,6 @@ Volume stores (``attrs["volume"]`` present) use the same layout with (z, y, x) `
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +31,6 @@ from .shards import ShardReader, shard_key
 
 FORMAT_VERSION = 1
 KIND = "tiles"
-PARTIAL = ".partial-"  # temporary stores are named .<id>.zarr.partial-<pid>-<random>
 
 
 def create_store(
@@ -99,24 +95,6 @@ def mark_complete(path: Path) -> None:
     import zarr
 
     zarr.open_group(str(path), mode="r+").attrs["complete"] = True
-
-
-def partial_path(final: Path) -> Path:
-    """A fresh temporary name beside ``final`` for a store being written by this process."""
-    return final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def commit_store(tmp: Path, final: Path) -> Path:
-    """Flag the store at ``tmp`` complete and move it to ``final``, replacing (then deleting) a stale one."""
-    mark_complete(tmp)
-    if final.exists():
-        stale = final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")
-        os.replace(final, stale)
-        os.replace(tmp, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
 
 
 def read_attrs(path: Path) -> dict[str, Any] | None:

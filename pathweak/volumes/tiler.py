@@ -20,7 +20,8 @@ from ..errors import GeometryMismatchError, PathweakError, UnsupportedSlideError
 from ..progress import progress_bar
 from ..tiling import codecs
 from ..tiling.shards import shard_key, write_shard
-from ..tiling.store import FORMAT_VERSION, commit_store, create_store, partial_path, read_attrs, shard_tiles_of
+from .._atomic import partial_path, swap_into_place
+from ..tiling.store import FORMAT_VERSION, create_store, mark_complete, read_attrs, shard_tiles_of
 from .foreground import foreground_mask
 from .geometry import Grid, axcodes
 from .intensity import intensity_range, to_uint8
@@ -148,7 +149,8 @@ def tile_volume_job(path: Path, volume_id: str, out_dir: Path, spec: VolumeSpec,
         create_store(tmp, len(patches), spec.patch_shape[1], store, arrays, attrs, tile_shape=tile_shape,
                      fill_value=0, dimension_names=names)
         _write_tiles(tmp, prepared.data, patches, progress, volume_id)
-        commit_store(tmp, final)
+        mark_complete(tmp)
+        swap_into_place(tmp, final)
         return TileResult(str(path), volume_id, "tiled", str(final), len(patches), time.perf_counter() - started)
     except Exception as exc:
         if tmp is not None:
