@@ -64,6 +64,19 @@ class SSLModule(L.LightningModule):
             self.mae = MAE(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
         self.rankme_history: list[dict[str, float]] = []
         self._rank_batches: list[torch.Tensor] = []
+        self._started: float | None = None
+
+    def progress(self, step: int) -> float:
+        """Fraction of training done, by steps or, under a time budget, by elapsed time (whichever is
+        further), so learning-rate and momentum schedules complete within a ``max_minutes`` budget."""
+        import time
+
+        done = step / self.total_steps
+        if self.cfg.max_minutes:
+            if self._started is None:
+                self._started = time.monotonic()
+            done = max(done, (time.monotonic() - self._started) / (60 * self.cfg.max_minutes))
+        return min(1.0, done)
 
     # -- the encoder that gets exported -----------------------------------------------------------
     @property
@@ -94,8 +107,7 @@ class SSLModule(L.LightningModule):
     def update_teacher(self, step: int) -> None:
         """DINO: move the teacher towards the student (momentum rising from ema_momentum to 1, cosine)."""
         if self.cfg.method == "dino":
-            progress = min(1.0, step / self.total_steps)
-            m = 1 - (1 - self.cfg.ema_momentum) * (math.cos(math.pi * progress) + 1) / 2
+            m = 1 - (1 - self.cfg.ema_momentum) * (math.cos(math.pi * self.progress(step)) + 1) / 2
             ema_update(self.teacher, self.student, m)
             ema_update(self.teacher_head, self.student_head, m)
 
@@ -122,13 +134,12 @@ class SSLModule(L.LightningModule):
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
         )
-        warm, total = cfg.warmup_steps, self.total_steps
+        warm = cfg.warmup_steps
 
         def schedule(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -177,8 +177,10 @@ def tile_slides(
     volume: VolumeSpec | None = None,
     label: str | Path | None = None,
     timepoint: int | None = None,
+    slide_ids: list[str] | None = None,
 ) -> list[TileResult]:
     """Tile many slides; a slide that fails is reported in its result and the others go on.
+    ``slide_ids`` names the stores (default: the file names without their extensions).
 
     3D volumes among the inputs (NIfTI, NRRD, MetaImage, DICOM CT/MR files or series folders; see
     :func:`pathweak.volumes.volume_format`) are tiled by :mod:`pathweak.volumes.tiler` with ``volume``
@@ -194,7 +196,9 @@ def tile_slides(
     from ..volumes.detect import volume_format
 
     paths = [Path(s) for s in slides]
-    ids = _slide_ids(paths)
+    ids = list(slide_ids) if slide_ids is not None else _slide_ids(paths)
+    if len(ids) != len(paths) or len(set(ids)) != len(ids):
+        raise ConfigError("slide_ids must give one unique id per slide")
     is_volume = [volume_format(p) is not None for p in paths]
     if label is not None and sum(is_volume) != 1:
         raise ConfigError(f"a label map goes with exactly one volume, not {sum(is_volume)}", path=label,

@@ -1,0 +1,105 @@
+"""Feature-extraction throughput against the model's pure forward throughput on the same tiles, in the
+same run: does decoding (in loader workers) keep the model fed? Prints JSON.
+
+    python benchmarks/extract.py [--tiles 2048] [--encoder timm:vit_tiny_patch16_224] [--device auto]
+
+Tiles: real LC25000 H&E tiles from ../shared/data/labeled (224 px) in a TileStore, or the generated
+sample cohort tiled when ../shared is absent. "forward" embeds the same tiles already decoded in memory
+(uint8 → normalise → model, the encoder's own ``embed``); "extract" is ``extract_features`` end to end
+(read shards, decode JPEG in a worker, model, write the FeatureStore). On CUDA the model runs in bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+LC = HERE.parent.parent / "shared" / "data" / "labeled" / "lc25000_lung"
+WORK = HERE / "_work" / "extract"
+
+
+def tile_store(n: int) -> Path:
+    from pathweak.tiling.images import images_to_store, list_images
+
+    if LC.exists():
+        files = list_images(LC)
+        files = [files[i] for i in np.linspace(0, len(files) - 1, min(n, len(files))).astype(int)]
+        return images_to_store(files, WORK / "tiles" / f"lc25000_{len(files)}.zarr", 224, progress=False).path
+    from pathweak.synthetic import make_sample_cohort
+    from pathweak.tiling import tile_slides
+
+    slides = make_sample_cohort(WORK / "cohort")
+    results = tile_slides([s.path for s in slides], WORK, progress=False)
+    return Path(max(results, key=lambda r: r.n_tiles).store)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiles", type=int, default=2048)
+    ap.add_argument("--encoder", default="timm:vit_tiny_patch16_224")
+    ap.add_argument("--weights", default="random")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    import torch
+
+    from pathweak.encoders import create_encoder
+    from pathweak.features import extract_features
+    from pathweak.features.extract import _device, _embed
+    from pathweak.tiling import TileStore
+
+    store_path = tile_store(args.tiles)
+    dev = _device(args.device)
+    enc = create_encoder(args.encoder, args.weights).to(dev).eval()
+    with TileStore.open(store_path) as store:
+        n = len(store)
+        decoded = torch.from_numpy(store.read_tiles(np.arange(n)))
+    loader_batch = 256
+
+    def forward_once() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, n, loader_batch):
+            _embed(enc, decoded[i : i + loader_batch], dev, args.batch_size)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def extract_once() -> float:
+        shutil.rmtree(WORK / "out", ignore_errors=True)
+        t0 = time.perf_counter()
+        (res,) = extract_features([store_path], enc, WORK / "out", batch_size=args.batch_size, device=str(dev),
+                                  num_workers=args.workers, progress=False)
+        if res.status != "extracted":
+            raise RuntimeError(res.error)
+        return time.perf_counter() - t0
+
+    forward_once()  # warm-up (allocator, CUDA kernels, first-call overheads)
+    runs = []
+    for _ in range(args.repeats):  # interleaved, so both see the same machine state
+        runs.append((forward_once(), extract_once()))
+    fwd = float(np.median([r[0] for r in runs]))
+    ext = float(np.median([r[1] for r in runs]))
+    result = {
+        "tiles": n, "tile_px": 224, "encoder": enc.encoder_id, "embed_dim": enc.embed_dim, "device": str(dev),
+        "precision": "bf16" if dev.type == "cuda" else "fp32", "loader_workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+        "forward_tiles_per_s": round(n / fwd, 1), "extract_tiles_per_s": round(n / ext, 1),
+        "ratio": round(fwd / ext, 3), "runs_seconds": [[round(a, 2), round(b, 2)] for a, b in runs],
+        "target": 0.9 if dev.type == "cuda" else 0.8,
+    }
+    result["met"] = result["ratio"] >= result["target"]
+    shutil.rmtree(WORK / "out", ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""One encoder per worker process: extraction tasks of many slides reuse the loaded model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def cached_encoder(name: str, weights: str | None) -> Any:
+    """The encoder ``name`` (with ``weights``), created once per process and again when its weights
+    file changes (a re-run of pretraining)."""
+    from pathlib import Path
+
+    from ..encoders import create_encoder
+
+    files = [Path(weights)] if weights else []
+    if name.startswith("pathweak:"):
+        files.append(Path(name[9:]) / "encoder.safetensors")
+    key = (name, weights, tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in files))
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = create_encoder(name, weights)
+    return _CACHE[key]

@@ -1,0 +1,91 @@
+"""Executors that run one task function over many tasks: a local process pool (default) or Dask
+distributed (a LocalCluster, or an existing cluster by scheduler address). Same task function, same
+outputs; results stream back as tasks finish."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..errors import ConfigError
+
+
+class LocalExecutor:
+    """A pool of worker processes on this machine (forkserver, like the tiler's)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 2):
+        from ..tiling.tiler import _pool_context
+
+        self.workers = max(1, workers)
+        self._pool: Any = None
+        self._context = _pool_context
+
+    def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
+        """Yield (task, result, error) as each ``fn(*task)`` finishes."""
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        tasks = list(tasks)
+        if not tasks:
+            return
+        if self.workers == 1:
+            for task in tasks:
+                try:
+                    yield task, fn(*task), None
+                except Exception as exc:
+                    yield task, None, exc
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context())
+        futures = {self._pool.submit(fn, *task): task for task in tasks}
+        for fut in as_completed(futures):
+            exc = fut.exception()
+            yield futures[fut], None if exc else fut.result(), exc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor:
+    """Dask distributed: a LocalCluster of ``workers`` processes, or the cluster at ``scheduler``."""
+
+    name = "dask"
+
+    def __init__(self, workers: int = 2, scheduler: str | None = None):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("the Dask executor needs dask.distributed",
+                              fix='pip install "pathweak[distributed]"') from None
+        if scheduler:
+            self._cluster = None
+            self.client = Client(scheduler)
+        else:
+            self._cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=40)
+            self.client = Client(self._cluster)
+
+    def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
+        from distributed import as_completed
+
+        tasks = list(tasks)
+        futures = {self.client.submit(fn, *task, pure=False): task for task in tasks}
+        for fut in as_completed(list(futures)):
+            exc = fut.exception()
+            yield futures[fut], None if exc else fut.result(), exc
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None = None) -> LocalExecutor | DaskExecutor:
+    if kind == "local":
+        return LocalExecutor(workers)
+    if kind == "dask":
+        return DaskExecutor(workers, scheduler)
+    raise ConfigError(f"unknown executor {kind!r}", fix="use --executor local or --executor dask")

@@ -1,0 +1,158 @@
+"""``run_cohort``: tile → (pretrain) → extract → train (cross-validation) → predict → heatmaps for a cohort
+spec, each stage skipping valid, up-to-date outputs; per-slide state, locks and a summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._atomic import sweep_partials
+from ..errors import PathweakError
+from ..progress import progress_bar
+from .executors import make_executor
+from .locks import output_lock
+from .spec import CohortSpec, Slide
+from .state import StateStore
+from .summary import write_summary
+from .tasks import run_slide_stage
+
+
+@dataclass
+class StageReport:
+    """What one stage did, over all slides (or once, for cohort-level stages)."""
+
+    name: str
+    seconds: float = 0.0
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CohortReport:
+    spec: CohortSpec
+    stages: list[StageReport]
+    seconds: float
+    summary_md: Path | None = None
+    summary_json: Path | None = None
+
+    @property
+    def failed_slides(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for st in self.stages:
+            for sid, err in st.failed.items():
+                out.setdefault(sid, f"{st.name}: {err}")
+        return out
+
+
+def run_cohort(
+    spec: CohortSpec,
+    *,
+    retry_failed: bool = False,
+    executor: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    stages: tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> CohortReport:
+    """Run the cohort's stages. A slide that failed in an earlier run is left alone unless
+    ``retry_failed``; a slide that fails now is recorded and the others go on."""
+    started = time.perf_counter()
+    spec.out.mkdir(parents=True, exist_ok=True)
+    for folder in (spec.out / "tiles", spec.out, spec.out / "state"):
+        sweep_partials(folder)
+    state = StateStore(spec.out)
+    kind = executor or spec.executor.get("kind", "local")
+    pool = make_executor(kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"))
+    wanted = stages or ("tile", "pretrain", "extract", "train", "predict", "heatmaps")
+    reports: list[StageReport] = []
+    try:
+        active = _eligible(spec, state, retry_failed)
+        if "tile" in wanted:
+            reports.append(_per_slide("tile", active, spec, state, pool, progress))
+            active = [s for s in active if s.slide_id not in reports[-1].failed]
+        if "pretrain" in wanted and spec.pretrain:
+            reports.append(_pretrain(spec, active, progress))
+        if "extract" in wanted:
+            reports.append(_per_slide("extract", active, spec, state, pool, progress))
+            active = [s for s in active if s.slide_id not in reports[-1].failed]
+        for name in ("train", "predict", "heatmaps"):
+            if name in wanted:
+                reports.append(_COHORT_STAGES[name](spec, active, state, progress))
+    finally:
+        pool.close()
+    report = CohortReport(spec, reports, time.perf_counter() - started)
+    report.summary_md, report.summary_json = write_summary(report, kind)
+    return report
+
+
+def _eligible(spec: CohortSpec, state: StateStore, retry_failed: bool) -> list[Slide]:
+    if retry_failed:
+        return list(spec.slides)
+    return [s for s in spec.slides if state.load(s.slide_id).failed_stage() is None]
+
+
+def _per_slide(stage: str, slides: list[Slide], spec: CohortSpec, state: StateStore, pool: Any,
+               progress: bool) -> StageReport:
+    report = StageReport(stage)
+    t0 = time.perf_counter()
+    with progress_bar(len(slides), f"{stage}", progress, unit="slides") as advance:
+        for (stage_name, slide, _spec), result, exc in pool.run(run_slide_stage, [(stage, s, spec) for s in slides]):
+            if exc is not None:  # the worker itself died (killed, out of memory)
+                result = {"status": "failed", "error": f"{slide.slide_id}: worker failed: {type(exc).__name__}: {exc}"}
+            state.record(slide.slide_id, stage, result)
+            {"done": report.done, "skipped": report.skipped}.get(result["status"], []).append(slide.slide_id)
+            if result["status"] == "failed":
+                report.failed[slide.slide_id] = result.get("error") or "failed"
+            else:
+                report.outputs[slide.slide_id] = result.get("output")
+            advance(1)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _pretrain(spec: CohortSpec, slides: list[Slide], progress: bool) -> StageReport:
+    """Pretrain this cohort's encoder on its tiles, unless an encoder trained on the same tiles and
+    settings is already there (its encoder.json records both)."""
+    from .._provenance import cache_key
+    from ..ssl import SSLConfig, pretrain
+    from .tasks import tile_store_path
+
+    report = StageReport("pretrain")
+    t0 = time.perf_counter()
+    out = spec.out / "encoder"
+    values = dict(spec.pretrain or {})
+    tiny = bool(values.pop("tiny", False))
+    for key in ("global_scale", "local_scale", "mae_scale"):
+        if key in values:
+            values[key] = tuple(values[key])
+    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+    stores = [tile_store_path(spec, s) for s in slides]
+    from ..tiling.store import read_attrs
+
+    key = cache_key(cfg=repr(cfg), stores=sorted((read_attrs(p) or {}).get("cache_key", "") for p in stores))
+    meta_path = out / "encoder.json"
+    try:
+        if meta_path.exists() and json.loads(meta_path.read_text()).get("cohort_key") == key:
+            report.skipped.append("encoder")
+        else:
+            with output_lock(out):
+                pretrain(stores, out, cfg, resume=True, progress=progress)
+                meta = json.loads(meta_path.read_text())
+                meta["cohort_key"] = key
+                tmp = meta_path.with_name(".encoder.json.tmp")
+                tmp.write_text(json.dumps(meta, indent=2, default=str))
+                tmp.replace(meta_path)
+            report.done.append("encoder")
+        report.outputs["encoder"] = f"pathweak:{out}"
+    except PathweakError as exc:
+        report.failed["encoder"] = str(exc)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+_COHORT_STAGES: dict[str, Any] = {}

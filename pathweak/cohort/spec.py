@@ -1,0 +1,117 @@
+"""Cohort specs: a YAML file naming a manifest CSV, an output folder and the settings of every stage."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import StoreSpec, TileSpec, TissueSpec, from_dict, load_yaml
+from ..errors import ConfigError
+
+MANIFEST_COLUMNS = ("path", "patient_id", "label")
+STAGES = ("tile", "pretrain", "extract", "train", "predict", "heatmaps")
+
+
+@dataclass(frozen=True)
+class Slide:
+    """One manifest row."""
+
+    slide_id: str
+    path: Path
+    patient_id: str
+    label: str
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """Everything ``pathweak cohort run`` needs. Paths in the YAML are relative to the YAML's folder."""
+
+    name: str
+    manifest: Path
+    out: Path
+    slides: tuple[Slide, ...]
+    tile: TileSpec = field(default_factory=TileSpec)
+    tissue: TissueSpec = field(default_factory=TissueSpec)
+    store: StoreSpec = field(default_factory=StoreSpec)
+    pretrain: dict[str, Any] | None = None  # SSLConfig fields (+ "tiny": true); None: use `encoder`
+    encoder: str | None = None
+    weights: str | None = None
+    extract: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    heatmaps: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> CohortSpec:
+        path = Path(path)
+        data = load_yaml(path)
+        base = path.parent
+        known = {"name", "manifest", "out", "tile", "tissue", "store", "pretrain", "encoder", "weights", "extract",
+                 "train", "heatmaps", "executor"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown cohort key(s): {', '.join(unknown)}", path=path, fix=f"known keys: {', '.join(sorted(known))}")
+        for key in ("manifest", "out"):
+            if key not in data:
+                raise ConfigError(f"the cohort spec has no '{key}'", path=path, fix=f"add '{key}: ...' to the YAML")
+        manifest = (base / data["manifest"]).resolve()
+        encoder = data.get("encoder")
+        if not data.get("pretrain") and not encoder:
+            raise ConfigError("the cohort spec names neither 'pretrain' nor 'encoder'", path=path,
+                              fix="add a 'pretrain:' section, or 'encoder: timm:...' with 'weights:'")
+        if encoder and encoder.startswith("pathweak:") and not Path(encoder[9:]).is_absolute():
+            encoder = "pathweak:" + str((base / encoder[9:]).resolve())
+        weights = data.get("weights")
+        if weights and weights != "random" and not str(weights).startswith("random:"):
+            weights = str((base / weights).resolve())
+        return cls(
+            name=str(data.get("name", path.stem)),
+            manifest=manifest,
+            out=(base / data["out"]).resolve(),
+            slides=tuple(read_manifest(manifest)),
+            tile=from_dict(TileSpec, dict(data.get("tile") or {}), path),
+            tissue=from_dict(TissueSpec, dict(data.get("tissue") or {}), path),
+            store=from_dict(StoreSpec, dict(data.get("store") or {}), path),
+            pretrain=dict(data["pretrain"]) if data.get("pretrain") else None,
+            encoder=encoder,
+            weights=weights,
+            extract=dict(data.get("extract") or {}),
+            train=dict(data.get("train") or {}),
+            heatmaps=dict(data.get("heatmaps") or {}),
+            executor=dict(data.get("executor") or {}),
+            source=path.resolve(),
+        )
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder features are extracted with: the spec's, or this cohort's pretrained one."""
+        return self.encoder or f"pathweak:{self.out / 'encoder'}"
+
+
+def read_manifest(path: Path) -> list[Slide]:
+    """Manifest rows (path, slide_id, patient_id, label, optional split); slide paths relative to the CSV."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise ConfigError("manifest not found", path=path, fix="check 'manifest:' in the cohort spec") from None
+    if not rows:
+        raise ConfigError("the manifest has no rows", path=path, fix="list one slide per row")
+    missing = [c for c in MANIFEST_COLUMNS if c not in rows[0]]
+    if missing:
+        raise ConfigError(f"the manifest lacks column(s) {', '.join(missing)}", path=path,
+                          fix="columns: path, slide_id (optional), patient_id, label, split (optional)")
+    slides, seen = [], set()
+    for i, row in enumerate(rows, start=2):
+        slide_path = (path.parent / row["path"]).resolve()
+        slide_id = (row.get("slide_id") or "").strip() or slide_path.stem
+        if slide_id in seen:
+            raise ConfigError(f"slide id {slide_id!r} appears twice (line {i})", path=path, fix="make slide ids unique")
+        seen.add(slide_id)
+        slides.append(Slide(slide_id, slide_path, str(row["patient_id"]).strip(), str(row["label"]).strip(),
+                            (row.get("split") or "").strip() or None))
+    return slides

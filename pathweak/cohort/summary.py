@@ -1,0 +1,70 @@
+"""summary.json and summary.md of a cohort run: what ran, what was skipped, what failed and why, timings,
+and where every output is."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .._atomic import atomic_file
+
+
+def write_summary(report: Any, executor: str) -> tuple[Path, Path]:
+    spec = report.spec
+    data = {
+        "cohort": spec.name,
+        "spec": str(spec.source) if spec.source else None,
+        "out": str(spec.out),
+        "executor": executor,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(report.seconds, 1),
+        "slides": len(spec.slides),
+        "stages": [
+            {**asdict(st), "seconds": round(st.seconds, 1), "outputs": {k: v for k, v in st.outputs.items() if v}}
+            for st in report.stages
+        ],
+        "failed_slides": report.failed_slides,
+        "where": _where(spec, report),
+    }
+    json_path = spec.out / "summary.json"
+    md_path = spec.out / "summary.md"
+    _atomic_write(json_path, json.dumps(data, indent=2, default=str))
+    _atomic_write(md_path, _markdown(data))
+    return md_path, json_path
+
+
+def _where(spec: Any, report: Any) -> dict[str, str]:
+    where = {"tiles": str(spec.out / "tiles"), "state": str(spec.out / "state")}
+    for st in report.stages:
+        if st.name == "pretrain" and st.outputs.get("encoder"):
+            where["encoder"] = st.outputs["encoder"]
+        if st.name == "extract":
+            where["features"] = str(spec.out / "features")
+        for key in ("model", "predictions", "metrics", "results", "heatmaps"):
+            if st.outputs.get(key) and isinstance(st.outputs[key], str):
+                where[key] = st.outputs[key]
+    return where
+
+
+def _markdown(d: dict[str, Any]) -> str:
+    lines = [f"# Cohort run: {d['cohort']}", "", f"{d['slides']} slides, {d['seconds']} s, executor {d['executor']}, "
+             f"finished {d['finished']}.", "", "| stage | done | skipped | failed | seconds |", "|---|---|---|---|---|"]
+    for st in d["stages"]:
+        lines.append(f"| {st['name']} | {len(st['done'])} | {len(st['skipped'])} | {len(st['failed'])} | {st['seconds']} |")
+    if d["failed_slides"]:
+        lines += ["", "## Failed", ""]
+        lines += [f"- **{sid}**: {why}" for sid, why in d["failed_slides"].items()]
+    lines += ["", "## Where everything is", ""]
+    lines += [f"- {k}: `{v}`" for k, v in d["where"].items()]
+    extra = [st for st in d["stages"] if st["name"] in ("train",) and st.get("outputs", {}).get("metrics_text")]
+    for st in extra:
+        lines += ["", "## Cross-validation", "", st["outputs"]["metrics_text"]]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    with atomic_file(path) as fh:
+        fh.write(text)

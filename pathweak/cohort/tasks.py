@@ -1,0 +1,64 @@
+"""The one task function every executor runs: one stage of one slide, under that output's lock.
+
+A task returns a plain dict (``status`` done | skipped | failed, ``output``, ``seconds``, ``error``) so
+it crosses process and network boundaries unchanged; bad input is a failed result, never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import PathweakError
+from .locks import output_lock
+from .spec import CohortSpec, Slide
+
+
+def run_slide_stage(stage: str, slide: Slide, spec: CohortSpec) -> dict[str, Any]:
+    """Run ``stage`` ("tile", "extract" or "heatmaps") for ``slide``; never raises for bad input."""
+    started = time.perf_counter()
+    try:
+        result = _STAGES[stage](slide, spec)
+    except PathweakError as exc:
+        result = {"status": "failed", "error": str(exc)}
+    except Exception as exc:  # reported per slide; the cohort goes on
+        result = {"status": "failed", "error": f"{slide.path}: {type(exc).__name__}: {exc}"}
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def tile_store_path(spec: CohortSpec, slide: Slide) -> Path:
+    return spec.out / "tiles" / f"{slide.slide_id}.zarr"
+
+
+def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
+    from ..tiling import tile_slides
+
+    if not slide.path.exists():
+        return {"status": "failed", "error": f"{slide.path}: file not found. Check the manifest's path column."}
+    with output_lock(tile_store_path(spec, slide)):
+        (r,) = tile_slides([slide.path], spec.out, spec.tile, spec.tissue, spec.store, workers=1, progress=False,
+                           slide_ids=[slide.slide_id])
+    status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
+    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
+
+
+def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
+    import torch
+
+    from ..features import extract_features
+    from ..features.store import feature_store_path
+    from .encoders_cache import cached_encoder
+
+    torch.set_num_threads(max(1, int(spec.extract.get("threads", 1))))
+    encoder = cached_encoder(spec.encoder_name, spec.weights)
+    with output_lock(feature_store_path(spec.out, encoder.encoder_id, slide.slide_id)):
+        (r,) = extract_features([tile_store_path(spec, slide)], encoder, spec.out,
+                                batch_size=spec.extract.get("batch_size"), device=spec.extract.get("device", "auto"),
+                                num_workers=int(spec.extract.get("workers", 0)), progress=False)
+    status = {"extracted": "done", "skipped": "skipped"}.get(r.status, "failed")
+    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
+
+
+_STAGES = {"tile": _tile, "extract": _extract}
