@@ -51,12 +51,17 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     from ..features.store import feature_store_path
     from .encoders_cache import cached_encoder
 
-    torch.set_num_threads(max(1, int(spec.extract.get("threads", 1))))
-    encoder = cached_encoder(spec.encoder_name, spec.weights)
-    with output_lock(feature_store_path(spec.out, encoder.encoder_id, slide.slide_id)):
-        (r,) = extract_features([tile_store_path(spec, slide)], encoder, spec.out,
-                                batch_size=spec.extract.get("batch_size"), device=spec.extract.get("device", "auto"),
-                                num_workers=int(spec.extract.get("workers", 0)), progress=False)
+    threads = torch.get_num_threads()
+    if "threads" in spec.extract:
+        torch.set_num_threads(max(1, int(spec.extract["threads"])))
+    try:
+        encoder = cached_encoder(spec.encoder_name, spec.weights)
+        with output_lock(feature_store_path(spec.out, encoder.encoder_id, slide.slide_id)):
+            (r,) = extract_features([tile_store_path(spec, slide)], encoder, spec.out,
+                                    batch_size=spec.extract.get("batch_size"), device=spec.extract.get("device", "auto"),
+                                    num_workers=int(spec.extract.get("workers", 0)), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     status = {"extracted": "done", "skipped": "skipped"}.get(r.status, "failed")
     return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
 

@@ -1,0 +1,162 @@
+"""Cohort runs: resume after SIGKILL, a corrupt slide reported, concurrent runs, Dask = local."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pathweak.cohort import CohortSpec, run_cohort
+from pathweak.features import FeatureStore
+from pathweak.tiling import TileStore
+
+SPEC = """name: test
+manifest: {manifest}
+out: {out}
+pretrain: {{tiny: true, method: mae, max_epochs: 1, samples_per_epoch: 32, batch_size: 16, depth: 2, img_size: 64,
+           num_workers: 0, rankme_samples: 16, seed: 0}}
+extract: {{workers: 0}}
+executor: {{kind: local, workers: {workers}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cohort_data(tmp_path_factory):
+    from pathweak.synthetic import make_sample_cohort
+
+    data = tmp_path_factory.mktemp("cohort_data")
+    make_sample_cohort(data, n_slides=6)
+    return data
+
+
+def write_spec(folder: Path, data: Path, out: str = "out", workers: int = 2, manifest: Path | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "cohort.yaml"
+    spec.write_text(SPEC.format(manifest=manifest or data / "labels.csv", out=folder / out, workers=workers))
+    return spec
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pathweak_cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def stores(out: Path, kind: str) -> dict[str, Path]:
+    folder = out / "tiles" if kind == "tiles" else next((out / "features").iterdir())
+    return {p.stem: p for p in sorted(folder.glob("*.zarr"))}
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    ta, tb = stores(a, "tiles"), stores(b, "tiles")
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        sa, sb = TileStore.open(ta[k]), TileStore.open(tb[k])
+        assert np.array_equal(sa.coords, sb.coords) and np.array_equal(sa.read_tiles(slice(None)), sb.read_tiles(slice(None)))
+    fa, fb = stores(a, "features"), stores(b, "features")
+    assert fa.keys() == fb.keys() == ta.keys()
+    for k in fa:
+        assert np.array_equal(FeatureStore.open(fa[k]).features, FeatureStore.open(fb[k]).features)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached the point to kill it"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(cohort_data, tmp_path_factory):
+    """An uninterrupted run of tile, pretrain and extract."""
+    folder = tmp_path_factory.mktemp("reference")
+    spec = CohortSpec.load(write_spec(folder, cohort_data))
+    report = run_cohort(spec, stages=("tile", "pretrain", "extract"), progress=False)
+    assert not report.failed_slides
+    return folder / "out"
+
+
+def test_sigkill_during_tiling_then_rerun(cohort_data, reference, tmp_path):
+    spec = write_spec(tmp_path, cohort_data, workers=1)
+    out = tmp_path / "out"
+    proc = cli("cohort", "run", str(spec), "--stages", "tile", "--no-progress")
+    kill_when(proc, lambda: len(list((out / "tiles").glob("*.zarr"))) >= 2 if (out / "tiles").exists() else False)
+    finished = {p.name: (p / "zarr.json").stat().st_mtime_ns for p in (out / "tiles").glob("*.zarr")}
+    assert 2 <= len(finished) < 6  # killed in the middle
+    report = run_cohort(CohortSpec.load(spec), stages=("tile", "pretrain", "extract"), progress=False)
+    assert not report.failed_slides
+    tile_report = report.stages[0]
+    assert set(tile_report.skipped) >= {n[:-5] for n in finished}  # completed slides are not redone
+    for name, mtime in finished.items():
+        assert (out / "tiles" / name / "zarr.json").stat().st_mtime_ns == mtime
+    assert not [p for p in (out / "tiles").iterdir() if ".partial-" in p.name]
+    same_outputs(out, reference)
+
+
+def test_sigkill_during_extraction_then_rerun(cohort_data, reference, tmp_path):
+    spec = write_spec(tmp_path, cohort_data, workers=1)
+    out = tmp_path / "out"
+    run_cohort(CohortSpec.load(spec), stages=("tile", "pretrain"), progress=False)
+    proc = cli("cohort", "run", str(spec), "--stages", "extract", "--no-progress")
+
+    def some_features() -> bool:
+        feats = out / "features"
+        return feats.exists() and any(len(list(d.glob("*.zarr"))) >= 1 for d in feats.iterdir())
+
+    kill_when(proc, some_features)
+    done = {p.name: (p / "zarr.json").stat().st_mtime_ns for p in stores(out, "features").values()}
+    assert 1 <= len(done) < 6
+    report = run_cohort(CohortSpec.load(spec), stages=("tile", "pretrain", "extract"), progress=False)
+    assert not report.failed_slides
+    folder = next((out / "features").iterdir())
+    for name, mtime in done.items():
+        assert (folder / name / "zarr.json").stat().st_mtime_ns == mtime
+    same_outputs(out, reference)
+
+
+def test_corrupt_slide_is_reported_and_the_others_finish(cohort_data, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    lines = (cohort_data / "labels.csv").read_text().splitlines()
+    (tmp_path / "broken.svs").write_text("not a slide")
+    rows = [lines[0]] + [",".join(r.split(",")[:3] + [str(cohort_data / r.split(",")[3])]) for r in lines[1:3]]
+    rows.append(f"broken,patient_x,normal,{tmp_path / 'broken.svs'}")
+    manifest.write_text("\n".join(rows) + "\n")
+    spec = write_spec(tmp_path, cohort_data, manifest=manifest)
+    report = run_cohort(CohortSpec.load(spec), stages=("tile", "pretrain", "extract"), progress=False)
+    assert list(report.failed_slides) == ["broken"]
+    assert "not a whole-slide image" in report.failed_slides["broken"]
+    assert len(stores(tmp_path / "out", "features")) == 2
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "broken" in summary and "not a whole-slide image" in summary
+    # a rerun leaves the failed slide alone unless asked to retry it
+    again = run_cohort(CohortSpec.load(spec), stages=("tile",), progress=False)
+    assert "broken" not in again.stages[0].failed and "broken" not in again.stages[0].done
+    retry = run_cohort(CohortSpec.load(spec), stages=("tile",), retry_failed=True, progress=False)
+    assert "broken" in retry.stages[0].failed
+
+
+def test_two_concurrent_runs_do_not_clobber(cohort_data, reference, tmp_path):
+    spec = write_spec(tmp_path, cohort_data, workers=1)
+    a = cli("cohort", "run", str(spec), "--stages", "tile,pretrain,extract", "--no-progress")
+    b = cli("cohort", "run", str(spec), "--stages", "tile,pretrain,extract", "--no-progress")
+    for proc in (a, b):
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-2000:]
+    assert not list((tmp_path / "out").rglob("*.lock"))
+    same_outputs(tmp_path / "out", reference)
+
+
+def test_dask_executor_gives_the_same_outputs(cohort_data, reference, tmp_path):
+    pytest.importorskip("distributed")
+    spec = CohortSpec.load(write_spec(tmp_path, cohort_data))
+    report = run_cohort(spec, executor="dask", workers=2, stages=("tile", "pretrain", "extract"), progress=False)
+    assert not report.failed_slides
+    same_outputs(tmp_path / "out", reference)
