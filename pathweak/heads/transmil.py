@@ -2,8 +2,8 @@
 token, with the PPEG positional encoding (depthwise 7/5/3 convolutions over a 2D token map) between them.
 
 The original lays the tokens on a square in bag order. Given the tiles' (row, col) positions on the
-slide (``grid``), pathweak puts each token on its real cell instead, so the convolutions see true
-neighbours; it falls back to the square when the grid's bounding box is much larger than the bag
+slide (``grid``), pathweak puts each token on its real cell instead and orders the sequence by raster
+position, so the convolutions see true neighbours and the tile order does not matter; it falls back to the square when the grid's bounding box is much larger than the bag
 (scattered tissue). The attention reported per tile is the class token's attention in the last layer.
 """
 
@@ -128,9 +128,13 @@ class TransMIL(MILHead):
         n = x.shape[0]
         h = self.fc(x)
         layout = self._layout(n, grid if self.use_grid else None, h.device)
+        order = None
         if layout is None:  # the original: a square in bag order, padded by repeating the first tokens
             side = math.ceil(math.sqrt(n))
             h = torch.cat([h, h[: side * side - n]]) if side * side > n else h
+        else:  # raster order of the grid, so the sequence (and the value convolution) follows the slide
+            order = torch.argsort(layout[0])
+            h, layout = h[order], (layout[0][order], layout[1], layout[2])
         seq = torch.cat([self.cls_token[0], h])[None]  # (1, 1 + n', hidden)
         seq, _ = self.layer1(seq)
         seq = torch.cat([seq[:, :1], self._position(seq[0, 1:], layout, n)[None]], dim=1)
@@ -139,7 +143,12 @@ class TransMIL(MILHead):
         tokens = seq[1 : n + 1]
         a = attn[0, 1 : n + 1].float().clamp_min(0)  # type: ignore[index]
         a = (a / a.sum().clamp_min(1e-12))[:, None]
-        return HeadOutput(self.classifier(seq[0]), self.classifier(tokens), a)
+        inst = self.classifier(tokens)
+        if order is not None:  # back to the bag's order
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(n, device=order.device)
+            inst, a = inst[inverse], a[inverse]
+        return HeadOutput(self.classifier(seq[0]), inst, a)
 
     def _layout(self, n: int, grid: torch.Tensor | None, device: torch.device) -> tuple[torch.Tensor, int, int] | None:
         """(flat cell index of each tile, rows, cols) on the slide grid, or None for the square layout."""

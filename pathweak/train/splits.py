@@ -63,7 +63,7 @@ def check_folds(folds: list[Fold], table: LabelTable) -> None:
     patients = np.asarray(table.patient_ids)
     seen_test: dict[str, int] = {}
     for f in folds:
-        sides = {name: set(patients[getattr(f, name)]) for name in ("train", "val", "test")}
+        sides = {name: {str(p) for p in patients[getattr(f, name)]} for name in ("train", "val", "test")}
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
             shared = sides[a] & sides[b]
             if shared:
