@@ -65,3 +65,16 @@ def test_grid_positions_follow_the_tile_step():
     coords = np.array([[1000, 500], [1224, 500], [1000, 948], [1672, 724]])
     assert grid_positions(coords).tolist() == [[0, 0], [0, 1], [2, 0], [1, 3]]
     assert grid_positions(np.array([[0, 0], [0, 224], [0, 448]])).tolist() == [[0, 0], [1, 0], [2, 0]]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_bank_on_cuda(mil_cohort):
+    gpu = load_feature_bank([mil_cohort["features"]], device="cuda", dtype="bfloat16", progress=False)
+    cpu = load_feature_bank([mil_cohort["features"]], device="cpu", progress=False)
+    assert gpu.features.is_cuda and gpu.grid(0).is_cuda and gpu.features.dtype == torch.bfloat16
+    for i in range(len(cpu)):
+        assert torch.equal(gpu.bag(i).cpu(), cpu.bag(i).to(torch.bfloat16))
+        assert torch.equal(gpu.grid(i).cpu(), cpu.grid(i))
+    est = estimate_bank([FeatureStore.open(p) for p in gpu.paths], torch.device("cuda"))
+    assert 0 < est.free_bytes and est.fits

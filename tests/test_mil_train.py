@@ -284,3 +284,20 @@ def test_cli_help_needs_no_torch():
             "print(sorted(m for m in ('torch', 'lightning', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_and_prediction_on_cuda(mil_cohort, tmp_path):
+    from pathweak.features.bank import load_feature_bank
+
+    run = train_cohort([mil_cohort["features"]], mil_cohort["labels"], tmp_path / "gpu",
+                       TrainConfig(head="transmil", max_epochs=3, bootstrap=0, device="cuda"), progress=False)
+    assert run.summary["features"]["device"].startswith("cuda")
+    gpu = load_model(tmp_path / "gpu" / "models" / "seed0_fold0", "cuda")
+    cpu = load_model(tmp_path / "gpu" / "models" / "seed0_fold0", "cpu")
+    bank = load_feature_bank([mil_cohort["features"]], device="cpu", progress=False)
+    for i in range(3):
+        a = gpu.predict(bank.bag(i).cuda(), bank.grid(i).cuda())
+        b = cpu.predict(bank.bag(i), bank.grid(i))
+        assert np.allclose(a.slide, b.slide, atol=1e-3) and np.allclose(a.attention, b.attention, atol=1e-3)

@@ -25,13 +25,8 @@ class MeanPooling(MILHead):
 
 
 @register_head("max")
-class MaxPooling(MILHead):
+class MaxPooling(MeanPooling):
     """A per-tile classifier whose highest score per class is the slide's (instance max pooling baseline)."""
-
-    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 256, dropout: float = 0.25):
-        super().__init__(in_dim, n_outputs, hidden=hidden, dropout=dropout)
-        self.fc = projection(in_dim, hidden, dropout)
-        self.classifier = nn.Linear(hidden, n_outputs)
 
     def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
                 target: torch.Tensor | None = None) -> HeadOutput:

@@ -40,6 +40,7 @@ def bag_loader(bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step
                seed: int = 0) -> torch.utils.data.DataLoader:
     """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory)."""
     generator = torch.Generator().manual_seed(seed)
+    targets = targets.to(bank.device)  # once, so a step moves nothing to the device
     return torch.utils.data.DataLoader(BagIndex(bank, rows, targets), batch_size=bags_per_step, shuffle=shuffle,
                                        generator=generator, collate_fn=list, num_workers=0)
 
