@@ -77,3 +77,11 @@ class StoreError(PathweakError):
 
 class GeometryMismatchError(PathweakError):
     """Two images that must share a voxel grid (a volume and its label volume) do not."""
+
+
+class LabelsError(PathweakError):
+    """A labels file (slide_id, patient_id, label) is malformed or does not match the features."""
+
+
+class MemoryBudgetError(PathweakError):
+    """The data does not fit in the memory available on the chosen device."""

@@ -54,3 +54,34 @@ def sample_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+LC25000 = SHARED / "labeled" / "lc25000_lung"
+
+
+@pytest.fixture(scope="session")
+def mil_cohort(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small real-tile cohort through the real pipeline: 12 pseudo-slides (6x6 LC25000 tiles, half with
+    tumour regions; 8 train, 4 test from disjoint source groups) → tiles → features of a tiny
+    random-init ViT. Returns the paths: root, labels (with a split column), ground_truth, features."""
+    need_shared(LC25000)
+    import torch
+
+    from pathweak.encoders import create_encoder
+    from pathweak.features import extract_features
+    from pathweak.pseudoslides import PseudoSlideSpec, compose_pseudo_slides
+    from pathweak.tiling import tile_slides
+
+    root = tmp_path_factory.mktemp("mil_cohort")
+    slides = compose_pseudo_slides(LC25000, root, PseudoSlideSpec(n_train=8, n_test=4, grid=(6, 6), seed=3))
+    tiled = tile_slides([s.path for s in slides], root, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        enc = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", depth=2, img_size=64)
+        done = extract_features([t.store for t in tiled], enc, root, num_workers=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(r.status == "extracted" for r in done), [r.error for r in done]
+    return {"root": root, "labels": root / "labels.csv", "ground_truth": root / "ground_truth.csv",
+            "features": Path(done[0].store).parent}

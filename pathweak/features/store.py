@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..tiling.store import read_attrs
+from ..tiling.store import find_stores, read_attrs
 
 FORMAT_VERSION = 1
 KIND = "features"
@@ -28,6 +28,27 @@ CHUNK_ROWS = 4096
 
 def feature_store_path(out_dir: str | Path, encoder_id: str, slide_id: str) -> Path:
     return Path(out_dir) / "features" / encoder_id / f"{slide_id}.zarr"
+
+
+def find_feature_stores(inputs: list[str | Path]) -> list[Path]:
+    """FeatureStores named directly, found in folders or by glob. A ``features/`` folder holding the
+    stores of a single encoder (``features/<encoder_id>/``) is searched too; with several encoders there
+    the choice is the user's."""
+    expanded: list[str | Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir() and not (p / "zarr.json").exists() and not any(p.glob("*.zarr")):
+            encoders = sorted(c for c in p.iterdir() if c.is_dir() and any(c.glob("*.zarr")))
+            if len(encoders) > 1:
+                raise StoreError(
+                    f"features of {len(encoders)} encoders here ({', '.join(c.name for c in encoders)})", path=p,
+                    fix="pass the folder of one encoder, e.g. " + str(encoders[0]),
+                )
+            expanded.extend(encoders or [p])
+        else:
+            expanded.append(item)
+    return find_stores(expanded, KIND, "FeatureStore", "pass <slide>.zarr FeatureStores or a features/<encoder_id>/ folder",
+                       "run `pathweak extract` first")
 
 
 def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs: dict[str, Any]) -> Any:

@@ -74,7 +74,7 @@ def images_to_store(
         encode = encoder_for(store)
         with progress_bar(n, f"importing {out_path.stem}", progress) as advance:
             for shard, start in enumerate(range(0, n, slots)):
-                batch = [_load_square(p, patch_px, cv2) for p in paths[start : start + slots]]
+                batch = [load_square(p, patch_px, cv2) for p in paths[start : start + slots]]
                 write_shard(shard_key(tmp / "tiles", shard, 4), [encode(t) for t in batch], slots)
                 advance(len(batch))
         mark_complete(tmp)
@@ -92,7 +92,8 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def _load_square(path: Path, size: int, cv2: Any) -> np.ndarray:
+def load_square(path: Path, size: int, cv2: Any) -> np.ndarray:
+    """An RGB image file centre-cropped to a square and resized to ``size``; an unreadable file is a clear error."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise SlideFormatError("cannot read the image", path=path, fix="pass PNG, JPEG or TIFF RGB images")

@@ -283,6 +283,13 @@ class TileStore:
 
 def find_tile_stores(inputs: list[str | Path]) -> list[Path]:
     """TileStores named directly, found in folders (``*.zarr`` children, e.g. ``out/tiles``) or by glob."""
+    return find_stores(inputs, KIND, "TileStore", "pass <slide>.zarr stores or the tiles/ folder of `pathweak tile`",
+                       "run `pathweak tile` first")
+
+
+def find_stores(inputs: list[str | Path], kind: str, what: str, fix: str, empty_fix: str) -> list[Path]:
+    """Stores of ``kind`` named directly, found in folders (their ``*.zarr`` children) or by glob; a name
+    that is none of these is an error (``fix`` says what to pass), and so is finding nothing."""
     import glob
 
     found: list[Path] = []
@@ -290,14 +297,14 @@ def find_tile_stores(inputs: list[str | Path]) -> list[Path]:
         text = str(item)
         candidates = [Path(m) for m in sorted(glob.glob(text))] if any(c in text for c in "*?[") else [Path(text)]
         for p in candidates:
-            if (p / "zarr.json").exists() and (read_attrs(p) or {}).get("kind") == KIND:
+            if (p / "zarr.json").exists() and (read_attrs(p) or {}).get("kind") == kind:
                 found.append(p)
             elif p.is_dir():
-                found.extend(sorted(c for c in p.glob("*.zarr") if (read_attrs(c) or {}).get("kind") == KIND))
+                found.extend(sorted(c for c in p.glob("*.zarr") if (read_attrs(c) or {}).get("kind") == kind))
             else:
-                raise StoreError("no TileStore here", path=p, fix="pass <slide>.zarr stores or the tiles/ folder of `pathweak tile`")
+                raise StoreError(f"no {what} here", path=p, fix=fix)
     if not found:
-        raise StoreError("no TileStores found", path=", ".join(str(i) for i in inputs), fix="run `pathweak tile` first")
+        raise StoreError(f"no {what}s found", path=", ".join(str(i) for i in inputs), fix=empty_fix)
     return found
 
 

@@ -1,0 +1,121 @@
+"""What every head shares: the output type, the base class, the registry and the factory.
+
+A head is a pure ``torch.nn.Module`` (no I/O) mapping one bag of tile features (N, D) to a
+:class:`HeadOutput`. It may also use the tiles' (row, col) grid positions and, while training, the
+bag's target (CLAM's instance clustering). Its training loss is :meth:`MILHead.loss`, so a training loop
+needs nothing head-specific: build any registered head with :func:`create_head`, call it, call its loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from ..errors import ConfigError
+
+Criterion = Any  # a callable (logits (B, C), targets (B,)) -> scalar loss
+
+
+@dataclass
+class HeadOutput:
+    """What a head returns for one bag.
+
+    ``logits`` (C,): slide-level outputs (C classes, or 1 for regression). ``instance_logits`` (N, C):
+    per-tile outputs on the same scale (softmax over classes gives per-tile probabilities; for regression
+    they are per-tile predictions). ``attention`` (N, A) or None: weights over the tiles summing to 1 per
+    column (A = 1, or one column per class for multi-branch heads). ``aux``: head-specific tensors its
+    :meth:`MILHead.loss` uses (CLAM's instance loss, DSMIL's max-instance logits).
+    """
+
+    logits: torch.Tensor
+    instance_logits: torch.Tensor
+    attention: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MILHead(nn.Module):
+    """Base class of the heads: ``forward(x, grid=None, target=None) -> HeadOutput``.
+
+    ``in_dim`` is the feature size, ``n_outputs`` the number of classes (1 for regression); subclasses
+    take their own keyword options, which are stored in ``self.options`` so a packaged model can be
+    rebuilt with :func:`create_head`.
+    """
+
+    name = "?"
+    uses_grid = False
+
+    def __init__(self, in_dim: int, n_outputs: int, **options: Any):
+        super().__init__()
+        if in_dim < 1 or n_outputs < 1:
+            raise ConfigError(f"a head needs in_dim >= 1 and n_outputs >= 1, got {in_dim} and {n_outputs}")
+        self.in_dim = in_dim
+        self.n_outputs = n_outputs
+        self.options = options
+
+    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
+                target: torch.Tensor | None = None) -> HeadOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, out: HeadOutput, target: torch.Tensor, criterion: Criterion) -> torch.Tensor:
+        """Training loss of one bag: the task criterion on the slide logits (heads add their own terms)."""
+        return criterion(out.logits.unsqueeze(0), target.view(1))
+
+
+HEADS: Registry[type[MILHead]] = Registry("head")
+
+
+def register_head(name: str) -> Any:
+    """Class decorator: add a head to :data:`HEADS` under ``name`` (also its ``name`` attribute)."""
+
+    def decorator(cls: type[MILHead]) -> type[MILHead]:
+        cls.name = name
+        return HEADS.register(name)(cls)
+
+    return decorator
+
+
+def create_head(name: str, in_dim: int, n_outputs: int, **options: Any) -> MILHead:
+    """A head from the registry by name (see ``pathweak heads list``), with its keyword options."""
+    cls = HEADS.get(name)
+    try:
+        return cls(in_dim, n_outputs, **options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for head {name!r}: {exc}", fix="see `pathweak heads list` for its options") from None
+
+
+def head_info() -> list[dict[str, str]]:
+    """Name, one-line description and options of every registered head."""
+    import inspect
+
+    rows = []
+    for name in HEADS:
+        cls = HEADS.get(name)
+        params = [
+            f"{p.name}={p.default!r}" for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is p.KEYWORD_ONLY
+        ]
+        rows.append({"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0], "options": ", ".join(params)})
+    return rows
+
+
+def projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    """The input layer every head starts with: Linear → ReLU → Dropout (CLAM's ``fc``)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+
+
+class GatedAttention(nn.Module):
+    """Gated attention scores (Ilse et al. 2018): ``w·(tanh(V h) ⊙ sigmoid(U h))``, one column per branch."""
+
+    def __init__(self, dim: int, attn_dim: int, branches: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.v = nn.Sequential(nn.Linear(dim, attn_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.u = nn.Sequential(nn.Linear(dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout))
+        self.w = nn.Linear(attn_dim, branches)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Raw scores (N, branches); softmax over N gives the attention."""
+        return self.w(self.v(h) * self.u(h))

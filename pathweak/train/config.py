@@ -1,0 +1,60 @@
+"""``TrainConfig``: every setting of a MIL training run (CLI options map onto its fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+TASKS = ("auto", "binary", "multiclass", "regression")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a head on a cohort's features.
+
+    Splits: ``folds``-fold cross-validation grouped by patient and stratified by label, unless the
+    labels file has a ``split`` column (train / val / test). Each fold's validation set is carved from
+    its training patients (``val_fraction``) when not given. Every (seed, fold) trains from scratch with
+    AdamW, stops early when the validation loss has not improved for ``patience`` epochs (after
+    ``min_epochs``) and keeps the weights of the best validation epoch.
+    """
+
+    head: str = "abmil"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    task: str = "auto"
+    classes: tuple[str, ...] | None = None
+    folds: int = 5
+    val_fraction: float = 0.2
+    seeds: tuple[int, ...] = (0,)
+    split_seed: int = 0
+    max_epochs: int = 50
+    min_epochs: int = 5
+    patience: int = 10
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    bags_per_step: int = 1
+    balance: bool = True
+    bootstrap: int = 1000
+    precision: str = "auto"
+    device: str = "auto"
+    dtype: str = "float16"
+    stream: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
+        if self.folds < 2:
+            raise ConfigError(f"cross-validation needs at least 2 folds, got {self.folds}", fix="pass --folds 3 or more")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val fraction must be in (0, 1), got {self.val_fraction}")
+        if not self.seeds:
+            raise ConfigError("no seeds given", fix="pass e.g. --seeds 0,1,2")
+        if self.max_epochs < 1 or self.min_epochs < 0 or self.patience < 1 or self.bags_per_step < 1:
+            raise ConfigError("epochs, patience and bags per step must be positive")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))

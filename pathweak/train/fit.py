@@ -1,0 +1,88 @@
+"""``fit_head``: train one head on one fold of a cohort held in a FeatureBank (one seed)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..heads import MILHead, create_head
+from .config import TrainConfig
+from .labels import LabelTable
+from .splits import Fold
+
+
+@dataclass
+class FitResult:
+    """A trained head (weights of its best validation epoch) and how training went."""
+
+    head: MILHead
+    seed: int
+    fold: int
+    best_epoch: int
+    epochs: int
+    best_val_loss: float
+    target_scale: tuple[float, float] | None
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, *, log_dir: Path | None = None,
+             advance: Any = None) -> FitResult:
+    """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .module import EpochProgress, KeepBest, MILModule, bag_loader, quiet_lightning, resolve_precision
+
+    started = time.perf_counter()
+    L.seed_everything(seed, workers=False, verbose=False)
+    targets, scale = training_targets(table, fold.train)
+    weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
+    head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
+    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay)
+    keep = KeepBest()
+    callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience, mode="min"), keep]
+    if advance is not None:
+        callbacks.append(EpochProgress(advance))
+    logger: Any = CSVLogger(str(log_dir.parent), name=log_dir.name, version=f"seed{seed}_fold{fold.index}") if log_dir else False
+    accelerator = "gpu" if bank.device.type == "cuda" else "cpu"
+    devices = [bank.device.index or 0] if accelerator == "gpu" else 1
+    with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=devices, precision=resolve_precision(cfg.precision, bank.device),
+            max_epochs=cfg.max_epochs, min_epochs=cfg.min_epochs, callbacks=callbacks, logger=logger,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            log_every_n_steps=1, default_root_dir=str(log_dir) if log_dir else None,
+        )
+        trainer.fit(module, bag_loader(bank, fold.train, targets, cfg.bags_per_step, shuffle=True, seed=seed),
+                    bag_loader(bank, fold.val, targets, cfg.bags_per_step))
+    keep.restore(module)
+    epochs = int(trainer.current_epoch)
+    if advance is not None and epochs < cfg.max_epochs:
+        advance(cfg.max_epochs - epochs)  # early stop: skip the bar to this fit's end
+    head = module.head.to(bank.device).eval()
+    return FitResult(head, seed, fold.index, keep.epoch, epochs, keep.best, scale, time.perf_counter() - started,
+                     module.history)
+
+
+def training_targets(table: LabelTable, train_rows: np.ndarray) -> tuple[torch.Tensor, tuple[float, float] | None]:
+    """Targets of every row as a tensor: class indices, or the regression target standardised with the
+    training rows' mean and standard deviation (returned as the scale to undo it)."""
+    if table.classes is not None:
+        return torch.as_tensor(table.targets, dtype=torch.long), None
+    t = table.targets[train_rows]
+    mean, std = float(t.mean()), float(t.std()) or 1.0
+    return torch.as_tensor((table.targets - mean) / std, dtype=torch.float32), (mean, std)
+
+
+def class_weights(table: LabelTable, train_rows: np.ndarray) -> torch.Tensor:
+    """Inverse class frequencies of the training rows (mean 1), so every class weighs the same."""
+    counts = np.bincount(table.targets[train_rows], minlength=table.n_outputs).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (table.n_outputs * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(w, dtype=torch.float32)

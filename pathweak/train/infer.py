@@ -1,0 +1,46 @@
+"""Inference of one bag with a trained head: slide probabilities (or the regression prediction on the
+target's scale), per-tile probabilities and attention. Used by evaluation, ``pathweak predict`` and
+the benchmarks, always in float32 and eval mode so results do not depend on the training precision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..heads import MILHead
+
+
+@dataclass
+class BagPrediction:
+    """``slide`` (C,) class probabilities, or (1,) the regression prediction; ``instance`` (N, C) the same
+    per tile; ``attention`` (N, A) or None."""
+
+    slide: np.ndarray
+    instance: np.ndarray
+    attention: np.ndarray | None
+
+
+def predict_bag(head: MILHead, x: torch.Tensor, grid: torch.Tensor | None, task: str,
+                target_scale: tuple[float, float] | None = None) -> BagPrediction:
+    """Run ``head`` on one bag (features (N, D) on the head's device)."""
+    head.eval()
+    with torch.inference_mode():
+        out = head(x.float(), grid)
+        if task == "regression":
+            mean, std = target_scale or (0.0, 1.0)
+            slide = out.logits.float() * std + mean
+            inst = out.instance_logits.float() * std + mean
+        else:
+            slide = torch.softmax(out.logits.float(), dim=-1)
+            inst = torch.softmax(out.instance_logits.float(), dim=-1)
+        attn = None if out.attention is None else out.attention.float().cpu().numpy()
+    return BagPrediction(slide.cpu().numpy(), inst.cpu().numpy(), attn)
+
+
+def predict_rows(head: MILHead, bank: object, rows: np.ndarray, task: str,
+                 target_scale: tuple[float, float] | None = None) -> np.ndarray:
+    """Slide-level outputs (len(rows), C) of bank rows."""
+    return np.stack([predict_bag(head, bank.bag(int(i)), bank.grid(int(i)), task, target_scale).slide  # type: ignore[attr-defined]
+                     for i in rows]) if len(rows) else np.zeros((0, head.n_outputs), np.float32)

@@ -1,0 +1,163 @@
+"""The Lightning side of training: bags fed from a FeatureBank, the module wrapping any registered head,
+and the callbacks that keep the best epoch's weights and report progress.
+
+A batch is a list of ``(features (n, D), grid (n, 2), target)`` bags taken straight from the bank (views
+of device memory for a resident bank: no copy, no disk); each bag goes through the head on its own and
+the batch loss is the mean of the heads' :meth:`~pathweak.heads.MILHead.loss`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..heads import MILHead
+
+Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class BagIndex(torch.utils.data.Dataset):
+    """Positions into a bank with their targets; items are bags read from the bank."""
+
+    def __init__(self, bank: Any, rows: np.ndarray, targets: torch.Tensor):
+        self.bank, self.rows, self.targets = bank, np.asarray(rows, np.int64), targets
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> Bag:
+        i = int(self.rows[j])
+        return self.bank.bag(i), self.bank.grid(i), self.targets[i]
+
+
+def bag_loader(bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False,
+               seed: int = 0) -> torch.utils.data.DataLoader:
+    """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory)."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = targets.to(bank.device)  # once, so a step moves nothing to the device
+    return torch.utils.data.DataLoader(BagIndex(bank, rows, targets), batch_size=bags_per_step, shuffle=shuffle,
+                                       generator=generator, collate_fn=list, num_workers=0)
+
+
+def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
+    """Cross-entropy (optionally class-weighted) for classification, mean squared error for regression
+    (on the standardised target)."""
+    if task == "regression":
+        return lambda logits, target: F.mse_loss(logits[:, 0].float(), target.float())
+    weights = None if class_weights is None else class_weights.float()
+
+    def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = None if weights is None else weights.to(logits.device)
+        return F.cross_entropy(logits.float(), target.long(), weight=w)
+
+    return ce
+
+
+class MILModule(L.LightningModule):
+    """Trains ``head`` with AdamW on bags; logs ``train_loss`` and ``val_loss`` once per epoch."""
+
+    def __init__(self, head: MILHead, task: str, class_weights: torch.Tensor | None = None, lr: float = 2e-4,
+                 weight_decay: float = 1e-4):
+        super().__init__()
+        self.head = head
+        self.task = task
+        self.criterion = make_criterion(task, class_weights)
+        self.lr, self.weight_decay = lr, weight_decay
+        self._train_losses: list[torch.Tensor] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.history: list[dict[str, float]] = []
+
+    def training_step(self, batch: list[Bag], batch_idx: int) -> torch.Tensor:
+        losses = [self.head.loss(self.head(x.float(), grid, y), y, self.criterion) for x, grid, y in batch]
+        loss = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
+        self._train_losses.append(loss.detach())
+        return loss
+
+    def validation_step(self, batch: list[Bag], batch_idx: int) -> None:
+        for x, grid, y in batch:
+            self._val.append((self.head(x.float(), grid).logits.detach().float(), y))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        logits = torch.stack([v[0] for v in self._val])
+        targets = torch.stack([v[1] for v in self._val])
+        val_loss = self.criterion(logits, targets)
+        self._val.clear()
+        self.log("val_loss", val_loss, prog_bar=False)
+        train = torch.stack(self._train_losses).mean().item() if self._train_losses else math.nan
+        self._train_losses.clear()
+        self.history.append({"epoch": int(self.current_epoch), "train_loss": train, "val_loss": float(val_loss)})
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class KeepBest(L.Callback):
+    """Keeps a CPU copy of the head's weights from the epoch with the lowest ``val_loss``."""
+
+    def __init__(self) -> None:
+        self.best = math.inf
+        self.epoch = -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, module: MILModule) -> None:
+        value = trainer.callback_metrics.get("val_loss")
+        if value is None or not torch.isfinite(value):
+            return
+        if float(value) < self.best:
+            self.best, self.epoch = float(value), int(module.current_epoch)
+            self.state = {k: v.detach().cpu().clone() for k, v in module.head.state_dict().items()}
+
+    def restore(self, module: MILModule) -> None:
+        if self.state is not None:
+            module.head.load_state_dict(copy.deepcopy(self.state))
+
+
+class EpochProgress(L.Callback):
+    """Advances a progress bar once per training epoch."""
+
+    def __init__(self, advance: Any):
+        self.advance = advance
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.advance(1)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto": bf16 mixed precision on a CUDA device that supports it (else fp16 mixed), fp32 on the CPU."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+class quiet_lightning:
+    """Silences Lightning's start-up banners and its warnings about loader workers (bags come from memory)."""
+
+    def __enter__(self) -> None:
+        import logging
+        import warnings
+
+        self._levels = {n: logging.getLogger(n).level for n in ("lightning.pytorch", "lightning.fabric", "lightning")}
+        for n in self._levels:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+    def __exit__(self, *exc: object) -> None:
+        import logging
+
+        self._warnings.__exit__(*exc)
+        for n, level in self._levels.items():
+            logging.getLogger(n).setLevel(level)

@@ -1,0 +1,127 @@
+"""``predict_slides``: a packaged model (or every model of a training run, averaged) on FeatureStores,
+writing per-tile scores and attention into results stores (docs/results_format.md) for heatmaps.
+
+Results go next to the features: FeatureStores at ``<out>/features/<encoder_id>/<slide>.zarr`` give
+``<out>/results/<model_id>/<slide>.zarr`` plus ``<out>/results/<model_id>/predictions.csv`` (one row
+per slide). Scores per tile: ``prob_<class>`` (softmax of the head's per-tile outputs; ``prediction``
+for regression) and, for attention heads, ``attention`` (summing to 1 over the slide) or, with one
+branch per class, ``attention_<class>`` plus ``attention`` of the predicted class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import atomic_file
+from ..errors import ConfigError
+from ..features.store import FeatureStore, find_feature_stores
+from ..progress import progress_bar
+from .run import safe_name, score_columns
+
+
+@dataclass
+class SlidePrediction:
+    slide_id: str
+    feature_store: str
+    results: str
+    slide_scores: dict[str, float]
+    predicted: str | None
+
+
+def predict_slides(model: str | Path, features: list[str | Path], out_dir: str | Path | None = None, *,
+                   name: str | None = None, device: str = "auto", progress: bool = True) -> list[SlidePrediction]:
+    """Predict every FeatureStore in ``features`` with ``model`` (a model folder or a training run).
+    ``out_dir`` overrides the folder that receives ``results/<name>/``; ``name`` the model id used there."""
+    import torch
+
+    from ..features.bank import grid_positions, resolve_device
+    from ..heatmap.results import write_results
+    from .package import load_models
+
+    dev = resolve_device(device)
+    models = load_models(model, dev)
+    first = models[0]
+    stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
+    for s in stores:
+        if s.encoder_id != first.encoder_id:
+            raise ConfigError(f"the features come from encoder {s.encoder_id}, the model was trained on {first.encoder_id}",
+                              path=s.path, fix="extract features with the model's encoder (see model.json: encoder)")
+        if s.embed_dim != first.head.in_dim:
+            raise ConfigError(f"features have {s.embed_dim} dimensions, the model expects {first.head.in_dim}", path=s.path)
+    name = name or _model_name(Path(model), models)
+    rows_by_root: dict[Path, list[dict[str, Any]]] = {}
+    results = []
+    with progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance:
+        for store in stores:
+            x = torch.from_numpy(store.features).to(dev)
+            grid = torch.from_numpy(grid_positions(store.coords)).to(dev)
+            slide, tile_scores = ensemble(models, x, grid)
+            root = Path(out_dir) if out_dir is not None else default_root(store.path)
+            path = root / "results" / name / f"{store.slide_id}.zarr"
+            columns = score_columns(first.classes)
+            slide_scores = {c: float(v) for c, v in zip(columns, slide)}
+            predicted = None if first.classes is None else first.classes[int(np.argmax(slide))]
+            attrs = {"model": {"model_id": name, "head": first.meta["head"], "task": first.task, "classes": first.classes,
+                               "members": [m.model_id for m in models], "encoder_id": first.encoder_id},
+                     "feature_store": str(store.path.resolve()), "slide_scores": slide_scores, "predicted": predicted}
+            write_results(path, store.coords, tile_scores, tile_store=store.attrs["tile_store"]["path"],
+                          slide_id=store.slide_id, attrs=attrs)
+            rows_by_root.setdefault(root, []).append({"slide_id": store.slide_id, "model": name, **slide_scores,
+                                                      **({"predicted": predicted} if predicted else {})})
+            results.append(SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted))
+            advance(1)
+    for root, rows in rows_by_root.items():
+        _write_table(root / "results" / name / "predictions.csv", rows)
+    return results
+
+
+def ensemble(models: list[Any], x: Any, grid: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Slide outputs and per-tile scores of one bag, averaged over ``models``."""
+    preds = [m.predict(x, grid) for m in models]
+    first = models[0]
+    slide = np.mean([p.slide for p in preds], axis=0)
+    instance = np.mean([p.instance for p in preds], axis=0)
+    scores = {c: instance[:, j] for j, c in enumerate(score_columns(first.classes))}
+    attns = [p.attention for p in preds]
+    if all(a is not None for a in attns) and len({a.shape for a in attns}) == 1:  # type: ignore[union-attr]
+        attn = np.mean(attns, axis=0)
+        if attn.shape[1] == 1:
+            scores["attention"] = attn[:, 0]
+        else:
+            names = first.classes or [str(j) for j in range(attn.shape[1])]
+            for j, c in enumerate(names):
+                scores[f"attention_{safe_name(c)}"] = attn[:, j]
+            scores["attention"] = attn[:, int(np.argmax(slide))] if first.classes else attn.mean(1)
+    return slide, scores
+
+
+def default_root(feature_store: Path) -> Path:
+    """``<out>`` for ``<out>/features/<encoder_id>/<slide>.zarr``; else the store's folder."""
+    p = Path(feature_store).resolve()
+    return p.parents[2] if p.parent.parent.name == "features" else p.parent
+
+
+def _model_name(path: Path, models: list[Any]) -> str:
+    if len(models) == 1:
+        return models[0].model_id
+    run = path / "run.json"
+    if run.exists():
+        return str(json.loads(run.read_text()).get("model_id"))
+    return f"{models[0].meta['head']}-ensemble{len(models)}"
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the slide table; rows of other slides from an earlier call on the same folder are kept."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if path.exists():
+        old = pd.read_csv(path, dtype={"slide_id": str})
+        frame = pd.concat([old[~old["slide_id"].isin(frame["slide_id"])], frame], ignore_index=True)
+    with atomic_file(path, "w", newline="") as fh:
+        frame.to_csv(fh, index=False, float_format="%.6g")

@@ -1,0 +1,204 @@
+"""``train_cohort``: cross-validated training of a head on a cohort's FeatureStores, over seeds, with
+metrics, predictions and packaged models. The output folder appears atomically::
+
+    OUT/run.json                       config, splits, per-seed metrics with 95% CIs, spread across seeds
+    OUT/splits.csv                     slide_id, patient_id, label, fold, role (train | val | test)
+    OUT/predictions.csv                every test prediction (all seeds and folds)
+    OUT/predictions/seed<S>_fold<F>.csv   the same, one file per fold
+    OUT/models/seed<S>_fold<F>/        model.safetensors + model.json (see package.py)
+    OUT/logs/seed<S>_fold<F>/          Lightning CSV logs (train_loss, val_loss per epoch)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _provenance
+from .._atomic import atomic_file, partial_path, swap_into_place
+from ..features.store import FeatureStore, find_feature_stores
+from ..progress import progress_bar
+from .config import TrainConfig
+from .fit import FitResult, fit_head
+from .labels import LabelTable, read_labels
+from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
+from .splits import Fold, make_folds
+
+RUN_FORMAT = "pathweak-train-run/1"
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train_cohort` produced (``summary`` is run.json)."""
+
+    out_dir: Path
+    summary: dict[str, Any]
+    fits: list[FitResult] = field(default_factory=list, repr=False)
+    predictions: Any = field(default=None, repr=False)  # pandas DataFrame
+
+
+def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None,
+                 *, progress: bool = True, bank: Any = None) -> TrainRun:
+    """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
+    patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
+    ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's."""
+    import pandas as pd
+
+    from ..features.bank import bank_summary, load_feature_bank
+
+    cfg = cfg or TrainConfig()
+    started = time.perf_counter()
+    if bank is None:
+        stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
+        table = read_labels(labels, [s.slide_id for s in stores], cfg.task, cfg.classes)
+        folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
+        bank = load_feature_bank(stores, slide_ids=table.slide_ids, device=cfg.device, dtype=cfg.dtype, stream=cfg.stream,
+                                 progress=progress)
+    else:
+        table = read_labels(labels, list(bank.slide_ids), cfg.task, cfg.classes)
+        if table.slide_ids != list(bank.slide_ids):
+            raise ValueError("the bank's slides must be the labels file's, in its order")
+        folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
+    out = Path(out_dir)
+    tmp = partial_path(out)
+    fits: list[FitResult] = []
+    frames = []
+    try:
+        tmp.mkdir(parents=True)
+        _write_splits(tmp / "splits.csv", table, folds)
+        total = len(cfg.seeds) * len(folds) * cfg.max_epochs
+        with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
+            for seed in cfg.seeds:
+                for fold in folds:
+                    fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
+                    fits.append(fit)
+                    frame = _save_fold(tmp, fit, bank, table, fold, cfg)
+                    frames.append(frame)
+        predictions = pd.concat(frames, ignore_index=True)
+        with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
+            predictions.to_csv(fh, index=False, float_format="%.6g")
+        summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
+        (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TrainRun(out, summary, fits, predictions)
+
+
+def score_columns(classes: list[str] | None) -> list[str]:
+    """Prediction columns: ``prob_<class>`` per class, or ``prediction`` for regression."""
+    return ["prediction"] if classes is None else [f"prob_{safe_name(c)}" for c in classes]
+
+
+def safe_name(name: str) -> str:
+    """A class name usable in column and score names (no '/', no commas, no spaces)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
+def _save_fold(tmp: Path, fit: FitResult, bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig) -> Any:
+    """Package the fold's model and write its test predictions; returns them as a DataFrame."""
+    import pandas as pd
+
+    from .infer import predict_rows
+    from .package import save_model
+
+    name = f"seed{fit.seed}_fold{fold.index}"
+    training = {
+        "seed": fit.seed, "fold": fold.index, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
+        "best_val_loss": fit.best_val_loss, "n_train": len(fold.train), "n_val": len(fold.val), "n_test": len(fold.test),
+        "labels": str(table.path.resolve()), "config": asdict(cfg), "seconds": round(fit.seconds, 2),
+        "versions": _provenance.versions("torch", "lightning"),
+    }
+    folder = save_model(tmp / "models" / name, fit.head, task=table.task, classes=table.classes, encoder=bank.encoder,
+                        target_scale=fit.target_scale, training=training)
+    model_id = json.loads((folder / "model.json").read_text())["model_id"]
+    out = predict_rows(fit.head, bank, fold.test, table.task, fit.target_scale)
+    rows = fold.test
+    frame = pd.DataFrame({
+        "slide_id": [table.slide_ids[i] for i in rows], "patient_id": [table.patient_ids[i] for i in rows],
+        "seed": fit.seed, "fold": fold.index, "model": model_id,
+    })
+    for j, col in enumerate(score_columns(table.classes)):
+        frame[col] = out[:, j] if len(rows) else []
+    if table.classes is not None:
+        frame["predicted"] = [table.classes[k] for k in out.argmax(1)] if len(rows) else []
+    frame["label"] = [table.labels[i] for i in rows]
+    (tmp / "predictions").mkdir(exist_ok=True)
+    with atomic_file(tmp / "predictions" / f"{name}.csv", "w", newline="") as fh:
+        frame.to_csv(fh, index=False, float_format="%.6g")
+    return frame
+
+
+def evaluate(table: LabelTable, frame: Any) -> dict[str, float]:
+    """Metrics of a predictions frame against the labels."""
+    y, scores = _y_scores(table, frame)
+    return classification_metrics(y, scores) if table.classes is not None else regression_metrics(y, scores[:, 0])
+
+
+def _y_scores(table: LabelTable, frame: Any) -> tuple[np.ndarray, np.ndarray]:
+    index = {sid: i for i, sid in enumerate(table.slide_ids)}
+    y = table.targets[[index[s] for s in frame["slide_id"]]]
+    return y, frame[score_columns(table.classes)].to_numpy(np.float64)
+
+
+def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[FitResult], predictions: Any,
+             bank: dict[str, Any], seconds: float) -> dict[str, Any]:
+    metric_fn = classification_metrics if table.classes is not None else (lambda y, s: regression_metrics(y, s[:, 0]))
+    per_seed: dict[str, Any] = {}
+    for seed in cfg.seeds:
+        frame = predictions[predictions["seed"] == seed]
+        y, scores = _y_scores(table, frame)
+        fold_rows = []
+        for fit in (f for f in fits if f.seed == seed):
+            part = frame[frame["fold"] == fit.fold]
+            fold_rows.append({"fold": fit.fold, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
+                              "best_val_loss": fit.best_val_loss, "seconds": round(fit.seconds, 2),
+                              "metrics": evaluate(table, part) if len(part) else {}})
+        per_seed[str(seed)] = {
+            "metrics": metric_fn(y, scores),
+            "ci95": bootstrap_ci(metric_fn, y, scores, frame["patient_id"].to_numpy(), n=cfg.bootstrap, seed=seed)
+            if cfg.bootstrap else {},
+            "fold_spread": spread([r["metrics"] for r in fold_rows if r["metrics"]]),
+            "folds": fold_rows,
+        }
+    weights = hashlib.sha256("".join(sorted(str(m) for m in predictions["model"].unique())).encode()).hexdigest()[:10]
+    counts = {c: int((table.targets == i).sum()) for i, c in enumerate(table.classes)} if table.classes else None
+    return {
+        "format": RUN_FORMAT,
+        "model_id": f"{cfg.head}-cv-{weights}",
+        "head": cfg.head,
+        "task": table.task,
+        "classes": table.classes,
+        "positive_class": table.classes[-1] if table.classes and len(table.classes) == 2 else None,
+        "labels": {"path": str(table.path.resolve()), "slides": len(table), "patients": len(set(table.patient_ids)),
+                   "class_counts": counts},
+        "features": bank,
+        "splits": {"source": "split column" if table.split is not None else f"{len(folds)}-fold stratified by patient",
+                   "split_seed": cfg.split_seed,
+                   "sizes": [{"fold": f.index, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds]},
+        "metrics": spread([per_seed[str(s)]["metrics"] for s in cfg.seeds]),
+        "seeds": per_seed,
+        "config": asdict(cfg),
+        "seconds": round(seconds, 1),
+        "versions": _provenance.versions("torch", "lightning", "scikit-learn"),
+    }
+
+
+def _write_splits(path: Path, table: LabelTable, folds: list[Fold]) -> None:
+    import csv
+
+    with atomic_file(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["slide_id", "patient_id", "label", "fold", "role"])
+        for f in folds:
+            for i, role in enumerate(f.role_of(len(table))):
+                if role:
+                    w.writerow([table.slide_ids[i], table.patient_ids[i], table.labels[i], f.index, role])
