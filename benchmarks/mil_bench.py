@@ -10,8 +10,8 @@ side at 0.5 um/px; negatives all benign (lung_n); positives one or two contiguou
 groups of groups.csv; ground_truth.csv records every tumour cell. ``--data`` takes any folder of the
 same layout.
 
-Encoders: pathweak's own ViT (``--encoder pathweak:DIR``, or pretrained here with DINO on the training
-slides' tiles only, for ``--pretrain-minutes`` on the CPU) and the same architecture at random
+Encoders: pathweak's own ViT (``--encoder pathweak:DIR``, or pretrained here with MAE on the training
+slides' tiles only, for ``--pretrain-minutes`` on the CPU; ``--method`` mae (default) or dino) and the same architecture at random
 initialisation (the baseline).
 
 Per encoder, head and seed: ``pathweak.train.train_cohort`` on the train split (validation patients
@@ -60,32 +60,39 @@ def tile(slides: list[Any], work: Path) -> dict[str, Path]:
     return {r.slide_id: Path(r.store) for r in results}
 
 
+# per-method settings that learned fastest on 2 CPU cores (benchmarks/ssl_probe.py, docs/benchmarks.md)
+TUNED = {"mae": {"mask_ratio": 0.75, "lr": 1.5e-3, "batch_size": 64}, "dino": {}}
+
+
 def encoders(args: argparse.Namespace, train_stores: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """{name: encoder}, plus what pretraining did."""
+    """{name: encoder}, plus what pretraining did. The random-init baseline is the trained encoder's
+    architecture (same timm arguments, pooling included) at random weights."""
     from pathweak.encoders import create_encoder
 
     info: dict[str, Any] = {}
-    out = {"random_init": create_encoder("timm:vit_tiny_patch16_224", weights="random:0", depth=args.depth,
-                                         img_size=args.img_size)}
     if args.encoder:
-        out["pathweak"] = create_encoder(args.encoder)
+        trained = create_encoder(args.encoder)
         info = {"encoder": args.encoder, "pretrained_here": False}
+        kwargs = {"depth": args.depth, "img_size": args.img_size}
     else:
         from pathweak.ssl import SSLConfig, pretrain
 
-        folder = args.work / "pretrain_dino"
+        folder = args.work / f"pretrain_{args.method}"
         if not (folder / "encoder.json").exists():
-            cfg = SSLConfig.tiny("dino", depth=args.depth, img_size=args.img_size, max_epochs=1000,
-                                 max_minutes=args.pretrain_minutes, samples_per_epoch=args.epoch_samples, seed=0)
+            cfg = SSLConfig.tiny(args.method, depth=args.depth, img_size=args.img_size, max_epochs=1000,
+                                 max_minutes=args.pretrain_minutes, samples_per_epoch=args.epoch_samples, seed=0,
+                                 local_size=48 if args.img_size <= 128 else 96, **TUNED.get(args.method, {}))
             res = pretrain(train_stores, folder, cfg, resume=False, progress=False)
             info = {"steps": res.steps, "epochs": res.epochs, "seconds": round(res.seconds, 1),
                     "rankme": [round(r["rankme"], 2) for r in res.rankme]}
-        meta = json.loads((folder / "encoder.json").read_text())["training"]
-        info = {"encoder": f"pathweak:{folder}", "pretrained_here": True, "method": meta["method"],
-                "tiles": meta["tiles"], "steps": meta["steps"], "seconds": meta["seconds"],
-                "stores": len(meta["stores"]), **info}
-        out["pathweak"] = create_encoder(f"pathweak:{folder}")
-    return out, info
+        meta = json.loads((folder / "encoder.json").read_text())
+        kwargs = meta["timm_kwargs"]
+        t = meta["training"]
+        info = {"encoder": f"pathweak:{folder}", "pretrained_here": True, "method": t["method"],
+                "tiles": t["tiles"], "steps": t["steps"], "seconds": t["seconds"], "stores": len(t["stores"]), **info}
+        trained = create_encoder(f"pathweak:{folder}")
+    return {"random_init": create_encoder("timm:vit_tiny_patch16_224", weights="random:0", **kwargs),
+            "pathweak": trained}, info
 
 
 def extract(encs: dict[str, Any], stores: list[Path], work: Path) -> dict[str, Path]:
@@ -201,6 +208,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "mil_bench")
     ap.add_argument("--encoder", help="pathweak:DIR of a pretrained encoder (default: pretrain one here)")
     ap.add_argument("--pretrain-minutes", type=float, default=6.0)
+    ap.add_argument("--method", choices=["mae", "dino"], default="mae", help="pretraining objective (default mae)")
     ap.add_argument("--epoch-samples", type=int, default=2048, help="pretraining tiles per epoch (one RankMe point each)")
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--img-size", type=int, default=112)
