@@ -148,7 +148,8 @@ def epochs_bank_lightning(head, bank, targets, epochs, precision):
     """Seconds per epoch of pathweak's training path (MILModule in a Lightning Trainer, no validation)."""
     import lightning as L
 
-    from pathweak.train.module import MILModule, bag_loader, quiet_lightning, resolve_precision
+    from pathweak._lightning import quiet_lightning
+    from pathweak.train.module import MILModule, bag_loader, resolve_precision
 
     times: list[float] = []
 

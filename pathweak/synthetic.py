@@ -36,7 +36,7 @@ class SampleSlide:
 
 def make_sample_cohort(
     out_dir: str | Path,
-    n_slides: int = 8,
+    n_slides: int = 16,
     size: tuple[int, int] = (3072, 2304),
     seed: int = 0,
     overwrite: bool = False,
@@ -96,7 +96,7 @@ def _tumour_regions(rng: np.random.Generator, tissue: np.ndarray) -> list[list[t
     for _ in range(int(rng.integers(1, 3))):
         k = int(rng.integers(len(xs)))
         cx, cy = xs[k] * 16.0, ys[k] * 16.0
-        radius = rng.uniform(0.07, 0.11) * min(w, h)
+        radius = rng.uniform(0.12, 0.17) * min(w, h)
         angles = np.sort(rng.uniform(0, 2 * np.pi, 14))
         radii = radius * rng.uniform(0.7, 1.15, 14)
         pts = [(float(np.clip(cx + r * np.cos(a), 0, w - 1)), float(np.clip(cy + r * np.sin(a), 0, h - 1))) for a, r in zip(angles, radii)]

@@ -1,4 +1,4 @@
-"""CLI commands of the slide stages: info, tile, sample-data, demo."""
+"""CLI commands of the slide stages: info, tile, sample-data."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def _print_results(results: list[Any]) -> None:
 @handle_errors
 def sample_data(
     out: Annotated[Path, typer.Argument(help="Folder for the generated cohort.")] = Path("sample_data/cohort"),
-    n_slides: Annotated[int, typer.Option(help="Number of slides (every other one has tumour).")] = 8,
+    n_slides: Annotated[int, typer.Option(help="Number of slides (every other one has tumour).")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same slides.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Regenerate slides that already exist.")] = False,
 ) -> None:
@@ -161,25 +161,3 @@ def sample_data(
 
     slides = make_sample_cohort(out, n_slides=n_slides, seed=seed, overwrite=overwrite)
     typer.echo(f"{len(slides)} slides, labels and tumour outlines in {out}")
-
-
-@app.command()
-@handle_errors
-def demo(
-    data: Annotated[Path, typer.Option(help="Where the sample cohort is (generated there when missing).")] = Path("sample_data/cohort"),
-    out: Annotated[Path, typer.Option(help="Output folder of the run.")] = Path("runs/demo"),
-    workers: Annotated[int, typer.Option(help="Worker processes for tiling.")] = 2,
-) -> None:
-    """Run the main job on the shipped sample data: generate the synthetic cohort and tile it."""
-    from pathweak.synthetic import make_sample_cohort
-    from pathweak.tiling import tile_slides
-
-    slides = make_sample_cohort(data)
-    typer.echo(f"sample cohort: {len(slides)} slides in {data} (labels: {data / 'labels.csv'})")
-    results = tile_slides([s.path for s in slides], out, workers=workers)
-    _print_results(results)
-    failed = [r for r in results if r.status == "failed"]
-    typer.echo(f"tile stores: {out / 'tiles'}")
-    typer.echo("next: `pathweak info <slide>`, or open a store with pathweak.TileStore.open(path)")
-    if failed:
-        raise typer.Exit(1)

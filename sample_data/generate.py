@@ -10,7 +10,7 @@ from pathweak.synthetic import make_sample_cohort
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", nargs="?", default=str(Path(__file__).parent / "cohort"))
-    ap.add_argument("--n-slides", type=int, default=8)
+    ap.add_argument("--n-slides", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()

@@ -1,8 +1,11 @@
-"""Cohort runs: resume after SIGKILL, a corrupt slide reported, concurrent runs, Dask = local."""
+"""Cohort runs: resume after SIGKILL, a corrupt slide reported, concurrent runs, Dask = local; the train,
+predict and heatmap stages, their skipping and their re-running when settings change."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,3 +163,62 @@ def test_dask_executor_gives_the_same_outputs(cohort_data, reference, tmp_path):
     report = run_cohort(spec, executor="dask", workers=2, stages=("tile", "pretrain", "extract"), progress=False)
     assert not report.failed_slides
     same_outputs(tmp_path / "out", reference)
+
+
+TRAIN = """train: {{head: abmil, folds: 2, seeds: [0], max_epochs: {epochs}, min_epochs: 1, patience: 3, bootstrap: 20}}
+heatmaps: {{formats: [png, geojson]}}
+"""
+
+
+def test_full_run_trains_predicts_and_draws_heatmaps_then_skips_and_follows_changes(cohort_data, reference, tmp_path):
+    shutil.copytree(reference, tmp_path / "out")  # tiles, encoder and features of the uninterrupted run
+    spec_path = write_spec(tmp_path, cohort_data)
+    spec_path.write_text(spec_path.read_text() + TRAIN.format(epochs=3))
+    report = run_cohort(CohortSpec.load(spec_path), progress=False)
+    assert not report.failed_slides
+    by_name = {st.name: st for st in report.stages}
+    assert by_name["tile"].skipped and not by_name["tile"].done and not by_name["extract"].done
+    assert by_name["train"].done == ["model"] and len(by_name["predict"].done) == 6 and len(by_name["heatmaps"].done) == 6
+    out = tmp_path / "out"
+    run = json.loads((out / "models" / "abmil" / "run.json").read_text())
+    assert run["labels"]["slides"] == 6 and len(run["seeds"]["0"]["folds"]) == 2
+    for sid in stores(out, "tiles"):
+        assert (out / "results" / "abmil" / f"{sid}.zarr").is_dir()
+        geojson = json.loads((out / "heatmaps" / sid / f"{sid}.geojson").read_text())
+        assert geojson["features"] and "measurements" in geojson["features"][0]["properties"]
+        assert (out / "heatmaps" / sid / f"{sid}.prob_tumour.png").stat().st_size > 0
+        assert (out / "heatmaps" / sid / f"{sid}.attention.png").stat().st_size > 0
+    summary = (out / "summary.md").read_text()
+    assert "## Cross-validation" in summary and str(out / "heatmaps") in summary and "| auc |" in summary
+    states = json.loads((out / "state" / "sample_00.json").read_text())["stages"]
+    assert {"tile", "extract", "predict", "heatmaps"} <= set(states)
+
+    # nothing changed: every stage skips
+    pngs = {p: p.stat().st_mtime_ns for p in (out / "heatmaps").rglob("*.png")}
+    again = {st.name: st for st in run_cohort(CohortSpec.load(spec_path), progress=False).stages}
+    assert again["train"].skipped == ["model"] and not again["predict"].done and not again["heatmaps"].done
+    assert {p: p.stat().st_mtime_ns for p in pngs} == pngs
+
+    # a training setting changed: train, predict and heatmaps are redone, tiles and features are not
+    spec_path.write_text(spec_path.read_text().replace("max_epochs: 3", "max_epochs: 4"))
+    changed = {st.name: st for st in run_cohort(CohortSpec.load(spec_path), progress=False).stages}
+    assert changed["train"].done == ["model"] and len(changed["predict"].done) == 6 and len(changed["heatmaps"].done) == 6
+    assert not changed["tile"].done and not changed["extract"].done
+    # a deleted heatmap is redrawn for its slide only
+    (out / "heatmaps" / "sample_01" / "sample_01.geojson").unlink()
+    redrawn = {st.name: st for st in run_cohort(CohortSpec.load(spec_path), stages=("heatmaps",), progress=False).stages}
+    assert redrawn["heatmaps"].done == ["sample_01"]
+    assert (out / "heatmaps" / "sample_01" / "sample_01.geojson").exists()
+
+
+def test_bad_stage_settings_fail_when_the_spec_is_read(cohort_data, tmp_path):
+    from pathweak.errors import ConfigError
+
+    spec_path = write_spec(tmp_path, cohort_data)
+    spec_path.write_text(spec_path.read_text() + "train: {head: abmil, learning_rate: 0.1}\n")
+    with pytest.raises(ConfigError, match="unknown TrainConfig key.*learning_rate"):
+        CohortSpec.load(spec_path)
+    spec_path = write_spec(tmp_path / "b", cohort_data)
+    spec_path.write_text(spec_path.read_text() + "heatmaps: {formats: [png, svg]}\n")
+    with pytest.raises(ConfigError, match="unknown heatmap format.*svg"):
+        CohortSpec.load(spec_path)

@@ -5,48 +5,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .._atomic import sweep_partials
-from ..errors import PathweakError
+from ..errors import ConfigError, PathweakError
 from ..progress import progress_bar
 from .executors import make_executor
 from .locks import output_lock
-from .spec import CohortSpec, Slide
+from .model_stages import predict_stage, train_stage
+from .report import CohortReport, StageReport
+from .spec import STAGES, CohortSpec, Slide
 from .state import StateStore
 from .summary import write_summary
 from .tasks import run_slide_stage
-
-
-@dataclass
-class StageReport:
-    """What one stage did, over all slides (or once, for cohort-level stages)."""
-
-    name: str
-    seconds: float = 0.0
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CohortReport:
-    spec: CohortSpec
-    stages: list[StageReport]
-    seconds: float
-    summary_md: Path | None = None
-    summary_json: Path | None = None
-
-    @property
-    def failed_slides(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for st in self.stages:
-            for sid, err in st.failed.items():
-                out.setdefault(sid, f"{st.name}: {err}")
-        return out
 
 
 def run_cohort(
@@ -63,12 +34,16 @@ def run_cohort(
     ``retry_failed``; a slide that fails now is recorded and the others go on."""
     started = time.perf_counter()
     spec.out.mkdir(parents=True, exist_ok=True)
-    for folder in (spec.out / "tiles", spec.out, spec.out / "state"):
+    for folder in (spec.out, spec.out / "tiles", spec.out / "state", spec.out / "state" / "stamps", spec.out / "models",
+                   *spec.out.glob("features/*"), *spec.out.glob("results/*"), *spec.out.glob("heatmaps/*")):
         sweep_partials(folder)
     state = StateStore(spec.out)
     kind = executor or spec.executor.get("kind", "local")
+    wanted = stages or STAGES
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
     pool = make_executor(kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"))
-    wanted = stages or ("tile", "pretrain", "extract", "train", "predict", "heatmaps")
     reports: list[StageReport] = []
     try:
         active = _eligible(spec, state, retry_failed)
@@ -80,14 +55,23 @@ def run_cohort(
         if "extract" in wanted:
             reports.append(_per_slide("extract", active, spec, state, pool, progress))
             active = [s for s in active if s.slide_id not in reports[-1].failed]
-        for name in ("train", "predict", "heatmaps"):
-            if name in wanted:
-                reports.append(_COHORT_STAGES[name](spec, active, state, progress))
+        if "train" in wanted:
+            reports.append(train_stage(spec, active, state, progress))
+        if "predict" in wanted:
+            reports.append(predict_stage(spec, active, state, progress))
+        if "heatmaps" in wanted:
+            predicted = [s for s in active if _succeeded(state, s, "predict")]
+            reports.append(_per_slide("heatmaps", predicted, spec, state, pool, progress))
     finally:
         pool.close()
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
+
+
+def _succeeded(state: StateStore, slide: Slide, stage: str) -> bool:
+    rec = state.load(slide.slide_id).stages.get(stage)
+    return rec is not None and rec.status != "failed"
 
 
 def _eligible(spec: CohortSpec, state: StateStore, retry_failed: bool) -> list[Slide]:
@@ -154,5 +138,3 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], progress: bool) -> StageRep
     report.seconds = time.perf_counter() - t0
     return report
 
-
-_COHORT_STAGES: dict[str, Any] = {}

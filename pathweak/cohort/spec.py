@@ -47,9 +47,16 @@ class CohortSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> CohortSpec:
+        """Read a cohort YAML; relative paths in it are relative to its folder."""
         path = Path(path)
-        data = load_yaml(path)
-        base = path.parent
+        return cls.from_dict(load_yaml(path), path.parent, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Path, path: Path | None = None) -> CohortSpec:
+        """A spec from its YAML's contents; relative paths are relative to ``base``; ``path`` names the
+        source in errors."""
+        base = Path(base)
+        path = Path(path) if path is not None else base / "<cohort spec>"
         known = {"name", "manifest", "out", "tile", "tissue", "store", "pretrain", "encoder", "weights", "extract",
                  "train", "heatmaps", "executor"}
         unknown = sorted(set(data) - known)
@@ -68,7 +75,7 @@ class CohortSpec:
         weights = data.get("weights")
         if weights and weights != "random" and not str(weights).startswith("random:"):
             weights = str((base / weights).resolve())
-        return cls(
+        spec = cls(
             name=str(data.get("name", path.stem)),
             manifest=manifest,
             out=(base / data["out"]).resolve(),
@@ -83,13 +90,48 @@ class CohortSpec:
             train=dict(data.get("train") or {}),
             heatmaps=dict(data.get("heatmaps") or {}),
             executor=dict(data.get("executor") or {}),
-            source=path.resolve(),
+            source=path.resolve() if path.exists() else None,
         )
+        train_config(spec)  # bad training or heatmap settings fail now, not after hours of tiling
+        heatmap_settings(spec)
+        return spec
 
     @property
     def encoder_name(self) -> str:
         """The encoder features are extracted with: the spec's, or this cohort's pretrained one."""
         return self.encoder or f"pathweak:{self.out / 'encoder'}"
+
+
+def train_config(spec: CohortSpec) -> Any:
+    """The spec's ``train:`` section as a TrainConfig (default head abmil, 3 folds)."""
+    from ..train.config import TrainConfig
+
+    values = {"folds": 3, **spec.train}
+    for key in ("seeds", "classes"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    return from_dict(TrainConfig, values, spec.source)
+
+
+HEATMAP_FORMATS_DEFAULT = ("png", "geojson")
+
+
+def heatmap_settings(spec: CohortSpec) -> tuple[list[str], Any]:
+    """The spec's ``heatmaps:`` section: export formats (default png and QuPath GeoJSON) and ExportOptions."""
+    from ..heatmap.export import FORMATS, ExportOptions
+
+    values = dict(spec.heatmaps)
+    formats = list(values.pop("formats", HEATMAP_FORMATS_DEFAULT))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"unknown heatmap format(s) {', '.join(map(str, bad))}", path=spec.source,
+                          fix=f"use some of {', '.join(FORMATS)}")
+    if "regions" in values:
+        raise ConfigError("heatmaps: regions is not available in cohort specs", path=spec.source,
+                          fix="run `pathweak heatmap --region ...` on the results stores")
+    if isinstance(values.get("scores"), list):
+        values["scores"] = tuple(values["scores"])
+    return formats, from_dict(ExportOptions, values, spec.source)
 
 
 def read_manifest(path: Path) -> list[Slide]:

@@ -43,7 +43,11 @@ def _where(spec: Any, report: Any) -> dict[str, str]:
             where["encoder"] = st.outputs["encoder"]
         if st.name == "extract":
             where["features"] = str(spec.out / "features")
-        for key in ("model", "predictions", "metrics", "results", "heatmaps"):
+        if st.name == "heatmaps" and (st.done or st.skipped):
+            where["heatmaps"] = str(spec.out / "heatmaps")
+        if st.name == "train":
+            where["labels"] = str(spec.out / "labels.csv")
+        for key in ("model", "metrics", "cv_predictions", "results", "predictions"):
             if st.outputs.get(key) and isinstance(st.outputs[key], str):
                 where[key] = st.outputs[key]
     return where

@@ -66,4 +66,28 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
 
 
-_STAGES = {"tile": _tile, "extract": _extract}
+def _heatmaps(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
+    """Heatmap PNGs and QuPath GeoJSON (the spec's formats) of one slide's predictions, into
+    ``<out>/heatmaps/<slide_id>/``; skipped when made from the same predictions and settings."""
+    from .._provenance import cache_key
+    from ..heatmap.export import write_heatmaps
+    from .model_stages import predict_key, results_dir
+    from .spec import heatmap_settings
+    from .stamps import read_stamp, write_stamp
+
+    results = results_dir(spec) / f"{slide.slide_id}.zarr"
+    if not results.exists():
+        return {"status": "failed", "error": f"{results}: no predictions for this slide. Run the predict stage first."}
+    formats, options = heatmap_settings(spec)
+    key = cache_key(predictions=predict_key(spec), formats=formats, options=repr(options))
+    out = spec.out / "heatmaps" / slide.slide_id
+    name = f"heatmaps/{slide.slide_id}"
+    if read_stamp(spec.out, name, key):
+        return {"status": "skipped", "output": str(out)}
+    with output_lock(out):
+        files = write_heatmaps(results, out, formats, options)
+    write_stamp(spec.out, name, key, files)
+    return {"status": "done", "output": str(out), "files": [str(f) for f in files]}
+
+
+_STAGES = {"tile": _tile, "extract": _extract, "heatmaps": _heatmaps}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _provenance
+from .._lightning import quiet_lightning
 from ..errors import ConfigError
 from .config import SSLConfig
 
@@ -68,16 +69,17 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     best = ModelCheckpoint(dirpath=ckpt_dir, monitor="rankme", mode="max", save_top_k=1, save_last=True,
                            filename="best-{epoch}-{rankme:.2f}")
     precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
-    trainer = L.Trainer(
-        accelerator="auto", devices=cfg.devices, strategy=cfg.strategy, precision=precision,
-        max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-        callbacks=[best], logger=CSVLogger(out, name="logs"), default_root_dir=out,
-        gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, log_every_n_steps=1,
-        enable_progress_bar=progress, enable_model_summary=False,
-    )
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, train_loader, hold_loader, ckpt_path=str(last) if resume and last.exists() else None)
+    with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator="auto", devices=cfg.devices, strategy=cfg.strategy, precision=precision,
+            max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+            max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+            callbacks=[best], logger=CSVLogger(out, name="logs"), default_root_dir=out,
+            gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, log_every_n_steps=1,
+            enable_progress_bar=progress, enable_model_summary=False,
+        )
+        last = ckpt_dir / "last.ckpt"
+        trainer.fit(module, train_loader, hold_loader, ckpt_path=str(last) if resume and last.exists() else None)
     best_path = best.best_model_path or None
     if best_path:
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]

@@ -38,7 +38,8 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
 
-    from .module import EpochProgress, KeepBest, MILModule, bag_loader, quiet_lightning, resolve_precision
+    from .._lightning import quiet_lightning
+    from .module import EpochProgress, KeepBest, MILModule, bag_loader, resolve_precision
 
     started = time.perf_counter()
     L.seed_everything(seed, workers=False, verbose=False)

@@ -137,27 +137,3 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-class quiet_lightning:
-    """Silences Lightning's start-up banners and its warnings about loader workers (bags come from memory)."""
-
-    def __enter__(self) -> None:
-        import logging
-        import warnings
-
-        self._levels = {n: logging.getLogger(n).level for n in ("lightning.pytorch", "lightning.fabric", "lightning")}
-        for n in self._levels:
-            logging.getLogger(n).setLevel(logging.WARNING)
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-
-    def __exit__(self, *exc: object) -> None:
-        import logging
-
-        self._warnings.__exit__(*exc)
-        for n, level in self._levels.items():
-            logging.getLogger(n).setLevel(level)

@@ -1,0 +1,30 @@
+"""Lightning's console noise, silenced where pathweak runs Trainers (pretraining, head training)."""
+
+from __future__ import annotations
+
+
+class quiet_lightning:
+    """Silences Lightning's start-up banners (accelerator lines, tips, time-limit notices) and warnings that
+    do not apply: few loader workers (bags come from memory), deprecations inside Lightning itself, and a
+    resumed run's existing checkpoint folder."""
+
+    def __enter__(self) -> None:
+        import logging
+        import warnings
+
+        self._levels = {n: logging.getLogger(n).level for n in ("lightning.pytorch", "lightning.fabric", "lightning")}
+        for n in self._levels:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+
+    def __exit__(self, *exc: object) -> None:
+        import logging
+
+        self._warnings.__exit__(*exc)
+        for n, level in self._levels.items():
+            logging.getLogger(n).setLevel(level)

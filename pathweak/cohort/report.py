@@ -1,0 +1,39 @@
+"""What a cohort run did: one StageReport per stage, gathered in a CohortReport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .spec import CohortSpec
+
+
+@dataclass
+class StageReport:
+    """What one stage did, over all slides (or once, for cohort-level stages)."""
+
+    name: str
+    seconds: float = 0.0
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CohortReport:
+    spec: CohortSpec
+    stages: list[StageReport]
+    seconds: float
+    summary_md: Path | None = None
+    summary_json: Path | None = None
+
+    @property
+    def failed_slides(self) -> dict[str, str]:
+        """Slide id -> the first stage that failed for it and why."""
+        out: dict[str, str] = {}
+        for st in self.stages:
+            for sid, err in st.failed.items():
+                out.setdefault(sid, f"{st.name}: {err}")
+        return out
