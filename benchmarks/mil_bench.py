@@ -136,9 +136,46 @@ def score_auc(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int
     return _auc(t, s)
 
 
+def within_score_auc(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int) -> float:
+    """Mean over positive test slides of the AUC of the per-tile tumour probability (the attention measure's
+    protocol, for heads without attention)."""
+    aucs = [_auc(truth[s], p.instance[:, positive]) for s, p in preds.items() if truth[s].any() and not truth[s].all()]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def tile_mask(p: Any, positive: int) -> np.ndarray:
+    """The head's thresholded ``mask`` when it gives one, else tumour probability >= 0.5."""
+    return p.extra["mask"] > 0.5 if "mask" in p.extra else p.instance[:, positive] >= 0.5
+
+
+def mask_dice(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int) -> float:
+    """Mean over positive test slides of the Dice of the tumour mask against the ground-truth tumour tiles
+    (MONAI's compute_dice)."""
+    import torch
+    from monai.metrics import compute_dice
+
+    dice = []
+    for sid, p in preds.items():
+        if not truth[sid].any():
+            continue
+        pred = torch.as_tensor(tile_mask(p, positive), dtype=torch.float32)[None, None]
+        gt = torch.as_tensor(truth[sid], dtype=torch.float32)[None, None]
+        dice.append(float(compute_dice(pred, gt, include_background=True, ignore_empty=False)[0, 0]))
+    return float(np.mean(dice)) if dice else float("nan")
+
+
+def negative_mask_fraction(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int) -> float:
+    """Share of the tiles of negative test slides that the tumour mask flags (false positives)."""
+    flags = [tile_mask(p, positive) for s, p in preds.items() if not truth[s].any()]
+    return float(np.concatenate(flags).mean()) if flags else float("nan")
+
+
 INSTANCE_METRICS: dict[str, Callable[[dict[str, Any], dict[str, np.ndarray], int], float]] = {
     "instance_auc_attention": attention_auc,
     "instance_auc_scores": score_auc,
+    "instance_auc_scores_within": within_score_auc,
+    "mask_dice": mask_dice,
+    "negative_mask_fraction": negative_mask_fraction,
 }
 
 
@@ -155,11 +192,27 @@ def tile_truth(features: Path, test_ids: list[str], ground_truth: Path) -> dict[
     return out
 
 
+def head_options(items: list[str], head: str) -> dict[str, Any]:
+    """The ``--head-opt HEAD:KEY=VALUE`` options of ``head`` (values read as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        name, _, kv = item.partition(":")
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--head-opt {item!r} is not HEAD:KEY=VALUE")
+        if name == head:
+            out[key] = yaml.safe_load(value)
+    return out
+
+
 def run_head(head: str, features: Path, labels: Path, truth: dict[str, np.ndarray], args: argparse.Namespace,
              bank: Any) -> dict[str, Any]:
     from pathweak.train import TrainConfig, load_model, train_cohort
 
-    cfg = TrainConfig(head=head, seeds=tuple(args.seeds), max_epochs=args.epochs, min_epochs=args.min_epochs,
+    cfg = TrainConfig(head=head, head_options=head_options(args.head_opt, head), seeds=tuple(args.seeds),
+                      max_epochs=args.epochs, min_epochs=args.min_epochs,
                       patience=args.patience, lr=args.lr, bootstrap=0, device="cpu")
     out = args.work / "runs" / features.name / head
     started = time.perf_counter()
@@ -190,7 +243,8 @@ def markdown(result: dict[str, Any]) -> str:
     """The table of docs/benchmarks.md: heads x encoders, mean ± std over seeds."""
     enc_names = list(result["encoders"])
     cols = [("auc", "slide AUC"), ("balanced_accuracy", "bal. acc."), ("instance_auc_attention", "inst. AUC (attention)"),
-            ("instance_auc_scores", "inst. AUC (tile prob.)")]
+            ("instance_auc_scores", "inst. AUC (tile prob.)"), ("instance_auc_scores_within", "inst. AUC (tile prob., per slide)"),
+            ("mask_dice", "mask Dice"), ("negative_mask_fraction", "mask on negatives")]
     head = "| head | " + " | ".join(f"{label} {e}" for e in enc_names for _, label in cols) + " |"
     lines = [head, "|" + "---|" * (1 + len(enc_names) * len(cols))]
     for h in result["heads"]:
@@ -213,6 +267,9 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--img-size", type=int, default=112)
     ap.add_argument("--heads", nargs="+", default=DEFAULT_HEADS)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the random-init encoder (train heads on the trained one only)")
+    ap.add_argument("--head-opt", action="append", default=[], metavar="HEAD:KEY=VALUE",
+                    help="a head option, e.g. wsseg:pool=topk (repeatable; values parsed as in `pathweak train --head-opt`)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-train", type=int, default=48)
     ap.add_argument("--n-test", type=int, default=40)
@@ -242,6 +299,8 @@ def main() -> None:
     train_ids = [s.slide_id for s in slides if s.split == "train"]
     test_ids = [s.slide_id for s in slides if s.split == "test"]
     encs, pretrain_info = encoders(args, [stores[s] for s in train_ids])
+    if args.no_baseline:
+        encs.pop("random_init")
     timings["pretrain"] = time.perf_counter() - t0 - sum(timings.values())
     folders = extract(encs, [stores[s.slide_id] for s in slides], args.work)
     timings["extract"] = time.perf_counter() - t0 - sum(timings.values())
@@ -262,6 +321,7 @@ def main() -> None:
                      "patience": args.patience, "lr": args.lr, "val": "20% of the training patients"},
         "torch_threads": torch.get_num_threads(),
         "heads": args.heads,
+        "head_options": {h: head_options(args.head_opt, h) for h in args.heads},
         "encoders": {},
     }
     for name, folder in folders.items():
