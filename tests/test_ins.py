@@ -1,7 +1,8 @@
 """Instance-level heads on a real-tile cohort (LC25000 pseudo-slides with tile-level ground truth): INS's
 pseudo-labels of negative bags stay negative and its tumour prototype moves towards the tumour tiles;
 the weakly supervised segmentation map has the slide grid's geometry; both heads package, reload and
-predict identically, and prediction writes their per-tile scores into the results stores."""
+predict identically, prediction writes their per-tile scores into the results stores, and the mask's
+polygons lie in tissue. (That their training loss falls is tests/test_mil_heads.py, over every head.)"""
 
 from __future__ import annotations
 
@@ -155,9 +156,25 @@ def test_instance_heads_reload_identically_and_write_their_scores(mil_cohort, tm
         assert set(a.extra) == expected
         for k in expected:
             assert np.array_equal(a.extra[k], out.tile_scores[k].numpy())
-    (r,) = predict_slides(tmp_path / head / "models" / "seed0_fold0", [mil_cohort["features"] / "test_001.zarr"],
+    (r,) = predict_slides(tmp_path / head / "models" / "seed0_fold0", [mil_cohort["features"] / "test_002.zarr"],
                           out_dir=tmp_path, progress=False)
     ts = load_scores(r.results)
     assert set(ts.scores) == {"prob_normal", "prob_tumour"} | expected
-    assert np.array_equal(ts.scores["mask"], model.predict(bank.bag(bank.index("test_001")),
-                                                           bank.grid(bank.index("test_001"))).extra["mask"])
+    assert np.array_equal(ts.scores["mask"], model.predict(bank.bag(bank.index("test_002")),
+                                                           bank.grid(bank.index("test_002"))).extra["mask"])
+    _mask_polygons_lie_in_tissue(ts)
+
+
+def _mask_polygons_lie_in_tissue(ts):
+    """The mask as QuPath annotation polygons (the heatmap exporter's regions) lies in the slide's tissue."""
+    import shapely
+
+    from pathweak.heatmap.regions import Region, region_polygons
+    from pathweak.tissue.mask import TissueMask
+
+    polygons, owners = region_polygons(ts, Region("mask", 0.5, "Tumour"))
+    assert sorted(owners[:, 1].tolist()) == np.nonzero(ts.scores["mask"] >= 0.5)[0].tolist()
+    mask = ts.store.tissue_mask.astype(bool)
+    down = (ts.slide_size[0] / mask.shape[1], ts.slide_size[1] / mask.shape[0])
+    tissue = shapely.union_all(TissueMask(mask, down, "stored").polygons).buffer(2 * max(down))
+    assert polygons and all(p.within(tissue) for p in polygons)

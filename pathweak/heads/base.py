@@ -131,6 +131,14 @@ def otsu_level(values: torch.Tensor, bins: int = 256) -> float:
     return lo + (int(between.argmax()) + 1) * (hi - lo) / bins
 
 
+def check_threshold(threshold: float | str) -> None:
+    """A mask threshold is ``"otsu"`` or a level in [0, 1] (a clear error otherwise)."""
+    if threshold == "otsu" or (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                               and 0 <= threshold <= 1):
+        return
+    raise ConfigError(f"threshold must be 'otsu' or a level in [0, 1], got {threshold!r}", fix="e.g. --head-opt threshold=otsu")
+
+
 def foreground_mask(prob: torch.Tensor, slide_positive: bool, threshold: float | str) -> torch.Tensor:
     """Per-tile 0/1 mask from the per-tile probability of a positive class: ``prob >= threshold``, or with
     ``"otsu"``: Otsu's level of the slide's tiles when the slide is predicted positive, 0.5 otherwise."""

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .base import Criterion, HeadOutput, MILHead, foreground_mask, projection, register_head
+from .base import Criterion, HeadOutput, MILHead, check_threshold, foreground_mask, projection, register_head
 
 
 def topk_pool(inst: torch.Tensor, k: int) -> torch.Tensor:
@@ -59,6 +59,7 @@ class INS(MILHead):
         if n_outputs < 2 or not 0 <= negative_class < n_outputs:
             raise ConfigError(f"the ins head needs a classification task and a negative class index in [0, {n_outputs}); "
                               f"got {n_outputs} outputs and negative_class={negative_class}")
+        check_threshold(threshold)
         self.o = dict(self.options)
         self.fc = projection(in_dim, hidden, dropout)
         self.proj = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proj_dim))

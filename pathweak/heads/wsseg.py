@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import HeadOutput, MILHead, foreground_mask, projection, register_head
+from .base import HeadOutput, MILHead, check_threshold, foreground_mask, projection, register_head
 from .ins import topk_pool
 
 
@@ -43,6 +43,7 @@ class WSSeg(MILHead):
             raise ConfigError(f"wsseg pool must be lse, topk or mean, got {pool!r}")
         if n_outputs < 2:
             raise ConfigError("the wsseg head segments classes: it needs a classification task (2 or more classes)")
+        check_threshold(threshold)
         self.fc = projection(in_dim, hidden, dropout)
         self.convs = nn.ModuleList([nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(layers)])
         self.drop = nn.Dropout(dropout)
