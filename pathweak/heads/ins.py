@@ -60,7 +60,6 @@ class INS(MILHead):
             raise ConfigError(f"the ins head needs a classification task and a negative class index in [0, {n_outputs}); "
                               f"got {n_outputs} outputs and negative_class={negative_class}")
         check_threshold(threshold)
-        self.o = dict(self.options)
         self.fc = projection(in_dim, hidden, dropout)
         self.proj = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proj_dim))
         self.classifier = nn.Linear(hidden, n_outputs)
@@ -77,7 +76,7 @@ class INS(MILHead):
                 bag_id: int | None = None) -> HeadOutput:
         h = self.fc(x)
         inst = self.classifier(h)
-        out = HeadOutput(topk_pool(inst, self.o["topk"]), inst)
+        out = HeadOutput(topk_pool(inst, self.options["topk"]), inst)
         q = F.normalize(self.proj(h), dim=1)
         if self.training and target is not None:
             self._train_terms(out, x, q, int(target), bag_id)
@@ -87,32 +86,33 @@ class INS(MILHead):
             sim = (q @ self.prototypes.T).masked_fill(~cand, -torch.inf)
             out.tile_scores["pseudo_label"] = sim.argmax(1).float()
             prob = torch.softmax(inst.float(), 1)
-            out.tile_scores["mask"] = foreground_mask(1 - prob[:, self.o["negative_class"]],
-                                                      predicted != self.o["negative_class"], self.o["threshold"])
+            out.tile_scores["mask"] = foreground_mask(1 - prob[:, self.options["negative_class"]],
+                                                      predicted != self.options["negative_class"], self.options["threshold"])
         return out
 
     def loss(self, out: HeadOutput, target: torch.Tensor, criterion: Criterion) -> torch.Tensor:
         bag = super().loss(out, target, criterion)
         if "instance_loss" not in out.aux:
             return bag
-        total = self.o["bag_weight"] * bag + out.aux["instance_loss"] + self.o["contrast_weight"] * out.aux["contrastive_loss"]
-        return total + self.o["elr"] * out.aux["elr_loss"] if "elr_loss" in out.aux else total
+        o = self.options
+        total = o["bag_weight"] * bag + out.aux["instance_loss"] + o["contrast_weight"] * out.aux["contrastive_loss"]
+        return total + o["elr"] * out.aux["elr_loss"] if "elr_loss" in out.aux else total
 
     # -- training terms and state -------------------------------------------------------------------------
 
     def _candidates(self, label: int, device: torch.device) -> torch.Tensor:
         cand = torch.zeros(self.n_outputs, dtype=torch.bool, device=device)
-        cand[self.o["negative_class"]] = True
+        cand[self.options["negative_class"]] = True
         cand[label] = True
         return cand
 
     def _train_terms(self, out: HeadOutput, x: torch.Tensor, q: torch.Tensor, label: int, bag_id: int | None) -> None:
-        neg, n = self.o["negative_class"], x.shape[0]
+        neg, n = self.options["negative_class"], x.shape[0]
         cand = self._candidates(label, x.device)
         logp = torch.log_softmax(out.instance_logits.float(), 1)
         with torch.no_grad():
             self._momentum_update()
-            xk = F.dropout(x, self.o["feature_drop"])
+            xk = F.dropout(x, self.options["feature_drop"])
             k = F.normalize(self.momentum["proj"](self.momentum["fc"](xk)), dim=1)
             prob = logp.exp().masked_fill(~cand, 0)
             predicted = prob.argmax(1)  # the classifier's label among the candidates
@@ -124,18 +124,18 @@ class INS(MILHead):
                 old = self._targets.get(bag_id)
                 if old is None or old.shape[0] != n:
                     old = cand.float().expand(n, -1) / cand.sum()
-                m = self.o["target_momentum"]
+                m = self.options["target_momentum"]
                 soft = self._targets[bag_id] = m * old + (1 - m) * onehot
             if label == neg:
                 soft = F.one_hot(torch.full((n,), neg, device=x.device), self.n_outputs).float()
         out.aux["pseudo_targets"] = soft
         out.aux["instance_loss"] = -(soft * logp).sum(1).mean()
         out.aux["contrastive_loss"] = self._contrastive(q, k, predicted)
-        if self.o["elr"] > 0 and bag_id is not None:
+        if self.options["elr"] > 0 and bag_id is not None:
             p = logp.exp()
             with torch.no_grad():
                 old = self._elr_targets.get(bag_id)
-                m = self.o["elr_momentum"]
+                m = self.options["elr_momentum"]
                 t = p.detach() if old is None or old.shape != p.shape else m * old + (1 - m) * p.detach()
                 self._elr_targets[bag_id] = t
             out.aux["elr_loss"] = torch.log((1 - (p * t / t.sum(1, keepdim=True)).sum(1)).clamp_min(1e-4)).mean()
@@ -151,7 +151,7 @@ class INS(MILHead):
             pseudo = predicted.clone()
         else:
             pseudo = (q @ self.prototypes.T).masked_fill(~cand, -torch.inf).argmax(1)
-        if label != self.o["negative_class"] and not bool((pseudo == label).any()):
+        if label != self.options["negative_class"] and not bool((pseudo == label).any()):
             pseudo[prob[:, label].argmax()] = label
         return pseudo
 
@@ -161,18 +161,18 @@ class INS(MILHead):
         valid = self.queue_labels >= 0
         keys = torch.cat([k, self.queue[valid]])
         key_labels = torch.cat([labels, self.queue_labels[valid]])
-        logits = (q @ keys.T.to(q.dtype)).float() / self.o["temperature"]
+        logits = (q @ keys.T.to(q.dtype)).float() / self.options["temperature"]
         same = labels[:, None] == key_labels[None]
         return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, -torch.inf), 1)).mean()
 
     def _momentum_update(self) -> None:
-        m = self.o["key_momentum"]
+        m = self.options["key_momentum"]
         query = [*self.fc.parameters(), *self.proj.parameters()]
         for pk, pq in zip(self.momentum.parameters(), query):
             pk.mul_(m).add_(pq.detach(), alpha=1 - m)
 
     def _update_prototypes(self, q: torch.Tensor, labels: torch.Tensor, cand: torch.Tensor) -> None:
-        m = self.o["proto_momentum"]
+        m = self.options["proto_momentum"]
         for c in torch.nonzero(cand).flatten().tolist():
             sel = labels == c
             if not bool(sel.any()):

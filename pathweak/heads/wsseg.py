@@ -30,7 +30,7 @@ def grid_layout(grid: torch.Tensor) -> tuple[torch.Tensor, int, int, torch.Tenso
 
 @register_head("wsseg")
 class WSSeg(MILHead):
-    """Weakly supervised segmentation: a small CNN on the slide's tile grid whose class activation map is the per-tile segmentation."""
+    """Weakly supervised segmentation: a CNN on the slide's tile grid whose class activation map segments the tiles."""
 
     uses_grid = True
 
@@ -52,6 +52,10 @@ class WSSeg(MILHead):
     def segmentation_map(self, x: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """CAM logits on the grid's bounding box (C, rows, cols), the tissue cells (rows, cols) bool, and the
         box's origin (row, col) on the slide grid."""
+        cam, _, occupied, origin = self._cam(x, grid)
+        return cam, occupied, origin
+
+    def _cam(self, x: torch.Tensor, grid: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         if grid is None:
             raise ConfigError("the wsseg head needs the tiles' grid positions")
         h = self.fc(x)
@@ -60,12 +64,11 @@ class WSSeg(MILHead):
         fmap = h.new_zeros(rows * cols, h.shape[1]).index_copy(0, cells, h).T.reshape(1, -1, rows, cols)
         for conv in self.convs:
             fmap = (fmap + self.drop(torch.relu(conv(fmap)))) * occupied
-        return self.cam(fmap)[0], occupied[0, 0].bool(), origin
+        return self.cam(fmap)[0], cells, occupied[0, 0].bool(), origin
 
     def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
                 target: torch.Tensor | None = None) -> HeadOutput:
-        cam, _, _ = self.segmentation_map(x, grid)  # type: ignore[arg-type]
-        cells, _, _, _ = grid_layout(grid.to(cam.device))  # type: ignore[union-attr]
+        cam, cells, _, _ = self._cam(x, grid)
         inst = cam.reshape(cam.shape[0], -1).T[cells]  # (N, C): the CAM at each tile's cell
         out = HeadOutput(self._pool(inst), inst)
         if not self.training:
