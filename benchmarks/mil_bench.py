@@ -3,6 +3,7 @@ pipeline (pyramidal TIFF → tile → features → heads). Prints JSON (and a ma
 
     python benchmarks/mil_bench.py [--data ../shared/data/labeled/lc25000_lung] [--encoder pathweak:DIR]
                                    [--pretrain-minutes 6] [--heads abmil clam_sb ...] [--seeds 0 1 2]
+                                   [--no-baseline] [--head-opt wsseg:pool=topk ...]
 
 Cohort (``pathweak.pseudoslides``): ``--n-train`` + ``--n-test`` slides, grids of ``--grid`` tiles a
 side at 0.5 um/px; negatives all benign (lung_n); positives one or two contiguous tumour regions
@@ -18,7 +19,12 @@ Per encoder, head and seed: ``pathweak.train.train_cohort`` on the train split (
 carved from it, early stopping), then on the test slides: slide AUC and balanced accuracy; instance AUC
 of the attention (within each positive test slide, tumour vs benign tiles, averaged over slides; the
 tumour class's branch for multi-branch heads) and of the per-tile tumour probability (pooled over the
-tiles of all test slides). A new head registered in ``pathweak.heads`` is benchmarked by name; a new
+tiles of all test slides, and per positive slide averaged as for the attention); the Dice of the tumour
+mask (the head's thresholded ``mask`` score when it gives one, else tile probability >= 0.5) against the
+ground-truth tumour tiles, per positive test slide (MONAI), and the share of negative slides' tiles the
+mask flags. With ``abmil`` among the heads, ``targets`` checks the acceptance targets (ABMIL's slide AUC;
+for ``ins`` and ``wsseg``: instance AUC >= 0.90 and above ABMIL's attention, Dice >= 0.70, slide AUC not
+below ABMIL's). A new head registered in ``pathweak.heads`` is benchmarked by name; a new
 instance-level measure is one more function in ``INSTANCE_METRICS``.
 """
 
@@ -228,11 +234,11 @@ def run_head(head: str, features: Path, labels: Path, truth: dict[str, np.ndarra
             m[name] = fn(preds, truth, positive)
         fold = run.summary["seeds"][str(seed)]["folds"][0]
         m["best_epoch"], m["epochs"] = fold["best_epoch"], fold["epochs"]
-        per_seed.append({"seed": seed, **{k: round(float(v), 4) for k, v in m.items()}})
+        per_seed.append({"seed": seed, **{k: round(float(v), 4) for k, v in m.items() if not np.isnan(v)}})  # valid JSON
     keys = ["auc", "balanced_accuracy", *INSTANCE_METRICS]
     summary = {}
     for k in keys:
-        values = [r[k] for r in per_seed if not np.isnan(r[k])]
+        values = [r[k] for r in per_seed if k in r]
         if values:
             summary[k] = {"mean": round(statistics.mean(values), 4),
                           "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
