@@ -3,6 +3,7 @@ pipeline (pyramidal TIFF → tile → features → heads). Prints JSON (and a ma
 
     python benchmarks/mil_bench.py [--data ../shared/data/labeled/lc25000_lung] [--encoder pathweak:DIR]
                                    [--pretrain-minutes 6] [--heads abmil clam_sb ...] [--seeds 0 1 2]
+                                   [--no-baseline] [--head-opt wsseg:pool=topk ...]
 
 Cohort (``pathweak.pseudoslides``): ``--n-train`` + ``--n-test`` slides, grids of ``--grid`` tiles a
 side at 0.5 um/px; negatives all benign (lung_n); positives one or two contiguous tumour regions
@@ -18,7 +19,12 @@ Per encoder, head and seed: ``pathweak.train.train_cohort`` on the train split (
 carved from it, early stopping), then on the test slides: slide AUC and balanced accuracy; instance AUC
 of the attention (within each positive test slide, tumour vs benign tiles, averaged over slides; the
 tumour class's branch for multi-branch heads) and of the per-tile tumour probability (pooled over the
-tiles of all test slides). A new head registered in ``pathweak.heads`` is benchmarked by name; a new
+tiles of all test slides, and per positive slide averaged as for the attention); the Dice of the tumour
+mask (the head's thresholded ``mask`` score when it gives one, else tile probability >= 0.5) against the
+ground-truth tumour tiles, per positive test slide (MONAI), and the share of negative slides' tiles the
+mask flags. With ``abmil`` among the heads, ``targets`` checks the acceptance targets (ABMIL's slide AUC;
+for ``ins`` and ``wsseg``: instance AUC >= 0.90 and above ABMIL's attention, Dice >= 0.70, slide AUC not
+below ABMIL's). A new head registered in ``pathweak.heads`` is benchmarked by name; a new
 instance-level measure is one more function in ``INSTANCE_METRICS``.
 """
 
@@ -136,9 +142,46 @@ def score_auc(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int
     return _auc(t, s)
 
 
+def within_score_auc(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int) -> float:
+    """Mean over positive test slides of the AUC of the per-tile tumour probability (the attention measure's
+    protocol, for heads without attention)."""
+    aucs = [_auc(truth[s], p.instance[:, positive]) for s, p in preds.items() if truth[s].any() and not truth[s].all()]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def tile_mask(p: Any, positive: int) -> np.ndarray:
+    """The head's thresholded ``mask`` when it gives one, else tumour probability >= 0.5."""
+    return p.extra["mask"] > 0.5 if "mask" in p.extra else p.instance[:, positive] >= 0.5
+
+
+def mask_dice(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int) -> float:
+    """Mean over positive test slides of the Dice of the tumour mask against the ground-truth tumour tiles
+    (MONAI's compute_dice)."""
+    import torch
+    from monai.metrics import compute_dice
+
+    dice = []
+    for sid, p in preds.items():
+        if not truth[sid].any():
+            continue
+        pred = torch.as_tensor(tile_mask(p, positive), dtype=torch.float32)[None, None]
+        gt = torch.as_tensor(truth[sid], dtype=torch.float32)[None, None]
+        dice.append(float(compute_dice(pred, gt, include_background=True, ignore_empty=False)[0, 0]))
+    return float(np.mean(dice)) if dice else float("nan")
+
+
+def negative_mask_fraction(preds: dict[str, Any], truth: dict[str, np.ndarray], positive: int) -> float:
+    """Share of the tiles of negative test slides that the tumour mask flags (false positives)."""
+    flags = [tile_mask(p, positive) for s, p in preds.items() if not truth[s].any()]
+    return float(np.concatenate(flags).mean()) if flags else float("nan")
+
+
 INSTANCE_METRICS: dict[str, Callable[[dict[str, Any], dict[str, np.ndarray], int], float]] = {
     "instance_auc_attention": attention_auc,
     "instance_auc_scores": score_auc,
+    "instance_auc_scores_within": within_score_auc,
+    "mask_dice": mask_dice,
+    "negative_mask_fraction": negative_mask_fraction,
 }
 
 
@@ -155,11 +198,27 @@ def tile_truth(features: Path, test_ids: list[str], ground_truth: Path) -> dict[
     return out
 
 
+def head_options(items: list[str], head: str) -> dict[str, Any]:
+    """The ``--head-opt HEAD:KEY=VALUE`` options of ``head`` (values read as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        name, _, kv = item.partition(":")
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--head-opt {item!r} is not HEAD:KEY=VALUE")
+        if name == head:
+            out[key] = yaml.safe_load(value)
+    return out
+
+
 def run_head(head: str, features: Path, labels: Path, truth: dict[str, np.ndarray], args: argparse.Namespace,
              bank: Any) -> dict[str, Any]:
     from pathweak.train import TrainConfig, load_model, train_cohort
 
-    cfg = TrainConfig(head=head, seeds=tuple(args.seeds), max_epochs=args.epochs, min_epochs=args.min_epochs,
+    cfg = TrainConfig(head=head, head_options=head_options(args.head_opt, head), seeds=tuple(args.seeds),
+                      max_epochs=args.epochs, min_epochs=args.min_epochs,
                       patience=args.patience, lr=args.lr, bootstrap=0, device="cpu")
     out = args.work / "runs" / features.name / head
     started = time.perf_counter()
@@ -175,22 +234,37 @@ def run_head(head: str, features: Path, labels: Path, truth: dict[str, np.ndarra
             m[name] = fn(preds, truth, positive)
         fold = run.summary["seeds"][str(seed)]["folds"][0]
         m["best_epoch"], m["epochs"] = fold["best_epoch"], fold["epochs"]
-        per_seed.append({"seed": seed, **{k: round(float(v), 4) for k, v in m.items()}})
+        per_seed.append({"seed": seed, **{k: round(float(v), 4) for k, v in m.items() if not np.isnan(v)}})  # valid JSON
     keys = ["auc", "balanced_accuracy", *INSTANCE_METRICS]
     summary = {}
     for k in keys:
-        values = [r[k] for r in per_seed if not np.isnan(r[k])]
+        values = [r[k] for r in per_seed if k in r]
         if values:
             summary[k] = {"mean": round(statistics.mean(values), 4),
                           "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
     return {"summary": summary, "seeds": per_seed, "train_seconds": round(seconds, 1)}
 
 
+def targets(heads: dict[str, Any]) -> dict[str, bool]:
+    """The acceptance targets (means over seeds, trained encoder): ABMIL's slide AUC; for the instance-level
+    heads, instance AUC >= 0.90 and above ABMIL's attention, mask Dice >= 0.70, slide AUC not below ABMIL's."""
+    mean = lambda h, k: heads[h]["summary"].get(k, {}).get("mean", float("nan"))  # noqa: E731
+    out = {"abmil_slide_auc>=0.95": mean("abmil", "auc") >= 0.95}
+    for h in ("ins", "wsseg"):
+        if h in heads:
+            out[f"{h}_instance_auc>=0.90"] = mean(h, "instance_auc_scores") >= 0.90
+            out[f"{h}_instance_auc>abmil_attention"] = mean(h, "instance_auc_scores_within") > mean("abmil", "instance_auc_attention")
+            out[f"{h}_mask_dice>=0.70"] = mean(h, "mask_dice") >= 0.70
+            out[f"{h}_slide_auc>=abmil"] = mean(h, "auc") >= mean("abmil", "auc")
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The table of docs/benchmarks.md: heads x encoders, mean ± std over seeds."""
     enc_names = list(result["encoders"])
     cols = [("auc", "slide AUC"), ("balanced_accuracy", "bal. acc."), ("instance_auc_attention", "inst. AUC (attention)"),
-            ("instance_auc_scores", "inst. AUC (tile prob.)")]
+            ("instance_auc_scores", "inst. AUC (tile prob.)"), ("instance_auc_scores_within", "inst. AUC (tile prob., per slide)"),
+            ("mask_dice", "mask Dice"), ("negative_mask_fraction", "mask on negatives")]
     head = "| head | " + " | ".join(f"{label} {e}" for e in enc_names for _, label in cols) + " |"
     lines = [head, "|" + "---|" * (1 + len(enc_names) * len(cols))]
     for h in result["heads"]:
@@ -213,6 +287,9 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--img-size", type=int, default=112)
     ap.add_argument("--heads", nargs="+", default=DEFAULT_HEADS)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the random-init encoder (train heads on the trained one only)")
+    ap.add_argument("--head-opt", action="append", default=[], metavar="HEAD:KEY=VALUE",
+                    help="a head option, e.g. wsseg:pool=topk (repeatable; values parsed as in `pathweak train --head-opt`)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-train", type=int, default=48)
     ap.add_argument("--n-test", type=int, default=40)
@@ -242,6 +319,8 @@ def main() -> None:
     train_ids = [s.slide_id for s in slides if s.split == "train"]
     test_ids = [s.slide_id for s in slides if s.split == "test"]
     encs, pretrain_info = encoders(args, [stores[s] for s in train_ids])
+    if args.no_baseline:
+        encs.pop("random_init")
     timings["pretrain"] = time.perf_counter() - t0 - sum(timings.values())
     folders = extract(encs, [stores[s.slide_id] for s in slides], args.work)
     timings["extract"] = time.perf_counter() - t0 - sum(timings.values())
@@ -262,6 +341,7 @@ def main() -> None:
                      "patience": args.patience, "lr": args.lr, "val": "20% of the training patients"},
         "torch_threads": torch.get_num_threads(),
         "heads": args.heads,
+        "head_options": {h: head_options(args.head_opt, h) for h in args.heads},
         "encoders": {},
     }
     for name, folder in folders.items():
@@ -275,8 +355,7 @@ def main() -> None:
     timings["train_eval"] = time.perf_counter() - t0 - sum(timings.values())
     result["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     if "abmil" in args.heads:
-        result["targets"] = {"abmil_pathweak_slide_auc>=0.95":
-                             result["encoders"]["pathweak"]["heads"]["abmil"]["summary"]["auc"]["mean"] >= 0.95}
+        result["targets"] = targets(result["encoders"]["pathweak"]["heads"])
     print(json.dumps(result, indent=2))
     if args.markdown:
         print(markdown(result))

@@ -137,7 +137,7 @@ def epoch_bank_loop(head, opt, criterion, bank, targets, seed, compute=True):
     if compute:
         head.train()
     for batch in bag_loader(bank, np.arange(len(bank)), targets, shuffle=True, seed=seed):
-        for x, grid, y in batch:
+        for x, grid, y, _ in batch:
             if compute:
                 step(head, opt, criterion, x, grid, y.to(x.device))
     if bank.device.type == "cuda":

@@ -28,13 +28,16 @@ class HeadOutput:
     per-tile outputs on the same scale (softmax over classes gives per-tile probabilities; for regression
     they are per-tile predictions). ``attention`` (N, A) or None: weights over the tiles summing to 1 per
     column (A = 1, or one column per class for multi-branch heads). ``aux``: head-specific tensors its
-    :meth:`MILHead.loss` uses (CLAM's instance loss, DSMIL's max-instance logits).
+    :meth:`MILHead.loss` uses (CLAM's instance loss, DSMIL's max-instance logits). ``tile_scores``: extra
+    named per-tile scores (N,) that prediction writes into the results store under their names (INS's
+    ``pseudo_label``, the thresholded ``mask`` of INS and WSSeg).
     """
 
     logits: torch.Tensor
     instance_logits: torch.Tensor
     attention: torch.Tensor | None = None
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    tile_scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class MILHead(nn.Module):
@@ -43,10 +46,14 @@ class MILHead(nn.Module):
     ``in_dim`` is the feature size, ``n_outputs`` the number of classes (1 for regression); subclasses
     take their own keyword options, which are stored in ``self.options`` so a packaged model can be
     rebuilt with :func:`create_head`.
+
+    A head with ``tracks_instances = True`` keeps per-tile state across epochs (INS's smoothed
+    pseudo-targets): the training loop then also passes ``bag_id=`` (the bag's row in the FeatureBank).
     """
 
     name = "?"
     uses_grid = False
+    tracks_instances = False
 
     def __init__(self, in_dim: int, n_outputs: int, **options: Any):
         super().__init__()
@@ -105,6 +112,41 @@ def head_info() -> list[dict[str, str]]:
 def projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     """The input layer every head starts with: Linear → ReLU → Dropout (CLAM's ``fc``)."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+
+
+def otsu_level(values: torch.Tensor, bins: int = 256) -> float:
+    """Otsu's threshold of a 1-D tensor (the level maximising the between-class variance of a histogram)."""
+    v = values.detach().float().flatten()
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-6:
+        return hi
+    hist = torch.histc(v, bins, lo, hi).double()
+    centres = lo + (torch.arange(bins, dtype=torch.float64, device=v.device) + 0.5) * (hi - lo) / bins
+    w0 = hist.cumsum(0)
+    w1 = w0[-1] - w0
+    s0 = (hist * centres).cumsum(0)
+    m0 = s0 / w0.clamp_min(1e-12)
+    m1 = (s0[-1] - s0) / w1.clamp_min(1e-12)
+    between = (w0 * w1 * (m0 - m1) ** 2)[:-1]
+    return lo + (int(between.argmax()) + 1) * (hi - lo) / bins
+
+
+def check_threshold(threshold: float | str) -> None:
+    """A mask threshold is ``"otsu"`` or a level in [0, 1] (a clear error otherwise)."""
+    if threshold == "otsu" or (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                               and 0 <= threshold <= 1):
+        return
+    raise ConfigError(f"threshold must be 'otsu' or a level in [0, 1], got {threshold!r}", fix="e.g. --head-opt threshold=otsu")
+
+
+def foreground_mask(prob: torch.Tensor, slide_positive: bool, threshold: float | str) -> torch.Tensor:
+    """Per-tile 0/1 mask from the per-tile probability of a positive class: ``prob >= threshold``, or with
+    ``"otsu"``: Otsu's level of the slide's tiles when the slide is predicted positive, 0.5 otherwise."""
+    if threshold == "otsu":
+        level = otsu_level(prob) if slide_positive and len(prob) > 1 else 0.5
+    else:
+        level = float(threshold)
+    return (prob >= level).float()
 
 
 class GatedAttention(nn.Module):

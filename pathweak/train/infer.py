@@ -4,7 +4,7 @@ the benchmarks, always in float32 and eval mode so results do not depend on the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,11 +15,13 @@ from ..heads import MILHead
 @dataclass
 class BagPrediction:
     """``slide`` (C,) class probabilities, or (1,) the regression prediction; ``instance`` (N, C) the same
-    per tile; ``attention`` (N, A) or None."""
+    per tile; ``attention`` (N, A) or None; ``extra``: the head's named per-tile scores (N,) such as
+    ``pseudo_label`` or ``mask`` (:attr:`~pathweak.heads.HeadOutput.tile_scores`)."""
 
     slide: np.ndarray
     instance: np.ndarray
     attention: np.ndarray | None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def predict_bag(head: MILHead, x: torch.Tensor, grid: torch.Tensor | None, task: str,
@@ -36,7 +38,8 @@ def predict_bag(head: MILHead, x: torch.Tensor, grid: torch.Tensor | None, task:
             slide = torch.softmax(out.logits.float(), dim=-1)
             inst = torch.softmax(out.instance_logits.float(), dim=-1)
         attn = None if out.attention is None else out.attention.float().cpu().numpy()
-    return BagPrediction(slide.cpu().numpy(), inst.cpu().numpy(), attn)
+        extra = {k: v.float().cpu().numpy() for k, v in out.tile_scores.items()}
+    return BagPrediction(slide.cpu().numpy(), inst.cpu().numpy(), attn, extra)
 
 
 def predict_rows(head: MILHead, bank: object, rows: np.ndarray, task: str,

@@ -1,9 +1,10 @@
 """The Lightning side of training: bags fed from a FeatureBank, the module wrapping any registered head,
 and the callbacks that keep the best epoch's weights and report progress.
 
-A batch is a list of ``(features (n, D), grid (n, 2), target)`` bags taken straight from the bank (views
-of device memory for a resident bank: no copy, no disk); each bag goes through the head on its own and
-the batch loss is the mean of the heads' :meth:`~pathweak.heads.MILHead.loss`.
+A batch is a list of ``(features (n, D), grid (n, 2), target, bank row)`` bags taken straight from the
+bank (views of device memory for a resident bank: no copy, no disk); each bag goes through the head on
+its own and the batch loss is the mean of the heads' :meth:`~pathweak.heads.MILHead.loss`. Heads that
+keep per-tile state across epochs (``tracks_instances``) also get the bank row as ``bag_id``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 
 from ..heads import MILHead
 
-Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
 
 
 class BagIndex(torch.utils.data.Dataset):
@@ -33,7 +34,7 @@ class BagIndex(torch.utils.data.Dataset):
 
     def __getitem__(self, j: int) -> Bag:
         i = int(self.rows[j])
-        return self.bank.bag(i), self.bank.grid(i), self.targets[i]
+        return self.bank.bag(i), self.bank.grid(i), self.targets[i], i
 
 
 def bag_loader(bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False,
@@ -74,13 +75,15 @@ class MILModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def training_step(self, batch: list[Bag], batch_idx: int) -> torch.Tensor:
-        losses = [self.head.loss(self.head(x.float(), grid, y), y, self.criterion) for x, grid, y in batch]
+        track = self.head.tracks_instances
+        losses = [self.head.loss(self.head(x.float(), grid, y, **({"bag_id": i} if track else {})), y, self.criterion)
+                  for x, grid, y, i in batch]
         loss = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
         self._train_losses.append(loss.detach())
         return loss
 
     def validation_step(self, batch: list[Bag], batch_idx: int) -> None:
-        for x, grid, y in batch:
+        for x, grid, y, _ in batch:
             self._val.append((self.head(x.float(), grid).logits.detach().float(), y))
 
     def on_validation_epoch_end(self) -> None:

@@ -5,7 +5,9 @@ Results go next to the features: FeatureStores at ``<out>/features/<encoder_id>/
 ``<out>/results/<model_id>/<slide>.zarr`` plus ``<out>/results/<model_id>/predictions.csv`` (one row
 per slide). Scores per tile: ``prob_<class>`` (softmax of the head's per-tile outputs; ``prediction``
 for regression) and, for attention heads, ``attention`` (summing to 1 over the slide) or, with one
-branch per class, ``attention_<class>`` plus ``attention`` of the predicted class.
+branch per class, ``attention_<class>`` plus ``attention`` of the predicted class; plus the head's own
+per-tile scores (``HeadOutput.tile_scores``: INS's ``pseudo_label``, the ``mask`` of INS and WSSeg),
+averaged over the members of an ensemble.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def ensemble(models: list[Any], x: Any, grid: Any) -> tuple[np.ndarray, dict[str
             for j, c in enumerate(names):
                 scores[f"attention_{safe_name(c)}"] = attn[:, j]
             scores["attention"] = attn[:, int(np.argmax(slide))] if first.classes else attn.mean(1)
+    for key in preds[0].extra:
+        if key not in scores and all(key in p.extra for p in preds):
+            scores[key] = np.mean([p.extra[key] for p in preds], axis=0)
     return slide, scores
 
 

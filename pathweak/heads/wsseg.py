@@ -1,0 +1,88 @@
+"""Weakly supervised segmentation on the slide's tile grid: the tiles' projected features are placed on
+their (row, col) cells as a 2D feature map (empty cells zero), a few residual 3x3 convolutions mix
+neighbouring tiles, and a 1x1 convolution gives one class activation map (CAM) per class. The CAM at a
+tile's cell is that tile's logits (its softmax the per-tile probabilities: the segmentation); the slide
+logits pool the CAM over the tiles (``pool``: ``lse`` log-sum-exp with sharpness ``r``, ``topk`` mean of
+the ``k`` highest, or ``mean``), so slide labels alone train it. At prediction the per-tile ``mask``
+thresholds the positive-class probability (``threshold``: a level, or ``"otsu"`` per slide).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import HeadOutput, MILHead, check_threshold, foreground_mask, projection, register_head
+from .ins import topk_pool
+
+
+def grid_layout(grid: torch.Tensor) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+    """(flat cell index of each tile, rows, cols, origin (row, col)) of the tiles' bounding box."""
+    g = grid.long()
+    origin = g.min(0).values
+    g = g - origin
+    rows, cols = int(g[:, 0].max()) + 1, int(g[:, 1].max()) + 1
+    return g[:, 0] * cols + g[:, 1], rows, cols, origin
+
+
+@register_head("wsseg")
+class WSSeg(MILHead):
+    """Weakly supervised segmentation: a CNN on the slide's tile grid whose class activation map segments the tiles."""
+
+    uses_grid = True
+
+    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 128, layers: int = 2, kernel: int = 3,
+                 dropout: float = 0.25, pool: str = "lse", r: float = 2.0, topk: int = 4, negative_class: int = 0,
+                 threshold: float | str = "otsu"):
+        super().__init__(in_dim, n_outputs, hidden=hidden, layers=layers, kernel=kernel, dropout=dropout, pool=pool, r=r,
+                         topk=topk, negative_class=negative_class, threshold=threshold)
+        if pool not in ("lse", "topk", "mean"):
+            raise ConfigError(f"wsseg pool must be lse, topk or mean, got {pool!r}")
+        if n_outputs < 2:
+            raise ConfigError("the wsseg head segments classes: it needs a classification task (2 or more classes)")
+        check_threshold(threshold)
+        self.fc = projection(in_dim, hidden, dropout)
+        self.convs = nn.ModuleList([nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(layers)])
+        self.drop = nn.Dropout(dropout)
+        self.cam = nn.Conv2d(hidden, n_outputs, 1)
+
+    def segmentation_map(self, x: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CAM logits on the grid's bounding box (C, rows, cols), the tissue cells (rows, cols) bool, and the
+        box's origin (row, col) on the slide grid."""
+        cam, _, occupied, origin = self._cam(x, grid)
+        return cam, occupied, origin
+
+    def _cam(self, x: torch.Tensor, grid: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if grid is None:
+            raise ConfigError("the wsseg head needs the tiles' grid positions")
+        h = self.fc(x)
+        cells, rows, cols, origin = grid_layout(grid.to(h.device))
+        occupied = torch.zeros(rows * cols, device=h.device, dtype=h.dtype).index_fill_(0, cells, 1).view(1, 1, rows, cols)
+        fmap = h.new_zeros(rows * cols, h.shape[1]).index_copy(0, cells, h).T.reshape(1, -1, rows, cols)
+        for conv in self.convs:
+            fmap = (fmap + self.drop(torch.relu(conv(fmap)))) * occupied
+        return self.cam(fmap)[0], cells, occupied[0, 0].bool(), origin
+
+    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
+                target: torch.Tensor | None = None) -> HeadOutput:
+        cam, cells, _, _ = self._cam(x, grid)
+        inst = cam.reshape(cam.shape[0], -1).T[cells]  # (N, C): the CAM at each tile's cell
+        out = HeadOutput(self._pool(inst), inst)
+        if not self.training:
+            neg = self.options["negative_class"]
+            prob = torch.softmax(inst.float(), 1)
+            out.tile_scores["mask"] = foreground_mask(1 - prob[:, neg], int(out.logits.argmax()) != neg,
+                                                      self.options["threshold"])
+        return out
+
+    def _pool(self, inst: torch.Tensor) -> torch.Tensor:
+        pool = self.options["pool"]
+        if pool == "mean":
+            return inst.mean(0)
+        if pool == "topk":
+            return topk_pool(inst, self.options["topk"])
+        r = self.options["r"]
+        return (torch.logsumexp(r * inst, 0) - math.log(inst.shape[0])) / r
