@@ -85,3 +85,15 @@ def mil_cohort(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert all(r.status == "extracted" for r in done), [r.error for r in done]
     return {"root": root, "labels": root / "labels.csv", "ground_truth": root / "ground_truth.csv",
             "features": Path(done[0].store).parent}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small matrices: one torch thread is fastest and immune to a busy machine (use per module with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

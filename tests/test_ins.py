@@ -20,12 +20,7 @@ from pathweak.train import TrainConfig, load_model, predict_slides, read_labels,
 from pathweak.train.module import make_criterion
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

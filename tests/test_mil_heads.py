@@ -16,12 +16,7 @@ from pathweak.train.labels import read_labels
 from pathweak.train.module import make_criterion
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: one thread is fastest and immune to a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
