@@ -210,6 +210,15 @@ def test_full_run_trains_predicts_and_draws_heatmaps_then_skips_and_follows_chan
     assert redrawn["heatmaps"].done == ["sample_01"]
     assert (out / "heatmaps" / "sample_01" / "sample_01.geojson").exists()
 
+    # training fails (more folds than patients): the run says so and stops there, so nothing is predicted
+    # or drawn with the model left from the previous run
+    before = {p: p.stat().st_mtime_ns for p in [*(out / "heatmaps").rglob("*.*"), *(out / "results").rglob("*.csv")]}
+    spec_path.write_text(spec_path.read_text().replace("folds: 2", "folds: 9"))
+    failed = run_cohort(CohortSpec.load(spec_path), progress=False)
+    assert "cannot fill 9 folds" in failed.failed_slides["model"]
+    assert [st.name for st in failed.stages] == ["tile", "pretrain", "extract", "train"]
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
 
 def test_bad_stage_settings_fail_when_the_spec_is_read(cohort_data, tmp_path):
     from pathweak.errors import ConfigError

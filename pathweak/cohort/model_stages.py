@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,6 @@ def predict_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, prog
 
 def predict_key(spec: CohortSpec) -> str:
     """The key of the current predictions (part of every heatmap's key); empty before any prediction."""
-    import json
-
     try:
         return str(json.loads(stamp_path(spec.out, "predict").read_text())["key"])
     except (OSError, ValueError, KeyError):
@@ -118,8 +117,6 @@ def predict_key(spec: CohortSpec) -> str:
 
 def metrics_table(run_json: Path) -> str:
     """Cross-validated metrics of a training run as a markdown table (mean ± std across seeds)."""
-    import json
-
     summary = json.loads(run_json.read_text())
     lines = [f"{summary['head']} on {summary['labels']['slides']} slides ({summary['labels']['patients']} patients), "
              f"{summary['splits']['source']}; test-fold predictions in `{run_json.parent / 'predictions.csv'}`.", "",

@@ -47,26 +47,29 @@ def run_cohort(
     reports: list[StageReport] = []
     try:
         active = _eligible(spec, state, retry_failed)
-        if "tile" in wanted:
-            reports.append(_per_slide("tile", active, spec, state, pool, progress))
-            active = [s for s in active if s.slide_id not in reports[-1].failed]
-        if "pretrain" in wanted and spec.pretrain:
-            reports.append(_pretrain(spec, active, progress))
-        if "extract" in wanted:
-            reports.append(_per_slide("extract", active, spec, state, pool, progress))
-            active = [s for s in active if s.slide_id not in reports[-1].failed]
-        if "train" in wanted:
-            reports.append(train_stage(spec, active, state, progress))
-        if "predict" in wanted:
-            reports.append(predict_stage(spec, active, state, progress))
-        if "heatmaps" in wanted:
-            predicted = [s for s in active if _succeeded(state, s, "predict")]
-            reports.append(_per_slide("heatmaps", predicted, spec, state, pool, progress))
+        # a failed cohort-level stage (pretrain, train, predict) stops the stages after it, so none of
+        # them runs on an older encoder, model or predictions left from an earlier run
+        for stage in _in_order(wanted, spec):
+            if stage in ("tile", "extract"):
+                reports.append(_per_slide(stage, active, spec, state, pool, progress))
+                active = [s for s in active if s.slide_id not in reports[-1].failed]
+            elif stage == "heatmaps":
+                predicted = [s for s in active if _succeeded(state, s, "predict")]
+                reports.append(_per_slide("heatmaps", predicted, spec, state, pool, progress))
+            else:
+                reports.append(_COHORT_STAGES[stage](spec, active, state, progress))
+                if reports[-1].failed:
+                    break
     finally:
         pool.close()
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
+
+
+def _in_order(wanted: tuple[str, ...], spec: CohortSpec) -> list[str]:
+    """The stages to run, in pipeline order (pretrain only when the spec has a ``pretrain:`` section)."""
+    return [st for st in STAGES if st in wanted and (st != "pretrain" or spec.pretrain)]
 
 
 def _succeeded(state: StateStore, slide: Slide, stage: str) -> bool:
@@ -99,7 +102,7 @@ def _per_slide(stage: str, slides: list[Slide], spec: CohortSpec, state: StateSt
     return report
 
 
-def _pretrain(spec: CohortSpec, slides: list[Slide], progress: bool) -> StageReport:
+def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress: bool) -> StageReport:
     """Pretrain this cohort's encoder on its tiles, unless an encoder trained on the same tiles and
     settings is already there (its encoder.json records both)."""
     from .._provenance import cache_key
@@ -138,3 +141,5 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], progress: bool) -> StageRep
     report.seconds = time.perf_counter() - t0
     return report
 
+
+_COHORT_STAGES = {"pretrain": _pretrain, "train": train_stage, "predict": predict_stage}
