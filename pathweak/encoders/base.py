@@ -64,6 +64,29 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
+    @property
+    def has_tokens(self) -> bool:
+        """Whether the backbone is a ViT whose patch tokens :meth:`token_map` can return."""
+        return hasattr(self.backbone, "patch_embed") and hasattr(self.backbone, "forward_features")
+
+    @torch.no_grad()
+    def token_map(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Patch-token embeddings (B, D, h, w) float32 of uint8 tiles (B, H, W, 3): one D-vector per
+        16x16 input patch (a 14x14 map at 224 px), after the ViT's final norm and without prefix tokens."""
+        from ..errors import ConfigError
+
+        if not self.has_tokens:
+            raise ConfigError(f"encoder {self.info.name} has no patch tokens (not a ViT)",
+                              fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) for token-level maps")
+        x = self.preprocess(tiles)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda and self.info.precision == "bf16"):
+            out = self.backbone.forward_features(x)
+        prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
+        tokens = out[:, prefix:].float()
+        ph, pw = self.backbone.patch_embed.patch_size
+        h, w = x.shape[-2] // ph, x.shape[-1] // pw
+        return tokens.transpose(1, 2).reshape(len(tokens), -1, h, w)
+
     @torch.no_grad()
     def embed(self, tiles: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) float32 of uint8 tiles (B, H, W, 3)."""
