@@ -103,3 +103,41 @@ def test_wsseg_learns_from_image_labels_on_real_ebhi_tokens(tmp_path):
     assert cam.shape == (2, 14, 14) and bool(occupied.all()) and origin.tolist() == [0, 0]
     prob = cam_to_pixels(torch.softmax(cam, 0)[table.classes.index("Adenocarcinoma")].detach(), images.shape[1:3])
     assert prob.shape == (224, 224) and 0 <= prob.min() <= prob.max() <= 1
+
+
+def test_wsseg_segments_a_volume_on_its_3d_patch_grid(tmp_path):
+    """Axial slice patches of a real MRI volume → features → a bank whose grid is (z, y, x) → wsseg with
+    spatial_dims=3: the CAM spans the patch grid in 3D and one training step runs; a 2D wsseg head on the
+    same features, or two patches on one cell, is a clear error."""
+    from test_volume_io import ANATOMICAL
+
+    need_shared(ANATOMICAL)
+    from pathweak.config import VolumeSpec
+    from pathweak.features import extract_features
+    from pathweak.features.bank import load_feature_bank
+    from pathweak.heads import create_head
+    from pathweak.volumes import tile_volume
+
+    spec = VolumeSpec(mode="slices", planes=("axial",), patch_px=16, spacing_mm=(2.0, 2.0, 2.0), min_foreground=0.2)
+    tiled = tile_volume(ANATOMICAL, tmp_path, spec, progress=False)
+    enc = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", depth=1, img_size=32)
+    done = extract_features([tiled.store], enc, tmp_path, num_workers=0, progress=False)
+    assert done[0].status == "extracted", done[0].error
+    bank = load_feature_bank([done[0].store], device="cpu", progress=False)
+    grid = bank.grid(0)
+    coords = bank.coords(0)
+    assert grid.shape == (len(coords), 3) and len(np.unique(grid.numpy(), axis=0)) == len(coords)
+    assert np.array_equal(np.argsort(coords[:, 0], kind="stable"), np.argsort(grid[:, 0].numpy(), kind="stable"))
+    head = create_head("wsseg", bank.embed_dim, 2, spatial_dims=3)
+    x = bank.bag(0).float()
+    cam, occupied, origin = head.segmentation_map(x, grid)
+    extent = (grid.long().max(0).values - grid.long().min(0).values + 1).tolist()
+    assert list(cam.shape) == [2, *extent] and int(occupied.sum()) == len(coords)
+    out = head(x, grid)
+    loss = torch.nn.functional.cross_entropy(out.logits[None], torch.tensor([1]))
+    loss.backward()
+    assert out.instance_logits.shape == (len(coords), 2) and head.cam.weight.grad is not None
+    with pytest.raises(ConfigError, match="spatial_dims=3"):
+        create_head("wsseg", bank.embed_dim, 2)(x, grid)
+    with pytest.raises(ConfigError, match="share one grid cell"):
+        head(x[[0, 0]], grid[[0, 0]])

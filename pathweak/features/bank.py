@@ -72,6 +72,7 @@ class _BankBase:
         self.device = device
         self.dtype = dtype
         self._index = {sid: i for i, sid in enumerate(self.slide_ids)}
+        self.coord_dims = stores[0].coord_dims  # 2: slides' (x, y); 3: volumes' (z, y, x)
 
     @property
     def encoder_id(self) -> str:
@@ -113,8 +114,8 @@ class FeatureBank(_BankBase):
     def __init__(self, stores: list[FeatureStore], device: torch.device, dtype: torch.dtype, progress: bool = True):
         super().__init__(stores, device, dtype)
         self.features = torch.empty((self.n_tiles, self.embed_dim), dtype=dtype, device=device)
-        self._grid = torch.empty((self.n_tiles, 2), dtype=torch.int32, device=device)
-        self._coords = np.empty((self.n_tiles, 2), np.int64)
+        self._grid = torch.empty((self.n_tiles, self.coord_dims), dtype=torch.int32, device=device)
+        self._coords = np.empty((self.n_tiles, self.coord_dims), np.int64)
         with progress_bar(self.n_tiles, "loading features", progress) as advance:
             for i, store in enumerate(stores):
                 a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -251,11 +252,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def grid_positions(coords: np.ndarray) -> np.ndarray:
-    """(row, col) int32 of tiles on their grid, from level-0 top-left coords: the tile step along each
-    axis is the smallest gap between distinct coordinates (a single row or column gets step 1)."""
+    """Positions of tiles on their grid, int32: (row, col) from slides' level-0 top-left (x, y) coords, or
+    (z, y, x) indices from volume patches' (z, y, x) coords. The step along each axis is the smallest gap
+    between distinct coordinates (a single row, column or slice gets step 1)."""
     coords = np.asarray(coords, np.int64)
-    out = np.zeros((len(coords), 2), np.int32)
-    for axis, col in ((0, 1), (1, 0)):  # x -> column, y -> row
+    volume = coords.ndim == 2 and coords.shape[1] == 3
+    axes = ((0, 0), (1, 1), (2, 2)) if volume else ((0, 1), (1, 0))  # slides: x -> column, y -> row
+    out = np.zeros((len(coords), len(axes)), np.int32)
+    for axis, col in axes:
         values = coords[:, axis]
         if len(values) == 0:
             continue
@@ -294,7 +298,13 @@ def _check_compatible(stores: list[FeatureStore]) -> None:
     if not stores:
         raise StoreError("no FeatureStores to load", fix="run `pathweak extract` first")
     first = stores[0]
+    dims = first.coord_dims
     for s in stores[1:]:
+        if s.coord_dims != dims:
+            raise StoreError(
+                "slide features ((x, y) coords) and volume features ((z, y, x) coords) in one cohort", path=s.path,
+                fix="train slides and volumes as separate cohorts",
+            )
         if s.encoder_id != first.encoder_id or s.embed_dim != first.embed_dim:
             raise StoreError(
                 f"features of different encoders in one cohort ({s.encoder_id} vs {first.encoder_id})", path=s.path,

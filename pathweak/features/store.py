@@ -103,6 +103,13 @@ class FeatureStore:
         return np.asarray(zarr.open_array(str(self.path / "coords"), mode="r")[...])
 
     @property
+    def coord_dims(self) -> int:
+        """2 for slide tiles' (x, y) coords, 3 for volume patches' (z, y, x) (read from metadata only)."""
+        import zarr
+
+        return int(zarr.open_array(str(self.path / "coords"), mode="r").shape[1])
+
+    @property
     def slide_id(self) -> str:
         return str(self.attrs["slide_id"])
 

@@ -152,7 +152,7 @@ class TransMIL(MILHead):
 
     def _layout(self, n: int, grid: torch.Tensor | None, device: torch.device) -> tuple[torch.Tensor, int, int] | None:
         """(flat cell index of each tile, rows, cols) on the slide grid, or None for the square layout."""
-        if grid is None or n == 0:
+        if grid is None or n == 0 or grid.shape[1] != 2:  # no grid, or a volume's 3D grid: the square
             return None
         g = grid.to(device=device, dtype=torch.long)
         g = g - g.min(0).values
