@@ -86,9 +86,12 @@ def dice_fg_bg(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def otsu_mask(values: np.ndarray) -> np.ndarray:
-    from skimage.filters import threshold_otsu
+    """``values >= `` their Otsu level (pathweak's, the one the wsseg head's ``threshold="otsu"`` uses)."""
+    import torch
 
-    return values >= threshold_otsu(values) if values.max() > values.min() else np.ones(values.shape, bool)
+    from pathweak.heads.base import otsu_level
+
+    return values >= otsu_level(torch.from_numpy(np.ascontiguousarray(values, np.float32)))
 
 
 def haematoxylin_mask(image: np.ndarray) -> np.ndarray:
@@ -207,7 +210,7 @@ def main() -> None:
     images, masks = load_images(args.data, rows)
     name, enc_info = pretrain_encoder(args, [args.data / r["image"] for r, s in zip(rows, split) if s == "train"])
     encoders = {"pathweak": create_encoder(name)}
-    kwargs = {k: v for k, v in encoders["pathweak"].info.extra.get("timm_kwargs", {}).items()}
+    kwargs = dict(encoders["pathweak"].info.extra.get("timm_kwargs", {}))  # a timm: encoder records them here
     if name.startswith("pathweak:"):
         kwargs = json.loads((Path(name.split(":", 1)[1]) / "encoder.json").read_text())["timm_kwargs"]
     encoders["random_init"] = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", **kwargs)

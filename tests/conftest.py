@@ -97,3 +97,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def reloaded_and_live(model, head, bank, i: int):
+    """Slide ``i`` of ``bank`` through a reloaded packaged ``model`` and through the trained ``head`` it was
+    saved from (eval mode, no grad): ``(model.predict output, head output)`` to compare."""
+    import torch
+
+    reloaded = model.predict(bank.bag(i), bank.grid(i))
+    head.eval()
+    with torch.no_grad():
+        live = head(bank.bag(i).float(), bank.grid(i))
+    return reloaded, live

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import reloaded_and_live
 from pathweak.features.bank import load_feature_bank
 from pathweak.heads import create_head
 from pathweak.heads.base import foreground_mask, otsu_level
@@ -142,10 +143,7 @@ def test_instance_heads_reload_identically_and_write_their_scores(mil_cohort, tm
     bank = load_feature_bank([mil_cohort["features"]], device="cpu", progress=False)
     expected = {"ins": {"pseudo_label", "mask"}, "wsseg": {"mask"}}[head]
     for i in range(len(bank)):
-        a = model.predict(bank.bag(i), bank.grid(i))
-        fit.head.eval()
-        with torch.no_grad():
-            out = fit.head(bank.bag(i).float(), bank.grid(i))
+        a, out = reloaded_and_live(model, fit.head, bank, i)
         assert np.array_equal(a.slide, torch.softmax(out.logits, -1).numpy())
         assert np.array_equal(a.instance, torch.softmax(out.instance_logits, -1).numpy())
         assert set(a.extra) == expected

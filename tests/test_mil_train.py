@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import reloaded_and_live
 from pathweak.errors import LabelsError
 from pathweak.train import TrainConfig, load_model, load_models, make_folds, predict_slides, read_labels, train_cohort
 from pathweak.train.metrics import bootstrap_ci, classification_metrics, regression_metrics
@@ -157,10 +158,7 @@ def test_saved_model_predicts_identically_after_reload(abmil_run, mil_cohort):
     model = load_model(abmil_run.out_dir / "models" / "seed0_fold0")
     bank = load_feature_bank([mil_cohort["features"]], device="cpu", progress=False)
     for i in range(len(bank)):
-        a = model.predict(bank.bag(i), bank.grid(i))
-        fit.head.eval()
-        with torch.no_grad():
-            out = fit.head(bank.bag(i).float(), bank.grid(i))
+        a, out = reloaded_and_live(model, fit.head, bank, i)
         assert np.array_equal(a.slide, torch.softmax(out.logits, -1).numpy())
         assert np.array_equal(a.attention, out.attention.numpy())
     csv = pd.read_csv(abmil_run.out_dir / "predictions.csv").query("seed == 0").set_index("slide_id")

@@ -2,10 +2,10 @@
 as instances on a fine grid, so the grid heads (``wsseg``) segment inside tiles instead of tile by tile.
 
 :class:`TokenBank` has the bank interface the training loop uses (``bag``, ``grid``, ``embed_dim``,
-``device``), held in memory: one bag per tile (``per="tile"``: an image dataset such as EBHI-Seg, where
-each image is labelled) or one per TileStore (``per="slide"``: every tile's tokens placed at
-``tile grid position x token map size + token position``). ``pool`` averages ``pool x pool`` tokens first
-(a 7x7 map per tile with 2) to bound memory on large slides.
+``device``), held in memory: one bag per tile (:meth:`TokenBank.from_tiles`: an image dataset such as
+EBHI-Seg, where each image is labelled) or one per TileStore (:meth:`TokenBank.from_tile_stores`: every
+tile's tokens placed at ``tile grid position x token map size + token position``). ``pool`` averages
+``pool x pool`` tokens first (a 7x7 map per tile with 2) to bound memory on large slides.
 """
 
 from __future__ import annotations
@@ -71,15 +71,10 @@ class TokenBank:
         """One bag per tile (image): its token map, row-major on an (h, w) grid."""
         if len(names) != len(tiles):
             raise ConfigError(f"{len(tiles)} tiles but {len(names)} names")
-        maps = []
-        with progress_bar(len(tiles), "encoding tokens", progress) as advance:
-            for start in range(0, len(tiles), batch_size * 4):
-                chunk = tiles[start:start + batch_size * 4]
-                maps.append(encode_tokens(encoder, chunk, batch_size=batch_size, pool=pool, device=device))
-                advance(len(chunk))
-        maps_t = torch.cat(maps)
-        grid = token_grid(maps_t.shape[1], maps_t.shape[2])
-        return cls(list(maps_t), [grid] * len(maps_t), names, device)
+        maps = _encode_in_chunks(encoder, len(tiles), lambda a, b: tiles[a:b], "encoding tokens", pool, batch_size,
+                                 device, progress)
+        grid = token_grid(maps.shape[1], maps.shape[2])
+        return cls(list(maps), [grid] * len(maps), names, device)
 
     @classmethod
     def from_tile_stores(cls, encoder: Any, stores: list[str | Path], *, pool: int = 1, batch_size: int = 64,
@@ -91,20 +86,28 @@ class TokenBank:
         for path in stores:
             with TileStore.open(path) as store:
                 cells = torch.from_numpy(np.asarray(store.grid_index, np.int64))
-                maps = []
-                with progress_bar(len(store), f"tokens {store.slide_id}", progress) as advance:
-                    for start in range(0, len(store), batch_size * 4):
-                        tiles = store.read_tiles(slice(start, min(len(store), start + batch_size * 4)))
-                        maps.append(encode_tokens(encoder, tiles, batch_size=batch_size, pool=pool, device=device))
-                        advance(len(tiles))
+                maps_t = _encode_in_chunks(encoder, len(store), lambda a, b: store.read_tiles(slice(a, b)),
+                                           f"tokens {store.slide_id}", pool, batch_size, device, progress)
                 names.append(store.slide_id)
-            maps_t = torch.cat(maps)  # (n, h, w, D)
             h, w = maps_t.shape[1], maps_t.shape[2]
             within = token_grid(h, w)  # (h*w, 2)
             origin = cells * torch.tensor([h, w])  # (n, 2)
             grids.append((origin[:, None, :] + within[None]).reshape(-1, 2))
             bags.append(maps_t)
         return cls(bags, grids, names, device)
+
+
+def _encode_in_chunks(encoder: Any, n: int, read: Any, label: str, pool: int, batch_size: int,
+                      device: str | torch.device, progress: bool) -> torch.Tensor:
+    """Token maps (n, h, w, D) of ``read(start, stop)``'s tiles, a few batches at a time, with a progress bar."""
+    maps = []
+    step = batch_size * 4
+    with progress_bar(n, label, progress) as advance:
+        for start in range(0, n, step):
+            tiles = read(start, min(n, start + step))
+            maps.append(encode_tokens(encoder, tiles, batch_size=batch_size, pool=pool, device=device))
+            advance(len(tiles))
+    return torch.cat(maps)
 
 
 def token_grid(h: int, w: int) -> torch.Tensor:
