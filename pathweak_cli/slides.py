@@ -57,7 +57,7 @@ def tile(
     min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept patch (0-1).")] = 0.25,
     backend: Annotated[str, typer.Option(help="Reader: auto (OpenSlide where it can), openslide, tiffslide.")] = "auto",
     mpp: Annotated[Optional[float], typer.Option(help="Override the slide's level-0 microns per pixel.")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (over slides, and over shards of large slides).")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (over slides, over shards of large slides, and one volume each).")] = 1,
     encode_threads: Annotated[Optional[int], typer.Option(help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them).")] = None,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = 95,
     lossless: Annotated[bool, typer.Option(help="Store tiles losslessly (zstd) instead of JPEG.")] = False,

@@ -181,3 +181,23 @@ def test_a_dicom_series_folder_without_file_extensions(tmp_path):
     reference = prepare_volume(open_volume(BRAIN1), spec)
     assert store.attrs["volume"]["grid"] == reference.grid.to_attrs()
     assert np.array_equal(store.read_tiles([0])[0], crop(reference.data, store.coords[0], np.array([16, 16, 16])))
+
+
+def test_volumes_tile_in_parallel_workers_like_in_one_process(tmp_path):
+    """``workers=2`` tiles the volumes of a run in worker processes: the stores hold the same patches as a
+    one-process run, and a damaged volume among them fails alone, with its name, leaving no store."""
+    need_shared(ANATOMICAL, BRAIN1)
+    broken = tmp_path / "broken.nii"
+    broken.write_bytes(ANATOMICAL.read_bytes()[:200])  # header only: the voxel data is cut off
+    inputs = [ANATOMICAL, BRAIN1, broken]
+    spec = VolumeSpec(spacing_mm=(4.0, 4.0, 4.0), patch_px=8)
+    serial = tile_slides(inputs, tmp_path / "serial", volume=spec, workers=1, progress=False)
+    parallel = tile_slides(inputs, tmp_path / "parallel", volume=spec, workers=2, progress=False)
+    assert [r.status for r in parallel] == [r.status for r in serial] == ["tiled", "tiled", "failed"]
+    assert "broken.nii" in parallel[2].error
+    assert sorted(p.name for p in (tmp_path / "parallel" / "tiles").iterdir()) == [
+        "nibabel_anatomical.zarr", "pyradiomics_brain1_image.zarr"]
+    for a, b in zip(serial[:2], parallel[:2]):
+        sa, sb = TileStore.open(a.store), TileStore.open(b.store)
+        assert len(sa) == len(sb) > 0 and np.array_equal(sa.coords, sb.coords)
+        assert np.array_equal(sa.read_tiles(np.arange(len(sa))), sb.read_tiles(np.arange(len(sb))))

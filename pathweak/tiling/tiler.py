@@ -221,19 +221,45 @@ def tile_slides(
         if jobs:
             slide_results = _run_inline(jobs, progress) if workers == 1 else _run_pool(jobs, workers, progress)
             done = {(r.slide, r.slide_id): r for r in slide_results}
-        if any(is_volume):
-            from ..config import VolumeSpec
-            from ..volumes.tiler import tile_volume_job
-
-            for p, sid, vol in zip(paths, ids, is_volume):
-                if vol:
-                    done[(str(p), sid)] = tile_volume_job(
-                        p, sid, Path(out_dir), volume or VolumeSpec(), store or StoreSpec(),
-                        None if label is None else Path(label), timepoint, force, progress,
-                    )
+        volumes = [(p, sid) for p, sid, vol in zip(paths, ids, is_volume) if vol]
+        if volumes:
+            done.update(_tile_volumes(volumes, Path(out_dir), volume, store or StoreSpec(),
+                                      None if label is None else Path(label), timepoint, force, workers, progress))
         return [done[(str(p), sid)] for p, sid in zip(paths, ids)]
     finally:
         remove_if_empty(created)  # leave no empty output folders behind when nothing was written
+
+
+def _tile_volumes(volumes: list[tuple[Path, str]], out_dir: Path, spec: VolumeSpec | None, store: StoreSpec,
+                  label: Path | None, timepoint: int | None, force: bool, workers: int,
+                  progress: bool) -> dict[tuple[str, str], TileResult]:
+    """Tile volumes one per worker process (in this process when there is one worker or one volume,
+    with a per-volume progress bar); each result records its own failure, so one bad volume does not
+    stop the others."""
+    from ..config import VolumeSpec
+    from ..volumes.tiler import tile_volume_job
+
+    spec = spec or VolumeSpec()
+    if workers == 1 or len(volumes) == 1:
+        return {(str(p), sid): tile_volume_job(p, sid, out_dir, spec, store, label, timepoint, force, progress)
+                for p, sid in volumes}
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done: dict[tuple[str, str], TileResult] = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(volumes)), mp_context=_pool_context()) as pool, \
+            progress_bar(len(volumes), "tiling volumes", progress, unit="volumes") as advance:
+        futures = {pool.submit(tile_volume_job, p, sid, out_dir, spec, store, label, timepoint, force, False): (p, sid)
+                   for p, sid in volumes}
+        try:
+            for fut in as_completed(futures):
+                p, sid = futures[fut]
+                done[(str(p), sid)] = fut.result()
+                advance(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return done
 
 
 def expand_slide_paths(inputs: list[str | Path]) -> list[Path]:
