@@ -157,3 +157,25 @@ def test_huge_slide_mask_without_loading_level0(tmp_path):
     frac, disk, rss_mb = map(float, out.stdout.split()[-3:])
     assert abs(frac - disk) < 0.02
     assert rss_mb < 1500, f"peak RSS {rss_mb} MB"  # level 0 alone would be 120 GB
+
+
+@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "pathml_small_HE_levels.tiff"])
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+def test_thumbnail_through_the_direct_tile_reader_equals_the_backends(name, backend):
+    """The tiler reads the tissue thumbnail by decoding the level's TIFF tiles itself (faster than the
+    backend's read_region); the thumbnail and the mask are the same either way."""
+    from pathweak.io import TiffTileReader
+
+    path = SHARED / "wsi" / name
+    need_shared(path)
+    with open_slide(path, backend=backend, mpp=0.5 if name.endswith(".tiff") else None) as slide:  # no mpp tag
+        reader = TiffTileReader.for_slide(slide)
+        assert reader is not None
+        try:
+            direct = segment_tissue(slide, reader=reader)
+        finally:
+            reader.close()
+        plain = segment_tissue(slide)
+    assert direct.thumbnail.shape == plain.thumbnail.shape
+    assert np.abs(direct.thumbnail.astype(int) - plain.thumbnail.astype(int)).max() <= 2
+    assert np.array_equal(direct.mask, plain.mask)

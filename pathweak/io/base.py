@@ -6,7 +6,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -14,6 +14,12 @@ MppSource = Literal["metadata", "user", "estimated"]
 
 # A resolution outside this range is not a microscope's: a 72-dpi TIFF default reads as 352.8 um/px.
 PLAUSIBLE_MPP = (0.01, 100.0)
+
+
+class LevelReader(Protocol):
+    """Reads RGB uint8 (h, w, 3) regions of a pyramid level, (x, y) in that level's pixels."""
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray: ...
 
 
 class Slide(ABC):
@@ -155,8 +161,10 @@ class Slide(ABC):
         downsample = max(w0 / mw, h0 / mh, 1.0)
         return self.read_downsampled(downsample)
 
-    def read_downsampled(self, downsample: float) -> np.ndarray:
-        """The whole slide at ``downsample`` relative to level 0, read in bounded strips."""
+    def read_downsampled(self, downsample: float, reader: LevelReader | None = None) -> np.ndarray:
+        """The whole slide at ``downsample`` relative to level 0, read in bounded strips (through
+        ``reader``, e.g. a :class:`~pathweak.io.TiffTileReader` that decodes the level's tiles directly,
+        when given; else through the backend)."""
         import cv2
 
         self._check_open()
@@ -171,7 +179,10 @@ class Slide(ABC):
             oy1 = min(out_h, oy + rows_per_strip)
             ly0, ly1 = math.floor(oy * lh / out_h), min(lh, math.ceil(oy1 * lh / out_h))
             ds = self.level_downsamples[level]
-            strip = self._read((0, int(round(ly0 * ds))), level, (lw, max(1, ly1 - ly0)))
+            if reader is not None:
+                strip = reader.read(level, 0, ly0, lw, max(1, ly1 - ly0))
+            else:
+                strip = self._read((0, int(round(ly0 * ds))), level, (lw, max(1, ly1 - ly0)))
             out[oy:oy1] = cv2.resize(strip, (out_w, oy1 - oy), interpolation=cv2.INTER_AREA)
         return out
 

@@ -332,7 +332,13 @@ def plan_tiling(job: TileJob) -> TilePlan:
         if fingerprint_future.done() and up_to_date(key_for(fingerprint_future.result())):
             return TilePlan(job=job, key="", n_tiles=int(existing["tile"]["n_tiles"]), skipped=True)  # type: ignore[index]
 
-        mask = segment_tissue(slide, job.tissue, roi=job.roi, roi_classes=list(job.roi_classes or []) or None)
+        fast = TiffTileReader.for_slide(slide) if job.fast_read else None  # decodes the thumbnail level ~5x faster
+        try:
+            mask = segment_tissue(slide, job.tissue, roi=job.roi, roi_classes=list(job.roi_classes or []) or None,
+                                  reader=fast)
+        finally:
+            if fast is not None:
+                fast.close()
         grid = tile_grid(slide, mask, job.tile)
         choice = grid.choice
         fingerprint = fingerprint_future.result()

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..config import TissueSpec, as_dict
 from ..errors import ConfigError, MissingMppError
-from ..io.base import Slide
+from ..io.base import LevelReader, Slide
 from .mask import TissueMask, clean_mask, mask_to_polygons, rasterize_polygons
 from .methods import TISSUE_METHODS, pen_mask
 
@@ -48,11 +48,13 @@ def segment_tissue(
     spec: TissueSpec | None = None,
     roi: str | Path | None = None,
     roi_classes: list[str] | None = None,
+    reader: LevelReader | None = None,
 ) -> TissueMask:
     """Find tissue on a thumbnail of ``slide`` (never loading level 0 whole).
 
     With ``roi`` (a QuPath GeoJSON file), its annotations are the region of interest instead of the
-    detected tissue; ``roi_classes`` keeps only annotations of those classifications.
+    detected tissue; ``roi_classes`` keeps only annotations of those classifications. ``reader`` reads
+    the thumbnail's pyramid level instead of the backend (the tiler passes its direct TIFF tile reader).
     """
     spec = spec or TissueSpec()
     if slide.mpp is None:
@@ -62,7 +64,7 @@ def segment_tissue(
             fix="pass --mpp (e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)",
         )
     ds = thumbnail_downsample(slide, spec)
-    thumb = slide.read_downsampled(ds)
+    thumb = slide.read_downsampled(ds, reader=reader)
     w0, h0 = slide.dimensions
     downsample = (w0 / thumb.shape[1], h0 / thumb.shape[0])
     if roi is not None:
