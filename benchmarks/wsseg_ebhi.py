@@ -3,6 +3,7 @@ head on a ViT's patch tokens (a 14x14 token map per 224 px image), outline the t
 adenocarcinoma biopsies? Prints JSON.
 
     python benchmarks/wsseg_ebhi.py [--data ../shared/data/labeled/ebhi_seg] [--encoder pathweak:DIR]
+    python benchmarks/wsseg_ebhi.py --encoder uni --weights pytorch_model.bin     # a foundation model's local weights
 
 Data: ``pairs.csv`` (image, mask, class, patient_id) with expert masks (binarised at > 127). Patients are
 split 70/30 (stratified by their class) into train and test; no patient is on both sides. Unless
@@ -185,7 +186,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "wsseg_ebhi")
-    ap.add_argument("--encoder", help="an encoder name (pathweak:DIR, timm:...) instead of pretraining one here")
+    ap.add_argument("--encoder", help="an encoder name (pathweak:DIR, timm:..., a preset such as uni) instead of "
+                                      "pretraining one here; the baseline is the same architecture at random init")
+    ap.add_argument("--weights", help="the --encoder's local weights file (timm: models and presets)")
     ap.add_argument("--extra-tiles", type=Path, default=DEFAULT_DATA.parent / "lc25000_lung",
                     help="more unlabelled tiles for pretraining (default: the LC25000 lung tiles)")
     ap.add_argument("--pretrain-minutes", type=float, default=10.0)
@@ -209,11 +212,14 @@ def main() -> None:
     split = patient_split(rows, args.test_fraction, seed=0)
     images, masks = load_images(args.data, rows)
     name, enc_info = pretrain_encoder(args, [args.data / r["image"] for r, s in zip(rows, split) if s == "train"])
-    encoders = {"pathweak": create_encoder(name)}
-    kwargs = dict(encoders["pathweak"].info.extra.get("timm_kwargs", {}))  # a timm: encoder records them here
+    encoders = {"pathweak": create_encoder(name, weights=args.weights)}
+    # the baseline: the same architecture at random initialisation
     if name.startswith("pathweak:"):
-        kwargs = json.loads((Path(name.split(":", 1)[1]) / "encoder.json").read_text())["timm_kwargs"]
-    encoders["random_init"] = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", **kwargs)
+        cfg = json.loads((Path(name.split(":", 1)[1]) / "encoder.json").read_text())
+        encoders["random_init"] = create_encoder(f"timm:{cfg['timm_model']}", weights="random:0", **cfg["timm_kwargs"])
+    else:
+        info = encoders["pathweak"].info  # a timm: encoder (or preset) records its model and kwargs
+        encoders["random_init"] = create_encoder(info.name, weights="random:0", **info.extra.get("timm_kwargs", {}))
 
     test_tumour = [i for i, (r, s) in enumerate(zip(rows, split)) if s == "test" and r["class"] == TUMOUR]
     result: dict[str, Any] = {
