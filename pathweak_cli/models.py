@@ -79,10 +79,10 @@ def pretrain(
 @handle_errors
 def extract(
     stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
-    encoder: Annotated[str, typer.Option(help="pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc or a preset (see `pathweak encoders list`).")],
+    encoder: Annotated[str, typer.Option(help="pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc, a preset, or monai:resnet10|18|34|50 for 3D volume patches (see `pathweak encoders list`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/features/<encoder_id>/<slide_id>.zarr.")],
-    weights: Annotated[Optional[str], typer.Option(help="Local weights file for timm/torchvision encoders (or 'random').")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Model batch size (default: 64 on CPU, adaptive from 512 on GPU).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Local weights file for timm, torchvision and monai encoders (or 'random').")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Model batch size (default: 64 on CPU, 8 for 3D encoders; adaptive from 512 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles ahead of the model.")] = 1,
     export_h5: Annotated[bool, typer.Option(help="Also write CLAM/TRIDENT-style h5 files to OUT/h5_files/<encoder_id>/.")] = False,

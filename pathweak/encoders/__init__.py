@@ -1,6 +1,6 @@
-"""Encoder registry: ``create_encoder(name, weights=None)`` for ``pathweak:<dir>``, ``timm:<model>`` and
-``torchvision:resnet50_trunc``. Nothing is downloaded: missing weights are a clear error saying how to
-supply them. ``weights="random"`` (or ``random:<seed>``) asks explicitly for a random initialisation
+"""Encoder registry: ``create_encoder(name, weights=None)`` for ``pathweak:<dir>``, ``timm:<model>``,
+``torchvision:resnet50_trunc`` and, for 3D volume patches, ``monai:resnet10|18|34|50``. Nothing is
+downloaded: missing weights are a clear error saying how to supply them. ``weights="random"`` (or ``random:<seed>``) asks explicitly for a random initialisation
 (baselines)."""
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def list_encoders() -> list[dict[str, str]]:
         {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
         {"name": "timm:<model name>", "weights": "--weights FILE (.safetensors/.pth/.bin) or --weights random"},
         {"name": "torchvision:resnet50_trunc", "weights": "--weights resnet50 ImageNet file (e.g. resnet50-11ad3fa6.pth)"},
+        {"name": "monai:resnet10|18|34|50", "weights": "3D patches of volumes (--mode 3d): --weights MedicalNet/MONAI state dict or random"},
     ]
     rows += [{"name": k, "weights": f"{p.target}; {p.where}"} for k, p in PRESETS.items()]
     return rows
@@ -140,6 +141,44 @@ def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Enc
         embed_dim=1024, img_size=int(kwargs.get("img_size", 224)), weights=weights, weights_hash=_weights_hash(weights),
     )
     return Encoder(trunk, info)
+
+
+MONAI_RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50")
+VOLUME_MEAN, VOLUME_STD = (0.5,), (0.25,)  # of the 0..1 voxels of a volume store (intensities windowed to uint8)
+
+
+@ENCODERS.register("monai")
+def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    """A MONAI 3D ResNet (one input channel, MedicalNet's layer names, global average pooling) for the
+    (D, H, W) patches of volumes tiled with ``--mode 3d``. ``img_size`` (default 64) is the cube side
+    patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
+    import torch
+    from monai.networks import nets
+
+    if model not in MONAI_RESNETS:
+        raise ConfigError(f"unknown monai encoder {model!r}", fix=f"use one of {', '.join('monai:' + m for m in MONAI_RESNETS)}")
+    if weights is None:
+        raise ConfigError(
+            f"monai:{model} needs weights; nothing is downloaded at run time",
+            fix="pass --weights FILE (a MedicalNet or MONAI 3D ResNet state dict, e.g. resnet_18_23dataset.pth) "
+                "or --weights random for an untrained baseline",
+        )
+    options = dict(kwargs)
+    size = int(options.pop("img_size", 64))
+    seed = _random_seed(weights)
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = getattr(nets, model)(spatial_dims=3, n_input_channels=1, feed_forward=False, **options)
+    if seed is None:
+        _load_weights(net, weights, f"monai:{model}")
+    embed_dim = 2048 if model == "resnet50" else 512
+    info = EncoderInfo(
+        name=f"monai:{model}", encoder_id=_encoder_id("monai", model, weights, kwargs), embed_dim=embed_dim,
+        img_size=size, mean=VOLUME_MEAN, std=VOLUME_STD, precision="bf16", weights=weights,
+        weights_hash=_weights_hash(weights), extra={"monai_kwargs": _jsonable(options), "cpu_batch": 8},
+        input="volume",
+    )
+    return Encoder(net, info)
 
 
 @ENCODERS.register("pathweak")

@@ -19,13 +19,14 @@ class EncoderInfo:
     name: str  # as given to create_encoder, e.g. "timm:vit_small_patch16_224"
     encoder_id: str  # folder-safe and unique per weights, e.g. "timm-vit_small_patch16_224-3f2a9c1d"
     embed_dim: int
-    img_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    img_size: int  # side of the (square, or cubic for volumes) model input
+    mean: tuple[float, ...] = IMAGENET_MEAN  # one per input channel
+    std: tuple[float, ...] = IMAGENET_STD
     precision: str = "bf16"  # on CUDA; CPU always runs float32
     weights: str | None = None  # path of the weights file, "random:<seed>" for an explicit random init
     weights_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    input: str = "rgb"  # "rgb": (H, W, 3) tiles of slides or slice patches; "volume": (D, H, W) 3D patches
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,8 +43,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.info = info
-        self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
+        spatial = (1, 1, 1) if info.input == "volume" else (1, 1)
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, -1, *spatial), persistent=False)
+        self.register_buffer("std", torch.tensor(info.std).view(1, -1, *spatial), persistent=False)
 
     @property
     def embed_dim(self) -> int:
@@ -54,12 +56,36 @@ class Encoder(nn.Module):
         return self.info.encoder_id
 
     def preprocess(self, tiles: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) → normalised float (B, 3, S, S) on the tiles' device."""
-        x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
+        """uint8 (B, H, W, 3) → normalised float (B, 3, S, S) on the tiles' device; for a volume encoder,
+        uint8 3D patches (B, D, H, W) → (B, 1, S, S, S) (trilinear resize when the patch is not S^3)."""
         size = self.info.img_size
+        if self.info.input == "volume":
+            x = tiles.unsqueeze(1).float().div_(255.0)
+            if tuple(x.shape[-3:]) != (size, size, size):
+                x = nn.functional.interpolate(x, size=(size, size, size), mode="trilinear", align_corners=False)
+            return (x - self.mean) / self.std
+        x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[-1] != size or x.shape[-2] != size:
             x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
+
+    def check_tiles(self, is_3d: bool, tile_shape: tuple[int, ...], where: str) -> None:
+        """Raise a clear error when a store's tiles (3D patches or not; one tile's shape) are not this
+        encoder's input kind."""
+        from ..errors import ConfigError
+
+        if is_3d and self.info.input != "volume":
+            raise ConfigError(
+                f"the store holds 3D patches ({'x'.join(map(str, tile_shape))} voxels) and {self.info.name} embeds 2D RGB tiles",
+                path=where,
+                fix="use a 3D encoder (e.g. --encoder monai:resnet18 --weights FILE|random), or tile the volume with --mode slices",
+            )
+        if not is_3d and self.info.input == "volume":
+            raise ConfigError(
+                f"{self.info.name} embeds 3D volume patches and the store holds 2D tiles ({'x'.join(map(str, tile_shape))})",
+                path=where,
+                fix="use a 2D encoder (pathweak:<dir>, timm:..., torchvision:...) for slides and slice patches",
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -89,7 +115,7 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def embed(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, D) float32 of uint8 tiles (B, H, W, 3)."""
+        """Embeddings (B, D) float32 of uint8 tiles (B, H, W, 3) (or 3D patches (B, D, H, W) for a volume encoder)."""
         x = self.preprocess(tiles)
         if x.is_cuda and self.info.precision == "bf16":
             with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -109,6 +109,7 @@ def _extract_one(
     export: bool, force: bool, advance: Any,
 ) -> ExtractResult:
     started = time.perf_counter()
+    enc.check_tiles(tile_store.holds_3d_patches, tile_store.tile_shape, str(tile_store.path))
     final = feature_store_path(out_dir, enc.encoder_id, tile_store.slide_id)
     key = feature_cache_key(tile_store, enc.info)
     existing = read_attrs(final)
@@ -188,7 +189,7 @@ def _embed(enc: Any, tiles: Any, dev: Any, batch_size: int | None) -> np.ndarray
     import torch
 
     if dev.type != "cuda":
-        bs = batch_size or 64
+        bs = batch_size or int(enc.info.extra.get("cpu_batch", 64))
         return np.concatenate([enc.embed(tiles[i : i + bs]).numpy() for i in range(0, len(tiles), bs)]).astype(np.float16)
     bs = _CUDA_BATCH.get(enc.encoder_id, batch_size or 512)
     tiles = tiles.to(dev, non_blocking=True)

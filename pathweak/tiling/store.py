@@ -208,6 +208,11 @@ class TileStore:
         """Shape of one tile: (T, T, 3) RGB, or (D, H, W) for 3D volume patches."""
         return tuple(int(s) for s in self._tiles_meta["shape"][1:])
 
+    @property
+    def holds_3d_patches(self) -> bool:
+        """True for 3D volume patches (tiles of (D, H, W) voxels), False for RGB tiles and slice patches."""
+        return list(self._tiles_meta.get("dimension_names") or [])[1:] == ["z", "y", "x"]
+
     @cached_property
     def shard_tiles(self) -> int:
         return shard_tiles_of(self.path)
