@@ -43,7 +43,7 @@ def _export_options(score: list[str] | None, region: list[str] | None, downsampl
 def export(
     scores: ScoresArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="The output file.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv.")] = "geojson",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv; nifti for a volume's scores (.nii.gz over the source volume).")] = "geojson",
     store: StoreOpt = None,
     score: ScoreOpt = None,
     region: RegionOpt = None,
@@ -59,10 +59,22 @@ def export(
 ) -> None:
     """Export per-tile scores of one slide in one format: QuPath GeoJSON (tiles as detections with the
     scores as measurements, --region thresholds as classified annotations), a pyramidal TIFF overlay,
-    a PNG over the thumbnail with a colour bar, or CSV."""
+    a PNG over the thumbnail with a colour bar, or CSV. A volume's scores (from `pathweak predict` on
+    volume features) are written as a NIfTI heatmap in the source volume's geometry (-f nifti)."""
     from pathweak.heatmap import export as export_scores
     from pathweak.heatmap import load_scores
 
+    from pathweak.errors import ConfigError
+    from pathweak.volumes.export import is_volume_results, results_to_nifti
+
+    if fmt == "nifti" or is_volume_results(scores):
+        if fmt != "nifti":
+            raise ConfigError(f"a volume's scores are written as a NIfTI heatmap, not {fmt}", path=scores,
+                              fix="use --format nifti -o heatmap.nii.gz")
+        if score and len(score) > 1:
+            raise ConfigError("a NIfTI heatmap shows one score", fix="pass one --score")
+        typer.echo(str(results_to_nifti(scores, out, score[0] if score else None, store)))
+        return
     options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
     ts = load_scores(scores, store)
     typer.echo(str(export_scores(ts, fmt, out, options, progress=progress)))
@@ -73,7 +85,7 @@ def export(
 def heatmap(
     inputs: Annotated[list[Path], typer.Argument(help="Results stores (.zarr) or score CSVs, one per slide.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeatable; default geojson, png and tiff; also csv).")] = None,
+    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeatable; default geojson, png and tiff; also csv; volumes: nifti, the default).")] = None,
     store: StoreOpt = None,
     score: ScoreOpt = None,
     region: RegionOpt = None,

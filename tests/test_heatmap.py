@@ -226,9 +226,9 @@ def test_volume_stores_are_refused_with_a_clear_error(cmu_store, tmp_path):
         {"kind": "tiles", "volume": {"mode": "3d"}})
     res = write_results(tmp_path / "vol.zarr", np.zeros((4, 2), np.int64), {"p": np.zeros(4)},
                         tile_store=tmp_path / "volume.zarr", slide_id="v")
-    with pytest.raises(UnsupportedSlideError, match="3D volume store.*scores_to_nifti"):
+    with pytest.raises(UnsupportedSlideError, match="3D volume store.*-f nifti"):
         load_scores(res)
-    with pytest.raises(UnsupportedSlideError, match="3D volume store.*scores_to_nifti"):
+    with pytest.raises(UnsupportedSlideError, match="3D volume store.*-f nifti"):
         tile_scores(cmu_store, ScoreTable(np.zeros((4, 3), np.int64), {"p": np.zeros(4)}))
 
 

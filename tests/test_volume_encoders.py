@@ -91,3 +91,46 @@ def test_an_encoder_of_the_wrong_kind_is_one_clear_error(brain1_patches, tmp_pat
     (failed,) = extract_features([slide.store], small_encoder(), tmp_path / "b", num_workers=0, progress=False)
     assert failed.status == "failed" and "embeds 3D volume patches" in failed.error
     assert not (tmp_path / "b").exists()
+
+
+def test_predict_on_volume_features_and_export_a_nifti_heatmap(brain1_patches, tmp_path):
+    """A 3D wsseg model predicts on 3D-patch features; the results store keeps (z, y, x) coords, and
+    `pathweak export -f nifti` / `pathweak heatmap` write the NIfTI heatmap over the source MRI (the same
+    file scores_to_nifti writes); slide formats are refused with the fix."""
+    import nibabel as nib
+
+    from pathweak.heads import create_head
+    from pathweak.heatmap import read_results
+    from pathweak.train.package import save_model
+    from pathweak.train.predict import predict_slides
+    from pathweak.volumes import scores_to_nifti
+    from test_cli import run_cli
+
+    enc = small_encoder()
+    (done,) = extract_features([brain1_patches], enc, tmp_path, num_workers=0, progress=False)
+    torch.manual_seed(0)
+    head = create_head("wsseg", enc.embed_dim, 2, spatial_dims=3)
+    model = save_model(tmp_path / "model", head, task="classification", classes=["normal", "tumour"],
+                       encoder=enc.info.as_dict())
+    (pred,) = predict_slides(model, [done.store], tmp_path / "out", progress=False)
+    table = read_results(pred.results)
+    tiles = TileStore.open(brain1_patches)
+    assert np.array_equal(table.coords, tiles.coords) and table.coords.shape[1] == 3
+    name = "prob_tumour" if "prob_tumour" in table.scores else sorted(table.scores)[0]
+    assert np.isfinite(table.scores[name]).all()
+
+    out = tmp_path / "heat.nii.gz"
+    proc = run_cli("export", pred.results, "-f", "nifti", "-o", str(out), "--score", name)
+    assert proc.returncode == 0, proc.stderr
+    reference = scores_to_nifti(tiles, table.scores[name], tmp_path / "reference.nii.gz")
+    written, expected = nib.load(str(out)), nib.load(str(reference))
+    assert np.allclose(written.affine, expected.affine)
+    assert np.allclose(written.get_fdata(), expected.get_fdata(), equal_nan=True)
+    assert written.shape == (256, 256, 25)  # brain1's own voxel grid (MANIFEST.md)
+
+    proc = run_cli("heatmap", pred.results, "-o", str(tmp_path / "maps"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(
+        f"{table.slide_id}.{n}.nii.gz" for n in table.scores)
+    proc = run_cli("export", pred.results, "-f", "png", "-o", str(tmp_path / "x.png"))
+    assert proc.returncode != 0 and "--format nifti" in proc.stderr and not (tmp_path / "x.png").exists()

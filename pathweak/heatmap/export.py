@@ -81,12 +81,17 @@ def write_heatmaps(
 ) -> list[Path]:
     """All exports of one slide's scores into ``out_dir``: ``<slide_id>.geojson`` and ``.csv`` with every
     chosen score, ``<slide_id>.<score>.png`` and ``.tiff`` per score (default formats: geojson, png,
-    tiff). If one fails, the files this call wrote are removed again."""
+    tiff). A volume's results give ``<slide_id>.<score>.nii.gz`` per score (format ``nifti``, the only
+    one for volumes). If one fails, the files this call wrote are removed again."""
     from dataclasses import replace
 
     from .source import load_scores
 
     options = options or ExportOptions()
+    from ..volumes.export import is_volume_results
+
+    if is_volume_results(source):
+        return _volume_heatmaps(source, out_dir, formats, options, store)
     formats = list(formats or ("geojson", "png", "tiff"))
     for fmt in formats:
         if fmt not in FORMATS:
@@ -103,6 +108,29 @@ def write_heatmaps(
             for name in names:
                 one = replace(options, scores=(name,))
                 written.append(export(ts, fmt, out_dir / f"{ts.slide_id}.{name}{SUFFIX[fmt]}", one, progress))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _volume_heatmaps(source: str | Path, out_dir: str | Path, formats: list[str] | None, options: ExportOptions,
+                     store: str | Path | None) -> list[Path]:
+    """``<slide_id>.<score>.nii.gz`` for each chosen score of a volume's results store."""
+    from ..volumes.export import results_to_nifti
+    from .results import read_results
+
+    if formats and list(formats) != ["nifti"]:
+        raise ConfigError(f"a volume's scores are written as NIfTI heatmaps, not {', '.join(formats)}", path=source,
+                          fix="use --format nifti (or no --format)")
+    table = read_results(source)
+    names = list(options.scores) or list(table.scores)
+    written: list[Path] = []
+    try:
+        for name in names:
+            out = Path(out_dir) / f"{table.slide_id}.{name}.nii.gz"
+            written.append(results_to_nifti(source, out, name, store))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

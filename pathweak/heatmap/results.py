@@ -54,13 +54,13 @@ def write_results(
 
     path = Path(path)
     coords = np.asarray(coords, dtype=np.int64)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ConfigError(f"coords must have shape (N, 2), got {coords.shape}", path=path)
+    if coords.ndim != 2 or coords.shape[1] not in (2, 3):
+        raise ConfigError(f"coords must have shape (N, 2) for slides or (N, 3) for volumes, got {coords.shape}", path=path)
     table = _check_scores(scores, len(coords), path)
     tmp = partial_path(path)
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        group.create_array("coords", data=coords, chunks=(max(1, min(len(coords), 65536)), 2))
+        group.create_array("coords", data=coords, chunks=(max(1, min(len(coords), 65536)), coords.shape[1]))
         sub = group.create_group("scores")
         for name, values in table.items():
             sub.create_array(name, data=values, chunks=(max(1, min(len(values), 65536)),))

@@ -123,7 +123,7 @@ def refuse_volume(attrs: dict[str, Any], coords: np.ndarray | None, path: str | 
     if is_volume:
         raise UnsupportedSlideError(
             "heatmaps and QuPath exports are for 2D slides; this is a 3D volume store",
-            path=path, fix="write a NIfTI heatmap with pathweak.volumes.scores_to_nifti(store, scores, 'out.nii.gz')",
+            path=path, fix="write a NIfTI heatmap: pathweak export RESULTS -f nifti -o heat.nii.gz (Python: pathweak.volumes.results_to_nifti)",
         )
 
 

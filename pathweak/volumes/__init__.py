@@ -6,7 +6,7 @@ RAS; affines map a voxel index (x, y, z, 1) to RAS millimetres of the voxel cent
 """
 
 from .detect import volume_format, volume_id
-from .export import patch_boxes, score_volume, scores_to_nifti
+from .export import patch_boxes, results_to_nifti, score_volume, scores_to_nifti
 from .foreground import FOREGROUND_METHODS, foreground_mask
 from .geometry import Grid
 from .tiler import PreparedVolume, check_label, prepare_volume, tile_volume
@@ -23,6 +23,7 @@ __all__ = [
     "patch_boxes",
     "prepare_volume",
     "score_volume",
+    "results_to_nifti",
     "scores_to_nifti",
     "tile_volume",
     "volume_format",
