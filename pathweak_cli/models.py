@@ -87,22 +87,24 @@ def extract(
     workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles ahead of the model.")] = 1,
     export_h5: Annotated[bool, typer.Option(help="Also write CLAM/TRIDENT-style h5 files to OUT/h5_files/<encoder_id>/.")] = False,
     force: Annotated[bool, typer.Option(help="Re-extract even when the FeatureStore is up to date.")] = False,
+    tokens: Annotated[int, typer.Option(help="ViT encoders: one row per patch token inside each tile (N x N tokens averaged, e.g. 2: a 7x7 map per 224 px tile) for sub-tile wsseg maps, under OUT/features/<encoder_id>-tokens<N>/; 0: one row per tile.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside)."""
+    """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside;
+    with --tokens, one row per patch token inside each tile)."""
     from pathweak.features import extract_features
     from pathweak.tiling.store import find_tile_stores
 
     results = extract_features(find_tile_stores(stores), encoder, out, weights=weights, batch_size=batch_size,
                                device=device, num_workers=workers, export_h5_files=export_h5, force=force,
-                               progress=progress)
+                               progress=progress, tokens=tokens)
     rows = [{k: v for k, v in vars(r).items() if k != "exception"} for r in results]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            typer.echo(f"{r['slide_id']}: {r['status']} {r['n_tiles']} tiles -> {r['store'] or r['error']}")
+            typer.echo(f"{r['slide_id']}: {r['status']} {r['n_tiles']} {'tokens' if tokens else 'tiles'} -> {r['store'] or r['error']}")
     failed = [r for r in results if r.status == "failed"]
     if failed:
         for r in failed:

@@ -126,7 +126,7 @@ class FeatureBank(_BankBase):
                     src = src.pin_memory().to(device, non_blocking=True)
                 self.features[a:b].copy_(src)
                 self._coords[a:b] = store.coords
-                self._grid[a:b].copy_(torch.from_numpy(grid_positions(store.coords)))
+                self._grid[a:b].copy_(torch.from_numpy(store.grid_positions()))
                 advance(b - a)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -156,7 +156,7 @@ class StreamingFeatureBank(_BankBase):
         return feats.to(self.device, self.dtype, non_blocking=True)
 
     def grid(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(grid_positions(self.coords(i))).to(self.device)
+        return torch.from_numpy(FeatureStore.open(self.paths[i]).grid_positions()).to(self.device)
 
     def coords(self, i: int) -> np.ndarray:
         return FeatureStore.open(self.paths[i]).coords

@@ -53,11 +53,15 @@ def extract_features(
     export_h5_files: bool = False,
     force: bool = False,
     progress: bool = True,
+    tokens: int = 0,
 ) -> list[ExtractResult]:
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
 
-    A store that fails is reported in its result and the others go on.
+    ``tokens`` > 0 (a ViT encoder): one row per patch token inside each tile instead of one per tile,
+    ``tokens x tokens`` tokens averaged (a 7x7 map per 224 px tile with 2), with the rows' level-0 boxes
+    and their positions on the slide's token grid, under ``<encoder_id>-tokens<N>``: the grid heads
+    (``wsseg``) then segment inside tiles. A store that fails is reported in its result and the others go on.
     """
     import torch
 
@@ -66,6 +70,10 @@ def extract_features(
     enc = create_encoder(encoder, weights) if isinstance(encoder, str) else encoder
     dev = _device(device)
     enc = enc.to(dev).eval()
+    if tokens:
+        from .tokens import TokenRows
+
+        enc = TokenRows(enc, tokens)
     results = []
     folder = Path(out_dir) / "features" / enc.encoder_id
     sweep_partials(folder)
@@ -121,10 +129,22 @@ def _extract_one(
         return ExtractResult(str(tile_store.path), tile_store.slide_id, "skipped", str(final), len(tile_store),
                              h5=str(h5_path) if export else None)
     n, dim = len(tile_store), enc.embed_dim
+    coords, grid, attrs = tile_store.coords, None, _attrs(tile_store, enc, key)
+    if hasattr(enc, "layout"):  # token rows: h x w per tile
+        if tile_store.is_volume:
+            raise ConfigError("token rows are for slide tiles, not volume patches", path=tile_store.path,
+                              fix="extract volume patches without --tokens")
+        ta = tile_store.attrs
+        ds = ta["mpp"]["level_downsample"]
+        extent = (float(ta["tile"]["read_px"]) * float(ds[0]), float(ta["tile"]["read_px"]) * float(ds[1]))
+        grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, extent)
+        n = len(coords)
+        attrs.update(n_tiles=n, tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell),
+                                        "tiles": len(tile_store)})
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(final)
     try:
-        feats = create_feature_store(tmp, n, dim, tile_store.coords, _attrs(tile_store, enc, key))
+        feats = create_feature_store(tmp, n, dim, coords, attrs, grid=grid)
         buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
         filled, row0 = 0, 0
         for tiles in _loader(tile_store, num_workers, dev):
@@ -137,9 +157,9 @@ def _extract_one(
                 if filled == len(buffer) or row0 + filled == n:
                     feats[row0 : row0 + filled] = buffer[:filled]
                     row0, filled = row0 + filled, 0
-            advance(len(out))
+            advance(len(tiles))
         if row0 != n:
-            raise PathweakError(f"embedded {row0} of {n} tiles", path=tile_store.path)
+            raise PathweakError(f"embedded {row0} of {n} rows", path=tile_store.path)
         mark_complete(tmp)
         swap_into_place(tmp, final)
     except BaseException:

@@ -2,12 +2,14 @@
 
 Layout (format 1), at ``<out>/features/<encoder_id>/<slide_id>.zarr``::
 
-    features  float16 (N, D), chunks (4096, D)   row i = tile i of the TileStore
+    features  float16 (N, D), chunks (4096, D)   row i = tile i of the TileStore (or one token of a tile)
     coords    int64 (N, 2)                        level-0 top-left (x, y), copied from the TileStore
+                                                  ((N, 3) (z, y, x) for volume patches)
+    grid      int32 (N, 2), optional              token rows' cells on the slide's token grid
     attrs: pathweak_format, kind="features", complete, cache_key, slide_id, n_tiles, embed_dim,
            encoder {name, encoder_id, embed_dim, img_size, mean, std, precision, weights, weights_hash},
            tile_store {path, cache_key}, geometry (patch size, level, downsample, mpp: for exports),
-           versions, created
+           tokens {pool, map, extent, tiles} (token rows only), versions, created
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def find_feature_stores(inputs: list[str | Path]) -> list[Path]:
                        "run `pathweak extract` first")
 
 
-def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs: dict[str, Any]) -> Any:
-    """Create the group with an empty ``features`` array; returns that array for chunked writes."""
+def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs: dict[str, Any],
+                         grid: np.ndarray | None = None) -> Any:
+    """Create the group with an empty ``features`` array; returns that array for chunked writes.
+    ``grid`` (N, 2) int32 stores the rows' grid positions when coords alone cannot give them (token rows
+    inside tiles); without it readers derive them from coords."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -63,6 +68,10 @@ def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs
     c = group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(max(1, len(coords)), 2))
     if len(coords):
         c[...] = coords
+    if grid is not None:
+        g = group.create_array("grid", shape=grid.shape, dtype="int32", chunks=(max(1, len(grid)), grid.shape[1]))
+        if len(grid):
+            g[...] = grid.astype(np.int32)
     group.attrs.update({"pathweak_format": FORMAT_VERSION, "kind": KIND, "complete": False, **attrs})
     return feats
 
@@ -101,6 +110,17 @@ class FeatureStore:
         import zarr
 
         return np.asarray(zarr.open_array(str(self.path / "coords"), mode="r")[...])
+
+    def grid_positions(self) -> np.ndarray:
+        """Grid position of each row, int32: the stored ``grid`` (token rows), else derived from coords
+        (:func:`pathweak.features.bank.grid_positions`)."""
+        import zarr
+
+        if (self.path / "grid" / "zarr.json").exists():
+            return np.asarray(zarr.open_array(str(self.path / "grid"), mode="r")[...], np.int32)
+        from .bank import grid_positions
+
+        return grid_positions(self.coords)
 
     @property
     def coord_dims(self) -> int:

@@ -29,11 +29,76 @@ def encode_tokens(encoder: Any, tiles: np.ndarray, *, batch_size: int = 64, pool
     out = []
     for start in range(0, len(tiles), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch_size])).to(device)
-        maps = encoder.token_map(batch)
-        if pool > 1:
-            maps = torch.nn.functional.avg_pool2d(maps, pool, ceil_mode=True)
-        out.append(maps.permute(0, 2, 3, 1).to("cpu", torch.float16))
+        out.append(pooled_token_maps(encoder, batch, pool).to("cpu", torch.float16))
     return torch.cat(out)
+
+
+def pooled_token_maps(encoder: Any, tiles: torch.Tensor, pool: int = 1) -> torch.Tensor:
+    """Token maps (B, h, w, D) float32 of uint8 tiles (B, H, W, 3) on their device, ``pool``-averaged
+    (``ceil_mode``: a partial block at the edge is the mean of what it holds)."""
+    maps = encoder.token_map(tiles)
+    if pool > 1:
+        maps = torch.nn.functional.avg_pool2d(maps, pool, ceil_mode=True)
+    return maps.permute(0, 2, 3, 1)
+
+
+def tile_token_cells(cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Token-grid (row, col) of every token of tiles at tile-grid ``cells`` (n, 2) with (h, w) token maps:
+    tile position x map size + token position, tile by tile, row-major inside each tile."""
+    within = token_grid(h, w).to(torch.int64)
+    origin = cells.to(torch.int64) * torch.tensor([h, w])
+    return (origin[:, None, :] + within[None]).reshape(-1, 2)
+
+
+class TokenRows:
+    """An encoder's patch tokens as feature rows (``pathweak extract --tokens POOL``): ``embed`` maps a
+    batch of tiles to ``h x w`` rows per tile (tile by tile, row-major). Its ``encoder_id`` is the
+    encoder's plus ``-tokens<POOL>``, so token features never mix with tile features."""
+
+    def __init__(self, encoder: Any, pool: int = 1):
+        from dataclasses import replace
+
+        if pool < 1:
+            raise ConfigError(f"token pooling must be 1 or more, got {pool}", fix="pass --tokens 1, 2, ...")
+        if not encoder.has_tokens:
+            raise ConfigError(f"encoder {encoder.info.name} has no patch tokens (not a ViT)",
+                              fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) with --tokens")
+        self.encoder, self.pool = encoder, pool
+        size = encoder.info.img_size
+        ph, pw = encoder.backbone.patch_embed.patch_size
+        self.full = (size // ph, size // pw)  # tokens per tile side before pooling
+        self.map_shape = (-(-self.full[0] // pool), -(-self.full[1] // pool))
+        self.info = replace(encoder.info, encoder_id=f"{encoder.info.encoder_id}-tokens{pool}",
+                            extra={**encoder.info.extra, "tokens": {"pool": pool, "map": list(self.map_shape)}})
+
+    @property
+    def encoder_id(self) -> str:
+        return self.info.encoder_id
+
+    @property
+    def embed_dim(self) -> int:
+        return self.info.embed_dim
+
+    def check_tiles(self, is_3d: bool, tile_shape: tuple[int, ...], where: str) -> None:
+        self.encoder.check_tiles(is_3d, tile_shape, where)
+
+    @torch.no_grad()
+    def embed(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Rows (B * h * w, D) float32 of uint8 tiles (B, H, W, 3)."""
+        maps = pooled_token_maps(self.encoder, tiles, self.pool)
+        return maps.reshape(-1, maps.shape[-1]).float()
+
+    def layout(self, grid_index: np.ndarray, coords: np.ndarray, tile_extent: tuple[float, float]
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """Grid positions (row, col), level-0 top-left (x, y) and level-0 size (w, h) of every row, for
+        tiles at ``grid_index`` (row, col) and ``coords`` (x, y) that each cover ``tile_extent`` level-0 px."""
+        h, w = self.map_shape
+        cell = (tile_extent[0] * self.pool / self.full[1], tile_extent[1] * self.pool / self.full[0])
+        grid = tile_token_cells(torch.from_numpy(np.asarray(grid_index, np.int64)), h, w).numpy()
+        within = token_grid(h, w).numpy().astype(np.float64)  # (row, col)
+        offset = np.stack([np.floor(within[:, 1] * cell[0]), np.floor(within[:, 0] * cell[1])], 1).astype(np.int64)
+        xy = (np.asarray(coords, np.int64)[:, None, :] + offset[None]).reshape(-1, 2)
+        return grid.astype(np.int32), xy, cell
 
 
 class TokenBank:
@@ -89,10 +154,7 @@ class TokenBank:
                 maps_t = _encode_in_chunks(encoder, len(store), lambda a, b: store.read_tiles(slice(a, b)),
                                            f"tokens {store.slide_id}", pool, batch_size, device, progress)
                 names.append(store.slide_id)
-            h, w = maps_t.shape[1], maps_t.shape[2]
-            within = token_grid(h, w)  # (h*w, 2)
-            origin = cells * torch.tensor([h, w])  # (n, 2)
-            grids.append((origin[:, None, :] + within[None]).reshape(-1, 2))
+            grids.append(tile_token_cells(cells, maps_t.shape[1], maps_t.shape[2]))
             bags.append(maps_t)
         return cls(bags, grids, names, device)
 

@@ -37,6 +37,7 @@ class ScoreTable:
     tile_store: Path | None = None
     slide_id: str | None = None
     path: Path | None = None
+    extent: tuple[float, float] | None = None  # level-0 (w, h) of each row's box when rows are not tiles (tokens)
 
 
 def write_results(
@@ -106,7 +107,9 @@ def read_results(path: str | Path) -> ScoreTable:
         tile_store = Path(tile_store)
         if not tile_store.is_absolute():
             tile_store = path.parent / tile_store
-    return ScoreTable(coords, _check_scores(scores, len(coords), path), tile_store, attrs.get("slide_id"), path)
+    extent = attrs.get("extent")
+    return ScoreTable(coords, _check_scores(scores, len(coords), path), tile_store, attrs.get("slide_id"), path,
+                      None if extent is None else (float(extent[0]), float(extent[1])))
 
 
 def write_scores_csv(path: str | Path, coords: np.ndarray, scores: dict[str, np.ndarray]) -> Path:

@@ -48,7 +48,8 @@ class TileScores:
 
 def tile_scores(store: TileStore | str | Path, table: ScoreTable | dict[str, np.ndarray]) -> TileScores:
     """Tie scores to a TileStore. A dict is taken to be in the store's order; a :class:`ScoreTable` is
-    matched to the store's tiles by coordinates (tiles without a score get NaN)."""
+    matched to the store's tiles by coordinates (tiles without a score get NaN), unless it has its own
+    ``extent`` (rows that are boxes inside tiles, e.g. token maps), whose rows are kept as they are."""
     if not isinstance(store, TileStore):
         store = open_tile_store(store)
     _check_slide_store(store.attrs, store.path)
@@ -59,7 +60,14 @@ def tile_scores(store: TileStore | str | Path, table: ScoreTable | dict[str, np.
     if coords.ndim != 2 or coords.shape[1] != 2:
         refuse_volume({}, coords, table.path)
         raise ConfigError(f"score coordinates have shape {coords.shape}, not (N, 2)", path=table.path)
-    if coords.shape == store.coords.shape and np.array_equal(coords, store.coords):
+    attrs = store.attrs
+    ds = attrs["mpp"]["level_downsample"]
+    read = float(attrs["tile"]["read_px"])
+    rows, extent = store.coords, (read * float(ds[0]), read * float(ds[1]))
+    if table.extent is not None:  # rows are boxes inside tiles (token maps): they keep their own coords
+        rows, extent, n = coords, table.extent, len(coords)
+        scores = {k: np.asarray(v, np.float32) for k, v in table.scores.items()}
+    elif coords.shape == store.coords.shape and np.array_equal(coords, store.coords):
         scores = {k: np.asarray(v, np.float32) for k, v in table.scores.items()}
     else:
         order = _match(store.coords, coords, table.path, store.path)
@@ -71,11 +79,8 @@ def tile_scores(store: TileStore | str | Path, table: ScoreTable | dict[str, np.
     for name, values in scores.items():
         if values.shape != (n,):
             raise ConfigError(f"score {name!r} has {values.shape[0]} values for {n} tiles", path=table.path or store.path)
-    attrs = store.attrs
-    ds = attrs["mpp"]["level_downsample"]
-    read = float(attrs["tile"]["read_px"])
     return TileScores(
-        coords=store.coords, scores=scores, extent=(read * float(ds[0]), read * float(ds[1])),
+        coords=rows, scores=scores, extent=extent,
         slide_size=tuple(int(v) for v in attrs["slide"]["dimensions"]),  # type: ignore[arg-type]
         mpp=tuple(float(v) for v in attrs["mpp"]["level0"]),  # type: ignore[arg-type]
         slide_id=store.slide_id, store=store,

@@ -41,7 +41,7 @@ def predict_slides(model: str | Path, features: list[str | Path], out_dir: str |
     ``out_dir`` overrides the folder that receives ``results/<name>/``; ``name`` the model id used there."""
     import torch
 
-    from ..features.bank import grid_positions, resolve_device
+    from ..features.bank import resolve_device
     from ..heatmap.results import write_results
     from .package import load_models
 
@@ -61,7 +61,7 @@ def predict_slides(model: str | Path, features: list[str | Path], out_dir: str |
     with progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance:
         for store in stores:
             x = torch.from_numpy(store.features).to(dev)
-            grid = torch.from_numpy(grid_positions(store.coords)).to(dev)
+            grid = torch.from_numpy(store.grid_positions()).to(dev)
             slide, tile_scores = ensemble(models, x, grid)
             root = Path(out_dir) if out_dir is not None else default_root(store.path)
             path = root / "results" / name / f"{store.slide_id}.zarr"
@@ -71,6 +71,8 @@ def predict_slides(model: str | Path, features: list[str | Path], out_dir: str |
             attrs = {"model": {"model_id": name, "head": first.meta["head"], "task": first.task, "classes": first.classes,
                                "members": [m.model_id for m in models], "encoder_id": first.encoder_id},
                      "feature_store": str(store.path.resolve()), "slide_scores": slide_scores, "predicted": predicted}
+            if "tokens" in store.attrs:  # rows are tokens inside tiles: exports draw boxes of this level-0 size
+                attrs["extent"] = store.attrs["tokens"]["extent"]
             write_results(path, store.coords, tile_scores, tile_store=store.attrs["tile_store"]["path"],
                           slide_id=store.slide_id, attrs=attrs)
             rows_by_root.setdefault(root, []).append({"slide_id": store.slide_id, "model": name, **slide_scores,
