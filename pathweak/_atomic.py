@@ -24,8 +24,23 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def swap_into_place(tmp: Path, final: Path) -> Path:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first and deleted after."""
+def ensure_replaceable(final: Path, marker: str, what: str) -> None:
+    """Refuse to go on when ``final`` is an existing, non-empty folder without ``marker`` (the file every
+    earlier output of this kind has): replacing it would delete something that is not ours."""
+    from .errors import ConfigError
+
+    if final.is_dir() and not (final / marker).exists() and any(final.iterdir()):
+        raise ConfigError(
+            f"the folder exists and does not hold {what} (it has no {marker}); writing here would replace what it holds",
+            path=final, fix="choose a new or empty folder",
+        )
+
+
+def swap_into_place(tmp: Path, final: Path, marker: str | None = None, what: str = "output") -> Path:
+    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first and deleted after. With
+    ``marker``, an existing ``final`` that lacks it is refused (:func:`ensure_replaceable`)."""
+    if marker is not None:
+        ensure_replaceable(final, marker, what)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         stale = final.with_name(f".{final.name}{PARTIAL}{os.getpid()}-stale-{uuid.uuid4().hex[:8]}")

@@ -86,6 +86,25 @@ def test_cli_bad_labels_exits_nonzero_with_one_line_and_no_output(mil_cohort, tm
     assert not out.exists() and not list(tmp_path.glob(".run*"))
 
 
+def test_train_never_replaces_a_folder_that_is_not_a_training_run(abmil_run, mil_cohort, tmp_path):
+    """`--out` naming a folder of other things (e.g. the run folder holding tiles/ and features/) is refused
+    before any training, and what it holds survives; a previous training run is replaced as before."""
+    out = tmp_path / "project"
+    (out / "tiles").mkdir(parents=True)
+    (out / "tiles" / "keep.txt").write_text("slide tiles")
+    result = runner.invoke(app, ["train", "--features", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]),
+                                 "-o", str(out), "--epochs", "1", "--no-progress"])
+    assert result.exit_code != 0 and "does not hold a training run (it has no run.json)" in result.output
+    assert (out / "tiles" / "keep.txt").read_text() == "slide tiles" and not list(tmp_path.glob(".project*"))
+    again = train_cohort([mil_cohort["features"]], mil_cohort["labels"], abmil_run.out_dir.parent / "rerun",
+                         TrainConfig(head="mean", seeds=(0,), max_epochs=1, min_epochs=1, bootstrap=0, device="cpu"),
+                         progress=False)
+    replaced = train_cohort([mil_cohort["features"]], mil_cohort["labels"], again.out_dir,
+                            TrainConfig(head="max", seeds=(0,), max_epochs=1, min_epochs=1, bootstrap=0, device="cpu"),
+                            progress=False)
+    assert replaced.summary["config"]["head"] == "max"
+
+
 # -- splits -----------------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import partial_path, swap_into_place
+from .._atomic import ensure_replaceable, partial_path, swap_into_place
 from ..config import StoreSpec, as_dict
 from ..errors import ConfigError, SlideFormatError
 from ..progress import progress_bar
@@ -47,6 +47,7 @@ def images_to_store(
     existing = read_attrs(out_path)
     if not force and existing and existing.get("complete") and existing.get("cache_key") == key:
         return TileStore.open(out_path)
+    ensure_replaceable(out_path, "zarr.json", "a TileStore")
     n = len(paths)
     attrs: dict[str, Any] = {
         "cache_key": key,
@@ -78,7 +79,7 @@ def images_to_store(
                 write_shard(shard_key(tmp / "tiles", shard, 4), [encode(t) for t in batch], slots)
                 advance(len(batch))
         mark_complete(tmp)
-        swap_into_place(tmp, out_path)
+        swap_into_place(tmp, out_path, "zarr.json", "a TileStore")
     except BaseException:
         import shutil
 

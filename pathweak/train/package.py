@@ -89,7 +89,7 @@ def save_model(folder: str | Path, head: MILHead, *, task: str, classes: list[st
             "training": training or {},
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
-        swap_into_place(tmp, folder)
+        swap_into_place(tmp, folder, "model.json", "a model")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

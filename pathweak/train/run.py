@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import atomic_file, partial_path, swap_into_place
+from .._atomic import atomic_file, ensure_replaceable, partial_path, swap_into_place
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
 from .config import TrainConfig
@@ -55,6 +55,7 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
 
     cfg = cfg or TrainConfig()
     started = time.perf_counter()
+    ensure_replaceable(Path(out_dir), "run.json", "a training run")  # before the work, not after it
     if bank is None:
         stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
         table = read_labels(labels, [s.slide_id for s in stores], cfg.task, cfg.classes)
@@ -86,7 +87,7 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
         (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-        swap_into_place(tmp, out)
+        swap_into_place(tmp, out, "run.json", "a training run")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
