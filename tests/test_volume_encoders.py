@@ -1,7 +1,7 @@
 """3D encoders for volume patches (``--mode 3d``): MONAI 3D ResNets embed the (D, H, W) patches of a real
 MRI into a FeatureStore whose rows line up with the patches, the bank places them on their 3D patch grid
 for the wsseg head, weights round-trip through a file, and the wrong kind of encoder for a store is one
-clear error that leaves nothing behind."""
+clear error that leaves nothing behind; results go back to NIfTI through the CLI and through a cohort run."""
 
 from __future__ import annotations
 
@@ -134,3 +134,40 @@ def test_predict_on_volume_features_and_export_a_nifti_heatmap(brain1_patches, t
         f"{table.slide_id}.{n}.nii.gz" for n in table.scores)
     proc = run_cli("export", pred.results, "-f", "png", "-o", str(tmp_path / "x.png"))
     assert proc.returncode != 0 and "--format nifti" in proc.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_a_cohort_of_volumes_runs_end_to_end_into_nifti_heatmaps(tmp_path):
+    """`pathweak cohort run` on a manifest of real MRIs (two scans, three copies each as separate patients,
+    a split column): the spec's `volume:` section decides the 3D patches, the extract stage embeds them with
+    the spec's 3D encoder, wsseg trains on the 3D patch grid, and the heatmaps are NIfTI files over each
+    source volume."""
+    import nibabel as nib
+    import shutil
+
+    from pathweak.cohort import CohortSpec, run_cohort
+    from test_volume_io import ANATOMICAL
+
+    need_shared(ANATOMICAL, BRAIN1)
+    rows = ["path,slide_id,patient_id,label,split"]
+    for k, split in enumerate(("train", "val", "test")):
+        shutil.copy(ANATOMICAL, tmp_path / f"anat{k}.nii")
+        shutil.copy(BRAIN1, tmp_path / f"brain{k}.nrrd")
+        rows += [f"anat{k}.nii,anat{k},pa{k},normal,{split}", f"brain{k}.nrrd,brain{k},pb{k},tumour,{split}"]
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "cohort.yaml").write_text(
+        "name: mri\nmanifest: manifest.csv\nout: out\nencoder: monai:resnet10\nweights: random\n"
+        "volume: {spacing_mm: [4, 4, 4], patch_px: 16, min_foreground: 0.25}\nextract: {workers: 0}\n"
+        "train: {head: wsseg, head_options: {spatial_dims: 3}, seeds: [0], max_epochs: 2, min_epochs: 1, bootstrap: 0}\n"
+        "heatmaps: {formats: [nifti], scores: [prob_tumour]}\nexecutor: {kind: local, workers: 1}\n")
+    report = run_cohort(CohortSpec.load(tmp_path / "cohort.yaml"), progress=False)
+    assert not report.failed_slides
+    out = tmp_path / "out"
+    assert (out / "models" / "wsseg" / "run.json").exists()
+    for k in range(3):
+        for sid, shape in ((f"anat{k}", nib.load(str(ANATOMICAL)).shape), (f"brain{k}", (256, 256, 25))):
+            tiles = TileStore.open(out / "tiles" / f"{sid}.zarr")
+            assert tiles.holds_3d_patches and tiles.tile_shape == (16, 16, 16)
+            (features,) = (out / "features").glob(f"monai-resnet10-*/{sid}.zarr")
+            assert np.array_equal(FeatureStore.open(features).coords, tiles.coords)
+            heat = nib.load(str(out / "heatmaps" / sid / f"{sid}.prob_tumour.nii.gz"))
+            assert heat.shape == shape and np.nanmax(heat.get_fdata()) <= 1.0

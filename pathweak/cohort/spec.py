@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import StoreSpec, TileSpec, TissueSpec, from_dict, load_yaml
+from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, from_dict, load_yaml
 from ..errors import ConfigError
 
 MANIFEST_COLUMNS = ("path", "patient_id", "label")
@@ -36,6 +36,7 @@ class CohortSpec:
     tile: TileSpec = field(default_factory=TileSpec)
     tissue: TissueSpec = field(default_factory=TissueSpec)
     store: StoreSpec = field(default_factory=StoreSpec)
+    volume: VolumeSpec = field(default_factory=VolumeSpec)  # how volumes (NIfTI, NRRD, ...) in the manifest are tiled
     pretrain: dict[str, Any] | None = None  # SSLConfig fields (+ "tiny": true); None: use `encoder`
     encoder: str | None = None
     weights: str | None = None
@@ -57,8 +58,8 @@ class CohortSpec:
         source in errors."""
         base = Path(base)
         path = Path(path) if path is not None else base / "<cohort spec>"
-        known = {"name", "manifest", "out", "tile", "tissue", "store", "pretrain", "encoder", "weights", "extract",
-                 "train", "heatmaps", "executor"}
+        known = {"name", "manifest", "out", "tile", "tissue", "store", "volume", "pretrain", "encoder", "weights",
+                 "extract", "train", "heatmaps", "executor"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown cohort key(s): {', '.join(unknown)}", path=path, fix=f"known keys: {', '.join(sorted(known))}")
@@ -83,6 +84,7 @@ class CohortSpec:
             tile=from_dict(TileSpec, dict(data.get("tile") or {}), path),
             tissue=from_dict(TissueSpec, dict(data.get("tissue") or {}), path),
             store=from_dict(StoreSpec, dict(data.get("store") or {}), path),
+            volume=from_dict(VolumeSpec, dict(data.get("volume") or {}), path),
             pretrain=dict(data["pretrain"]) if data.get("pretrain") else None,
             encoder=encoder,
             weights=weights,
@@ -122,10 +124,11 @@ def heatmap_settings(spec: CohortSpec) -> tuple[list[str], Any]:
 
     values = dict(spec.heatmaps)
     formats = list(values.pop("formats", HEATMAP_FORMATS_DEFAULT))
-    bad = [f for f in formats if f not in FORMATS]
+    allowed = (*FORMATS, "nifti")  # nifti: the heatmaps of a cohort of volumes
+    bad = [f for f in formats if f not in allowed]
     if bad:
         raise ConfigError(f"unknown heatmap format(s) {', '.join(map(str, bad))}", path=spec.source,
-                          fix=f"use some of {', '.join(FORMATS)}")
+                          fix=f"use some of {', '.join(allowed)}")
     if "regions" in values:
         raise ConfigError("heatmaps: regions is not available in cohort specs", path=spec.source,
                           fix="run `pathweak heatmap --region ...` on the results stores")

@@ -39,7 +39,7 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
         return {"status": "failed", "error": f"{slide.path}: file not found. Check the manifest's path column."}
     with output_lock(tile_store_path(spec, slide)):
         (r,) = tile_slides([slide.path], spec.out, spec.tile, spec.tissue, spec.store, workers=1, progress=False,
-                           slide_ids=[slide.slide_id])
+                           slide_ids=[slide.slide_id], volume=spec.volume)
     status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
     return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
 
