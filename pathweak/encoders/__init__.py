@@ -1,7 +1,7 @@
 """Encoder registry: ``create_encoder(name, weights=None)`` for ``pathweak:<dir>``, ``timm:<model>``,
 ``torchvision:resnet50_trunc`` and, for 3D volume patches, ``monai:resnet10|18|34|50``. Nothing is
-downloaded: missing weights are a clear error saying how to supply them. ``weights="random"`` (or ``random:<seed>``) asks explicitly for a random initialisation
-(baselines)."""
+downloaded: missing weights are a clear error saying how to supply them. ``weights="random"`` (or
+``random:<seed>``) asks explicitly for a random initialisation (baselines)."""
 
 from __future__ import annotations
 

@@ -95,15 +95,19 @@ class Encoder(nn.Module):
         """Whether the backbone is a ViT whose patch tokens :meth:`token_map` can return."""
         return hasattr(self.backbone, "patch_embed") and hasattr(self.backbone, "forward_features")
 
-    @torch.no_grad()
-    def token_map(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Patch-token embeddings (B, D, h, w) float32 of uint8 tiles (B, H, W, 3): one D-vector per
-        16x16 input patch (a 14x14 map at 224 px), after the ViT's final norm and without prefix tokens."""
+    def require_tokens(self) -> None:
+        """Raise a clear error unless :meth:`token_map` applies (a ViT backbone)."""
         from ..errors import ConfigError
 
         if not self.has_tokens:
             raise ConfigError(f"encoder {self.info.name} has no patch tokens (not a ViT)",
                               fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) for token-level maps")
+
+    @torch.no_grad()
+    def token_map(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Patch-token embeddings (B, D, h, w) float32 of uint8 tiles (B, H, W, 3): one D-vector per
+        16x16 input patch (a 14x14 map at 224 px), after the ViT's final norm and without prefix tokens."""
+        self.require_tokens()
         x = self.preprocess(tiles)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda and self.info.precision == "bf16"):
             out = self.backbone.forward_features(x)

@@ -71,7 +71,7 @@ def extract_features(
     dev = _device(device)
     enc = enc.to(dev).eval()
     if tokens:
-        from .tokens import TokenRows
+        from .tokens import TokenRows  # torch-importing, so not at module level
 
         enc = TokenRows(enc, tokens)
     results = []
@@ -130,14 +130,13 @@ def _extract_one(
                              h5=str(h5_path) if export else None)
     n, dim = len(tile_store), enc.embed_dim
     coords, grid, attrs = tile_store.coords, None, _attrs(tile_store, enc, key)
-    if hasattr(enc, "layout"):  # token rows: h x w per tile
+    from .tokens import TokenRows
+
+    if isinstance(enc, TokenRows):  # h x w rows per tile
         if tile_store.is_volume:
             raise ConfigError("token rows are for slide tiles, not volume patches", path=tile_store.path,
                               fix="extract volume patches without --tokens")
-        ta = tile_store.attrs
-        ds = ta["mpp"]["level_downsample"]
-        extent = (float(ta["tile"]["read_px"]) * float(ds[0]), float(ta["tile"]["read_px"]) * float(ds[1]))
-        grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, extent)
+        grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, tile_store.tile_extent)
         n = len(coords)
         attrs.update(n_tiles=n, tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell),
                                         "tiles": len(tile_store)})

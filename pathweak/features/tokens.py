@@ -60,9 +60,7 @@ class TokenRows:
 
         if pool < 1:
             raise ConfigError(f"token pooling must be 1 or more, got {pool}", fix="pass --tokens 1, 2, ...")
-        if not encoder.has_tokens:
-            raise ConfigError(f"encoder {encoder.info.name} has no patch tokens (not a ViT)",
-                              fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) with --tokens")
+        encoder.require_tokens()
         self.encoder, self.pool = encoder, pool
         size = encoder.info.img_size
         ph, pw = encoder.backbone.patch_embed.patch_size

@@ -87,9 +87,9 @@ def write_heatmaps(
 
     from .source import load_scores
 
-    options = options or ExportOptions()
     from ..volumes.export import is_volume_results
 
+    options = options or ExportOptions()
     if is_volume_results(source):
         return _volume_heatmaps(source, out_dir, formats, options, store)
     formats = list(formats or ("geojson", "png", "tiff"))
@@ -118,19 +118,18 @@ def write_heatmaps(
 def _volume_heatmaps(source: str | Path, out_dir: str | Path, formats: list[str] | None, options: ExportOptions,
                      store: str | Path | None) -> list[Path]:
     """``<slide_id>.<score>.nii.gz`` for each chosen score of a volume's results store."""
-    from ..volumes.export import results_to_nifti
-    from .results import read_results
+    from ..volumes.export import pick_score, scores_to_nifti, volume_results
 
     if formats and list(formats) != ["nifti"]:
         raise ConfigError(f"a volume's scores are written as NIfTI heatmaps, not {', '.join(formats)}", path=source,
                           fix="use --format nifti (or no --format)")
-    table = read_results(source)
-    names = list(options.scores) or list(table.scores)
+    volume, scores, volume_id = volume_results(source, store)
+    names = list(options.scores) or list(scores)
     written: list[Path] = []
     try:
         for name in names:
-            out = Path(out_dir) / f"{table.slide_id}.{name}.nii.gz"
-            written.append(results_to_nifti(source, out, name, store))
+            out = Path(out_dir) / f"{volume_id}.{name}.nii.gz"
+            written.append(scores_to_nifti(volume, pick_score(scores, name, source), out))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

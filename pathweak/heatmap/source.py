@@ -61,9 +61,7 @@ def tile_scores(store: TileStore | str | Path, table: ScoreTable | dict[str, np.
         refuse_volume({}, coords, table.path)
         raise ConfigError(f"score coordinates have shape {coords.shape}, not (N, 2)", path=table.path)
     attrs = store.attrs
-    ds = attrs["mpp"]["level_downsample"]
-    read = float(attrs["tile"]["read_px"])
-    rows, extent = store.coords, (read * float(ds[0]), read * float(ds[1]))
+    rows, extent = store.coords, store.tile_extent
     if table.extent is not None:  # rows are boxes inside tiles (token maps): they keep their own coords
         rows, extent, n = coords, table.extent, len(coords)
         scores = {k: np.asarray(v, np.float32) for k, v in table.scores.items()}

@@ -209,6 +209,13 @@ class TileStore:
         return tuple(int(s) for s in self._tiles_meta["shape"][1:])
 
     @property
+    def tile_extent(self) -> tuple[float, float]:
+        """Level-0 size (w, h) of the region each slide tile covers: the read size times the level's downsample."""
+        read = float(self.attrs["tile"]["read_px"])
+        ds = self.attrs["mpp"]["level_downsample"]
+        return read * float(ds[0]), read * float(ds[1])
+
+    @property
     def holds_3d_patches(self) -> bool:
         """True for 3D volume patches (tiles of (D, H, W) voxels), False for RGB tiles and slice patches."""
         return list(self._tiles_meta.get("dimension_names") or [])[1:] == ["z", "y", "x"]

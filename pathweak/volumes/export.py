@@ -141,32 +141,47 @@ def is_volume_results(source: str | Path) -> bool:
     return len(shape) == 2 and shape[1] == 3
 
 
-def results_to_nifti(source: str | Path, out_path: str | Path, score: str | None = None,
-                     store: str | Path | None = None, reduce: Literal["mean", "max"] = "mean") -> Path:
-    """One score of a volume's results store (``pathweak predict`` output) as a NIfTI heatmap over the
-    source volume (see :func:`scores_to_nifti`); ``store`` overrides the TileStore the results name.
-    Rows are matched to the store's patches by their (z, y, x) coords."""
+def volume_results(source: str | Path, store: str | Path | None = None) -> tuple[TileStore, dict[str, np.ndarray], str]:
+    """A volume's results store (``pathweak predict`` output) read once: its volume TileStore (``store``
+    overrides the one the results name), every score in the store's patch order (matched by (z, y, x)
+    coords; unscored patches NaN) and the volume's id."""
     from ..heatmap.results import read_results
 
     table = read_results(source)
-    names = list(table.scores)
-    if score is None and len(names) != 1:
-        raise ConfigError(f"a NIfTI heatmap shows one score and there are {len(names)} ({', '.join(names)})",
-                          path=source, fix="pick one with --score")
-    name = score or names[0]
-    if name not in table.scores:
-        raise ConfigError(f"no score named {name} (the scores are: {', '.join(names)})", path=source,
-                          fix="pick one of those with --score")
     tile_store = Path(store) if store is not None else table.tile_store
     if tile_store is None:
         raise ConfigError("the results store does not name its TileStore", path=source, fix="pass --store")
     volume = TileStore.open(tile_store)
     _require_volume(volume)
-    values = np.full(len(volume), np.nan, np.float32)
     index = {tuple(c): i for i, c in enumerate(np.asarray(volume.coords, np.int64).tolist())}
     rows = [index.get(tuple(c)) for c in np.asarray(table.coords, np.int64).tolist()]
     if any(r is None for r in rows):
         raise ConfigError("the results list patches that are not in the TileStore", path=source,
                           fix="pass the TileStore the features were extracted from with --store")
-    values[np.asarray(rows, np.int64)] = table.scores[name]
-    return scores_to_nifti(volume, values, out_path, reduce=reduce)
+    order = np.asarray(rows, np.int64)
+    scores = {}
+    for name, values in table.scores.items():
+        scores[name] = np.full(len(volume), np.nan, np.float32)
+        scores[name][order] = values
+    return volume, scores, str(table.slide_id or volume.slide_id)
+
+
+def results_to_nifti(source: str | Path, out_path: str | Path, score: str | None = None,
+                     store: str | Path | None = None, reduce: Literal["mean", "max"] = "mean") -> Path:
+    """One score of a volume's results store (``pathweak predict`` output) as a NIfTI heatmap over the
+    source volume (see :func:`scores_to_nifti`); ``store`` overrides the TileStore the results name."""
+    volume, scores, _ = volume_results(source, store)
+    return scores_to_nifti(volume, pick_score(scores, score, source), out_path, reduce=reduce)
+
+
+def pick_score(scores: dict[str, np.ndarray], score: str | None, source: str | Path) -> np.ndarray:
+    """The named score, or the only one; anything else is a clear error."""
+    names = list(scores)
+    if score is None and len(names) != 1:
+        raise ConfigError(f"a NIfTI heatmap shows one score and there are {len(names)} ({', '.join(names)})",
+                          path=source, fix="pick one with --score")
+    name = score or names[0]
+    if name not in scores:
+        raise ConfigError(f"no score named {name} (the scores are: {', '.join(names)})", path=source,
+                          fix="pick one of those with --score")
+    return scores[name]
