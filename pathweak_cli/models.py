@@ -84,6 +84,8 @@ def extract(
     weights: Annotated[Optional[str], typer.Option(help="Local weights file for timm, torchvision and monai encoders (or 'random').")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Model batch size (default: 64 on CPU, 8 for 3D encoders; adaptive from 512 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    decode: Annotated[str, typer.Option(help="Where JPEG tiles are decoded: auto (on the GPU with nvJPEG when the model runs on CUDA, else CPU), cpu, or gpu (an error without CUDA).")] = "auto",
+    devices: Annotated[Optional[str], typer.Option(help="Shard slides over N devices, one process each: N or all (every GPU; on a CPU-only machine N processes).")] = None,
     workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles ahead of the model.")] = 1,
     export_h5: Annotated[bool, typer.Option(help="Also write CLAM/TRIDENT-style h5 files to OUT/h5_files/<encoder_id>/.")] = False,
     force: Annotated[bool, typer.Option(help="Re-extract even when the FeatureStore is up to date.")] = False,
@@ -96,9 +98,14 @@ def extract(
     from pathweak.features import extract_features
     from pathweak.tiling.store import find_tile_stores
 
-    results = extract_features(find_tile_stores(stores), encoder, out, weights=weights, batch_size=batch_size,
-                               device=device, num_workers=workers, export_h5_files=export_h5, force=force,
-                               progress=progress, tokens=tokens)
+    kwargs: dict[str, Any] = dict(weights=weights, batch_size=batch_size, device=device, num_workers=workers,
+                                  export_h5_files=export_h5, force=force, progress=progress, tokens=tokens, decode=decode)
+    if devices is not None:
+        from pathweak.features.devices import extract_on_devices
+
+        results = extract_on_devices(find_tile_stores(stores), encoder, out, devices=devices, **kwargs)
+    else:
+        results = extract_features(find_tile_stores(stores), encoder, out, **kwargs)
     rows = [{k: v for k, v in vars(r).items() if k != "exception"} for r in results]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -54,6 +54,7 @@ def extract_features(
     force: bool = False,
     progress: bool = True,
     tokens: int = 0,
+    decode: str = "auto",
 ) -> list[ExtractResult]:
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
@@ -62,6 +63,8 @@ def extract_features(
     ``tokens x tokens`` tokens averaged (a 7x7 map per 224 px tile with 2), with the rows' level-0 boxes
     and their positions on the slide's token grid, under ``<encoder_id>-tokens<N>``: the grid heads
     (``wsseg``) then segment inside tiles. A store that fails is reported in its result and the others go on.
+    ``decode``: where JPEG tiles are decoded (``features/decode.py``): auto (on the GPU when the model
+    runs on CUDA), cpu, or gpu (an error without CUDA).
     """
     import torch
 
@@ -69,6 +72,9 @@ def extract_features(
 
     enc = create_encoder(encoder, weights) if isinstance(encoder, str) else encoder
     dev = _device(device)
+    from .decode import check_decode
+
+    check_decode(decode, dev)
     enc = enc.to(dev).eval()
     if tokens:
         from .tokens import TokenRows  # torch-importing, so not at module level
@@ -89,7 +95,8 @@ def extract_features(
                     continue
                 try:
                     results.append(
-                        _extract_one(tile_store, enc, out_dir, dev, batch_size, num_workers, export_h5_files, force, advance)
+                        _extract_one(tile_store, enc, out_dir, dev, batch_size, num_workers, export_h5_files, force, advance,
+                                     decode)
                     )
                 except KeyboardInterrupt:
                     raise
@@ -114,7 +121,7 @@ def feature_cache_key(tile_store: TileStore, info: Any) -> str:
 
 def _extract_one(
     tile_store: TileStore, enc: Any, out_dir: str | Path, dev: Any, batch_size: int | None, num_workers: int,
-    export: bool, force: bool, advance: Any,
+    export: bool, force: bool, advance: Any, decode: str = "auto",
 ) -> ExtractResult:
     started = time.perf_counter()
     enc.check_tiles(tile_store.holds_3d_patches, tile_store.tile_shape, str(tile_store.path))
@@ -146,7 +153,9 @@ def _extract_one(
         feats = create_feature_store(tmp, n, dim, coords, attrs, grid=grid)
         buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
         filled, row0 = 0, 0
-        for tiles in _loader(tile_store, num_workers, dev):
+        from .decode import device_batches
+
+        for tiles in device_batches(tile_store, dev, decode) or _loader(tile_store, num_workers, dev):
             out = _embed(enc, tiles, dev, batch_size)
             pos = 0
             while pos < len(out):
