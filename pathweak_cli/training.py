@@ -55,6 +55,7 @@ def train(
     precision: Annotated[str, typer.Option(help="Lightning precision; auto: bf16-mixed on CUDA, 32-true on CPU.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Feature dtype in the bank: float16 (as stored), bfloat16 or float32.")] = "float16",
     stream: Annotated[str, typer.Option(help="auto: keep the cohort in memory when it fits, else read bags from disk; yes; no (error when it does not fit).")] = "auto",
+    devices: Annotated[str, typer.Option(help="Processes (Lightning DDP, one per device): 1, N or all (every GPU); on a CPU N gloo processes.")] = "1",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json's summary as JSON.")] = False,
 ) -> None:
@@ -73,6 +74,7 @@ def train(
         val_fraction=val_fraction, seeds=_ints(seeds, "--seeds"), split_seed=split_seed, max_epochs=epochs,
         min_epochs=min_epochs, patience=patience, lr=lr, weight_decay=weight_decay, bags_per_step=bags_per_step,
         balance=balance, bootstrap=bootstrap, precision=precision, device=device, dtype=dtype, stream=streams[stream],
+        devices=devices,
     )
     run = train_cohort(features, labels, out, cfg, progress=progress)
     s = run.summary

@@ -142,6 +142,15 @@ class FeatureBank(_BankBase):
     def coords(self, i: int) -> np.ndarray:
         return self._coords[self.offsets[i] : self.offsets[i + 1]]
 
+    def to(self, device: str | torch.device) -> FeatureBank:
+        """Move the bank to ``device`` in place (one copy; bags stay views of the new tensors)."""
+        device = torch.device(device)
+        if self.features.device != device:
+            self.features = self.features.to(device)
+            self._grid = self._grid.to(device)
+        self.device = device
+        return self
+
     @property
     def nbytes(self) -> int:
         return self.features.numel() * self.features.element_size()

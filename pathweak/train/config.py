@@ -41,6 +41,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "float16"
     stream: bool | str = "auto"
+    devices: str | int = 1  # >1 or "all": Lightning DDP, one process per device (train/ddp.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

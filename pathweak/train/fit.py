@@ -33,7 +33,12 @@ class FitResult:
 
 def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, *, log_dir: Path | None = None,
              advance: Any = None) -> FitResult:
-    """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i."""
+    """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
+    With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
+    from .ddp import fit_distributed, trainer_options, world_size
+
+    if world_size(getattr(cfg, "devices", 1)) > 1:
+        return fit_distributed(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
@@ -52,11 +57,9 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
     if advance is not None:
         callbacks.append(EpochProgress(advance))
     logger: Any = CSVLogger(str(log_dir.parent), name=log_dir.name, version=f"seed{seed}_fold{fold.index}") if log_dir else False
-    accelerator = "gpu" if bank.device.type == "cuda" else "cpu"
-    devices = [bank.device.index or 0] if accelerator == "gpu" else 1
     with quiet_lightning():
         trainer = L.Trainer(
-            accelerator=accelerator, devices=devices, precision=resolve_precision(cfg.precision, bank.device),
+            **trainer_options(bank.device), precision=resolve_precision(cfg.precision, bank.device),
             max_epochs=cfg.max_epochs, min_epochs=cfg.min_epochs, callbacks=callbacks, logger=logger,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             log_every_n_steps=1, default_root_dir=str(log_dir) if log_dir else None,

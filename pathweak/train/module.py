@@ -37,13 +37,42 @@ class BagIndex(torch.utils.data.Dataset):
         return self.bank.bag(i), self.bank.grid(i), self.targets[i], i
 
 
+class RankSampler(torch.utils.data.Sampler[int]):
+    """Bags in a shuffled order fixed by seed and epoch; under DDP rank r takes every world-th bag of it
+    (padded to a multiple of the world size), so N processes with one bag each per step see what one
+    process sees with N bags per step (train/ddp.py). Without a process group it is a plain shuffle."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def __iter__(self):  # noqa: ANN204
+        world, rank = self._world()
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: -len(order) % world]  # pad so every rank takes as many steps
+        return iter(order[rank::world])
+
+    def __len__(self) -> int:
+        world, _ = self._world()
+        return -(-self.n // world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
 def bag_loader(bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False,
                seed: int = 0) -> torch.utils.data.DataLoader:
     """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory)."""
-    generator = torch.Generator().manual_seed(seed)
     targets = targets.to(bank.device)  # once, so a step moves nothing to the device
-    return torch.utils.data.DataLoader(BagIndex(bank, rows, targets), batch_size=bags_per_step, shuffle=shuffle,
-                                       generator=generator, collate_fn=list, num_workers=0)
+    sampler = RankSampler(len(rows), seed) if shuffle else None
+    return torch.utils.data.DataLoader(BagIndex(bank, rows, targets), batch_size=bags_per_step, sampler=sampler,
+                                       collate_fn=list, num_workers=0)
 
 
 def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
@@ -94,7 +123,10 @@ class MILModule(L.LightningModule):
         val_loss = self.criterion(logits, targets)
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
-        train = torch.stack(self._train_losses).mean().item() if self._train_losses else math.nan
+        train = torch.stack(self._train_losses).mean() if self._train_losses else torch.tensor(math.nan)
+        if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (train/ddp.py)
+            train = self.trainer.strategy.reduce(train.to(self.device), reduce_op="mean")
+        train = float(train)
         self._train_losses.clear()
         self.history.append({"epoch": int(self.current_epoch), "train_loss": train, "val_loss": float(val_loss)})
 

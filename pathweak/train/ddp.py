@@ -1,0 +1,113 @@
+"""Head training on several devices: Lightning DDP, one process per device (``--devices N``).
+
+:func:`fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with CUDA). Each
+sets the environment Lightning's DDP reads for processes it did not create (``LOCAL_RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and runs :func:`~pathweak.train.fit.fit_head` itself: the
+Trainer gets ``strategy=DDPStrategy`` (gloo on CPU, NCCL on CUDA) with ``devices=N``. The bank
+reaches every process without a copy on the CPU (shared memory) and is copied once to each rank's
+GPU on CUDA, so steps still move nothing between host and device.
+
+Data: :class:`~pathweak.train.module.RankSampler` shuffles the training bags with the seed and epoch
+and gives rank ``r`` every ``N``-th bag of that order, so a step of ``N`` processes with one bag each
+sees exactly the bags one process sees with ``bags_per_step=N`` (DDP averages the gradients); the
+loss curves agree (tests/test_devices_train.py). Every rank validates on all validation bags, so
+early stopping and the best epoch are the same everywhere. Rank 0 hands the result back in a file.
+
+Heads that keep per-tile state across epochs (``tracks_instances``, e.g. INS) train on one device.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+_RANK: dict[str, Any] = {}  # inside a rank process: world size and device
+
+
+def world_size(devices: str | int | None) -> int:
+    """Processes for ``--devices`` (an integer, or "all": every CUDA device; 1 without CUDA)."""
+    from ..features.devices import device_count
+
+    return device_count(devices)
+
+
+def trainer_options(device: Any) -> dict[str, Any]:
+    """Trainer arguments for the bank's device: one device, or (inside a rank) DDP over the world."""
+    if not _RANK:
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
+        return {"accelerator": accelerator, "devices": [device.index or 0] if accelerator == "gpu" else 1}
+    from lightning.pytorch.strategies import DDPStrategy
+
+    cuda = _RANK["device"].startswith("cuda")
+    strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo", find_unused_parameters=True)
+    return {"accelerator": "gpu" if cuda else "cpu", "devices": _RANK["world"], "strategy": strategy,
+            "use_distributed_sampler": False}
+
+
+def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None,
+                    advance: Any = None) -> Any:
+    """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from ..heads import create_head
+    from .fit import FitResult
+
+    world = world_size(cfg.devices)
+    if not bank.resident:
+        raise ConfigError("training on several devices needs the cohort resident in memory (not streamed)",
+                          fix="pass --devices 1, or --stream no with a cohort that fits")
+    head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
+    if head.tracks_instances:
+        raise ConfigError(f"head {cfg.head} keeps per-tile state across epochs and trains on one device",
+                          fix="pass --devices 1")
+    cuda = bank.device.type == "cuda"
+    if cuda and torch.cuda.device_count() < world:
+        raise ConfigError(f"--devices {world} asks for more GPUs than the {torch.cuda.device_count()} present",
+                          fix=f"pass --devices {torch.cuda.device_count()}")
+    devices = [f"cuda:{r}" for r in range(world)] if cuda else ["cpu"] * world
+    with tempfile.TemporaryDirectory(prefix="pathweak-ddp-") as tmp:
+        result = Path(tmp) / "rank0.pt"
+        mp.start_processes(_rank_main, args=(world, _free_port(), devices, bank, table, fold, cfg, seed, log_dir,
+                                             str(result)), nprocs=world, start_method="spawn", join=True)
+        out = torch.load(result, map_location="cpu", weights_only=False)
+    head.load_state_dict(out.pop("state"))
+    if advance is not None:
+        advance(cfg.max_epochs)
+    return FitResult(head.to(bank.device).eval(), **out)
+
+
+def _rank_main(rank: int, world: int, port: int, devices: list[str], bank: Any, table: Any, fold: Any, cfg: Any,
+               seed: int, log_dir: Path | None, result: str) -> None:
+    import torch
+
+    from .fit import fit_head
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
+                       "LOCAL_RANK": str(rank), "NODE_RANK": "0", "GROUP_RANK": "0"})
+    for key in ("SLURM_NTASKS", "SLURM_JOB_NAME"):  # not a SLURM job step of its own
+        os.environ.pop(key, None)
+    _RANK.update(world=world, device=devices[rank])
+    if devices[rank].startswith("cuda"):
+        torch.cuda.set_device(torch.device(devices[rank]))
+        bank.to(torch.device(devices[rank]))  # once per rank; a step then moves nothing
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
+    if rank == 0:
+        state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
+        fields = {k: getattr(fit, k) for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale",
+                                               "seconds", "history")}
+        torch.save({"state": state, **fields}, result)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
