@@ -45,7 +45,7 @@ def pretrain(
     mask_ratio: Annotated[Optional[float], typer.Option(help="MAE masking ratio.")] = None,
     fourier_style: Annotated[Optional[float], typer.Option(help="Probability of Fourier amplitude swaps within a batch.")] = None,
     adapt_from: Annotated[Optional[Path], typer.Option(help="Adapt this encoder (pathweak dir or state dict) ExPLoRA-style.")] = None,
-    devices: Annotated[str, typer.Option(help="Lightning devices (auto, 1, 4, ...).")] = "auto",
+    devices: Annotated[str, typer.Option(help="Processes (Lightning DDP, one per device): auto (every GPU, else 1), N or all; on a CPU N gloo processes.")] = "auto",
     strategy: Annotated[str, typer.Option(help="Lightning strategy (auto, ddp, ...).")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Loader worker processes decoding tiles.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,

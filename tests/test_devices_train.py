@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import LC25000, need_shared
 
 from pathweak.errors import ConfigError
 from pathweak.features.bank import load_feature_bank
@@ -81,3 +82,25 @@ def test_two_gpus_follow_the_loss_curve_of_one(mil_cohort):
     a = np.array([h["train_loss"] for h in one.history])
     b = np.array([h["train_loss"] for h in two.history])
     assert np.allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_pretraining_with_two_gloo_processes(tmp_path):
+    """DINO pretraining through --devices 2 on the CPU: each rank takes half of each epoch's samples, the
+    DINO centre is all-reduced, rank 0 exports the encoder (slow: two processes import Lightning)."""
+    from dataclasses import replace
+
+    from pathweak.encoders import create_encoder
+    from pathweak.ssl import SSLConfig, pretrain
+    from pathweak.tiling.images import images_to_store, list_images
+
+    need_shared(LC25000)
+    store = images_to_store(list_images(LC25000)[::60][:48], tmp_path / "lc.zarr", 64, progress=False).path
+    cfg = SSLConfig.tiny("dino", depth=2, img_size=64, local_size=32, batch_size=8, rankme_samples=16, num_workers=0,
+                         max_epochs=1, samples_per_epoch=32, warmup_steps=2, devices=2)
+    one = pretrain([store], tmp_path / "one", replace(cfg, devices=1), progress=False)
+    two = pretrain([store], tmp_path / "two", cfg, progress=False)
+    assert one.steps == 4 and two.steps == 2  # 32 samples of 8: 4 steps on one process, 2 per rank on two
+    assert len(two.rankme) == 1 and np.isfinite(two.rankme[0]["rankme"])
+    enc = create_encoder(f"pathweak:{tmp_path / 'two'}")
+    assert enc.embed(torch.zeros(2, 64, 64, 3, dtype=torch.uint8)).shape == (2, 192)

@@ -33,8 +33,18 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     """Pretrain ``cfg.arch`` with ``cfg.method`` on the tiles of ``stores``; write the encoder to ``out_dir``.
 
     Re-running with ``resume`` continues from ``out_dir/checkpoints/last.ckpt``. Checkpoints are ranked
-    by RankMe on held-out tiles, and the best one is exported.
+    by RankMe on held-out tiles, and the best one is exported. ``cfg.devices`` > 1 (or "auto"/"all" with
+    several GPUs): Lightning DDP, one spawned process per device (train/ddp.py; gloo on a CPU).
     """
+    import functools
+
+    from ..train.ddp import in_rank, rank_devices, run_ranks, world_size
+
+    ddp = cfg.strategy in ("auto", "ddp")
+    world = world_size("all" if str(cfg.devices) == "auto" else cfg.devices) if ddp else 1
+    if world > 1 and not in_rank():
+        return run_ranks(functools.partial(pretrain, resume=resume, progress=progress), (stores, out_dir, cfg),
+                         rank_devices(world))
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -71,7 +81,7 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     with quiet_lightning():
         trainer = L.Trainer(
-            accelerator="auto", devices=cfg.devices, strategy=cfg.strategy, precision=precision,
+            **_hardware(cfg, ddp), precision=precision,
             max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
             max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
             callbacks=[best], logger=CSVLogger(out, name="logs"), default_root_dir=out,
@@ -91,6 +101,18 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
         seconds=time.perf_counter() - started, best_checkpoint=best_path, rankme=list(module.rankme_history),
         losses=_losses(out),
     )
+
+
+def _hardware(cfg: SSLConfig, ddp: bool) -> dict[str, Any]:
+    """Trainer accelerator/devices/strategy: DDP inside a rank of :func:`pretrain`'s processes, one device
+    otherwise, or the strategy the config names (e.g. fsdp) as given."""
+    from ..train.ddp import in_rank, rank_trainer_options
+
+    if in_rank():
+        return rank_trainer_options(find_unused_parameters=False)
+    if not ddp:
+        return {"accelerator": "auto", "devices": cfg.devices, "strategy": cfg.strategy}
+    return {"accelerator": "auto", "devices": 1, "strategy": "auto"}
 
 
 def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: Any, seconds: float,

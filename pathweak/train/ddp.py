@@ -42,20 +42,23 @@ def trainer_options(device: Any) -> dict[str, Any]:
     if not _RANK:
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         return {"accelerator": accelerator, "devices": [device.index or 0] if accelerator == "gpu" else 1}
+    return {**rank_trainer_options(), "use_distributed_sampler": False}  # RankSampler shards the bags
+
+
+def rank_trainer_options(find_unused_parameters: bool = True) -> dict[str, Any]:
+    """Inside a rank: accelerator, devices (the world size) and the DDP strategy (gloo on CPU, NCCL on CUDA)
+    for a Lightning Trainer joining the processes :func:`run_ranks` started."""
     from lightning.pytorch.strategies import DDPStrategy
 
     cuda = _RANK["device"].startswith("cuda")
-    strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo", find_unused_parameters=True)
-    return {"accelerator": "gpu" if cuda else "cpu", "devices": _RANK["world"], "strategy": strategy,
-            "use_distributed_sampler": False}
+    strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo",
+                           find_unused_parameters=find_unused_parameters)
+    return {"accelerator": "gpu" if cuda else "cpu", "devices": _RANK["world"], "strategy": strategy}
 
 
 def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None,
                     advance: Any = None) -> Any:
     """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
-    import torch
-    import torch.multiprocessing as mp
-
     from ..heads import create_head
     from .fit import FitResult
 
@@ -68,43 +71,75 @@ def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, lo
         raise ConfigError(f"head {cfg.head} keeps per-tile state across epochs and trains on one device",
                           fix="pass --devices 1")
     cuda = bank.device.type == "cuda"
-    if cuda and torch.cuda.device_count() < world:
-        raise ConfigError(f"--devices {world} asks for more GPUs than the {torch.cuda.device_count()} present",
-                          fix=f"pass --devices {torch.cuda.device_count()}")
+    if cuda:
+        rank_devices(world)  # enough GPUs?
     devices = [f"cuda:{r}" for r in range(world)] if cuda else ["cpu"] * world
-    with tempfile.TemporaryDirectory(prefix="pathweak-ddp-") as tmp:
-        result = Path(tmp) / "rank0.pt"
-        mp.start_processes(_rank_main, args=(world, _free_port(), devices, bank, table, fold, cfg, seed, log_dir,
-                                             str(result)), nprocs=world, start_method="spawn", join=True)
-        out = torch.load(result, map_location="cpu", weights_only=False)
+    out = run_ranks(_fit_rank, (bank, table, fold, cfg, seed, log_dir), devices)
     head.load_state_dict(out.pop("state"))
     if advance is not None:
         advance(cfg.max_epochs)
     return FitResult(head.to(bank.device).eval(), **out)
 
 
-def _rank_main(rank: int, world: int, port: int, devices: list[str], bank: Any, table: Any, fold: Any, cfg: Any,
-               seed: int, log_dir: Path | None, result: str) -> None:
+def in_rank() -> bool:
+    """True inside a process started by :func:`run_ranks`."""
+    return bool(_RANK)
+
+
+def rank_devices(world: int) -> list[str]:
+    """One device per rank: the first ``world`` GPUs when CUDA is there, else ``world`` CPU processes."""
     import torch
 
-    from .fit import fit_head
+    if not torch.cuda.is_available():
+        return ["cpu"] * world
+    if torch.cuda.device_count() < world:
+        raise ConfigError(f"--devices {world} asks for more GPUs than the {torch.cuda.device_count()} present",
+                          fix=f"pass --devices {torch.cuda.device_count()}")
+    return [f"cuda:{r}" for r in range(world)]
+
+
+def run_ranks(fn: Any, args: tuple, devices: list[str]) -> Any:
+    """Run ``fn(*args)`` in one spawned process per device (a DDP world Lightning joins); returns rank 0's
+    return value (handed back through a file)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="pathweak-ddp-") as tmp:
+        result = Path(tmp) / "rank0.pt"
+        mp.start_processes(_rank_main, args=(len(devices), _free_port(), devices, fn, args, str(result)),
+                           nprocs=len(devices), start_method="spawn", join=True)
+        return torch.load(result, map_location="cpu", weights_only=False)
+
+
+def _rank_main(rank: int, world: int, port: int, devices: list[str], fn: Any, args: tuple, result: str) -> None:
+    import torch
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
                        "LOCAL_RANK": str(rank), "NODE_RANK": "0", "GROUP_RANK": "0"})
     for key in ("SLURM_NTASKS", "SLURM_JOB_NAME"):  # not a SLURM job step of its own
         os.environ.pop(key, None)
-    _RANK.update(world=world, device=devices[rank])
+    _RANK.update(world=world, device=devices[rank], rank=rank)
     if devices[rank].startswith("cuda"):
         torch.cuda.set_device(torch.device(devices[rank]))
-        bank.to(torch.device(devices[rank]))  # once per rank; a step then moves nothing
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
+    out = fn(*args)
     if rank == 0:
-        state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
-        fields = {k: getattr(fit, k) for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale",
-                                               "seconds", "history")}
-        torch.save({"state": state, **fields}, result)
+        torch.save(out, result)
+
+
+def _fit_rank(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, log_dir: Path | None) -> dict[str, Any]:
+    import torch
+
+    from .fit import fit_head
+
+    if _RANK["device"].startswith("cuda"):
+        bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing
+    fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
+    state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
+    fields = {k: getattr(fit, k) for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale",
+                                           "seconds", "history")}
+    return {"state": state, **fields}
 
 
 def _free_port() -> int:
