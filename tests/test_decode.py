@@ -9,15 +9,19 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import LC25000, need_shared
 
 from pathweak.config import StoreSpec
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
 from pathweak.features import FeatureStore, extract_features
-from pathweak.features.decode import RawTileBatches, check_decode, device_batches, device_decodable
+from pathweak.features.decode import (
+    RawTileBatches,
+    check_decode,
+    device_batches,
+    device_decodable,
+)
 from pathweak.tiling import TileStore
-
-from conftest import LC25000, need_shared
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # nvJPEG and libjpeg-turbo may differ by a grey level; float16 features of a ViT then differ by ~1e-2

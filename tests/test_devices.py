@@ -13,7 +13,6 @@ from pathweak.features import FeatureStore, extract_features
 from pathweak.features.devices import device_count, device_list, extract_on_devices
 
 
-
 def tiny_encoder():
     from pathweak.encoders import create_encoder
 

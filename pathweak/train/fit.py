@@ -35,16 +35,22 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
              advance: Any = None) -> FitResult:
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
     With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
-    from .ddp import fit_distributed, trainer_options, world_size
-
-    if world_size(getattr(cfg, "devices", 1)) > 1:
-        return fit_distributed(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
 
     from .._lightning import quiet_lightning
-    from .module import EpochProgress, KeepBest, MILModule, bag_loader, resolve_precision
+    from .ddp import fit_distributed, trainer_options, world_size
+
+    if world_size(getattr(cfg, "devices", 1)) > 1:
+        return fit_distributed(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)
+    from .module import (
+        EpochProgress,
+        KeepBest,
+        MILModule,
+        bag_loader,
+        resolve_precision,
+    )
 
     started = time.perf_counter()
     L.seed_everything(seed, workers=False, verbose=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -52,7 +53,7 @@ class RankSampler(torch.utils.data.Sampler[int]):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self) -> Iterator[int]:
         world, rank = self._world()
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         order += order[: -len(order) % world]  # pad so every rank takes as many steps
@@ -89,6 +90,14 @@ def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
     return ce
 
 
+def head_input(x: torch.Tensor) -> torch.Tensor:
+    """A bag as the head's input: as the bank holds it under autocast (a bfloat16 bank feeds bf16 autocast
+    with no conversion; a float32 bank never converts), else float32 (a float16 bank on the CPU)."""
+    if x.dtype == torch.float32 or torch.is_autocast_enabled(x.device.type):
+        return x
+    return x.float()
+
+
 class MILModule(L.LightningModule):
     """Trains ``head`` with AdamW on bags; logs ``train_loss`` and ``val_loss`` once per epoch."""
 
@@ -105,7 +114,8 @@ class MILModule(L.LightningModule):
 
     def training_step(self, batch: list[Bag], batch_idx: int) -> torch.Tensor:
         track = self.head.tracks_instances
-        losses = [self.head.loss(self.head(x.float(), grid, y, **({"bag_id": i} if track else {})), y, self.criterion)
+        losses = [self.head.loss(self.head(head_input(x), grid, y, **({"bag_id": i} if track else {})), y,
+                                 self.criterion)
                   for x, grid, y, i in batch]
         loss = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
         self._train_losses.append(loss.detach())
@@ -113,7 +123,7 @@ class MILModule(L.LightningModule):
 
     def validation_step(self, batch: list[Bag], batch_idx: int) -> None:
         for x, grid, y, _ in batch:
-            self._val.append((self.head(x.float(), grid).logits.detach().float(), y))
+            self._val.append((self.head(head_input(x), grid).logits.detach().float(), y))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
