@@ -77,7 +77,7 @@ def train_counting(features, labels, device: str, dtype: str, precision: str, st
     module = MILModule(create_head("abmil", bank.embed_dim, table.n_outputs), table.task)
     counter = TransferCounter(bank.features.untyped_storage())
     with quiet_lightning():
-            trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
+        trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
                             max_epochs=steps_epochs, callbacks=[Window(counter).callback], logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, limit_val_batches=0)
