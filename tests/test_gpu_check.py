@@ -1,0 +1,81 @@
+"""benchmarks/gpu_check.py, the one GPU check: its plan is the issue's, its verdicts follow the numbers, it
+refuses to pretend on a CPU, and (slow) its dry run executes every step tiny on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_plan_is_the_issues_four_steps():
+    steps = {s["name"]: " ".join(map(str, s["cmd"])) for s in load().plan(dry=False, minutes=3.0)}
+    assert list(steps) == ["pytest_gpu", "extract", "mil_speed", "pretrain"]
+    assert "-m gpu" in steps["pytest_gpu"]
+    assert "--device cuda" in steps["extract"] and "vit_large_patch16_224" in steps["extract"]
+    assert "--decode cpu gpu" in steps["extract"] and "--weights random" in steps["extract"]
+    assert "benchmarks/mil_speed.py --device cuda" in steps["mil_speed"]
+    assert "_pretrain --minutes 3.0" in steps["pretrain"]
+    assert sum(s["timeout"] for s in load().plan(dry=False, minutes=3.0)) <= 10 * 60  # fits one device command
+
+
+def test_acceptance_follows_the_numbers():
+    mod = load()
+    steps = {"extract": {"result": {"by_decode": {"cpu": {"ratio": 0.4}, "gpu": {"ratio": 0.95}}, "gpu_over_cpu_decode": 2.4}},
+             "mil_speed": {"result": {"heads": {"mean": {"speedup_bank_vs_h5": 30.0}, "abmil": {"speedup_bank_vs_h5": 12.0}}}},
+             "pytest_gpu": {"rc": 0, "passed": 7, "failed": 0, "skipped": 0, "error": 0}}
+    ok = mod.acceptance(steps)
+    assert ok["device_decode_ge_0.9x_forward"] and ok["device_decode_faster_than_cpu_decode"]
+    assert ok["mil_bank_over_h5_epoch"] == 12.0 and ok["mil_bank_ge_10x_h5"] and ok["gpu_tests_all_passed"]
+    steps["pytest_gpu"]["skipped"] = 1  # a skipped gpu test is not a pass
+    steps["extract"]["result"]["by_decode"]["gpu"]["ratio"] = 0.8
+    bad = mod.acceptance(steps)
+    assert bad["gpu_tests_all_passed"] is False and bad["device_decode_ge_0.9x_forward"] is False
+    assert all(v is None for v in mod.acceptance({}).values())  # nothing measured: no verdict
+
+
+def test_pytest_counts_and_json_parsing():
+    mod = load()
+    text = "SKIPPED [1] tests/test_x.py:3: no CUDA device\n2 passed, 1 skipped, 3 deselected in 4.0s\n"
+    c = mod.pytest_counts(text)
+    assert (c["passed"], c["skipped"], c["deselected"], c["failed"]) == (2, 1, 3, 0)
+    assert c["skip_reasons"] == ["no CUDA device"]
+    assert mod.last_json('mean {"a": 1}\n{\n  "x": {"y": 2}\n}\n') == {"x": {"y": 2}}
+
+
+def test_without_cuda_it_refuses_unless_dry_run(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json"), "--only", "mil_speed"],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode != 0 and "no CUDA device" in proc.stderr and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_dry_run_executes_every_step_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)], cwd=REPO, check=True,
+                   capture_output=True, timeout=1800)
+    report = json.loads(out.read_text())
+    assert report["dry_run"] and set(report["steps"]) == {"pytest_gpu", "extract", "mil_speed", "pretrain"}
+    for name, step in report["steps"].items():
+        assert step["rc"] == 0, (name, step.get("output_tail"))
+    assert report["steps"]["extract"]["result"]["by_decode"]["cpu"]["extract_tiles_per_s"] > 0
+    assert report["steps"]["mil_speed"]["result"]["heads"]["mean"]["speedup_bank_vs_h5"] > 0
+    assert report["steps"]["pretrain"]["result"]["steps"] > 0 and report["steps"]["pretrain"]["result"]["rankme"]
