@@ -73,3 +73,31 @@ def test_two_gpus_write_the_same_feature_stores_as_one(three_stores, tmp_path):
     for a, b in zip(one, two):
         fa, fb = FeatureStore.open(a.store), FeatureStore.open(b.store)
         assert np.allclose(fa.features.astype(np.float32), fb.features.astype(np.float32), atol=5e-2)
+
+
+def test_cohort_workers_are_pinned_one_device_each():
+    """The cohort runner's local pool: each worker process owns one device of the list (round robin); the
+    extract task reads it (names only here: pinning itself needs no GPU)."""
+    from pathweak.cohort.executors import LocalExecutor
+    from pathweak.features.devices import worker_report
+
+    pool = LocalExecutor(2, devices=["cuda:0", "cuda:1"])
+    try:
+        seen = dict(res for _, res, err in pool.run(worker_report, [(0.5,)] * 4))
+    finally:
+        pool.close()
+    assert len(seen) == 2 and sorted(seen.values()) == ["cuda:0", "cuda:1"]  # two processes, one device each
+
+
+@pytest.mark.slow
+def test_dask_workers_get_one_device_each():
+    pytest.importorskip("distributed")
+    from pathweak.cohort.executors import DaskExecutor
+    from pathweak.features.devices import worker_report
+
+    pool = DaskExecutor(2, devices=["cuda:0", "cuda:1"])
+    try:
+        per_worker = pool.client.run(worker_report)
+    finally:
+        pool.close()
+    assert sorted(dev for _, dev in per_worker.values()) == ["cuda:0", "cuda:1"]

@@ -15,10 +15,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int = 2, devices: list[str] | None = None):
         from ..tiling.tiler import _pool_context
 
         self.workers = max(1, workers)
+        self.devices = devices  # each worker pinned to one of them (features/devices.py)
         self._pool: Any = None
         self._context = _pool_context
 
@@ -37,7 +38,13 @@ class LocalExecutor:
                     yield task, None, exc
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context())
+            pinning: dict[str, Any] = {}
+            if self.devices:
+                from ..features.devices import local_pool_initializer
+
+                initializer, initargs = local_pool_initializer(self.devices, self.workers, self._context())
+                pinning = {"initializer": initializer, "initargs": initargs}
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), **pinning)
         futures = {self._pool.submit(fn, *task): task for task in tasks}
         for fut in as_completed(futures):
             exc = fut.exception()
@@ -54,7 +61,7 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, workers: int = 2, scheduler: str | None = None):
+    def __init__(self, workers: int = 2, scheduler: str | None = None, devices: list[str] | None = None):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -67,6 +74,10 @@ class DaskExecutor:
             self._cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
                                          dashboard_address=None, silence_logs=40)
             self.client = Client(self._cluster)
+        if devices:  # one device per worker for the extract stage
+            from .dask_devices import DevicePlugin
+
+            self.client.register_plugin(DevicePlugin(devices))
 
     def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
         from distributed import as_completed
@@ -83,9 +94,10 @@ class DaskExecutor:
             self._cluster.close()
 
 
-def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None = None) -> LocalExecutor | DaskExecutor:
+def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None = None,
+                  devices: list[str] | None = None) -> LocalExecutor | DaskExecutor:
     if kind == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, devices)
     if kind == "dask":
-        return DaskExecutor(workers, scheduler)
+        return DaskExecutor(workers, scheduler, devices)
     raise ConfigError(f"unknown executor {kind!r}", fix="use --executor local or --executor dask")

@@ -43,7 +43,13 @@ def run_cohort(
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
-    pool = make_executor(kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"))
+    devices = None
+    if spec.extract.get("devices") is not None and "extract" in wanted:  # one device per worker (features/devices.py)
+        from ..features.devices import device_list
+
+        devices = device_list(spec.extract["devices"], str(spec.extract.get("device", "auto")))
+    pool = make_executor(kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"),
+                         devices)
     reports: list[StageReport] = []
     try:
         active = _eligible(spec, state, retry_failed)

@@ -48,6 +48,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     import torch
 
     from ..features import extract_features
+    from ..features.devices import worker_device
     from ..features.store import feature_store_path
     from .encoders_cache import cached_encoder
 
@@ -58,8 +59,10 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
         encoder = cached_encoder(spec.encoder_name, spec.weights)
         with output_lock(feature_store_path(spec.out, encoder.encoder_id, slide.slide_id)):
             (r,) = extract_features([tile_store_path(spec, slide)], encoder, spec.out,
-                                    batch_size=spec.extract.get("batch_size"), device=spec.extract.get("device", "auto"),
-                                    num_workers=int(spec.extract.get("workers", 0)), progress=False)
+                                    batch_size=spec.extract.get("batch_size"),
+                                    device=worker_device(spec.extract.get("device", "auto")),
+                                    num_workers=int(spec.extract.get("workers", 0)), progress=False,
+                                    decode=str(spec.extract.get("decode", "auto")))
     finally:
         torch.set_num_threads(threads)
     status = {"extracted": "done", "skipped": "skipped"}.get(r.status, "failed")

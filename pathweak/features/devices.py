@@ -7,8 +7,9 @@ On a machine without CUDA the workers are CPU processes sharing the cores (torch
 between them), which is how CI tests this path. The FeatureStores are the same as one process writes:
 each slide is embedded whole by one worker, with the same code.
 
-The cohort runner reuses the same pinning: ``worker_device()`` is the device a worker was given (the
-local pool's initializer or the Dask worker plugin :class:`DevicePlugin`), else the configured one.
+The cohort runner reuses the same pinning (``extract: {devices: N|all}``): ``worker_device()`` is the
+device a worker was given (the local pool's initializer, or the Dask worker plugin in
+``cohort/dask_devices.py``: one GPU per worker), else the configured one.
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def worker_device(default: str = "auto") -> str:
 
 
 _WORKER: dict[str, Any] = {}  # in a device pool worker: the encoder it was given
+
+
+def worker_report(delay: float = 0.0) -> tuple[int, str]:
+    """(pid, device) of the process running it, after ``delay`` seconds: to check a pool's or a Dask
+    cluster's device assignment (e.g. ``client.run(worker_report)``)."""
+    import time
+
+    time.sleep(delay)
+    return os.getpid(), worker_device("unpinned")
 
 
 def pin_worker(devices: Any, threads: int, encoder: Any = None) -> None:
@@ -158,34 +168,16 @@ def _size(store: str | Path) -> int:
         return 0
 
 
-class DevicePlugin:
-    """Dask worker plugin: worker k of a cluster owns ``devices[k % len(devices)]`` (one GPU per worker on
-    a LocalCluster with one worker per GPU); tasks read it with :func:`worker_device`. On clusters whose
-    workers are started one per GPU with ``CUDA_VISIBLE_DEVICES`` (dask-cuda), "auto" already does this."""
-
-    name = "pathweak-device"
-
-    def __init__(self, devices: list[str]):
-        self.devices = list(devices)
-
-    def setup(self, worker: Any) -> None:
-        try:
-            k = int(str(worker.name).rsplit("-", 1)[-1])
-        except ValueError:
-            k = abs(hash(str(worker.name)))
-        os.environ[ENV] = self.devices[k % len(self.devices)]
-
-    def teardown(self, worker: Any) -> None:
-        os.environ.pop(ENV, None)
+def pin_env(devices: Any) -> None:
+    """Pool initializer of the cohort runner's workers: take one device name from the queue (no torch import:
+    the same workers also tile)."""
+    os.environ[ENV] = devices.get()
 
 
-def local_pool_initializer(devices: str | int | None, device: str, workers: int, context: Any) -> tuple[Callable[..., None], tuple]:
-    """(initializer, initargs) pinning each of ``workers`` local pool processes to one of the devices
-    (round robin), for the cohort runner's LocalExecutor."""
-    devs = device_list(devices, device)
+def local_pool_initializer(devs: list[str], workers: int, context: Any) -> tuple[Callable[..., None], tuple]:
+    """(initializer, initargs) pinning each of ``workers`` local pool processes to one of ``devs`` (round
+    robin), for the cohort runner's LocalExecutor."""
     queue = context.Queue()
     for k in range(workers):
         queue.put(devs[k % len(devs)])
-    cpu = sum(d == "cpu" for d in devs[:workers]) or 0
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(devs)))) if cpu else 0
-    return pin_worker, (queue, threads)
+    return pin_env, (queue,)
