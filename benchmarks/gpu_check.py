@@ -82,7 +82,8 @@ def run_step(step: dict, env: dict) -> dict:
     """Run one step; its JSON (the last JSON object it printed), or the tail of its output on failure."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(step["cmd"], cwd=REPO, env=env, capture_output=True, text=True, timeout=step["timeout"])
+        proc = subprocess.run(step["cmd"], cwd=REPO, env=env, capture_output=True, text=True, timeout=step["timeout"],
+                              check=False)
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, out, err = "timeout", _text(exc.stdout), _text(exc.stderr)
@@ -190,7 +191,7 @@ def install_wheels(folder: Path) -> dict:
     if not wheels:
         return {"wheels": 0}
     proc = subprocess.run([PY, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", *wheels],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     return {"wheels": len(wheels), "rc": proc.returncode, "output_tail": (proc.stdout + proc.stderr)[-1500:]}
 
 

@@ -99,7 +99,7 @@ def test_cli_decode_gpu_without_cuda_exits_2(lc_store, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pathweak_cli.main", "extract", "--stores", str(lc_store), "--encoder",
          "timm:vit_tiny_patch16_224", "--weights", "random", "-o", str(tmp_path), "--decode", "gpu", "--no-progress"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 2, proc.stderr
     assert "--decode gpu needs a CUDA device" in proc.stderr and "Traceback" not in proc.stderr

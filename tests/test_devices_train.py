@@ -75,8 +75,8 @@ def test_two_gpus_follow_the_loss_curve_of_one(mil_cohort):
     bank = load_feature_bank([mil_cohort["features"]], slide_ids=table.slide_ids, device="cuda", progress=False)
     train = np.nonzero(np.asarray(table.split) == "train")[0][:6]
     fold = Fold(0, train, np.nonzero(np.asarray(table.split) == "test")[0], np.array([], np.int64))
-    kw = dict(head="abmil", head_options={"dropout": 0.0}, max_epochs=3, min_epochs=3, bootstrap=0, device="cuda",
-              precision="32-true")
+    kw = {"head": "abmil", "head_options": {"dropout": 0.0}, "max_epochs": 3, "min_epochs": 3, "bootstrap": 0,
+          "device": "cuda", "precision": "32-true"}
     one = fit_head(bank, table, fold, TrainConfig(bags_per_step=2, **kw), seed=0)
     two = fit_head(bank, table, fold, TrainConfig(bags_per_step=1, devices=2, **kw), seed=0)
     a = np.array([h["train_loss"] for h in one.history])

@@ -183,7 +183,7 @@ class RawTileBatches:
                         tiles, event = self.decode(a, b), None
                     items.put((tiles, event))
                 items.put(None)
-            except BaseException as exc:  # handed to the consumer
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
                 items.put(exc)
 
         worker = threading.Thread(target=produce, name="pathweak-decode", daemon=True)
