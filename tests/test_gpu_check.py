@@ -46,15 +46,18 @@ def test_acceptance_follows_the_numbers():
     steps["extract"]["result"]["by_decode"]["gpu"]["ratio"] = 0.8
     bad = mod.acceptance(steps)
     assert bad["gpu_tests_all_passed"] is False and bad["device_decode_ge_0.9x_forward"] is False
+    steps["pytest_gpu"].update(skipped=2, skipped_needs_two_gpus=2)  # a one-GPU machine: those two may skip
+    assert mod.acceptance(steps)["gpu_tests_all_passed"] is True
     assert all(v is None for v in mod.acceptance({}).values())  # nothing measured: no verdict
 
 
 def test_pytest_counts_and_json_parsing():
     mod = load()
-    text = "SKIPPED [1] tests/test_x.py:3: no CUDA device\n2 passed, 1 skipped, 3 deselected in 4.0s\n"
+    text = ("SKIPPED [1] tests/test_x.py:3: no CUDA device\nSKIPPED [2] tests/test_y.py:9: needs two CUDA devices\n"
+            "2 passed, 3 skipped, 3 deselected in 4.0s\n")
     c = mod.pytest_counts(text)
-    assert (c["passed"], c["skipped"], c["deselected"], c["failed"]) == (2, 1, 3, 0)
-    assert c["skip_reasons"] == ["no CUDA device"]
+    assert (c["passed"], c["skipped"], c["deselected"], c["failed"]) == (2, 3, 3, 0)
+    assert c["skip_reasons"] == ["needs two CUDA devices", "no CUDA device"] and c["skipped_needs_two_gpus"] == 2
     assert mod.last_json('mean {"a": 1}\n{\n  "x": {"y": 2}\n}\n') == {"x": {"y": 2}}
 
 

@@ -42,15 +42,10 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
     from .._lightning import quiet_lightning
     from .ddp import fit_distributed, trainer_options, world_size
 
+    from .module import EpochProgress, KeepBest, MILModule, bag_loader, resolve_precision
+
     if world_size(getattr(cfg, "devices", 1)) > 1:
         return fit_distributed(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)
-    from .module import (
-        EpochProgress,
-        KeepBest,
-        MILModule,
-        bag_loader,
-        resolve_precision,
-    )
 
     started = time.perf_counter()
     L.seed_everything(seed, workers=False, verbose=False)
