@@ -17,7 +17,8 @@ from pathweak.train import read_labels
 from pathweak.train.fit import training_targets
 from pathweak.train.module import MILModule, bag_loader
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:You defined a `validation_step`")]  # training steps only
 COPIES = {"_to_copy", "copy_", "clone", "contiguous", "_copy_from", "_copy_from_and_resize"}
 
 
