@@ -109,7 +109,9 @@ def extract(
     if failed:
         for r in failed:
             _err(r.error or "failed")
-        raise typer.Exit(1)
+        # bad input everywhere (e.g. a damaged TileStore) exits 2 like any PathweakError; a partial failure 1
+        bad_input = len(failed) == len(results) and all(getattr(r.exception, "exit_code", 1) == 2 for r in failed)
+        raise typer.Exit(2 if bad_input else 1)
 
 
 @app.command("import-images")
