@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_file
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError
 from ..store.build import building
 from ..store.header import header_attrs
 from ..store.open import damaged, open_store, read_array

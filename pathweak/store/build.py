@@ -12,7 +12,6 @@ on an error; a crash's leftovers are swept by the next run (:func:`pathweak._ato
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
