@@ -10,9 +10,9 @@ from typing import Any
 from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError, PathweakError
 from ..progress import progress_bar
-from .executors import make_executor
 from ..store.build import build_once
 from ..store.result import failure_text
+from .executors import make_executor
 from .model_stages import predict_stage, train_stage
 from .report import CohortReport, StageReport
 from .spec import STAGES, CohortSpec, Slide
@@ -120,9 +120,9 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
             values[key] = tuple(values[key])
     cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
     stores = [tile_store_path(spec, s) for s in slides]
-    from ..tiling.store import read_attrs
-
     from dataclasses import asdict
+
+    from ..tiling.store import read_attrs
 
     key = cache_key(cfg=asdict(cfg), stores=sorted((read_attrs(p) or {}).get("cache_key", "") for p in stores))
     meta_path = out / "encoder.json"
