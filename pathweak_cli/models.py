@@ -99,7 +99,7 @@ def extract(
     results = extract_features(find_tile_stores(stores), encoder, out, weights=weights, batch_size=batch_size,
                                device=device, num_workers=workers, export_h5_files=export_h5, force=force,
                                progress=progress, tokens=tokens)
-    rows = [{k: v for k, v in vars(r).items() if k != "exception"} for r in results]
+    rows = [r.as_row() for r in results]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -110,7 +110,7 @@ def extract(
         for r in failed:
             _err(r.error or "failed")
         # bad input everywhere (e.g. a damaged TileStore) exits 2 like any PathweakError; a partial failure 1
-        bad_input = len(failed) == len(results) and all(getattr(r.exception, "exit_code", 1) == 2 for r in failed)
+        bad_input = len(failed) == len(results) and all(r.exit_code == 2 for r in failed)
         raise typer.Exit(2 if bad_input else 1)
 
 

@@ -19,7 +19,7 @@ from .. import _provenance
 from .._atomic import missing_dirs, remove_if_empty, sweep_partials
 from ..errors import ConfigError, PathweakError
 from ..progress import progress_bar
-from ..store import begin, commit, current_store, discard, failure_text
+from ..store import StageResult, begin, commit, current_store, discard, failure_text
 from ..tiling.store import TileStore
 from .h5 import export_h5
 from .store import FORMAT_VERSION, CHUNK_ROWS, FeatureStore, create_feature_store, feature_store_path
@@ -28,7 +28,7 @@ LOADER_BATCH = 256  # tiles decoded per loader item
 
 
 @dataclass
-class ExtractResult:
+class ExtractResult(StageResult):
     """What happened to one TileStore."""
 
     tile_store: str

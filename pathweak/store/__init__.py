@@ -5,9 +5,9 @@ check a store of an expected kind (:mod:`.open`), one way to build an output (:m
 from .build import begin, build_once, building, commit, current_store, discard, mark_complete
 from .header import StoreHeader, header_attrs, read_header
 from .open import OpenedStore, damaged, open_store, read_array, read_attrs
-from .result import failure_text
+from .result import StageResult, failure_text
 
 __all__ = [
-    "OpenedStore", "StoreHeader", "begin", "build_once", "building", "commit", "current_store", "damaged",
+    "OpenedStore", "StageResult", "StoreHeader", "begin", "build_once", "building", "commit", "current_store", "damaged",
     "discard", "failure_text", "header_attrs", "mark_complete", "open_store", "read_array", "read_attrs", "read_header",
 ]

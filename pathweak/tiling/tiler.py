@@ -39,7 +39,7 @@ from . import codecs
 from .grid import tile_grid
 from .shards import shard_key, write_shard
 from ..store import build as lifecycle
-from ..store.result import failure_text
+from ..store.result import StageResult, failure_text
 from .store import FORMAT_VERSION, create_store, read_attrs
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class TilePlan:
 
 
 @dataclass
-class TileResult:
+class TileResult(StageResult):
     """What happened to one slide."""
 
     slide: str
