@@ -72,6 +72,28 @@ def writer_alive(writer: Writer) -> bool:
     return not (writer.start and start and start != writer.start)
 
 
+def owner_args() -> tuple[str, int, int]:
+    """This process as the owner of pool workers: ``initargs`` for :func:`exit_with_owner`."""
+    w = me()
+    return w.host, w.pid, w.start
+
+
+def exit_with_owner(host: str, pid: int, start: int, poll: float = 0.25) -> None:
+    """Pool-worker initializer: end this worker as soon as the run that started it is gone (killed), so
+    that it neither hangs on as an orphan holding its temporary outputs nor writes into them after the
+    next run swept them. Workers are children of a forkserver, so the kernel does not end them."""
+    import threading
+
+    owner = Writer(host, pid, start)
+
+    def watch() -> None:
+        while writer_alive(owner):
+            time.sleep(poll)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="pathweak-owner-watch", daemon=True).start()
+
+
 def parse_partial(name: str) -> Writer | None:
     """The writer named by a temporary name, None when ``name`` is not one."""
     m = _NAME.search(name)

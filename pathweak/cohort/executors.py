@@ -37,7 +37,10 @@ class LocalExecutor:
                     yield task, None, exc
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context())
+            from .._atomic import exit_with_owner, owner_args
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), initializer=exit_with_owner,
+                                             initargs=owner_args())
         futures = {self._pool.submit(fn, *task): task for task in tasks}
         for fut in as_completed(futures):
             exc = fut.exception()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import missing_dirs, remove_if_empty, sweep_partials
+from .._atomic import exit_with_owner, missing_dirs, owner_args, remove_if_empty, sweep_partials
 from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
 from ..errors import ConfigError, SlideNotFoundError
 from ..io import TiffTileReader, open_slide
@@ -248,7 +248,8 @@ def _tile_volumes(volumes: list[tuple[Path, str]], out_dir: Path, spec: VolumeSp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     done: dict[tuple[str, str], TileResult] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(volumes)), mp_context=_pool_context()) as pool, \
+    with ProcessPoolExecutor(max_workers=min(workers, len(volumes)), mp_context=_pool_context(),
+                             initializer=exit_with_owner, initargs=owner_args()) as pool, \
             progress_bar(len(volumes), "tiling volumes", progress, unit="volumes") as advance:
         futures = {pool.submit(tile_volume_job, p, sid, out_dir, spec, store, label, timepoint, force, False): (p, sid)
                    for p, sid in volumes}
@@ -581,7 +582,8 @@ def _run_pool(jobs: list[TileJob], workers: int, progress: bool) -> list[TileRes
     workers start, so a single large slide does not wait for the pool before its planning begins."""
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool, progress_bar(
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=exit_with_owner,
+                             initargs=owner_args()) as pool, progress_bar(
         0, "tiling", progress
     ) as advance:
         run = _PoolRun(pool, jobs, workers, advance)
