@@ -92,6 +92,30 @@ def test_extract_on_a_damaged_tile_store(stores, mode, tmp_path):
     _clean_failure(proc, store, out)
 
 
+@pytest.mark.slow  # a minute or more each: SSL start-up
+@pytest.mark.parametrize("mode", ["bitflip", "missing"])
+def test_pretrain_on_a_damaged_tile_store(stores, mode, tmp_path):
+    """Pretraining reads tiles at random in loader workers: a damaged tile is the same one error."""
+    store = copy_store(stores["tiles"], tmp_path / "in")
+    for shard in sorted((store / "tiles" / "c").iterdir()):  # every shard, so a random read meets one
+        target = shard / "0" / "0" / "0"
+        if mode == "missing":
+            target.unlink()
+        else:
+            data = bytearray(target.read_bytes())
+            for i in range(5, len(data) - 400, 997):
+                data[i] ^= 0x21
+            target.write_bytes(bytes(data))
+    out = tmp_path / "enc"
+    proc = run_cli("pretrain", "--stores", str(store), "--out", str(out), "--tiny", "--epochs", "1", "--workers", "1",
+                   "--no-progress")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(store) in errors[0] and "damaged" in errors[0], proc.stderr[-3000:]
+    assert not (out / "encoder.safetensors").exists()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_train_on_a_damaged_feature_store(stores, mode, tmp_path):
     folder = tmp_path / "features"
