@@ -130,7 +130,7 @@ def read_array(path: Path, name: str, kind: str, index: Any = Ellipsis) -> np.nd
         return np.asarray(zarr.open_array(str(path / name), mode="r")[index])
     except StoreError:
         raise
-    except Exception as exc:  # zarr, the codecs and numpy each raise their own
+    except Exception as exc:  # noqa: BLE001 - zarr, the codecs and numpy each raise their own
         raise damaged(path, kind, f"array {name} cannot be read ({reason(exc)})") from None
 
 

@@ -12,7 +12,7 @@ import pytest
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, check=False,
                           timeout=timeout)
 
 

@@ -52,7 +52,7 @@ def read_all(kind: str, path: Path) -> None:
         with TileStore.open(path) as s:
             s.read_tiles(slice(None))
     elif kind == "features":
-        FeatureStore.open(path).features
+        assert FeatureStore.open(path).features.ndim == 2
     else:
         read_results(path)
 

@@ -43,9 +43,9 @@ def test_cache_keys_hash_the_settings_dict():
     import subprocess
     import sys
 
-    other = subprocess.run([sys.executable, "-c", "from pathweak._provenance import cache_key;"
-                            "from pathweak.config import StoreSpec, TileSpec, as_dict;"
-                            "print(cache_key(tile=as_dict(TileSpec()), store=as_dict(StoreSpec())))"],
+    code = ("from pathweak._provenance import cache_key; from pathweak.config import StoreSpec, TileSpec, as_dict;"
+            "print(cache_key(tile=as_dict(TileSpec()), store=as_dict(StoreSpec())))")
+    other = subprocess.run([sys.executable, "-c", code],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert other == a
 

@@ -38,9 +38,8 @@ def test_a_dead_owners_lock_is_taken_over_a_live_one_waited_for(tmp_path):
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(LockedError, match="another run"):
-            with output_lock(out, timeout=0.5, poll=0.05):
-                pass
+        with pytest.raises(LockedError, match="another run"), output_lock(out, timeout=0.5, poll=0.05):
+            pass
     finally:
         holder.kill()
         holder.wait()

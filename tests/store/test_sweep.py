@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from pathweak._atomic import (
-    FOREIGN_STALE_SECONDS, Writer, parse_partial, partial_path, process_start, sweep_partials, writer_alive,
+    FOREIGN_STALE_SECONDS,
+    Writer,
+    parse_partial,
+    partial_path,
+    process_start,
+    sweep_partials,
+    writer_alive,
 )
 
 from .conftest import run_cli
@@ -99,7 +105,7 @@ def test_rerun_right_after_sigkill_of_a_two_worker_tiling_leaves_no_partials(sam
         assert rerun.returncode == 0, rerun.stderr
         assert not [p.name for p in tiles.iterdir() if ".partial-" in p.name]
         assert len(list(tiles.glob("*.zarr"))) == 8
-        left = subprocess.run(["ps", "-o", "pid=,stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        left = subprocess.run(["ps", "-o", "pid=,stat=", "-g", str(proc.pid)], capture_output=True, text=True, check=False).stdout
         assert not [ln for ln in left.splitlines() if "Z" not in ln.split()[1]], left  # no orphan worker hangs on
     finally:
         try:
