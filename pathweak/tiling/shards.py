@@ -39,13 +39,16 @@ def pack_shard(chunks: Sequence[bytes], slots: int, crc: bool = True) -> bytes:
     import google_crc32c
 
     index = np.full((slots, 2), EMPTY, dtype="<u8")
-    parts, offset = [], 0
-    if crc:
-        chunks = [bytes(c) + np.uint32(google_crc32c.value(c)).astype("<u4").tobytes() for c in chunks]
+    parts: list[bytes] = []
+    offset = 0
     for i, data in enumerate(chunks):
-        index[i] = (offset, len(data))
         parts.append(data)
-        offset += len(data)
+        n = len(data)
+        if crc:  # a separate part: the chunk is copied once, by the join
+            parts.append(google_crc32c.value(data).to_bytes(4, "little"))
+            n += 4
+        index[i] = (offset, n)
+        offset += n
     index_bytes = index.tobytes()
     parts.append(index_bytes)
     parts.append(np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes())
@@ -91,23 +94,24 @@ class ShardReader:
             self.close()
             raise
 
-    def _check(self, data: bytes, slot: int) -> bytes:
-        """A chunk without its trailing CRC32C, checked (with ``crc``)."""
+    def _check(self, data: bytes, slot: int) -> bytes | memoryview:
+        """A chunk without its trailing CRC32C, checked (with ``crc``; a view, not a copy)."""
         if not self.crc:
             return data
         import google_crc32c
 
-        if len(data) < 4 or np.frombuffer(data[-4:], "<u4")[0] != google_crc32c.value(data[:-4]):
+        if len(data) < 4 or int.from_bytes(data[-4:], "little") != google_crc32c.value(
+                np.frombuffer(data, np.uint8, count=len(data) - 4)):
             raise ShardError(f"chunk {slot} of {self.path.name} fails its checksum (the file is damaged)")
-        return data[:-4]
+        return memoryview(data)[:-4]
 
-    def chunk(self, slot: int) -> bytes | None:
+    def chunk(self, slot: int) -> bytes | memoryview | None:
         offset, nbytes = self.index[slot]
         if offset == EMPTY:
             return None
         return self._check(os.pread(self._fd, int(nbytes), int(offset)), slot)
 
-    def chunks(self, slots: Sequence[int]) -> list[bytes | None]:
+    def chunks(self, slots: Sequence[int]) -> list[bytes | memoryview | None]:
         """Several chunks, reading one contiguous byte range when they lie close together."""
         rows = self.index[list(slots)]
         present = rows[:, 0] != EMPTY

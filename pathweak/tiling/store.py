@@ -262,7 +262,7 @@ class TileStore:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.read_tiles([i])[0]
 
-    def _decode(self, data: bytes | None, index: int) -> np.ndarray:
+    def _decode(self, data: bytes | memoryview | None, index: int) -> np.ndarray:
         if data is None:
             return np.full(self.tile_shape, self._tiles_meta.get("fill_value", 255), np.uint8)
         try:
