@@ -14,7 +14,10 @@ class PathweakError(Exception):
 
     exit_code = 2
 
-    def __init__(self, problem: str, *, path: str | PathLike[str] | None = None, fix: str | None = None):
+    def __init__(self, problem: str = "", *, path: str | PathLike[str] | None = None, fix: str | None = None,
+                 message: str | None = None):
+        if message is not None and not problem:  # re-raised by torch's DataLoader from a worker's traceback
+            problem = _error_line(message)
         self.path = None if path is None else str(path)
         self.problem = problem.rstrip(".")
         self.fix = fix
@@ -35,6 +38,14 @@ class PathweakError(Exception):
 
     def __reduce__(self):  # keep the fields when the error crosses a process boundary
         return (_rebuild, (type(self), self.problem, self.path, self.fix))
+
+
+def _error_line(text: str) -> str:
+    """The error's own line out of a traceback text (``pkg.ErrorType: <message>``, the last line)."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else text
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "Error" in head and " " not in head else last
 
 
 def _rebuild(cls: type[PathweakError], problem: str, path: str | None, fix: str | None) -> PathweakError:

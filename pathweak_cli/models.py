@@ -106,7 +106,7 @@ def extract(
         results = extract_on_devices(find_tile_stores(stores), encoder, out, devices=devices, **kwargs)
     else:
         results = extract_features(find_tile_stores(stores), encoder, out, **kwargs)
-    rows = [{k: v for k, v in vars(r).items() if k != "exception"} for r in results]
+    rows = [r.as_row() for r in results]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -116,7 +116,9 @@ def extract(
     if failed:
         for r in failed:
             _err(r.error or "failed")
-        raise typer.Exit(1)
+        # bad input everywhere (e.g. a damaged TileStore) exits 2 like any PathweakError; a partial failure 1
+        bad_input = len(failed) == len(results) and all(r.exit_code == 2 for r in failed)
+        raise typer.Exit(2 if bad_input else 1)
 
 
 @app.command("import-images")

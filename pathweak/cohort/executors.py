@@ -38,13 +38,15 @@ class LocalExecutor:
                     yield task, None, exc
             return
         if self._pool is None:
-            pinning: dict[str, Any] = {}
+            from .._atomic import owner_args
+
+            pin: tuple[Any, ...] = ()
             if self.devices:
                 from ..features.devices import local_pool_initializer
 
-                initializer, initargs = local_pool_initializer(self.devices, self.workers, self._context())
-                pinning = {"initializer": initializer, "initargs": initargs}
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), **pinning)
+                pin = local_pool_initializer(self.devices, self.workers, self._context())
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), initializer=_init_worker,
+                                             initargs=(owner_args(), pin))
         futures = {self._pool.submit(fn, *task): task for task in tasks}
         for fut in as_completed(futures):
             exc = fut.exception()
@@ -101,3 +103,14 @@ def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None =
     if kind == "dask":
         return DaskExecutor(workers, scheduler, devices)
     raise ConfigError(f"unknown executor {kind!r}", fix="use --executor local or --executor dask")
+
+
+def _init_worker(owner: tuple[str, int, int], pin: tuple[Any, ...]) -> None:
+    """Pool-worker initializer: end with the run that started it, and take its device when ``pin`` (an
+    ``(initializer, initargs)`` pair from :func:`~pathweak.features.devices.local_pool_initializer`) is set."""
+    from .._atomic import exit_with_owner
+
+    exit_with_owner(*owner)
+    if pin:
+        initializer, initargs = pin
+        initializer(*initargs)

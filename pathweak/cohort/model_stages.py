@@ -8,13 +8,14 @@ import csv
 import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_file
 from .._provenance import cache_key
 from ..errors import ConfigError, PathweakError
-from .locks import output_lock
+from ..store.build import build_once
 from .report import StageReport
 from .spec import CohortSpec, Slide, train_config
 from .stamps import read_stamp, stamp_path, write_stamp
@@ -51,24 +52,26 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
     features = feature_stores(slides, state)
     labelled = [s for s in slides if s.label and s.slide_id in features]
     rows = [[s.slide_id, s.patient_id, s.label, *([s.split or ""] if _has_split(labelled) else [])] for s in labelled]
-    key = cache_key(cfg=repr(cfg), labels=rows, features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled})
+    key = cache_key(cfg=asdict(cfg), labels=rows, features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled})
     out = model_dir(spec)
     try:
         if not labelled:
             raise ConfigError("no labelled slide has features to train on", path=spec.manifest,
                               fix="fill in the manifest's label column, or run with --stages tile,extract")
-        if read_stamp(spec.out, "train", key):
-            report.skipped.append("model")
-        else:
+        def build() -> bool:
             labels = spec.out / "labels.csv"
             with atomic_file(labels, "w", newline="") as fh:
                 w = csv.writer(fh)
                 w.writerow(["slide_id", "patient_id", "label", *(["split"] if _has_split(labelled) else [])])
                 w.writerows(rows)
-            with output_lock(out):
-                train_cohort([features[s.slide_id] for s in labelled], labels, out, cfg, progress=progress)
+            train_cohort([features[s.slide_id] for s in labelled], labels, out, cfg, progress=progress)
             write_stamp(spec.out, "train", key, [out / "run.json"], run=_file_hash(out / "run.json"))
+            return True
+
+        if build_once(out, lambda: read_stamp(spec.out, "train", key) is not None, build):
             report.done.append("model")
+        else:
+            report.skipped.append("model")
         report.outputs.update(model=str(out), metrics=str(out / "run.json"), cv_predictions=str(out / "predictions.csv"),
                               metrics_text=metrics_table(out / "run.json"))
     except PathweakError as exc:
@@ -90,13 +93,16 @@ def predict_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, prog
         if not run.exists():
             raise ConfigError("no trained model to predict with", path=run.parent, fix="run the train stage first")
         key = cache_key(run=_file_hash(run), features={sid: _feature_key(p) for sid, p in sorted(features.items())})
-        done = read_stamp(spec.out, "predict", key)
+        def build() -> list[Any]:
+            preds = predict_slides(run.parent, list(features.values()), spec.out, name=out.name, progress=progress)
+            write_stamp(spec.out, "predict", key, [p.results for p in preds] + [out / "predictions.csv"])
+            return preds
+
+        preds = build_once(out, lambda: read_stamp(spec.out, "predict", key) is not None, build)
+        done = preds is None
         if done:
             report.skipped.extend(features)
         else:
-            with output_lock(out):
-                preds = predict_slides(run.parent, list(features.values()), spec.out, name=out.name, progress=progress)
-            write_stamp(spec.out, "predict", key, [p.results for p in preds] + [out / "predictions.csv"])
             report.done.extend(p.slide_id for p in preds)
         for sid in features:
             state.record(sid, "predict", {"status": "skipped" if done else "done", "output": str(out / f"{sid}.zarr")})

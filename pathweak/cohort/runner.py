@@ -7,11 +7,12 @@ import json
 import time
 from typing import Any
 
-from .._atomic import sweep_partials
+from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError, PathweakError
 from ..progress import progress_bar
+from ..store.build import build_once
+from ..store.result import failure_text
 from .executors import make_executor
-from .locks import output_lock
 from .model_stages import predict_stage, train_stage
 from .report import CohortReport, StageReport
 from .spec import STAGES, CohortSpec, Slide
@@ -96,7 +97,7 @@ def _per_slide(stage: str, slides: list[Slide], spec: CohortSpec, state: StateSt
     with progress_bar(len(slides), f"{stage}", progress, unit="slides") as advance:
         for (stage_name, slide, _spec), result, exc in pool.run(run_slide_stage, [(stage, s, spec) for s in slides]):
             if exc is not None:  # the worker itself died (killed, out of memory)
-                result = {"status": "failed", "error": f"{slide.slide_id}: worker failed: {type(exc).__name__}: {exc}"}
+                result = {"status": "failed", "error": failure_text(f"{slide.slide_id}: worker failed", exc)}
             state.record(slide.slide_id, stage, result)
             {"done": report.done, "skipped": report.skipped}.get(result["status"], []).append(slide.slide_id)
             if result["status"] == "failed":
@@ -125,22 +126,34 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
             values[key] = tuple(values[key])
     cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
     stores = [tile_store_path(spec, s) for s in slides]
+    from dataclasses import asdict
+
     from ..tiling.store import read_attrs
 
-    key = cache_key(cfg=repr(cfg), stores=sorted((read_attrs(p) or {}).get("cache_key", "") for p in stores))
+    key = cache_key(cfg=asdict(cfg), stores=sorted((read_attrs(p) or {}).get("cache_key", "") for p in stores))
     meta_path = out / "encoder.json"
+
+    def current() -> bool:
+        try:
+            return json.loads(meta_path.read_text()).get("cohort_key") == key
+        except (OSError, ValueError):
+            return False
+
+    def build() -> bool:
+        pretrain(stores, out, cfg, resume=True, progress=progress)
+        meta = json.loads(meta_path.read_text())
+        meta["cohort_key"] = key
+        with atomic_file(meta_path) as fh:
+            fh.write(json.dumps(meta, indent=2, default=str))
+        return True
+
     try:
-        if meta_path.exists() and json.loads(meta_path.read_text()).get("cohort_key") == key:
-            report.skipped.append("encoder")
-        else:
-            with output_lock(out):
-                pretrain(stores, out, cfg, resume=True, progress=progress)
-                meta = json.loads(meta_path.read_text())
-                meta["cohort_key"] = key
-                tmp = meta_path.with_name(".encoder.json.tmp")
-                tmp.write_text(json.dumps(meta, indent=2, default=str))
-                tmp.replace(meta_path)
+        # checked again under the lock: a second run that waited for the first one skips, instead of
+        # pretraining again and replacing the encoder the first run's features were made with
+        if build_once(out, current, build):
             report.done.append("encoder")
+        else:
+            report.skipped.append("encoder")
         report.outputs["encoder"] = f"pathweak:{out}"
     except PathweakError as exc:
         report.failed["encoder"] = str(exc)

@@ -48,7 +48,14 @@ class StateStore:
         return SlideState(slide_id, {k: StageRecord(**v) for k, v in data.get("stages", {}).items()})
 
     def record(self, slide_id: str, stage: str, result: dict[str, Any]) -> SlideState:
-        """Store one stage's outcome (``status``, ``output``, ``seconds``, ``error``)."""
+        """Store one stage's outcome (``status``, ``output``, ``seconds``, ``error``); under the slide's
+        state lock, so that two runs recording at once do not lose each other's stages."""
+        from ..store.locks import output_lock
+
+        with output_lock(self.path(slide_id)):
+            return self._record(slide_id, stage, result)
+
+    def _record(self, slide_id: str, stage: str, result: dict[str, Any]) -> SlideState:
         state = self.load(slide_id)
         previous = state.stages.get(stage)
         attempts = (previous.attempts + 1) if previous and previous.status == "failed" else 1

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PathweakError
+from ..store.build import build_once
+from ..store.result import failure_text
 from .locks import output_lock
 from .spec import CohortSpec, Slide
 
@@ -23,7 +25,7 @@ def run_slide_stage(stage: str, slide: Slide, spec: CohortSpec) -> dict[str, Any
     except PathweakError as exc:
         result = {"status": "failed", "error": str(exc)}
     except Exception as exc:  # reported per slide; the cohort goes on
-        result = {"status": "failed", "error": f"{slide.path}: {type(exc).__name__}: {exc}"}
+        result = {"status": "failed", "error": failure_text(slide.path, exc)}
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -82,15 +84,26 @@ def _heatmaps(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     if not results.exists():
         return {"status": "failed", "error": f"{results}: no predictions for this slide. Run the predict stage first."}
     formats, options = heatmap_settings(spec)
-    key = cache_key(predictions=predict_key(spec), formats=formats, options=repr(options))
+    key = cache_key(predictions=predict_key(spec), formats=formats, options=_settings(options))
     out = spec.out / "heatmaps" / slide.slide_id
     name = f"heatmaps/{slide.slide_id}"
-    if read_stamp(spec.out, name, key):
-        return {"status": "skipped", "output": str(out)}
-    with output_lock(out):
+
+    def build() -> list[Path]:
         files = write_heatmaps(results, out, formats, options)
-    write_stamp(spec.out, name, key, files)
+        write_stamp(spec.out, name, key, files)
+        return files
+
+    files = build_once(out, lambda: read_stamp(spec.out, name, key) is not None, build)
+    if files is None:
+        return {"status": "skipped", "output": str(out)}
     return {"status": "done", "output": str(out), "files": [str(f) for f in files]}
+
+
+def _settings(options: Any) -> Any:
+    """Settings as plain data for a cache key (a dataclass's fields, never its repr)."""
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(options) if is_dataclass(options) and not isinstance(options, type) else options
 
 
 _STAGES = {"tile": _tile, "extract": _extract, "heatmaps": _heatmaps}

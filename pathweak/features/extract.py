@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import missing_dirs, partial_path, remove_if_empty, swap_into_place, sweep_partials
+from .._atomic import missing_dirs, remove_if_empty, sweep_partials
 from ..errors import ConfigError, PathweakError
 from ..progress import progress_bar
-from ..tiling.store import TileStore, mark_complete, read_attrs
+from ..store import StageResult, begin, commit, current_store, discard, failure_text
+from ..tiling.store import TileStore
 from .h5 import export_h5
 from .store import FORMAT_VERSION, CHUNK_ROWS, FeatureStore, create_feature_store, feature_store_path
 
@@ -27,7 +28,7 @@ LOADER_BATCH = 256  # tiles decoded per loader item
 
 
 @dataclass
-class ExtractResult:
+class ExtractResult(StageResult):
     """What happened to one TileStore."""
 
     tile_store: str
@@ -127,9 +128,8 @@ def _extract_one(
     enc.check_tiles(tile_store.holds_3d_patches, tile_store.tile_shape, str(tile_store.path))
     final = feature_store_path(out_dir, enc.encoder_id, tile_store.slide_id)
     key = feature_cache_key(tile_store, enc.info)
-    existing = read_attrs(final)
     h5_path = Path(out_dir) / "h5_files" / enc.encoder_id / f"{tile_store.slide_id}.h5"
-    if not force and existing and existing.get("complete") and existing.get("cache_key") == key:
+    if current_store(final, key, force):
         if export and not h5_path.exists():
             export_h5(FeatureStore.open(final), h5_path)
         advance(len(tile_store))
@@ -147,10 +147,9 @@ def _extract_one(
         n = len(coords)
         attrs.update(n_tiles=n, tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell),
                                         "tiles": len(tile_store)})
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(final)
+    tmp = begin(final)
     try:
-        feats = create_feature_store(tmp, n, dim, coords, attrs, grid=grid)
+        feats = create_feature_store(tmp, n, dim, coords, attrs, grid=grid, source=tile_store.source)
         buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
         filled, row0 = 0, 0
         from .decode import device_batches
@@ -168,12 +167,9 @@ def _extract_one(
             advance(len(tiles))
         if row0 != n:
             raise PathweakError(f"embedded {row0} of {n} rows", path=tile_store.path)
-        mark_complete(tmp)
-        swap_into_place(tmp, final)
+        commit(tmp, final, store=True)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         raise
     h5 = str(export_h5(FeatureStore.open(final), h5_path)) if export else None
     return ExtractResult(str(tile_store.path), tile_store.slide_id, "extracted", str(final), n,
@@ -273,5 +269,5 @@ def _attrs(tile_store: TileStore, enc: Any, key: str) -> dict[str, Any]:
 
 
 def _failed(path: str, slide_id: str, exc: BaseException, started: float) -> ExtractResult:
-    text = str(exc) if isinstance(exc, PathweakError) else f"{path}: {type(exc).__name__}: {exc}"
-    return ExtractResult(path, slide_id, "failed", seconds=time.perf_counter() - started, error=text, exception=exc)
+    return ExtractResult(path, slide_id, "failed", seconds=time.perf_counter() - started, error=failure_text(path, exc),
+                         exception=exc)

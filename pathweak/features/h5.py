@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,11 @@ def export_h5(store: FeatureStore, out_path: str | Path) -> Path:
     """
     import h5py
 
+    from .._atomic import atomic_path
+
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     geo = store.attrs["geometry"]
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=store.features.astype(np.float32))
             coords = f.create_dataset("coords", data=store.coords.astype(np.int64))
@@ -37,8 +36,4 @@ def export_h5(store: FeatureStore, out_path: str | Path) -> Path:
             coords.attrs["name"] = store.slide_id
             f.attrs["encoder"] = store.encoder_id
             f.attrs["pathweak_feature_store"] = str(store.path)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out_path

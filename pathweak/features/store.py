@@ -6,7 +6,8 @@ Layout (format 1), at ``<out>/features/<encoder_id>/<slide_id>.zarr``::
     coords    int64 (N, 2)                        level-0 top-left (x, y), copied from the TileStore
                                                   ((N, 3) (z, y, x) for volume patches)
     grid      int32 (N, 2), optional              token rows' cells on the slide's token grid
-    attrs: pathweak_format, kind="features", complete, cache_key, slide_id, n_tiles, embed_dim,
+    attrs: the store header (pathweak.store.header: kind="features", pathweak_format, complete,
+           cache_key, source, axes, rows, created, integrity), slide_id, n_tiles, embed_dim,
            encoder {name, encoder_id, embed_dim, img_size, mean, std, precision, weights, weights_hash},
            tile_store {path, cache_key}, geometry (patch size, level, downsample, mpp: for exports),
            tokens {pool, map, extent, tiles} (token rows only), versions, created
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
+from ..store.header import StoreHeader, header_attrs
+from ..store.open import open_store, read_array
 from ..tiling.store import find_stores, read_attrs
 
 FORMAT_VERSION = 1
@@ -54,25 +57,33 @@ def find_feature_stores(inputs: list[str | Path]) -> list[Path]:
 
 
 def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs: dict[str, Any],
-                         grid: np.ndarray | None = None) -> Any:
+                         grid: np.ndarray | None = None, source: str = "slide") -> Any:
     """Create the group with an empty ``features`` array; returns that array for chunked writes.
     ``grid`` (N, 2) int32 stores the rows' grid positions when coords alone cannot give them (token rows
-    inside tiles); without it readers derive them from coords."""
+    inside tiles); without it readers derive them from coords. ``source`` is the TileStore's source kind
+    (the header's); rows are tokens when ``attrs`` has ``tokens``. Every chunk carries a CRC32C."""
     import zarr
+    from zarr.codecs import Crc32cCodec, ZstdCodec
 
+    checked: dict[str, Any] = {"compressors": (ZstdCodec(), Crc32cCodec()), "config": {"write_empty_chunks": True}}
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     feats = group.create_array(
         "features", shape=(n, dim), dtype="float16", chunks=(max(1, min(CHUNK_ROWS, n)), dim),
-        dimension_names=("tile", "feature"),
+        dimension_names=("tile", "feature"), **checked,
     )
-    c = group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(max(1, len(coords)), 2))
+    c = group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(max(1, len(coords)), coords.shape[1]),
+                           **checked)
     if len(coords):
         c[...] = coords
     if grid is not None:
-        g = group.create_array("grid", shape=grid.shape, dtype="int32", chunks=(max(1, len(grid)), grid.shape[1]))
+        g = group.create_array("grid", shape=grid.shape, dtype="int32", chunks=(max(1, len(grid)), grid.shape[1]),
+                               **checked)
         if len(grid):
             g[...] = grid.astype(np.int32)
-    group.attrs.update({"pathweak_format": FORMAT_VERSION, "kind": KIND, "complete": False, **attrs})
+    axes = "zyx" if coords.ndim == 2 and coords.shape[1] == 3 else "xy"
+    header = header_attrs(KIND, FORMAT_VERSION, source="volume" if axes == "zyx" else source, axes=axes,
+                          rows="token" if "tokens" in attrs else "tile", cache_key=attrs.get("cache_key"))
+    group.attrs.update({**header, **attrs, "created": header["created"]})
     return feats
 
 
@@ -83,41 +94,34 @@ class FeatureStore:
         self.path = path
         self.attrs = attrs
 
+    header: StoreHeader
+
     @classmethod
     def open(cls, path: str | Path) -> FeatureStore:
-        path = Path(path)
-        attrs = read_attrs(path)
-        if attrs is None:
-            raise StoreError("no FeatureStore here", path=path, fix="run `pathweak extract` to create it")
-        if attrs.get("kind") != KIND:
-            raise StoreError(f"not a FeatureStore (kind={attrs.get('kind')!r})", path=path)
-        if attrs.get("pathweak_format") != FORMAT_VERSION:
-            raise StoreError(f"FeatureStore format {attrs.get('pathweak_format')} is not {FORMAT_VERSION}", path=path,
-                             fix="re-extract the features with this version of pathweak")
-        if not attrs.get("complete"):
-            raise StoreError("the FeatureStore is incomplete", path=path, fix="re-run `pathweak extract`; it redoes it")
-        return cls(path, attrs)
+        """Open a finished FeatureStore; a missing, incomplete, foreign, newer-format or damaged one
+        (arrays of other lengths, a missing chunk file) is a clear :class:`StoreError` naming the store."""
+        attrs = read_attrs(Path(path)) or {}
+        n = attrs.get("n_tiles")
+        arrays = ("features", "coords", *(("grid",) if (Path(path) / "grid" / "zarr.json").exists() else ()))
+        opened = open_store(path, KIND, arrays, rows={"n_tiles": int(n)} if isinstance(n, int) else None)
+        store = cls(opened.path, opened.attrs)
+        store.header = opened.header
+        return store
 
     @cached_property
     def features(self) -> np.ndarray:
         """All features as float16 (N, D)."""
-        import zarr
-
-        return np.asarray(zarr.open_array(str(self.path / "features"), mode="r")[...])
+        return read_array(self.path, "features", KIND)
 
     @cached_property
     def coords(self) -> np.ndarray:
-        import zarr
-
-        return np.asarray(zarr.open_array(str(self.path / "coords"), mode="r")[...])
+        return read_array(self.path, "coords", KIND)
 
     def grid_positions(self) -> np.ndarray:
         """Grid position of each row, int32: the stored ``grid`` (token rows), else derived from coords
         (:func:`pathweak.features.bank.grid_positions`)."""
-        import zarr
-
         if (self.path / "grid" / "zarr.json").exists():
-            return np.asarray(zarr.open_array(str(self.path / "grid"), mode="r")[...], np.int32)
+            return read_array(self.path, "grid", KIND).astype(np.int32)
         from .bank import grid_positions
 
         return grid_positions(self.coords)
@@ -125,9 +129,9 @@ class FeatureStore:
     @property
     def coord_dims(self) -> int:
         """2 for slide tiles' (x, y) coords, 3 for volume patches' (z, y, x) (read from metadata only)."""
-        import zarr
+        from ..store.open import array_meta
 
-        return int(zarr.open_array(str(self.path / "coords"), mode="r").shape[1])
+        return int(array_meta(self.path, "coords", KIND)["shape"][1])
 
     @property
     def slide_id(self) -> str:

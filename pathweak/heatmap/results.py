@@ -5,7 +5,8 @@ Results store (format 1, see docs/results_format.md)::
     <name>.zarr/
       coords          int64 (N, 2)   level-0 top-left (x, y) of each tile, in the TileStore's order
       scores/<name>   float32 (N,)   one array per score (attention, probability, pseudo-label...)
-      attrs: pathweak_format=1, kind="results", complete, slide_id, tile_store (path), created
+      attrs: the store header (pathweak.store.header: kind="results", pathweak_format=1, complete,
+             source, axes, rows, created, integrity), slide_id, tile_store (path)
 
 CSV: a header row with ``x`` and ``y`` (level-0 top-left) and one column per score.
 """
@@ -13,15 +14,17 @@ CSV: a header row with ``x`` and ``y`` (level-0 top-left) and one column per sco
 from __future__ import annotations
 
 import csv
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file, partial_path, swap_into_place
-from ..errors import ConfigError, StoreError
+from .._atomic import atomic_file
+from ..errors import ConfigError
+from ..store.build import building
+from ..store.header import header_attrs
+from ..store.open import damaged, open_store, read_array
 
 FORMAT_VERSION = 1
 KIND = "results"
@@ -58,50 +61,44 @@ def write_results(
     if coords.ndim != 2 or coords.shape[1] not in (2, 3):
         raise ConfigError(f"coords must have shape (N, 2) for slides or (N, 3) for volumes, got {coords.shape}", path=path)
     table = _check_scores(scores, len(coords), path)
-    tmp = partial_path(path)
-    try:
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    from ..tiling.store import read_attrs
+
+    checked: dict[str, Any] = {"compressors": (ZstdCodec(), Crc32cCodec()), "config": {"write_empty_chunks": True}}
+    axes = "zyx" if coords.shape[1] == 3 else "xy"
+    source = "volume" if axes == "zyx" else _source_of(read_attrs(Path(tile_store)), path)
+    extra = dict(attrs or {})
+    rows = "token" if extra.get("extent") is not None or extra.get("rows") == "token" else "tile"
+    with building(path, store=True) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        group.create_array("coords", data=coords, chunks=(max(1, min(len(coords), 65536)), coords.shape[1]))
+        group.create_array("coords", data=coords, chunks=(max(1, min(len(coords), 65536)), coords.shape[1]), **checked)
         sub = group.create_group("scores")
         for name, values in table.items():
-            sub.create_array(name, data=values, chunks=(max(1, min(len(values), 65536)),))
-        from datetime import datetime, timezone
-
-        group.attrs.update({
-            "pathweak_format": FORMAT_VERSION, "kind": KIND, "slide_id": slide_id,
-            "tile_store": str(tile_store), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **(attrs or {}),
-        })
-        group.attrs["complete"] = True
-        swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            sub.create_array(name, data=values, chunks=(max(1, min(len(values), 65536)),), **checked)
+        header = header_attrs(KIND, FORMAT_VERSION, source=source, axes=axes, rows=rows)
+        group.attrs.update({**header, "slide_id": slide_id, "tile_store": str(tile_store), **extra,
+                            "created": header["created"]})
     return path
+
+
+def _source_of(tile_store_attrs: dict[str, Any] | None, path: Path) -> str:
+    from ..store.header import source_of
+
+    return source_of(tile_store_attrs) if tile_store_attrs else "slide"
 
 
 def read_results(path: str | Path) -> ScoreTable:
     """Open a results store; a missing, incomplete or foreign one is a clear error."""
-    import zarr
-
-    from ..tiling.store import read_attrs
-
     path = Path(path)
-    attrs = read_attrs(path)
-    if attrs is None:
-        raise StoreError("no results store here", path=path, fix="check the path, or pass a CSV with x, y and score columns")
-    if attrs.get("kind", KIND) != KIND:
-        raise StoreError(f"not a results store (kind={attrs.get('kind')!r})", path=path)
-    if attrs.get("pathweak_format", FORMAT_VERSION) != FORMAT_VERSION:
-        raise StoreError(f"results format {attrs.get('pathweak_format')} is not {FORMAT_VERSION}", path=path,
-                         fix="re-run the step that wrote it with this version of pathweak")
-    if attrs.get("complete") is False:
-        raise StoreError("the results store is incomplete", path=path, fix="re-run the step that wrote it")
-    group = zarr.open_group(str(path), mode="r")
-    if "coords" not in group or "scores" not in group:
-        raise StoreError("the results store has no coords or no scores group", path=path)
-    coords = np.asarray(group["coords"][...])
-    scores = {name: np.asarray(arr[...]) for name, arr in sorted(group["scores"].arrays())}
+    scores_dir = path / "scores"
+    names = sorted(p.name for p in scores_dir.iterdir() if (p / "zarr.json").exists()) if scores_dir.is_dir() else []
+    opened = open_store(path, KIND, ("coords", *(f"scores/{n}" for n in names)))
+    if not names:
+        raise damaged(path, KIND, "it has no scores")
+    attrs = opened.attrs
+    coords = read_array(path, "coords", KIND)
+    scores = {name: read_array(path, f"scores/{name}", KIND) for name in names}
     tile_store = attrs.get("tile_store")
     if tile_store is not None:
         tile_store = Path(tile_store)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError, UnsupportedSlideError
+from ..store.header import read_header
 from ..tiling.store import TileStore, read_attrs
 from .results import ScoreTable, read_results, read_scores_csv
 
@@ -114,7 +115,7 @@ def open_tile_store(path: str | Path) -> TileStore:
 def _check_slide_store(attrs: dict[str, Any], path: str | Path) -> None:
     """Exports need the tiles of a 2D slide: not a volume, not a store of separate images."""
     refuse_volume(attrs, None, path)
-    if (attrs.get("slide") or {}).get("source") == "images":
+    if read_header(attrs).source == "images":
         raise ConfigError("this TileStore holds separate images, not the tiles of a slide, so there is no "
                           "slide to lay scores on", path=path, fix="use the TileStore of a tiled slide")
 
@@ -122,8 +123,8 @@ def _check_slide_store(attrs: dict[str, Any], path: str | Path) -> None:
 def refuse_volume(attrs: dict[str, Any], coords: np.ndarray | None, path: str | Path | None) -> None:
     """The dispatch point for 3D volumes: their score maps are NIfTI volumes with the source affine,
     written by :func:`pathweak.volumes.scores_to_nifti`, not slide rasters or QuPath objects."""
-    is_volume = "volume" in attrs or (coords is not None and coords.ndim == 2 and coords.shape[1] == 3)
-    if is_volume:
+    columns = coords.shape[1] if coords is not None and coords.ndim == 2 else None
+    if read_header(attrs, columns).source == "volume":
         raise UnsupportedSlideError(
             "heatmaps and QuPath exports are for 2D slides; this is a 3D volume store",
             path=path, fix="write a NIfTI heatmap: pathweak export RESULTS -f nifti -o heat.nii.gz (Python: pathweak.volumes.results_to_nifti)",

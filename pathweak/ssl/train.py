@@ -4,7 +4,6 @@ selection by RankMe; writes ``encoder.safetensors`` + ``encoder.json`` for ``pat
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,15 +121,16 @@ def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: 
 
     from safetensors.torch import save_file
 
+    from .._atomic import atomic_file, atomic_path
+
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
     from .lora import merge_lora
     from .module import backbone_kwargs
 
     encoder = merge_lora(copy.deepcopy(module.encoder)).cpu()
     state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = out / f".encoder.safetensors.{os.getpid()}.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, out / "encoder.safetensors")
+    with atomic_path(out / "encoder.safetensors") as tmp:
+        save_file(state, str(tmp))
     config = {
         "format": "pathweak-encoder/1",
         "run_name": out.name,
@@ -157,9 +157,8 @@ def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: 
             "versions": _provenance.versions("torch", "timm", "lightning"),
         },
     }
-    tmp_json = out / f".encoder.json.{os.getpid()}.tmp"
-    tmp_json.write_text(json.dumps(config, indent=2, default=str))
-    os.replace(tmp_json, out / "encoder.json")
+    with atomic_file(out / "encoder.json") as fh:
+        fh.write(json.dumps(config, indent=2, default=str))
 
 
 def _initial_weights(cfg: SSLConfig) -> dict[str, Any] | None:

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import ensure_replaceable, partial_path, swap_into_place
+from .._atomic import ensure_replaceable
+from ..store import build as lifecycle
 from ..config import StoreSpec, as_dict
 from ..errors import ConfigError, SlideFormatError
 from ..progress import progress_bar
 from .codecs import encoder_for
 from .shards import shard_key, write_shard
-from .store import FORMAT_VERSION, TileStore, create_store, mark_complete, read_attrs, shard_tiles_of
+from .store import FORMAT_VERSION, TileStore, create_store, shard_tiles_of
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -44,8 +45,7 @@ def images_to_store(
         format=FORMAT_VERSION, images=[(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths],
         patch_px=patch_px, store=as_dict(store), mpp=mpp,
     )
-    existing = read_attrs(out_path)
-    if not force and existing and existing.get("complete") and existing.get("cache_key") == key:
+    if lifecycle.current_store(out_path, key, force) is not None:
         return TileStore.open(out_path)
     ensure_replaceable(out_path, "zarr.json", "a TileStore")
     n = len(paths)
@@ -66,11 +66,10 @@ def images_to_store(
     }
     coords = np.column_stack([np.zeros(n), np.arange(n) * patch_px]).astype(np.int64)
     grid = np.column_stack([np.arange(n), np.zeros(n)]).astype(np.int32)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out_path)
+    tmp = lifecycle.begin(out_path)
     try:
         create_store(tmp, n, patch_px, store, {"coords": coords, "grid_index": grid,
-                                               "tissue_fraction": np.ones(n, np.float32)}, attrs)
+                                               "tissue_fraction": np.ones(n, np.float32)}, attrs, source="images")
         slots = shard_tiles_of(tmp)
         encode = encoder_for(store)
         with progress_bar(n, f"importing {out_path.stem}", progress) as advance:
@@ -78,12 +77,9 @@ def images_to_store(
                 batch = [load_square(p, patch_px, cv2) for p in paths[start : start + slots]]
                 write_shard(shard_key(tmp / "tiles", shard, 4), [encode(t) for t in batch], slots)
                 advance(len(batch))
-        mark_complete(tmp)
-        swap_into_place(tmp, out_path, "zarr.json", "a TileStore")
+        lifecycle.commit(tmp, out_path, store=True, marker="zarr.json", what="a TileStore")
     except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        lifecycle.discard(tmp)
         raise
     return TileStore.open(out_path)
 

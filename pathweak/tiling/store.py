@@ -9,7 +9,8 @@ Layout (format 1)::
       tiles           uint8 (N, T, T, 3), inner chunk = 1 tile (JPEG 4:4:4 or zstd), shards of S tiles
       tissue_mask     uint8 (h, w)   thumbnail-scale tissue mask (1 = tissue)
       thumbnail       uint8 (h, w, 3)
-      attrs: pathweak_format, kind="tiles", complete, cache_key, slide/mpp/tile/tissue/storage/versions
+      attrs: the store header (pathweak.store.header: kind="tiles", pathweak_format, complete, cache_key,
+             source, axes, rows, created, integrity), slide/mpp/tile/tissue/storage/versions
 
 Volume stores (``attrs["volume"]`` present) use the same layout with (z, y, x) ``coords``: 3D patches
 (``tiles`` uint8 (N, D, H, W), zstd) or 2D slice patches (RGB, as above); see docs/tilestore_format.md.
@@ -25,9 +26,13 @@ from typing import Any
 import numpy as np
 
 from ..config import StoreSpec
-from ..errors import StoreError
+from ..errors import StoreError, reason
+from ..store import build as _build
+from ..store.header import StoreHeader, header_attrs, read_header
+from ..store.open import array_meta, damaged, open_store, read_array
+from ..store.open import read_attrs as read_attrs
 from . import codecs
-from .shards import ShardReader, shard_key
+from .shards import ShardError, ShardReader, shard_key
 
 FORMAT_VERSION = 1
 KIND = "tiles"
@@ -43,15 +48,17 @@ def create_store(
     tile_shape: tuple[int, ...] | None = None,
     fill_value: int = 255,
     dimension_names: tuple[str, ...] = ("tile", "y", "x", "rgb"),
+    source: str = "slide",
 ) -> None:
     """Create the group, the empty ``tiles`` array and the small arrays of a TileStore at ``path``.
 
     ``tile_shape`` is the shape of one tile (default RGB ``(tile_px, tile_px, 3)``; a 3D volume patch
     is ``(D, H, W)`` and must be stored losslessly). The tile data itself is written shard by shard
-    (:func:`pathweak.tiling.shards.write_shard`).
+    (:func:`pathweak.tiling.shards.write_shard`). ``source`` ("slide", "volume", "images") goes into
+    the store header; every chunk carries a CRC32C.
     """
     import zarr
-    from zarr.codecs import BytesCodec, ZstdCodec
+    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     shard = max(1, min(spec.shard_tiles, max(n_tiles, 1)))
@@ -60,9 +67,9 @@ def create_store(
         raise ValueError(f"JPEG stores RGB tiles only, not tiles of shape {tile_shape}")
     if spec.compression == "jpeg":
         serializer: Any = codecs.JpegCodec(quality=spec.jpeg_quality)
-        compressors: Any = None
+        compressors: Any = (Crc32cCodec(),)
     else:
-        serializer, compressors = BytesCodec(), ZstdCodec(level=codecs.ZSTD_LEVEL)
+        serializer, compressors = BytesCodec(), (ZstdCodec(level=codecs.ZSTD_LEVEL), Crc32cCodec())
     group.create_array(
         "tiles",
         shape=(n_tiles, *tile_shape),
@@ -76,36 +83,24 @@ def create_store(
     )
     for name, data in arrays.items():
         chunks = (min(max(len(data), 1), 65536),) + data.shape[1:] if name not in ("tissue_mask", "thumbnail") else None
-        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto")
+        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto",
+                                 compressors=(ZstdCodec(), Crc32cCodec()), config={"write_empty_chunks": True})
         if data.size:
             arr[...] = data
-    group.attrs.update({"pathweak_format": FORMAT_VERSION, "kind": KIND, "complete": False, **attrs})
+    header = header_attrs(KIND, FORMAT_VERSION, source=source, axes="zyx" if source == "volume" else "xy",
+                          cache_key=attrs.get("cache_key"))
+    group.attrs.update({**header, **attrs, "created": header["created"]})
 
 
 def shard_tiles_of(path: Path) -> int:
     """Tiles per shard of the store at ``path`` (read from its ``tiles`` metadata)."""
-    import json
-
-    meta = json.loads((Path(path) / "tiles" / "zarr.json").read_text())
+    meta = array_meta(Path(path), "tiles", KIND)
     return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
 
 
-def mark_complete(path: Path) -> None:
-    """Flag the store as finished (done last, before it is renamed into place)."""
-    import zarr
+mark_complete = _build.mark_complete
 
-    zarr.open_group(str(path), mode="r+").attrs["complete"] = True
-
-
-def read_attrs(path: Path) -> dict[str, Any] | None:
-    """The group attributes of a store, or None when there is no readable group at ``path``."""
-    import json
-
-    try:
-        meta = json.loads((Path(path) / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("attributes", {})
+ARRAYS = ("coords", "grid_index", "tissue_fraction", "tiles")
 
 
 class TileStore:
@@ -124,28 +119,29 @@ class TileStore:
 
     @classmethod
     def open(cls, path: str | Path) -> TileStore:
-        """Open a finished store; an incomplete, foreign or newer-format one is a clear error."""
-        path = Path(path)
-        attrs = read_attrs(path)
-        if attrs is None:
-            raise StoreError("no TileStore here", path=path, fix="run `pathweak tile` to create it")
-        if attrs.get("kind") != KIND:
-            raise StoreError(f"not a TileStore (kind={attrs.get('kind')!r})", path=path)
-        if attrs.get("pathweak_format") != FORMAT_VERSION:
-            raise StoreError(
-                f"TileStore format {attrs.get('pathweak_format')} is not {FORMAT_VERSION}",
-                path=path,
-                fix="re-tile the slide with this version of pathweak",
-            )
-        if not attrs.get("complete"):
-            raise StoreError("the TileStore is incomplete", path=path, fix="re-run `pathweak tile`; it redoes it")
-        return cls(path, attrs)
+        """Open a finished store; a missing, incomplete, foreign, newer-format or damaged one (arrays of
+        other lengths, a missing shard or chunk file, a shard whose index fails its checksum) is a
+        clear :class:`StoreError` naming the store."""
+        try:
+            n = int(read_attrs(Path(path))["tile"]["n_tiles"])  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            n = None
+        opened = open_store(path, KIND, ARRAYS, rows={"n_tiles": n} if n is not None else None)
+        store = cls(opened.path, opened.attrs)
+        store.header = opened.header
+        store.check_shards()
+        return store
+
+    header: StoreHeader
+
+    def check_shards(self) -> None:
+        """Every shard of ``tiles`` is present and its index passes its checksum (cheap: the index only)."""
+        for shard in range(-(-len(self) // self.shard_tiles)):
+            self._reader(shard)
 
     # -- small arrays ----------------------------------------------------------------------------
     def _array(self, name: str) -> np.ndarray:
-        import zarr
-
-        return np.asarray(zarr.open_array(str(self.path / name), mode="r")[...])
+        return read_array(self.path, name, KIND)
 
     @cached_property
     def coords(self) -> np.ndarray:
@@ -173,6 +169,18 @@ class TileStore:
         return self._array("label_fraction") if (self.path / "label_fraction").exists() else None
 
     @property
+    def source(self) -> str:
+        """What the tiles come from: "slide", "volume" or "images" (the store header's source kind)."""
+        return self._header.source
+
+    @property
+    def _header(self) -> StoreHeader:
+        header = getattr(self, "header", None)
+        if header is None:
+            header = self.header = read_header(self.attrs)
+        return header
+
+    @property
     def tiles(self) -> Any:
         """The ``tiles`` array through Zarr (generic, slower access)."""
         import zarr
@@ -195,13 +203,17 @@ class TileStore:
     @property
     def is_volume(self) -> bool:
         """True for a store tiled from a 3D volume (coords are (z, y, x) voxels; see attrs["volume"])."""
-        return "volume" in self.attrs
+        return self._header.source == "volume"
 
     @cached_property
     def _tiles_meta(self) -> dict[str, Any]:
-        import json
+        return array_meta(self.path, "tiles", KIND)
 
-        return json.loads((self.path / "tiles" / "zarr.json").read_text())
+    @cached_property
+    def chunk_crc(self) -> bool:
+        """True when every tile chunk ends with its CRC32C (stores written by the store layer)."""
+        inner = (self._tiles_meta.get("codecs") or [{}])[0].get("configuration", {}).get("codecs", [])
+        return any(c.get("name") == "crc32c" for c in inner)
 
     @property
     def tile_shape(self) -> tuple[int, ...]:
@@ -239,14 +251,18 @@ class TileStore:
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
             slots = (idx[where] % self.shard_tiles).tolist()
-            for pos, data in zip(where, self._reader(int(shard)).chunks(slots)):
+            try:
+                chunks = self._reader(int(shard)).chunks(slots)
+            except (ShardError, OSError) as exc:
+                raise damaged(self.path, KIND, reason(exc)) from None
+            for pos, data in zip(where, chunks):
                 out[pos] = self._decode(data, int(idx[pos]))
         return out
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.read_tiles([i])[0]
 
-    def _decode(self, data: bytes | None, index: int) -> np.ndarray:
+    def _decode(self, data: bytes | memoryview | None, index: int) -> np.ndarray:
         if data is None:
             return np.full(self.tile_shape, self._tiles_meta.get("fill_value", 255), np.uint8)
         try:
@@ -254,17 +270,18 @@ class TileStore:
                 return codecs.decode_jpeg(data)
             return codecs.decode_zstd(data, self.tile_shape)
         except Exception as exc:
-            raise StoreError(
-                f"tile {index} is damaged ({exc})", path=self.path, fix="delete the store and re-tile the slide"
-            ) from None
+            raise damaged(self.path, KIND, f"tile {index} cannot be decoded ({reason(exc)})") from None
 
     def _reader(self, shard: int) -> ShardReader:
         reader = self._readers.get(shard)
         if reader is None:
             path = shard_key(self.path / "tiles", shard, 4)
             if not path.exists():
-                raise StoreError(f"shard {shard} is missing", path=self.path, fix="delete the store and re-tile the slide")
-            reader = ShardReader(path, self.shard_tiles)
+                raise damaged(self.path, KIND, f"shard {shard} ({path.relative_to(self.path)}) is missing")
+            try:
+                reader = ShardReader(path, self.shard_tiles, self.chunk_crc)
+            except (ShardError, OSError) as exc:
+                raise damaged(self.path, KIND, f"shard {shard}: {reason(exc)}") from None
             self._readers[shard] = reader
             while len(self._readers) > 8:
                 self._readers.popitem(last=False)[1].close()

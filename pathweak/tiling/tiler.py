@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import missing_dirs, partial_path, remove_if_empty, swap_into_place, sweep_partials
+from .._atomic import exit_with_owner, missing_dirs, owner_args, remove_if_empty, sweep_partials
 from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
-from ..errors import ConfigError, PathweakError, SlideNotFoundError
+from ..errors import ConfigError, SlideNotFoundError
 from ..io import TiffTileReader, open_slide
 from ..io.base import Slide
 from ..progress import progress_bar
@@ -39,7 +38,9 @@ from ..tissue import segment_tissue
 from . import codecs
 from .grid import tile_grid
 from .shards import shard_key, write_shard
-from .store import FORMAT_VERSION, create_store, mark_complete, read_attrs
+from ..store import build as lifecycle
+from ..store.result import StageResult, failure_text
+from .store import FORMAT_VERSION, create_store, read_attrs
 
 if TYPE_CHECKING:
     from ..config import VolumeSpec
@@ -107,7 +108,7 @@ class TilePlan:
 
 
 @dataclass
-class TileResult:
+class TileResult(StageResult):
     """What happened to one slide."""
 
     slide: str
@@ -227,6 +228,7 @@ def tile_slides(
                                       None if label is None else Path(label), timepoint, force, workers, progress))
         return [done[(str(p), sid)] for p, sid in zip(paths, ids)]
     finally:
+        sweep_partials(tiles_dir)  # again: writers of a killed run that were still exiting at the start are gone now
         remove_if_empty(created)  # leave no empty output folders behind when nothing was written
 
 
@@ -246,7 +248,8 @@ def _tile_volumes(volumes: list[tuple[Path, str]], out_dir: Path, spec: VolumeSp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     done: dict[tuple[str, str], TileResult] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(volumes)), mp_context=_pool_context()) as pool, \
+    with ProcessPoolExecutor(max_workers=min(workers, len(volumes)), mp_context=_pool_context(),
+                             initializer=exit_with_owner, initargs=owner_args()) as pool, \
             progress_bar(len(volumes), "tiling volumes", progress, unit="volumes") as advance:
         futures = {pool.submit(tile_volume_job, p, sid, out_dir, spec, store, label, timepoint, force, False): (p, sid)
                    for p, sid in volumes}
@@ -327,7 +330,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
             )
 
         def up_to_date(key: str) -> bool:
-            return bool(not job.force and existing and existing.get("complete") and existing.get("cache_key") == key)
+            return lifecycle.current_store(job.final_path, key, job.force) is not None
 
         if fingerprint_future.done() and up_to_date(key_for(fingerprint_future.result())):
             return TilePlan(job=job, key="", n_tiles=int(existing["tile"]["n_tiles"]), skipped=True)  # type: ignore[index]
@@ -374,8 +377,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
             "versions": _provenance.versions("openslide-python", "openslide-bin", "tiffslide", "zarr", "simplejpeg"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        job.tiles_dir.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(job.final_path)
+        tmp = lifecycle.begin(job.final_path)
         try:
             create_store(
                 tmp, len(grid), job.tile.patch_px, job.store,
@@ -386,7 +388,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
                 attrs=attrs,
             )
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            lifecycle.discard(tmp)
             raise
         from .store import shard_tiles_of
 
@@ -435,14 +437,13 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Any = None) -> 
 def finish_tiling(plan: TilePlan) -> Path:
     """Step 3: flag the store complete and move it into place (replacing a stale store)."""
     assert plan.tmp is not None
-    mark_complete(Path(plan.tmp))
-    return swap_into_place(Path(plan.tmp), plan.job.final_path)
+    return lifecycle.commit(Path(plan.tmp), plan.job.final_path, store=True)
 
 
 def discard(plan: TilePlan | None) -> None:
     """Remove a plan's temporary store."""
     if plan is not None and plan.tmp:
-        shutil.rmtree(plan.tmp, ignore_errors=True)
+        lifecycle.discard(Path(plan.tmp))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -541,7 +542,7 @@ def _reader_name(slide: Slide, job: TileJob) -> str:
 
 def _fail(job: TileJob, exc: BaseException, started: float) -> TileResult:
     """A failed result; an unexpected error (not a PathweakError) is reported with its type too."""
-    text = str(exc) if isinstance(exc, PathweakError) else f"{job.slide}: {type(exc).__name__}: {exc}"
+    text = failure_text(job.slide, exc)
     return TileResult(
         job.slide, job.slide_id, "failed", seconds=time.perf_counter() - started, error=text, exception=exc
     )
@@ -581,7 +582,8 @@ def _run_pool(jobs: list[TileJob], workers: int, progress: bool) -> list[TileRes
     workers start, so a single large slide does not wait for the pool before its planning begins."""
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool, progress_bar(
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=exit_with_owner,
+                             initargs=owner_args()) as pool, progress_bar(
         0, "tiling", progress
     ) as advance:
         run = _PoolRun(pool, jobs, workers, advance)

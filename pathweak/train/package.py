@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._atomic import partial_path, swap_into_place
 from ..errors import ConfigError
 from ..heads import MILHead, create_head
+from ..store import build as lifecycle
 from .infer import BagPrediction, predict_bag
 
 FORMAT = "pathweak-mil-model/1"
@@ -67,7 +66,7 @@ def save_model(folder: str | Path, head: MILHead, *, task: str, classes: list[st
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    tmp = partial_path(folder)
+    tmp = lifecycle.begin(folder)
     try:
         tmp.mkdir(parents=True)
         save_file(state, str(tmp / "model.safetensors"))
@@ -89,9 +88,9 @@ def save_model(folder: str | Path, head: MILHead, *, task: str, classes: list[st
             "training": training or {},
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
-        swap_into_place(tmp, folder, "model.json", "a model")
+        lifecycle.commit(tmp, folder, marker="model.json", what="a model")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        lifecycle.discard(tmp)
         raise
     return folder
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import atomic_file, ensure_replaceable, partial_path, swap_into_place
+from .._atomic import atomic_file, ensure_replaceable
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
+from ..store import build as lifecycle
 from .config import TrainConfig
 from .fit import FitResult, fit_head
 from .labels import LabelTable, read_labels
@@ -68,7 +68,7 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
             raise ValueError("the bank's slides must be the labels file's, in its order")
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
     out = Path(out_dir)
-    tmp = partial_path(out)
+    tmp = lifecycle.begin(out)
     fits: list[FitResult] = []
     frames = []
     try:
@@ -87,9 +87,9 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
         (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-        swap_into_place(tmp, out, "run.json", "a training run")
+        lifecycle.commit(tmp, out, marker="run.json", what="a training run")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        lifecycle.discard(tmp)
         raise
     return TrainRun(out, summary, fits, predictions)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -87,13 +86,10 @@ def scores_to_nifti(store: TileStore | str | Path, scores: np.ndarray, out_path:
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
-    try:
+    from .._atomic import atomic_path
+
+    with atomic_path(out_path) as tmp:  # keeps the .nii/.nii.gz suffix nibabel chooses the format by
         nib.save(image, str(tmp))
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_path
 
 

@@ -6,7 +6,6 @@ renamed into place, content-keyed re-runs); see docs/tilestore_format.md for wha
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,12 +15,13 @@ import numpy as np
 
 from .. import _provenance
 from ..config import PLANES, StoreSpec, VolumeSpec, as_dict
-from ..errors import GeometryMismatchError, PathweakError, UnsupportedSlideError
+from ..errors import GeometryMismatchError, UnsupportedSlideError
 from ..progress import progress_bar
 from ..tiling import codecs
 from ..tiling.shards import shard_key, write_shard
-from .._atomic import partial_path, swap_into_place
-from ..tiling.store import FORMAT_VERSION, create_store, mark_complete, read_attrs, shard_tiles_of
+from ..store import build as lifecycle
+from ..store.result import failure_text
+from ..tiling.store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
 from .foreground import foreground_mask
 from .geometry import Grid, axcodes
 from .intensity import intensity_range, to_uint8
@@ -133,8 +133,9 @@ def tile_volume_job(path: Path, volume_id: str, out_dir: Path, spec: VolumeSpec,
             label=label_fp["content_hash"] if label_fp else None, spec=as_dict(spec), store=as_dict(store),
             timepoint=volume.timepoint,
         )
-        if not force and existing and existing.get("complete") and existing.get("cache_key") == key:
-            return TileResult(str(path), volume_id, "skipped", str(final), int(existing["tile"]["n_tiles"]))
+        current = lifecycle.current_store(final, key, force)
+        if current is not None:
+            return TileResult(str(path), volume_id, "skipped", str(final), int(current["tile"]["n_tiles"]))
         prepared = prepare_volume(volume, spec, label_volume)
         patches = patch_grid(prepared.grid.shape, spec)
         fraction = box_fractions(prepared.foreground, patches.starts, patches.extents)
@@ -142,22 +143,18 @@ def tile_volume_job(path: Path, volume_id: str, out_dir: Path, spec: VolumeSpec,
         patches, fraction = patches.select(keep), fraction[keep]
         arrays = _arrays(prepared, patches, fraction, spec)
         attrs = _attrs(volume, label_volume, prepared, patches, spec, store, key, fingerprint, label_fp, volume_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(final)
+        tmp = lifecycle.begin(final)
         tile_shape = spec.patch_shape if spec.mode == "3d" else (spec.patch_shape[1], spec.patch_shape[2], 3)
         names = ("tile", "z", "y", "x") if spec.mode == "3d" else ("tile", "y", "x", "rgb")
         create_store(tmp, len(patches), spec.patch_shape[1], store, arrays, attrs, tile_shape=tile_shape,
-                     fill_value=0, dimension_names=names)
+                     fill_value=0, dimension_names=names, source="volume")
         _write_tiles(tmp, prepared.data, patches, progress, volume_id)
-        mark_complete(tmp)
-        swap_into_place(tmp, final)
+        lifecycle.commit(tmp, final, store=True)
         return TileResult(str(path), volume_id, "tiled", str(final), len(patches), time.perf_counter() - started)
     except Exception as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        text = str(exc) if isinstance(exc, PathweakError) else f"{path}: {type(exc).__name__}: {exc}"
-        return TileResult(str(path), volume_id, "failed", seconds=time.perf_counter() - started, error=text,
-                          exception=exc)
+        lifecycle.discard(tmp)
+        return TileResult(str(path), volume_id, "failed", seconds=time.perf_counter() - started,
+                          error=failure_text(path, exc), exception=exc)
 
 
 def _write_tiles(tmp: Path, data: np.ndarray, patches: PatchGrid, progress: bool, name: str) -> None:
