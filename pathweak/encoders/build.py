@@ -108,8 +108,10 @@ def create_preset(name: str, weights: str | Path | None = None, **overrides: Any
     hub_config = _read_json(located.config) if located and located.config else None
     if hub_config is not None:
         _check_hub_config(preset, hub_config, located.config)  # type: ignore[union-attr]
-    with seeded(seed if seed is not None else 0):
-        net = build_network(preset, overrides, hub_config)
+    net = _empty_network(preset, overrides, hub_config) if located is not None else None
+    if net is None:
+        with seeded(seed if seed is not None else 0):
+            net = build_network(preset, overrides, hub_config)
     if located is not None:
         module = target_module(preset, net)
         state = hub_state_dict(preset, read_checkpoint(located.file), module, located.file)
@@ -128,6 +130,21 @@ def create_preset(name: str, weights: str | Path | None = None, **overrides: Any
                "kwargs": jsonable(extras)},
     )
     return Encoder(net, info).eval()
+
+
+def _empty_network(preset: Preset, overrides: dict[str, Any], hub_config: dict[str, Any] | None) -> Any:
+    """The network with uninitialised parameters (built on the meta device, then allocated), when every
+    tensor it holds is in its state dict, so that loading the checkpoint fills it all: skips a random
+    initialisation that the weights overwrite anyway (tens of seconds for a ViT-g on a CPU). None when the
+    network has non-persistent buffers (e.g. Swin's relative position index), which only init computes."""
+    import torch
+
+    with torch.device("meta"):
+        net = build_network(preset, overrides, hub_config)
+    saved = set(net.state_dict())
+    if any(name not in saved for name, _ in net.named_buffers()):
+        return None
+    return net.to_empty(device="cpu")
 
 
 def _dim_of(preset: Preset, rule: str) -> int:
