@@ -1,7 +1,11 @@
 """Feature-extraction throughput against the model's pure forward throughput on the same tiles, in the
 same run: does decoding (in loader workers) keep the model fed? Prints JSON.
 
-    python benchmarks/extract.py [--tiles 2048] [--encoder timm:vit_tiny_patch16_224] [--device auto]
+    python benchmarks/extract.py [--tiles 2048] [--encoder timm:vit_tiny_patch16_224 | PRESET] [--device auto]
+
+``--encoder`` takes any preset (``uni2-h``, ``virchow2``, ``h-optimus-0``, ...; see ``pathweak encoders
+list``) as well as a family name; ``--weights random`` (the default) measures the architecture with
+random weights, so no download is needed. ``--json-out FILE`` also writes the result there.
 
 Tiles: real LC25000 H&E tiles from ../shared/data/labeled (224 px) in a TileStore, or the generated
 sample cohort tiled when ../shared is absent. "forward" embeds the same tiles already decoded in memory
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-LC = HERE.parent.parent / "shared" / "data" / "labeled" / "lc25000_lung"
+LC = Path(os.environ.get("PATHWEAK_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "labeled" / "lc25000_lung"
 WORK = HERE / "_work" / "extract"
 
 
@@ -48,7 +53,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default benchmarks/_work/extract)")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result to this file")
     args = ap.parse_args()
+    global WORK
+    WORK = args.work or WORK
 
     import torch
 
@@ -90,7 +99,8 @@ def main() -> None:
     ext = float(np.median([r[1] for r in runs]))
     result = {
         "tiles": n, "tile_px": 224, "encoder": enc.encoder_id, "embed_dim": enc.embed_dim, "device": str(dev),
-        "precision": "bf16" if dev.type == "cuda" else "fp32", "loader_workers": args.workers,
+        "model_input": enc.info.img_size,
+        "precision": enc.info.precision if dev.type == "cuda" else "fp32", "loader_workers": args.workers,
         "torch_threads": torch.get_num_threads(),
         "forward_tiles_per_s": round(n / fwd, 1), "extract_tiles_per_s": round(n / ext, 1),
         "ratio": round(fwd / ext, 3), "runs_seconds": [[round(a, 2), round(b, 2)] for a, b in runs],
@@ -99,6 +109,9 @@ def main() -> None:
     result["met"] = result["ratio"] >= result["target"]
     shutil.rmtree(WORK / "out", ignore_errors=True)
     print(json.dumps(result, indent=2))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ and loaded for real under ``-m slow``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +18,6 @@ from torch import nn
 
 from pathweak.encoders import PRESETS, create_encoder, preset_rows
 from pathweak.encoders.build import build_network, hub_state_dict, target_module
-from pathweak.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -123,7 +123,7 @@ def create_preset(name: str, weights: str | Path | None = None, **overrides: Any
     info = EncoderInfo(
         name=preset.name,
         encoder_id=encoder_id("", preset.name, tag, {**jsonable(extras), "embedding": rule} if overrides else None),
-        embed_dim=dim, img_size=preset.img_size, mean=preset.mean, std=preset.std, precision=preset.precision,
+        embed_dim=dim, img_size=int(overrides.get("img_size", preset.img_size)), mean=preset.mean, std=preset.std, precision=preset.precision,
         weights=tag, weights_hash=weights_hash(tag), interpolation=preset.interpolation, crop_pct=preset.crop_pct,
         extra={"preset": preset.name, "embedding": rule, "mpp": preset.mpp, "patch_px": preset.patch_px,
                "licence": preset.licence, "repo": preset.repo, "weights_source": located.source if located else "random",
