@@ -92,8 +92,7 @@ def pretrain(
     RankMe on held-out tiles is exported as OUT/encoder.safetensors + encoder.json (use it as
     --encoder pathweak:OUT)."""
     from pathweak.config import load_yaml
-    from pathweak.ssl import SSLConfig
-    from pathweak.ssl import pretrain as run_pretrain
+    from pathweak.ssl import SSLConfig, pretrain as run_pretrain
     from pathweak.tiling.store import find_tile_stores
 
     values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
