@@ -186,7 +186,7 @@ HUB: dict[str, tuple[Callable[[], nn.Module], Callable[..., torch.Tensor], dict 
 def hub_layout(name: str, net: nn.Module) -> dict[str, Any]:
     """The state dict as the hub file holds it (CONCH: the whole CoCa under visual.*, text keys too)."""
     layout = HUB[name][3]
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach() for k, v in net.state_dict().items()}
     if layout == "conch":
         state = {f"visual.{k}": v for k, v in state.items()}
         state["visual.attn_pool_caption.query"] = torch.zeros(256, 512)

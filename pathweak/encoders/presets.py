@@ -134,7 +134,7 @@ _LIST = [
        {"model_type": "dinov2", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
         "patch_size": 16, "image_size": 224, "mlp_ratio": 4, "layerscale_value": 1e-5, "use_swiglu_ffn": False,
         "layer_norm_eps": 1e-6},
-       licence="Owkin non-commercial", repo="owkin/phikon-v2", files=("model.safetensors", "pytorch_model.bin"),
+       precision="fp32", licence="Owkin non-commercial", repo="owkin/phikon-v2", files=("model.safetensors", "pytorch_model.bin"),
        strip_prefixes=("dinov2.",), params_m=303),
     _p("gigapath", "Prov-GigaPath tile encoder (ViT-g, patch 16)", "timm", "vit_giant_patch14_dinov2", 1536, "cls",
        {"img_size": 224, "in_chans": 3, "patch_size": 16, "embed_dim": 1536, "depth": 40, "num_heads": 24,
@@ -168,8 +168,8 @@ for _size, _patch, _dim, _m in (("small", 8, 384, 22), ("small", 16, 384, 22), (
                     files=("model.safetensors",), params_m=_m))
 _LIST += [
     _p("kaiko-l14", "Kaiko ViT-L/14 (4 registers)", "timm", "vit_large_patch14_reg4_dinov2", 1024, "cls",
-       {"img_size": 224, "dynamic_img_size": True}, mean=HALF[0], std=HALF[1], licence="Kaiko non-commercial",
-       repo="1aurent/vit_large_patch14_reg4_224.kaiko_ai_towards_large_pathology_fms",
+       {"img_size": 224, "dynamic_img_size": True}, mean=HALF[0], std=HALF[1], precision="fp32",
+       licence="Kaiko non-commercial", repo="1aurent/vit_large_patch14_reg4_224.kaiko_ai_towards_large_pathology_fms",
        repo_aliases=("1aurent/vit_large_patch14_reg4_dinov2.kaiko_ai_towards_large_pathology_fms",),
        files=("model.safetensors",), params_m=304,
        notes="built at 224 (TRIDENT builds at 518 and feeds 224); a pos_embed for another grid is resampled once"),
@@ -198,3 +198,31 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
     "keep": {"repo": "Astaxanthin/KEEP", "why": "transformers remote code (a CLIP-style vision tower with its own projection head)"},
     "titan": {"repo": "MahmoodLab/TITAN", "why": "a slide encoder (remote code); its CONCH v1.5 tile tower is the conch-v1.5 preset"},
 }
+
+
+def markdown_table() -> str:
+    """The presets table of docs/encoders.md, generated from the records."""
+    stats = {IMAGENET[0]: "ImageNet", HALF[0]: "0.5/0.5", CLIP[0]: "OpenAI CLIP", HOPTIMUS[0]: "H-optimus",
+             LUNIT[0]: "Lunit"}
+    header = ("| preset | model | architecture | embedding (dim) | input | µm/px @ tile px | resize | mean/std | "
+              "precision (CUDA) | licence | gated | weights (hub repo: files) |")
+    lines = [header, "|---" * 12 + "|"]
+    for p in PRESETS.values():
+        resize = p.interpolation + (f", crop {p.crop_pct:g}" if p.crop_pct < 1 else "")
+        arch = ("transformers " if p.kind == "hf" else "timm ") + f"`{p.arch}`"
+        arch += {"conch": " + attentional pooler", "swin": " + ConvStem"}.get(p.kind, "")
+        if p.repo:
+            repo = f"`{p.repo}`" + (" (dataset)" if p.repo_type == "dataset" else "") + ": "
+            repo += ", ".join(f"`{f}`" for f in p.files)
+        else:
+            repo = "not on the hub: " + p.get
+        if p.repo_aliases:
+            repo += " (also found as " + ", ".join(f"`{a}`" for a in p.repo_aliases) + ")"
+        lines.append(f"| `{p.name}` | {p.title} | {arch} | {p.embedding} ({p.embed_dim}) | {p.img_size} | "
+                     f"{p.mpp:g} @ {p.patch_px} | {resize} | {stats.get(p.mean, 'custom')} | {p.precision} | "
+                     f"{p.licence} | {'yes' if p.gated else 'no'} | {repo} |")
+    lines += ["", "### Download commands", "", "```", *(p.download for p in PRESETS.values() if p.repo), "```", "",
+              "### Not supported", "", "| model | hub repo | why |", "|---|---|---|",
+              *(f"| {n} | `{u['repo']}` | {u['why']} |" for n, u in UNSUPPORTED.items())]
+    return "\n".join(lines)
+
