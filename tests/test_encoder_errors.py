@@ -82,6 +82,8 @@ def test_nothing_found_from_the_cli(hf_cache):
     assert result.exit_code == 2, result.output
     assert not (hf_cache.parent / "out").exists()
     assert "huggingface-cli download paige-ai/Virchow2" in result.output and "models--paige-ai--Virchow2" in result.output
+    table = CliRunner().invoke(app, ["encoders", "list"])
+    assert table.exit_code == 0 and "uni2-h" in table.output and "not supported" in table.output
     listed = CliRunner().invoke(app, ["encoders", "list", "--json"])
     assert listed.exit_code == 0
     rows = {r["name"]: r for r in json.loads(listed.output)["presets"]}
@@ -90,6 +92,8 @@ def test_nothing_found_from_the_cli(hf_cache):
     record = json.loads(info.output)
     assert record["crop_pct"] == 0.875 and record["kwargs"]["patch_size"] == 16 and record["found"] is None
     assert any("models--prov-gigapath--prov-gigapath" in p for p in record["looked"])
+    unsupported = CliRunner().invoke(app, ["encoders", "info", "hibou-l"])
+    assert unsupported.exit_code == 2 and "not supported" in unsupported.output
 
 
 def test_wrong_architecture_weights_are_an_error(hf_cache, tmp_path):
@@ -187,3 +191,12 @@ def test_preset_transform_crops_like_the_toolkits():
     x = enc.preprocess(tiles)
     centre = (tiles[:, 16:240, 16:240].permute(0, 3, 1, 2).float() / 255 - enc.mean) / enc.std
     assert x.shape == (1, 3, 224, 224) and torch.allclose(x, centre, atol=1e-5)
+
+
+def test_token_maps_of_presets():
+    enc = create_encoder("kaiko-s16", weights="random", img_size=32)
+    tiles = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8)
+    assert enc.token_map(tiles).shape == (1, 384, 2, 2)
+    for name in ("ctranspath", "phikon"):  # a Swin feature map and a transformers model: refused, not garbage
+        with pytest.raises(ConfigError, match="has no patch tokens"):
+            create_encoder(name, weights="random").require_tokens()

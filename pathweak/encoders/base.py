@@ -100,7 +100,8 @@ class Encoder(nn.Module):
     @property
     def has_tokens(self) -> bool:
         """Whether the backbone is a ViT whose patch tokens :meth:`token_map` can return."""
-        return hasattr(self.backbone, "patch_embed") and hasattr(self.backbone, "forward_features")
+        b = self.backbone  # a ViT: patch embedding, token sequence out, prefix tokens to skip (not a Swin's NHWC map)
+        return hasattr(b, "patch_embed") and hasattr(b, "forward_features") and hasattr(b, "num_prefix_tokens")
 
     def require_tokens(self) -> None:
         """Raise a clear error unless :meth:`token_map` applies (a ViT backbone)."""
