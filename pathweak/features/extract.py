@@ -3,7 +3,9 @@
 Worker processes of a DataLoader read and decode whole batches of tiles (the fast shard path of
 :class:`~pathweak.tiling.TileStore`) while the model runs in the main process; on CUDA the model runs
 in bf16 autocast and the batch size adapts (halving on out-of-memory). An up-to-date FeatureStore (same
-TileStore content, encoder weights and transform) is skipped.
+TileStore content, encoder weights and transform) is skipped. Several encoders share one pass over each
+TileStore (tiles read and decoded once, one FeatureStore per encoder); a TileStore far from a preset's
+expected resolution gets a warning in its results.
 """
 
 from __future__ import annotations
