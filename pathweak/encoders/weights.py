@@ -30,7 +30,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
             state: Any = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # memory-mapped: the tensors stay in the page cache until copied into the network
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) checkpoint cannot be mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise ConfigError(f"cannot read the weights ({exc})", path=path,
                           fix="pass a .safetensors, .pth or .bin state dict") from None
