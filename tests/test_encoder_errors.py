@@ -5,6 +5,7 @@ transformers install hint; and random initialisation leaving the process's rando
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -30,7 +31,8 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    return cache
+    yield cache
+    shutil.rmtree(tmp_path / "hf", ignore_errors=True)
 
 
 def small_state(name: str = "kaiko-s16") -> dict:

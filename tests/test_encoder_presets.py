@@ -8,7 +8,8 @@ and loaded for real under ``-m slow``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,13 +221,14 @@ def write_snapshot(cache: Path, name: str, state: dict[str, Any], config: dict |
 
 
 @pytest.fixture()
-def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     cache = tmp_path / "hf" / "hub"
     cache.mkdir(parents=True)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
+    yield cache
+    shutil.rmtree(tmp_path / "hf", ignore_errors=True)  # hundreds of MB per model: not kept in pytest's tmp
 
 
 def _config(name: str, net: nn.Module) -> dict | None:
@@ -276,7 +278,7 @@ def _round_trip(name: str, hf_cache: Path, probe: int | None = None) -> None:
         enc = create_encoder(name, weights=path)
     assert enc.embed_dim == preset.embed_dim
     if probe is None:  # the whole path: uint8 tiles -> the preset's transform -> embedding
-        tiles = torch.randint(0, 256, (2, preset.patch_px, preset.patch_px, 3), dtype=torch.uint8)
+        tiles = torch.randint(0, 256, (1, preset.patch_px, preset.patch_px, 3), dtype=torch.uint8)
         got = enc.embed(tiles)
         with torch.no_grad():
             want = direct(net, enc.preprocess(tiles))
