@@ -1,8 +1,12 @@
 """Feature-extraction throughput against the model's pure forward throughput on the same tiles, in the
 same run: does decoding (in loader workers) keep the model fed? Prints JSON.
 
-    python benchmarks/extract.py [--tiles 2048] [--encoder timm:vit_tiny_patch16_224] [--device auto]
+    python benchmarks/extract.py [--tiles 2048] [--encoder timm:vit_tiny_patch16_224 | PRESET] [--device auto]
                                  [--decode cpu gpu]
+
+``--encoder`` takes any preset (``uni2-h``, ``virchow2``, ``h-optimus-0``, ...; see ``pathweak encoders
+list``) as well as a family name; ``--weights random`` (the default) measures the architecture with
+random weights, so no download is needed. ``--json-out FILE`` also writes the result there.
 
 Tiles: real LC25000 H&E tiles from ../shared/data/labeled (224 px) in a TileStore, or the generated
 sample cohort tiled when ../shared is absent. "forward" embeds the same tiles already decoded in memory
@@ -54,7 +58,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--decode", nargs="+", default=["auto"], choices=["auto", "cpu", "gpu"],
                     help="decode paths to time (each in the same run)")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default benchmarks/_work/extract)")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result to this file")
     args = ap.parse_args()
+    global WORK
+    WORK = args.work or WORK
 
     import torch
 
@@ -100,7 +108,8 @@ def main() -> None:
         by_decode[d] = {"extract_tiles_per_s": round(n / t, 1), "ratio": round(fwd / t, 3)}
     result = {
         "tiles": n, "tile_px": 224, "encoder": enc.encoder_id, "embed_dim": enc.embed_dim, "device": str(dev),
-        "precision": "bf16" if dev.type == "cuda" else "fp32", "loader_workers": args.workers,
+        "model_input": enc.info.img_size,
+        "precision": enc.info.precision if dev.type == "cuda" else "fp32", "loader_workers": args.workers,
         "torch_threads": torch.get_num_threads(),
         "forward_tiles_per_s": round(n / fwd, 1), "extract_tiles_per_s": round(n / ext, 1),
         "ratio": round(fwd / ext, 3), "runs_seconds": [[round(x, 2) for x in r] for r in runs],
@@ -114,6 +123,9 @@ def main() -> None:
         result["gpu_over_cpu_decode"] = round(by_decode["gpu"]["extract_tiles_per_s"] / by_decode["cpu"]["extract_tiles_per_s"], 3)
     shutil.rmtree(WORK / "out", ignore_errors=True)
     print(json.dumps(result, indent=2))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

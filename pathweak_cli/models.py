@@ -1,8 +1,9 @@
-"""CLI commands of the model stages: pretrain, extract, encoders list, import-images."""
+"""CLI commands of the model stages: pretrain, extract, encoders list/info, import-images."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,17 +17,53 @@ app.add_typer(encoders_app, name="encoders")
 
 @encoders_app.command("list")
 @handle_errors
-def encoders_list() -> None:
-    """List encoder families and named presets, and how to supply their weights (nothing is downloaded)."""
+def encoders_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the presets (and families) as JSON.")] = False,
+) -> None:
+    """List the encoder presets (embedding size, input, resolution, licence, whether their weights are in
+    the local Hugging Face cache here), the models that are not supported and why, and the families.
+    Nothing is downloaded."""
+    from pathweak.encoders import FAMILIES, preset_rows
+
+    rows = preset_rows()
+    if as_json:
+        typer.echo(json.dumps({"presets": rows, "families": FAMILIES}, indent=2))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    from pathweak.encoders import list_encoders
+    table = Table("preset", "dim", "input", "µm/px @ px", "licence", "gated", "weights here", "hub repo")
+    for r in rows:
+        if r["supported"]:
+            table.add_row(r["name"], str(r["dim"]), str(r["input"]), f"{r['mpp']:g} @ {r['patch_px']}", r["licence"],
+                          "yes" if r["gated"] else "no", r["found"] or "no", r["repo"] or "(not on the hub)")
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    console.print("Get weights with `huggingface-cli download <hub repo>` (gated: request access first); "
+                  "`pathweak encoders info NAME` shows the full record and the exact command.")
+    unsupported = Table("not supported", "repo", "why")
+    for r in rows:
+        if not r["supported"]:
+            unsupported.add_row(r["name"], r["repo"], r["why"])
+    console.print(unsupported)
+    families = Table("family", "weights")
+    for row in FAMILIES:
+        families.add_row(row["name"], row["weights"])
+    console.print(families)
 
-    table = Table("encoder", "weights")
-    for row in list_encoders():
-        table.add_row(row["name"], row["weights"])
-    Console().print(table)
+
+@encoders_app.command("info")
+@handle_errors
+def encoders_info(
+    name: Annotated[str, typer.Argument(help="A preset name (see `pathweak encoders list`).")],
+    weights: Annotated[Optional[str], typer.Option(help="Where to look first: a weights file or a hub snapshot folder.")] = None,
+) -> None:
+    """The full record of a preset as JSON: architecture and constructor arguments, input, resolution,
+    mean/std, embedding rule and size, precision, licence, hub repo and files, the download command, and
+    where its weights were looked for and found."""
+    from pathweak.encoders import preset_info
+
+    typer.echo(json.dumps(preset_info(name, weights), indent=2))
 
 
 @app.command()
@@ -79,9 +116,9 @@ def pretrain(
 @handle_errors
 def extract(
     stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
-    encoder: Annotated[str, typer.Option(help="pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc, a preset, or monai:resnet10|18|34|50 for 3D volume patches (see `pathweak encoders list`).")],
+    encoder: Annotated[list[str], typer.Option(help="A preset (uni2-h, virchow2, conch, ...), pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc, or monai:resnet10|18|34|50 for 3D volume patches (see `pathweak encoders list`). Repeat it to embed with several encoders in one pass (each tile read and decoded once).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/features/<encoder_id>/<slide_id>.zarr.")],
-    weights: Annotated[Optional[str], typer.Option(help="Local weights file for timm, torchvision and monai encoders (or 'random').")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option(help="Weights: a file, or for a preset a hub snapshot folder (default: the local Hugging Face cache), or 'random[:seed]'. Once per --encoder in the same order, or once for all.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Model batch size (default: 64 on CPU, 8 for 3D encoders; adaptive from 512 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     decode: Annotated[str, typer.Option(help="Where JPEG tiles are decoded: auto (on the GPU with nvJPEG when the model runs on CUDA, else CPU), cpu, or gpu (an error without CUDA).")] = "auto",
@@ -98,15 +135,23 @@ def extract(
     from pathweak.features import extract_features
     from pathweak.tiling.store import find_tile_stores
 
-    kwargs: dict[str, Any] = dict(weights=weights, batch_size=batch_size, device=device, num_workers=workers,
-                                  export_h5_files=export_h5, force=force, progress=progress, tokens=tokens, decode=decode)
+    if devices is not None and len(encoder) > 1:
+        from pathweak.errors import ConfigError
+
+        raise ConfigError("--devices runs one encoder at a time", fix="give one --encoder with --devices, or drop --devices to embed with several encoders in one pass")
+    kwargs: dict[str, Any] = dict(weights=list(weights) if weights else None, batch_size=batch_size, device=device,
+                                  num_workers=workers, export_h5_files=export_h5, force=force, progress=progress,
+                                  tokens=tokens, decode=decode)
     if devices is not None:
         from pathweak.features.devices import extract_on_devices
 
-        results = extract_on_devices(find_tile_stores(stores), encoder, out, devices=devices, **kwargs)
+        kwargs["weights"] = weights[0] if weights else None
+        results = extract_on_devices(find_tile_stores(stores), encoder[0], out, devices=devices, **kwargs)
     else:
         results = extract_features(find_tile_stores(stores), encoder, out, **kwargs)
     rows = [r.as_row() for r in results]
+    for warning in dict.fromkeys(w for r in results for w in r.warnings):
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

@@ -1,289 +1,87 @@
-"""Encoder registry: ``create_encoder(name, weights=None)`` for ``pathweak:<dir>``, ``timm:<model>``,
+"""Encoders: ``create_encoder(name, weights=None)`` for a named preset (``uni2-h``, ``virchow2``, ``conch``,
+... see ``pathweak encoders list``) or a family ``pathweak:<dir>``, ``timm:<model>``,
 ``torchvision:resnet50_trunc`` and, for 3D volume patches, ``monai:resnet10|18|34|50``. Nothing is
-downloaded: missing weights are a clear error saying how to supply them. ``weights="random"`` (or
-``random:<seed>``) asks explicitly for a random initialisation (baselines)."""
+downloaded: presets find their weights from ``--weights FILE|DIR`` or the local Hugging Face cache, and
+missing weights are one clear error saying how to get them. ``weights="random"`` (or ``random:<seed>``)
+asks explicitly for a random initialisation (baselines, benchmarks).
+
+Modules: ``presets`` (the registry of records), ``resolve`` (finding weights offline), ``build``
+(architectures and hub key layouts), ``modules`` (the non-timm parts), ``families``, ``weights``."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._registry import Registry
 from ..errors import ConfigError
-from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo
+from .base import Encoder, EncoderInfo
+from .families import ENCODERS
+from .presets import PRESETS, UNSUPPORTED, Preset
+from .weights import load_state_dict_file
 
-Loader = Callable[[str, "str | None", dict[str, Any]], Encoder]
-ENCODERS: Registry[Loader] = Registry("encoder family")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named pathology foundation model: which timm architecture, and where its weights come from."""
-
-    target: str
-    kwargs: dict[str, Any]
-    where: str
-
-
-PRESETS: dict[str, Preset] = {
-    "uni": Preset(
-        "timm:vit_large_patch16_224",
-        {"init_values": 1e-5, "dynamic_img_size": True},
-        "request access to MahmoodLab/UNI on Hugging Face, download pytorch_model.bin, pass --weights FILE",
-    ),
-}
+FAMILIES = [
+    {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
+    {"name": "timm:<model name>", "weights": "--weights FILE (.safetensors/.pth/.bin) or --weights random"},
+    {"name": "torchvision:resnet50_trunc", "weights": "--weights resnet50 ImageNet file (e.g. resnet50-11ad3fa6.pth)"},
+    {"name": "monai:resnet10|18|34|50", "weights": "3D patches of volumes (--mode 3d): --weights MedicalNet/MONAI state dict or random"},
+]
 
 
 def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) -> Encoder:
     """An :class:`Encoder` by name (see ``pathweak encoders list``), in eval mode on the CPU."""
-    if name in PRESETS:
-        preset = PRESETS[name]
-        if weights is None:
-            raise ConfigError(f"encoder {name!r} needs its weights file", fix=preset.where)
-        return create_encoder(preset.target, weights, **{**preset.kwargs, **kwargs})
     family, sep, rest = name.partition(":")
-    if not sep or not rest:
+    if not sep:
+        from .build import create_preset
+
+        if name.lower() in PRESETS or name.lower() in UNSUPPORTED:
+            return create_preset(name, weights, **kwargs)
         raise ConfigError(
-            f"encoder name {name!r} is not of the form family:name",
-            fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
+            f"encoder name {name!r} is neither a preset nor of the form family:name",
+            fix=f"use a preset ({', '.join(PRESETS)}), pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
         )
+    if not rest:
+        raise ConfigError(f"encoder name {name!r} is not of the form family:name",
+                          fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc")
     encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
     return encoder.eval()
 
 
-def list_encoders() -> list[dict[str, str]]:
-    """What ``pathweak encoders list`` prints: families and named presets, with how to get weights."""
-    rows = [
-        {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
-        {"name": "timm:<model name>", "weights": "--weights FILE (.safetensors/.pth/.bin) or --weights random"},
-        {"name": "torchvision:resnet50_trunc", "weights": "--weights resnet50 ImageNet file (e.g. resnet50-11ad3fa6.pth)"},
-        {"name": "monai:resnet10|18|34|50", "weights": "3D patches of volumes (--mode 3d): --weights MedicalNet/MONAI state dict or random"},
-    ]
-    rows += [{"name": k, "weights": f"{p.target}; {p.where}"} for k, p in PRESETS.items()]
+def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, Any]]:
+    """One row per preset (dim, input, resolution, licence, where its weights are found here, download
+    command), then the unsupported models with why; what ``pathweak encoders list`` prints."""
+    from .resolve import locate
+
+    rows: list[dict[str, Any]] = []
+    for p in PRESETS.values():
+        found, _ = locate(p, (weights or {}).get(p.name))
+        rows.append({
+            "name": p.name, "title": p.title, "supported": True, "dim": p.embed_dim, "embedding": p.embedding,
+            "input": p.img_size, "mpp": p.mpp, "patch_px": p.patch_px, "precision": p.precision,
+            "licence": p.licence, "gated": p.gated, "repo": p.repo, "found": str(found.file) if found else None,
+            "download": p.download,
+        })
+    for name, u in UNSUPPORTED.items():
+        rows.append({"name": name, "title": name, "supported": False, "repo": u["repo"], "why": u["why"]})
     return rows
 
 
-# --------------------------------------------------------------------------------------------------
-# families
+def preset_info(name: str, weights: str | Path | None = None) -> dict[str, Any]:
+    """The full record of a preset, with where its weights were looked for and found."""
+    from .build import get_preset
+    from .resolve import locate
+
+    preset = get_preset(name)
+    found, looked = locate(preset, weights)
+    return {**preset.as_dict(), "download": preset.download, "found": str(found.file) if found else None,
+            "hub_config": str(found.config) if found and found.config else None, "looked": looked}
 
 
-@ENCODERS.register("timm")
-def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    import timm
-    import torch
-
-    if weights is None:
-        raise ConfigError(
-            f"timm:{model} needs local weights; nothing is downloaded at run time",
-            fix="pass --weights FILE (a .safetensors/.pth/.bin state dict, e.g. a UNI or Virchow checkpoint), "
-            "or --weights random for an untrained baseline",
-        )
-    if model not in timm.list_models():
-        raise ConfigError(f"timm has no model {model!r}", fix="see timm.list_models() for the names")
-    kwargs = {**kwargs}
-    img_size = int(kwargs.pop("img_size", 0) or 0)
-    if img_size:
-        kwargs["img_size"] = img_size
-    seed = _random_seed(weights)
-    if seed is not None:
-        torch.manual_seed(seed)
-    net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
-    if seed is None:
-        _load_weights(net, weights, f"timm:{model}")
-    cfg = getattr(net, "pretrained_cfg", {}) or {}
-    size = img_size or int((cfg.get("input_size") or (3, 224, 224))[-1])
-    info = EncoderInfo(
-        name=f"timm:{model}",
-        encoder_id=_encoder_id("timm", model, weights, kwargs),
-        embed_dim=int(net.num_features),
-        img_size=size,
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-        weights=weights,
-        weights_hash=_weights_hash(weights),
-        extra={"timm_kwargs": _jsonable(kwargs)},
-    )
-    return Encoder(net, info)
+def list_encoders() -> list[dict[str, str]]:
+    """Families and named presets with how to get their weights (name + one line each)."""
+    rows = list(FAMILIES)
+    rows += [{"name": k, "weights": f"{p.repo or 'not on the hub'}; {p.download}"} for k, p in PRESETS.items()]
+    return rows
 
 
-@ENCODERS.register("torchvision")
-def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    import torch
-    from torch import nn
-
-    if model != "resnet50_trunc":
-        raise ConfigError(f"unknown torchvision encoder {model!r}", fix="use torchvision:resnet50_trunc")
-    if weights is None:
-        raise ConfigError(
-            "torchvision:resnet50_trunc needs the ImageNet ResNet-50 weights; nothing is downloaded at run time",
-            fix="download https://download.pytorch.org/models/resnet50-11ad3fa6.pth and pass --weights FILE",
-        )
-    from torchvision.models import resnet50
-
-    seed = _random_seed(weights)
-    if seed is not None:
-        torch.manual_seed(seed)
-    net = resnet50()
-    if seed is None:
-        _load_weights(net, weights, "torchvision:resnet50_trunc")
-    # CLAM's truncated ResNet-50: up to layer3, global average pooling -> 1024 features
-    trunk = nn.Sequential(
-        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-    )
-    info = EncoderInfo(
-        name="torchvision:resnet50_trunc", encoder_id=_encoder_id("torchvision", "resnet50_trunc", weights),
-        embed_dim=1024, img_size=int(kwargs.get("img_size", 224)), weights=weights, weights_hash=_weights_hash(weights),
-    )
-    return Encoder(trunk, info)
-
-
-MONAI_RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50")
-VOLUME_MEAN, VOLUME_STD = (0.5,), (0.25,)  # of the 0..1 voxels of a volume store (intensities windowed to uint8)
-
-
-@ENCODERS.register("monai")
-def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    """A MONAI 3D ResNet (one input channel, MedicalNet's layer names, global average pooling) for the
-    (D, H, W) patches of volumes tiled with ``--mode 3d``. ``img_size`` (default 64) is the cube side
-    patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
-    import torch
-    from monai.networks import nets
-
-    if model not in MONAI_RESNETS:
-        raise ConfigError(f"unknown monai encoder {model!r}", fix=f"use one of {', '.join('monai:' + m for m in MONAI_RESNETS)}")
-    if weights is None:
-        raise ConfigError(
-            f"monai:{model} needs weights; nothing is downloaded at run time",
-            fix="pass --weights FILE (a MedicalNet or MONAI 3D ResNet state dict, e.g. resnet_18_23dataset.pth) "
-                "or --weights random for an untrained baseline",
-        )
-    options = dict(kwargs)
-    size = int(options.pop("img_size", 64))
-    seed = _random_seed(weights)
-    if seed is not None:
-        torch.manual_seed(seed)
-    net = getattr(nets, model)(spatial_dims=3, n_input_channels=1, feed_forward=False, **options)
-    if seed is None:
-        _load_weights(net, weights, f"monai:{model}")
-    embed_dim = 2048 if model == "resnet50" else 512
-    info = EncoderInfo(
-        name=f"monai:{model}", encoder_id=_encoder_id("monai", model, weights, kwargs), embed_dim=embed_dim,
-        img_size=size, mean=VOLUME_MEAN, std=VOLUME_STD, precision="bf16", weights=weights,
-        weights_hash=_weights_hash(weights), extra={"monai_kwargs": _jsonable(options), "cpu_batch": 8},
-        input="volume",
-    )
-    return Encoder(net, info)
-
-
-@ENCODERS.register("pathweak")
-def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
-    import timm
-
-    folder = Path(directory)
-    config_path = folder / "encoder.json"
-    weights_path = Path(weights) if weights else folder / "encoder.safetensors"
-    if not config_path.exists() or not weights_path.exists():
-        raise ConfigError(
-            "not a pathweak encoder folder (encoder.json and encoder.safetensors expected)",
-            path=folder,
-            fix="point to the output folder of `pathweak pretrain`",
-        )
-    cfg = json.loads(config_path.read_text())
-    net = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, **cfg.get("timm_kwargs", {}))
-    _load_weights(net, str(weights_path), f"pathweak:{folder}")
-    info = EncoderInfo(
-        name=f"pathweak:{folder}",
-        encoder_id=_encoder_id("pathweak", cfg.get("run_name") or folder.name, str(weights_path)),
-        embed_dim=int(cfg["embed_dim"]),
-        img_size=int(cfg["img_size"]),
-        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(cfg["std"]),  # type: ignore[arg-type]
-        weights=str(weights_path),
-        weights_hash=_weights_hash(str(weights_path)),
-        extra={"pretrain": cfg.get("training", {})},
-    )
-    return Encoder(net, info)
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, Any]:
-    """A state dict from .safetensors (safe) or a torch checkpoint (weights only)."""
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError("weights file not found", path=path, fix="check the --weights path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"cannot read the weights ({exc})", path=path, fix="pass a .safetensors, .pth or .bin state dict") from None
-    for key in ("state_dict", "model", "teacher", "student"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
-    return {re.sub(r"^(module\.|backbone\.|model\.)+", "", k): v for k, v in state.items()}
-
-
-def _load_weights(net: Any, weights: str, what: str) -> None:
-    state = load_state_dict_file(weights)
-    own = net.state_dict()
-    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
-    missing = [k for k in own if k not in state and not k.startswith(("head.", "fc."))]
-    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if missing or wrong:
-        detail = f"{len(missing)} missing (e.g. {missing[:2]})" if missing else f"shape mismatch for {wrong[:2]}"
-        raise ConfigError(
-            f"the weights do not fit {what}: {detail}",
-            path=weights,
-            fix="use the architecture the checkpoint was trained with (and its kwargs, e.g. img_size)",
-        )
-    net.load_state_dict(state, strict=False)
-
-
-def _random_seed(weights: str | None) -> int | None:
-    if weights is None:
-        return None
-    if weights == "random":
-        return 0
-    if weights.startswith("random:"):
-        return int(weights.split(":", 1)[1])
-    return None
-
-
-def _weights_hash(weights: str | None) -> str | None:
-    if weights is None or _random_seed(weights) is not None:
-        return None if weights is None else weights
-    from .._provenance import content_hash
-
-    return content_hash(weights)
-
-
-def _encoder_id(family: str, model: str, weights: str | None, kwargs: dict[str, Any] | None = None) -> str:
-    """Folder-safe id, unique per architecture, constructor kwargs and weights content."""
-    tag = weights if weights and _random_seed(weights) is not None else _weights_hash(weights) or "none"
-    digest = hashlib.sha256(json.dumps([str(tag), _jsonable(kwargs or {})], sort_keys=True).encode()).hexdigest()[:8]
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-    seed = _random_seed(weights) if weights else None
-    return f"{family}-{safe}-random{seed}-{digest}" if seed is not None else f"{family}-{safe}-{digest}"
-
-
-def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else repr(v) for k, v in kwargs.items()}
-
-
-__all__ = ["ENCODERS", "PRESETS", "Encoder", "EncoderInfo", "create_encoder", "list_encoders", "load_state_dict_file"]
+__all__ = ["ENCODERS", "PRESETS", "UNSUPPORTED", "Encoder", "EncoderInfo", "Preset", "create_encoder",
+           "list_encoders", "load_state_dict_file", "preset_info", "preset_rows"]

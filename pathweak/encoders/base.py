@@ -27,6 +27,8 @@ class EncoderInfo:
     weights_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     input: str = "rgb"  # "rgb": (H, W, 3) tiles of slides or slice patches; "volume": (D, H, W) 3D patches
+    interpolation: str = "bilinear"  # of the resize to img_size ("bilinear" or "bicubic", antialiased)
+    crop_pct: float = 1.0  # < 1: resize to img_size / crop_pct, then centre-crop img_size (timm's crop_pct)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +67,13 @@ class Encoder(nn.Module):
                 x = nn.functional.interpolate(x, size=(size, size, size), mode="trilinear", align_corners=False)
             return (x - self.mean) / self.std
         x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        side = size if self.info.crop_pct >= 1 else round(size / self.info.crop_pct)
+        if x.shape[-1] != side or x.shape[-2] != side:
+            x = nn.functional.interpolate(x, size=(side, side), mode=self.info.interpolation, antialias=True,
+                                          align_corners=False)
+        if side != size:
+            top = (side - size) // 2
+            x = x[..., top : top + size, top : top + size]
         return (x - self.mean) / self.std
 
     def check_tiles(self, is_3d: bool, tile_shape: tuple[int, ...], where: str) -> None:
@@ -93,7 +100,8 @@ class Encoder(nn.Module):
     @property
     def has_tokens(self) -> bool:
         """Whether the backbone is a ViT whose patch tokens :meth:`token_map` can return."""
-        return hasattr(self.backbone, "patch_embed") and hasattr(self.backbone, "forward_features")
+        b = self.backbone  # a ViT: patch embedding, token sequence out, prefix tokens to skip (not a Swin's NHWC map)
+        return hasattr(b, "patch_embed") and hasattr(b, "forward_features") and hasattr(b, "num_prefix_tokens")
 
     def require_tokens(self) -> None:
         """Raise a clear error unless :meth:`token_map` applies (a ViT backbone)."""

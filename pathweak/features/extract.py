@@ -3,7 +3,9 @@
 Worker processes of a DataLoader read and decode whole batches of tiles (the fast shard path of
 :class:`~pathweak.tiling.TileStore`) while the model runs in the main process; on CUDA the model runs
 in bf16 autocast and the batch size adapts (halving on out-of-memory). An up-to-date FeatureStore (same
-TileStore content, encoder weights and transform) is skipped.
+TileStore content, encoder weights and transform) is skipped. Several encoders share one pass over each
+TileStore (tiles read and decoded once, one FeatureStore per encoder); a TileStore far from a preset's
+expected resolution gets a warning in its results.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from ..progress import progress_bar
 from ..store import StageResult, begin, commit, current_store, discard, failure_text
 from ..tiling.store import TileStore
 from .h5 import export_h5
-from .store import FORMAT_VERSION, CHUNK_ROWS, FeatureStore, create_feature_store, feature_store_path
+from .store import (
+    CHUNK_ROWS,
+    FORMAT_VERSION,
+    FeatureStore,
+    create_feature_store,
+    feature_store_path,
+)
 
 LOADER_BATCH = 256  # tiles decoded per loader item
 
@@ -39,6 +47,7 @@ class ExtractResult(StageResult):
     seconds: float = 0.0
     h5: str | None = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
@@ -47,7 +56,7 @@ def extract_features(
     encoder: Any,
     out_dir: str | Path,
     *,
-    weights: str | Path | None = None,
+    weights: str | Path | list[str | Path | None] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     num_workers: int = 1,
@@ -60,6 +69,10 @@ def extract_features(
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
 
+    ``encoder`` may be a list: each TileStore's tiles are then read and decoded once and fed to every
+    encoder, one FeatureStore each (``weights``: one per encoder, or one for all). Results come store
+    by store, one per encoder, in the order given.
+
     ``tokens`` > 0 (a ViT encoder): one row per patch token inside each tile instead of one per tile,
     ``tokens x tokens`` tokens averaged (a 7x7 map per 224 px tile with 2), with the rows' level-0 boxes
     and their positions on the slide's token grid, under ``<encoder_id>-tokens<N>``: the grid heads
@@ -69,111 +82,185 @@ def extract_features(
     """
     import torch
 
-    from ..encoders import create_encoder
-
-    enc = create_encoder(encoder, weights) if isinstance(encoder, str) else encoder
     dev = _device(device)
     from .decode import check_decode
 
     check_decode(decode, dev)
-    enc = enc.to(dev).eval()
+    encs = [e.to(dev).eval() for e in _encoders(encoder, weights)]
     if tokens:
         from .tokens import TokenRows  # torch-importing, so not at module level
 
-        enc = TokenRows(enc, tokens)
+        encs = [TokenRows(e, tokens) for e in encs]
     results = []
-    folder = Path(out_dir) / "features" / enc.encoder_id
-    sweep_partials(folder)
-    created = missing_dirs(folder)
+    folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
+    for folder in folders:
+        sweep_partials(folder)
+    created = [d for folder in folders for d in missing_dirs(folder)]
     try:
         opened = [_open_tile_store(p) for p in stores]
         total = sum(len(s) for s in opened if isinstance(s, TileStore))
-        with progress_bar(total, f"embedding with {enc.encoder_id}", progress) as advance:
+        label = ", ".join(e.encoder_id for e in encs)
+        with progress_bar(total, f"embedding with {label}", progress) as advance:
             for path, tile_store in zip(stores, opened):
                 started = time.perf_counter()
                 if not isinstance(tile_store, TileStore):
-                    results.append(_failed(str(path), "", tile_store, started))
+                    results += [_failed(str(path), "", tile_store, started) for _ in encs]
                     continue
                 try:
-                    results.append(
-                        _extract_one(tile_store, enc, out_dir, dev, batch_size, num_workers, export_h5_files, force, advance,
-                                     decode)
-                    )
+                    results += _extract_store(tile_store, encs, out_dir, dev, batch_size, num_workers,
+                                              export_h5_files, force, advance, decode)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:
-                    results.append(_failed(str(path), tile_store.slide_id, exc, started))
+                    results += [_failed(str(path), tile_store.slide_id, exc, started) for _ in encs]
                 finally:
                     tile_store.close()
     finally:
-        remove_if_empty(created)
+        remove_if_empty(created)  # deepest first per encoder; a shared parent goes with the last one
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return results
 
 
+def _encoders(encoder: Any, weights: Any) -> list[Any]:
+    """The encoders of ``extract_features``' arguments: names created (with their weights), objects as given."""
+    from ..encoders import create_encoder
+
+    given = list(encoder) if isinstance(encoder, (list, tuple)) else [encoder]
+    if not given:
+        raise ConfigError("no encoder given", fix="pass --encoder NAME (once per encoder)")
+    listed = list(weights) if isinstance(weights, (list, tuple)) else [weights] * len(given)
+    if len(listed) == 1:
+        listed = listed * len(given)
+    if len(listed) != len(given):
+        raise ConfigError(f"{len(listed)} --weights for {len(given)} encoders",
+                          fix="give --weights once per --encoder, in the same order, or once for all")
+    encs = [create_encoder(e, w) if isinstance(e, str) else e for e, w in zip(given, listed)]
+    ids = [e.encoder_id for e in encs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"the same encoder is given twice ({ids})", fix="list each encoder once")
+    return encs
+
+
 def feature_cache_key(tile_store: TileStore, info: Any) -> str:
     """What a FeatureStore depends on: the TileStore's content and the encoder's weights and transform."""
+    transform = {}
+    if getattr(info, "interpolation", "bilinear") != "bilinear" or getattr(info, "crop_pct", 1.0) != 1.0:
+        transform = {"interpolation": info.interpolation, "crop_pct": info.crop_pct}
     return _provenance.cache_key(
         format=FORMAT_VERSION, tile_store=tile_store.attrs.get("cache_key"), encoder=info.encoder_id,
-        weights=info.weights_hash, img_size=info.img_size, mean=info.mean, std=info.std,
+        weights=info.weights_hash, img_size=info.img_size, mean=info.mean, std=info.std, **transform,
     )
 
 
-def _extract_one(
-    tile_store: TileStore, enc: Any, out_dir: str | Path, dev: Any, batch_size: int | None, num_workers: int,
+def resolution_warning(tile_store: TileStore, info: Any) -> str | None:
+    """A sentence when the TileStore's µm/px (or tile field of view) is far (> 25 %) from what the
+    encoder preset expects; None when they agree or either is unknown. Tiles are not resampled."""
+    want_mpp, want_px = info.extra.get("mpp"), info.extra.get("patch_px")
+    attrs = tile_store.attrs
+    if not want_mpp or tile_store.is_volume:
+        return None
+    achieved = (attrs.get("mpp") or {}).get("achieved")
+    if not achieved:
+        return None
+    mpp = float(np.mean(achieved))
+    side = int((attrs.get("tile") or {}).get("patch_px") or 0)
+    off_mpp = abs(mpp / want_mpp - 1) > 0.25
+    off_view = bool(side and want_px) and abs(side * mpp / (want_px * want_mpp) - 1) > 0.25
+    if not (off_mpp or off_view):
+        return None
+    return (f"{tile_store.path}: tiles are {side} px at {mpp:.3g} µm/px and {info.name} expects {want_px} px at "
+            f"{want_mpp:g} µm/px; its features may be off. Re-tile with `pathweak tile --target-mpp {want_mpp:g} "
+            f"--patch {want_px}` for this encoder")
+
+
+class _Writer:
+    """One encoder's FeatureStore under construction for one TileStore (written under a temporary name)."""
+
+    def __init__(self, tile_store: TileStore, enc: Any, out_dir: str | Path, key: str, final: Path):
+        from .tokens import TokenRows
+
+        self.enc, self.final, self.tmp = enc, final, begin(final)
+        n, dim = len(tile_store), enc.embed_dim
+        coords, grid, attrs = tile_store.coords, None, _attrs(tile_store, enc, key)
+        if isinstance(enc, TokenRows):  # h x w rows per tile
+            if tile_store.is_volume:
+                raise ConfigError("token rows are for slide tiles, not volume patches", path=tile_store.path,
+                                  fix="extract volume patches without --tokens")
+            grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, tile_store.tile_extent)
+            n = len(coords)
+            attrs.update(n_tiles=n, tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell),
+                                            "tiles": len(tile_store)})
+        self.n = n
+        self.feats = create_feature_store(self.tmp, n, dim, coords, attrs, grid=grid, source=tile_store.source)
+        self.buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
+        self.filled, self.row0 = 0, 0
+
+    def add(self, out: np.ndarray) -> None:
+        pos = 0
+        while pos < len(out):
+            take = min(len(out) - pos, len(self.buffer) - self.filled)
+            self.buffer[self.filled : self.filled + take] = out[pos : pos + take]
+            self.filled, pos = self.filled + take, pos + take
+            if self.filled == len(self.buffer) or self.row0 + self.filled == self.n:
+                self.feats[self.row0 : self.row0 + self.filled] = self.buffer[: self.filled]
+                self.row0, self.filled = self.row0 + self.filled, 0
+
+    def finish(self, where: Path) -> None:
+        if self.row0 != self.n:
+            raise PathweakError(f"embedded {self.row0} of {self.n} rows", path=where)
+        commit(self.tmp, self.final, store=True)
+
+    def abort(self) -> None:
+        discard(self.tmp)
+
+
+def _extract_store(
+    tile_store: TileStore, encs: list[Any], out_dir: str | Path, dev: Any, batch_size: int | None, num_workers: int,
     export: bool, force: bool, advance: Any, decode: str = "auto",
-) -> ExtractResult:
+) -> list[ExtractResult]:
+    """All encoders on one TileStore: up-to-date FeatureStores skipped, the others fed from one pass
+    over the tiles (each shard read and each tile decoded once)."""
     started = time.perf_counter()
-    enc.check_tiles(tile_store.holds_3d_patches, tile_store.tile_shape, str(tile_store.path))
-    final = feature_store_path(out_dir, enc.encoder_id, tile_store.slide_id)
-    key = feature_cache_key(tile_store, enc.info)
-    h5_path = Path(out_dir) / "h5_files" / enc.encoder_id / f"{tile_store.slide_id}.h5"
-    if current_store(final, key, force):
-        if export and not h5_path.exists():
-            export_h5(FeatureStore.open(final), h5_path)
-        advance(len(tile_store))
-        return ExtractResult(str(tile_store.path), tile_store.slide_id, "skipped", str(final), len(tile_store),
-                             h5=str(h5_path) if export else None)
-    n, dim = len(tile_store), enc.embed_dim
-    coords, grid, attrs = tile_store.coords, None, _attrs(tile_store, enc, key)
-    from .tokens import TokenRows
-
-    if isinstance(enc, TokenRows):  # h x w rows per tile
-        if tile_store.is_volume:
-            raise ConfigError("token rows are for slide tiles, not volume patches", path=tile_store.path,
-                              fix="extract volume patches without --tokens")
-        grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, tile_store.tile_extent)
-        n = len(coords)
-        attrs.update(n_tiles=n, tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell),
-                                        "tiles": len(tile_store)})
-    tmp = begin(final)
+    results: dict[int, ExtractResult] = {}
+    writers: dict[int, _Writer] = {}
+    h5_paths = [Path(out_dir) / "h5_files" / e.encoder_id / f"{tile_store.slide_id}.h5" for e in encs]
     try:
-        feats = create_feature_store(tmp, n, dim, coords, attrs, grid=grid, source=tile_store.source)
-        buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
-        filled, row0 = 0, 0
-        from .decode import device_batches
+        for i, enc in enumerate(encs):
+            enc.check_tiles(tile_store.holds_3d_patches, tile_store.tile_shape, str(tile_store.path))
+            final = feature_store_path(out_dir, enc.encoder_id, tile_store.slide_id)
+            key = feature_cache_key(tile_store, enc.info)
+            if current_store(final, key, force):
+                if export and not h5_paths[i].exists():
+                    export_h5(FeatureStore.open(final), h5_paths[i])
+                results[i] = ExtractResult(str(tile_store.path), tile_store.slide_id, "skipped", str(final),
+                                           len(tile_store), h5=str(h5_paths[i]) if export else None)
+            else:
+                writers[i] = _Writer(tile_store, enc, out_dir, key, final)
+        if writers:
+            from .decode import device_batches
 
-        for tiles in device_batches(tile_store, dev, decode) or _loader(tile_store, num_workers, dev):
-            out = _embed(enc, tiles, dev, batch_size)
-            pos = 0
-            while pos < len(out):
-                take = min(len(out) - pos, len(buffer) - filled)
-                buffer[filled : filled + take] = out[pos : pos + take]
-                filled, pos = filled + take, pos + take
-                if filled == len(buffer) or row0 + filled == n:
-                    feats[row0 : row0 + filled] = buffer[:filled]
-                    row0, filled = row0 + filled, 0
-            advance(len(tiles))
-        if row0 != n:
-            raise PathweakError(f"embedded {row0} of {n} rows", path=tile_store.path)
-        commit(tmp, final, store=True)
+            for tiles in device_batches(tile_store, dev, decode) or _loader(tile_store, num_workers, dev):
+                for i, writer in writers.items():
+                    writer.add(_embed(writer.enc, tiles, dev, batch_size))
+                advance(len(tiles))
+            for writer in writers.values():
+                writer.finish(tile_store.path)
+        else:
+            advance(len(tile_store))
     except BaseException:
-        discard(tmp)
+        for writer in writers.values():
+            writer.abort()
         raise
-    h5 = str(export_h5(FeatureStore.open(final), h5_path)) if export else None
-    return ExtractResult(str(tile_store.path), tile_store.slide_id, "extracted", str(final), n,
-                         time.perf_counter() - started, h5)
+    for i, writer in writers.items():
+        h5 = str(export_h5(FeatureStore.open(writer.final), h5_paths[i])) if export else None
+        results[i] = ExtractResult(str(tile_store.path), tile_store.slide_id, "extracted", str(writer.final), writer.n,
+                                   time.perf_counter() - started, h5)
+    for i, enc in enumerate(encs):
+        warning = resolution_warning(tile_store, enc.info)
+        if warning:
+            results[i].warnings.append(warning)
+    return [results[i] for i in range(len(encs))]
 
 
 class _TileBatches:

@@ -1,0 +1,172 @@
+"""The encoder families: ``timm:<model>``, ``torchvision:resnet50_trunc``, ``monai:resnet10|18|34|50``
+(3D volume patches) and ``pathweak:<dir>`` (an encoder written by ``pathweak pretrain``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._registry import Registry
+from ..errors import ConfigError
+from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo
+from .weights import encoder_id as _encoder_id
+from .weights import jsonable as _jsonable
+from .weights import load_state_dict_file, seeded
+from .weights import random_seed as _random_seed
+from .weights import weights_hash as _weights_hash
+
+Loader = Callable[[str, "str | None", dict[str, Any]], Encoder]
+ENCODERS: Registry[Loader] = Registry("encoder family")
+
+
+@ENCODERS.register("timm")
+def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    import timm
+
+    if weights is None:
+        raise ConfigError(
+            f"timm:{model} needs local weights; nothing is downloaded at run time",
+            fix="pass --weights FILE (a .safetensors/.pth/.bin state dict, e.g. a UNI or Virchow checkpoint), "
+            "or --weights random for an untrained baseline",
+        )
+    if model not in timm.list_models():
+        raise ConfigError(f"timm has no model {model!r}", fix="see timm.list_models() for the names")
+    kwargs = {**kwargs}
+    img_size = int(kwargs.pop("img_size", 0) or 0)
+    if img_size:
+        kwargs["img_size"] = img_size
+    seed = _random_seed(weights)
+    with seeded(seed):
+        net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
+    if seed is None:
+        _load_weights(net, weights, f"timm:{model}")
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    size = img_size or int((cfg.get("input_size") or (3, 224, 224))[-1])
+    info = EncoderInfo(
+        name=f"timm:{model}",
+        encoder_id=_encoder_id("timm", model, weights, kwargs),
+        embed_dim=int(net.num_features),
+        img_size=size,
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        weights=weights,
+        weights_hash=_weights_hash(weights),
+        extra={"timm_kwargs": _jsonable(kwargs)},
+    )
+    return Encoder(net, info)
+
+
+@ENCODERS.register("torchvision")
+def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    from torch import nn
+
+    if model != "resnet50_trunc":
+        raise ConfigError(f"unknown torchvision encoder {model!r}", fix="use torchvision:resnet50_trunc")
+    if weights is None:
+        raise ConfigError(
+            "torchvision:resnet50_trunc needs the ImageNet ResNet-50 weights; nothing is downloaded at run time",
+            fix="download https://download.pytorch.org/models/resnet50-11ad3fa6.pth and pass --weights FILE",
+        )
+    from torchvision.models import resnet50
+
+    seed = _random_seed(weights)
+    with seeded(seed):
+        net = resnet50()
+    if seed is None:
+        _load_weights(net, weights, "torchvision:resnet50_trunc")
+    # CLAM's truncated ResNet-50: up to layer3, global average pooling -> 1024 features
+    trunk = nn.Sequential(
+        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+    )
+    info = EncoderInfo(
+        name="torchvision:resnet50_trunc", encoder_id=_encoder_id("torchvision", "resnet50_trunc", weights),
+        embed_dim=1024, img_size=int(kwargs.get("img_size", 224)), weights=weights, weights_hash=_weights_hash(weights),
+    )
+    return Encoder(trunk, info)
+
+
+MONAI_RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50")
+VOLUME_MEAN, VOLUME_STD = (0.5,), (0.25,)  # of the 0..1 voxels of a volume store (intensities windowed to uint8)
+
+
+@ENCODERS.register("monai")
+def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    """A MONAI 3D ResNet (one input channel, MedicalNet's layer names, global average pooling) for the
+    (D, H, W) patches of volumes tiled with ``--mode 3d``. ``img_size`` (default 64) is the cube side
+    patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
+    from monai.networks import nets
+
+    if model not in MONAI_RESNETS:
+        raise ConfigError(f"unknown monai encoder {model!r}", fix=f"use one of {', '.join('monai:' + m for m in MONAI_RESNETS)}")
+    if weights is None:
+        raise ConfigError(
+            f"monai:{model} needs weights; nothing is downloaded at run time",
+            fix="pass --weights FILE (a MedicalNet or MONAI 3D ResNet state dict, e.g. resnet_18_23dataset.pth) "
+                "or --weights random for an untrained baseline",
+        )
+    options = dict(kwargs)
+    size = int(options.pop("img_size", 64))
+    seed = _random_seed(weights)
+    with seeded(seed):
+        net = getattr(nets, model)(spatial_dims=3, n_input_channels=1, feed_forward=False, **options)
+    if seed is None:
+        _load_weights(net, weights, f"monai:{model}")
+    embed_dim = 2048 if model == "resnet50" else 512
+    info = EncoderInfo(
+        name=f"monai:{model}", encoder_id=_encoder_id("monai", model, weights, kwargs), embed_dim=embed_dim,
+        img_size=size, mean=VOLUME_MEAN, std=VOLUME_STD, precision="bf16", weights=weights,
+        weights_hash=_weights_hash(weights), extra={"monai_kwargs": _jsonable(options), "cpu_batch": 8},
+        input="volume",
+    )
+    return Encoder(net, info)
+
+
+@ENCODERS.register("pathweak")
+def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
+    import timm
+
+    folder = Path(directory)
+    config_path = folder / "encoder.json"
+    weights_path = Path(weights) if weights else folder / "encoder.safetensors"
+    if not config_path.exists() or not weights_path.exists():
+        raise ConfigError(
+            "not a pathweak encoder folder (encoder.json and encoder.safetensors expected)",
+            path=folder,
+            fix="point to the output folder of `pathweak pretrain`",
+        )
+    cfg = json.loads(config_path.read_text())
+    net = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, **cfg.get("timm_kwargs", {}))
+    _load_weights(net, str(weights_path), f"pathweak:{folder}")
+    info = EncoderInfo(
+        name=f"pathweak:{folder}",
+        encoder_id=_encoder_id("pathweak", cfg.get("run_name") or folder.name, str(weights_path)),
+        embed_dim=int(cfg["embed_dim"]),
+        img_size=int(cfg["img_size"]),
+        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(cfg["std"]),  # type: ignore[arg-type]
+        weights=str(weights_path),
+        weights_hash=_weights_hash(str(weights_path)),
+        extra={"pretrain": cfg.get("training", {})},
+    )
+    return Encoder(net, info)
+
+
+def _load_weights(net: Any, weights: str, what: str) -> None:
+    """Lenient load of a family's weights: classifier heads dropped, every network key required."""
+    state = load_state_dict_file(weights)
+    own = net.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
+    missing = [k for k in own if k not in state and not k.startswith(("head.", "fc."))]
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        detail = f"{len(missing)} missing (e.g. {missing[:2]})" if missing else f"shape mismatch for {wrong[:2]}"
+        raise ConfigError(
+            f"the weights do not fit {what}: {detail}",
+            path=weights,
+            fix="use the architecture the checkpoint was trained with (and its kwargs, e.g. img_size)",
+        )
+    net.load_state_dict(state, strict=False)

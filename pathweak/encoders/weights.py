@@ -1,0 +1,151 @@
+"""Reading weights files and loading them strictly: state dicts from .safetensors/.pth/.bin, strict
+loading with one clear error for missing, unexpected or mis-shaped keys, explicit random
+initialisation that does not reseed the process, and the ids/hashes recorded with every encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+WRAPPERS = ("state_dict", "model", "teacher", "student")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The tensors of a weights file, keys as written (a ``state_dict``/``model``/... wrapper unwrapped)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("weights file not found", path=path, fix="check the --weights path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            try:  # memory-mapped: the tensors stay in the page cache until copied into the network
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (non-zip) checkpoint cannot be mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConfigError(f"cannot read the weights ({exc})", path=path,
+                          fix="pass a .safetensors, .pth or .bin state dict") from None
+    for key in WRAPPERS:
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise ConfigError("the file holds no state dict of tensors", path=path,
+                          fix="pass the checkpoint's weights file (a .safetensors, .pth or .bin state dict)")
+    return state
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Any]:
+    """A state dict from .safetensors (safe) or a torch checkpoint (weights only), with ``module.``,
+    ``backbone.`` and ``model.`` key prefixes removed (the lenient reader of the ``timm:`` family)."""
+    state = read_checkpoint(path)
+    return {re.sub(r"^(module\.|backbone\.|model\.)+", "", k): v for k, v in state.items()}
+
+
+def load_strict(net: Any, state: dict[str, Any], what: str, path: str | Path) -> None:
+    """Load ``state`` into ``net``: every key of the network present, no key left over and every shape
+    equal, else one error naming the first offenders. A ViT ``pos_embed`` saved for another grid is
+    resampled to the network's (the toolkits do the same)."""
+    own = net.state_dict()
+    state = dict(state)
+    if "pos_embed" in state and "pos_embed" in own and tuple(state["pos_embed"].shape) != tuple(own["pos_embed"].shape):
+        state["pos_embed"] = _resample_pos_embed(net, state["pos_embed"], own["pos_embed"])
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} with another shape (e.g. {wrong[:2]})")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        raise ConfigError(
+            f"the weights do not fit {what}: {len(own)} tensors expected, {'; '.join(parts)}",
+            path=path,
+            fix="pass the weights of this model (see `pathweak encoders info`), or the encoder these weights belong to",
+        )
+    net.load_state_dict(state, strict=True)
+
+
+def _resample_pos_embed(net: Any, saved: Any, own: Any) -> Any:
+    """A ViT position embedding resampled from a square grid to the network's grid (prefix tokens kept)."""
+    import math
+
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(net, "no_embed_class", False) else int(getattr(net, "num_prefix_tokens", 1))
+    if saved.ndim != 3 or saved.shape[-1] != own.shape[-1]:
+        return saved  # reported as a shape mismatch
+    side = math.isqrt(saved.shape[1] - prefix)
+    if side * side != saved.shape[1] - prefix:
+        return saved
+    grid = net.patch_embed.grid_size
+    return resample_abs_pos_embed(saved, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix,
+                                  verbose=False)
+
+
+def random_seed(weights: str | None) -> int | None:
+    """The seed of ``random`` (0) or ``random:<seed>``; None for a weights path."""
+    if weights is None:
+        return None
+    if weights == "random":
+        return 0
+    if weights.startswith("random:"):
+        try:
+            return int(weights.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"bad random seed in {weights!r}", fix="use --weights random or random:<integer>") from None
+    return None
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run a model constructor under ``seed`` (when not None) without touching the caller's random state:
+    the CPU generator is forked and restored afterwards."""
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def weights_hash(weights: str | None) -> str | None:
+    """Content hash of a weights file; ``random:<seed>`` as is; None without weights."""
+    if weights is None or random_seed(weights) is not None:
+        return None if weights is None else weights
+    from .._provenance import content_hash
+
+    return content_hash(weights)
+
+
+def encoder_id(family: str, model: str, weights: str | None, kwargs: dict[str, Any] | None = None) -> str:
+    """Folder-safe id, unique per architecture, constructor kwargs and weights content."""
+    tag = weights if weights and random_seed(weights) is not None else weights_hash(weights) or "none"
+    digest = hashlib.sha256(json.dumps([str(tag), jsonable(kwargs or {})], sort_keys=True).encode()).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+    seed = random_seed(weights) if weights else None
+    prefix = f"{family}-{safe}" if family else safe
+    return f"{prefix}-random{seed}-{digest}" if seed is not None else f"{prefix}-{digest}"
+
+
+def jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs as JSON values (anything else by its repr)."""
+    return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else repr(v) for k, v in kwargs.items()}
