@@ -33,11 +33,14 @@ def heads_list() -> None:
 @handle_errors
 def train(
     features: Annotated[list[str], typer.Option("--features", help="FeatureStores, a features/<encoder_id>/ folder, or globs.")],
-    labels: Annotated[Path, typer.Option(help="CSV with slide_id, patient_id, label (+ optional split: train/val/test).")],
+    labels: Annotated[Path, typer.Option(help="CSV with slide_id, patient_id, label (+ optional split: train/val/test); survival: time and event instead of label; proportion: label in [0, 1].")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: run.json, predictions, models/, splits.csv, logs/ (replaced if it exists).")],
     head: Annotated[str, typer.Option(help="Head name (see `pathweak heads list`): mean, max, abmil, clam_sb, clam_mb, transmil, dsmil.")] = "abmil",
     head_opt: Annotated[Optional[list[str]], typer.Option("--head-opt", help="Head option KEY=VALUE, repeatable (e.g. hidden=512).")] = None,
-    task: Annotated[str, typer.Option(help="auto, binary, multiclass or regression (auto: numbers with decimals or >10 values are regression).")] = "auto",
+    task: Annotated[str, typer.Option(help="auto, binary, multiclass, regression, survival (time, event columns) or proportion (share of positive tiles in [0, 1]; per-tile probabilities). auto: numbers with decimals or >10 values are regression.")] = "auto",
+    survival_loss: Annotated[str, typer.Option(help="Survival: cox (partial likelihood over the bags of a step, 16 bags per step unless --bags-per-step > 1) or discrete (time-binned likelihood).")] = "cox",
+    survival_bins: Annotated[int, typer.Option(help="Survival, discrete loss: time bins (edges at quantiles of the training event times).")] = 4,
+    eval_times: Annotated[Optional[str], typer.Option(help="Survival: comma-separated times of the time-dependent AUC (default: quartiles of the event times).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Class order, comma-separated; the last of two is the positive class. Other labels are an error.")] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds, grouped by patient and stratified (ignored with a split column).")] = 5,
     val_fraction: Annotated[float, typer.Option(help="Share of each fold's training patients held out for early stopping.")] = 0.2,
@@ -73,6 +76,8 @@ def train(
         val_fraction=val_fraction, seeds=_ints(seeds, "--seeds"), split_seed=split_seed, max_epochs=epochs,
         min_epochs=min_epochs, patience=patience, lr=lr, weight_decay=weight_decay, bags_per_step=bags_per_step,
         balance=balance, bootstrap=bootstrap, precision=precision, device=device, dtype=dtype, stream=streams[stream],
+        survival_loss=survival_loss, survival_bins=survival_bins,
+        eval_times=_floats(eval_times, "--eval-times") if eval_times else None,
     )
     run = train_cohort(features, labels, out, cfg, progress=progress)
     s = run.summary
@@ -87,7 +92,8 @@ def train(
         ci = first["ci95"].get(name)
         ci_text = f"  (seed {next(iter(s['seeds']))} 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         typer.echo(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f}{ci_text}")
-    typer.echo(f"run: {run.out_dir} (predict with: pathweak predict --model {run.out_dir} --features ...)")
+    typer.echo(f"run: {run.out_dir} (predict with: pathweak predict --model {run.out_dir} --features ...; "
+               f"report: pathweak report {run.out_dir})")
 
 
 @app.command()
@@ -127,6 +133,15 @@ def _options(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--head-opt {item!r} is not KEY=VALUE", fix="e.g. --head-opt hidden=512")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    from pathweak.errors import ConfigError
+
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a comma-separated list of numbers", fix=f"e.g. {option} 12,24") from None
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
