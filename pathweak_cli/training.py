@@ -151,3 +151,22 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"{option} {text!r} is not a comma-separated list of integers", fix=f"e.g. {option} 0,1,2") from None
+
+
+@app.command()
+@handle_errors
+def report(
+    run: Annotated[Path, typer.Argument(help="A training run folder (pathweak train -o RUN) or a cohort run's out folder.")],
+    slides: Annotated[int, typer.Option(help="Slides shown with a heatmap and a gallery of their highest- and lowest-scoring tiles.")] = 4,
+    tiles: Annotated[int, typer.Option(help="Tiles in each row of a slide's gallery.")] = 6,
+    bootstrap: Annotated[int, typer.Option(help="Patient bootstrap resamples of the ROC / PR bands.")] = 200,
+    features: Annotated[Optional[list[str]], typer.Option("--features", help="FeatureStores of the slides, when the run does not record them (runs before this version).")] = None,
+) -> None:
+    """Write RUN/report.html (self-contained, opens offline in a browser) and its PNGs in RUN/report_files/:
+    the metrics table; ROC and PR curves with bootstrap bands, calibration and the confusion matrix
+    (classification); Kaplan-Meier curves of predicted risk groups with the log-rank p (survival); predicted
+    vs true (regression, proportion); training curves per fold; and for a sample of slides the heatmap next
+    to the highest- and lowest-scoring tiles (see docs/training.md)."""
+    from pathweak.report import write_report
+
+    typer.echo(str(write_report(run, slides=slides, tiles=tiles, bootstrap=bootstrap, features=features)))

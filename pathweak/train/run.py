@@ -86,6 +86,8 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
+        if getattr(bank, "paths", None) is not None:  # where each slide's features are (for `pathweak report`)
+            summary["feature_stores"] = {sid: str(Path(p).resolve()) for sid, p in zip(bank.slide_ids, bank.paths)}
         (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
         swap_into_place(tmp, out, "run.json", "a training run")
     except BaseException:
