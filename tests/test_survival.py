@@ -16,8 +16,14 @@ import torch
 from typer.testing import CliRunner
 
 from pathweak.errors import LabelsError
-from pathweak.train import TrainConfig, make_folds, predict_slides, read_labels, train_cohort
-from pathweak.train.survival import cox_loss, discrete_nll, survival_metrics
+from pathweak.train import (
+    TrainConfig,
+    make_folds,
+    predict_slides,
+    read_labels,
+    train_cohort,
+)
+from pathweak.train.survival import discrete_nll, survival_metrics
 from pathweak_cli.main import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -187,8 +187,8 @@ def _overview(src: RunSource) -> str:
     if s.get("survival"):
         items.append(("survival", f"{s['survival']['loss']} loss; td-AUC times {s['survival']['eval_times']}"))
     if src.cohort:
-        items.insert(0, ("cohort", f"{src.cohort.get('cohort')} ({src.cohort.get('slides')} slides, "
-                                   f"{src.cohort.get('seconds')} s, finished {src.cohort.get('finished')})"))
+        items.insert(0, ("cohort", (f"{src.cohort.get('cohort')} ({src.cohort.get('slides')} slides, "
+                                    f"{src.cohort.get('seconds')} s, finished {src.cohort.get('finished')})")))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items if v is not None)
     return _section("Run", f"<table class='kv'>{rows}</table>")
 

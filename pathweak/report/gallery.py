@@ -75,7 +75,7 @@ def slide_panel(ts: Any, score: str, out: Path, k: int = 6) -> dict[str, Any]:
     tiles_bottom = ts.store.read_tiles(bottom) if len(bottom) else np.zeros((0, 1, 1, 3), np.uint8)
     gal = figures.tile_gallery(_rgb(tiles_top), values[top], _rgb(tiles_bottom), values[bottom], score,
                                out / f"tiles_{sid}.png")
-    return {"slide_id": sid, "heatmap": heat.name, "gallery": gal.name, "tiles": int(len(finite)),
+    return {"slide_id": sid, "heatmap": heat.name, "gallery": gal.name, "tiles": len(finite),
             "mean": float(np.nanmean(values)) if len(finite) else float("nan")}
 
 
