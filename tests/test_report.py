@@ -79,18 +79,26 @@ def _survival_labels(cohort, path):
     return path
 
 
-@pytest.mark.parametrize("task, figure", [("survival", "kaplan_meier.png"), ("proportion", "scatter.png")])
+def _regression_labels(cohort, path):
+    frame = pd.read_csv(_proportion_labels(cohort, path))
+    frame["label"] = frame["label"] * 100 + 0.5  # a percentage: regression
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("task, figure", [("survival", "kaplan_meier.png"), ("proportion", "scatter.png"),
+                                          ("regression", "scatter.png")])
 def test_report_of_survival_and_proportion_runs(mil_cohort, tmp_path, task, figure):
     from pathweak.report import write_report
 
-    make = _survival_labels if task == "survival" else _proportion_labels
+    make = {"survival": _survival_labels, "proportion": _proportion_labels, "regression": _regression_labels}[task]
     labels = make(mil_cohort, tmp_path / f"{task}.csv")
     run = train_cohort([mil_cohort["features"]], labels, tmp_path / task, TrainConfig(head="abmil", task=task, **TINY),
                        progress=False)
     page = write_report(run.out_dir, slides=2)
     names = {p.name for p in images(page)}
     assert figure in names and "training_curves.png" in names and len([n for n in names if n.startswith("heatmap_")]) == 2
-    score = "risk" if task == "survival" else "prob_positive"
+    score = {"survival": "risk", "proportion": "prob_positive", "regression": "prediction"}[task]
     assert f"per-tile <code>{score}</code>" in page.read_text()
     if task == "survival":
         assert "log-rank p =" in page.read_text()
