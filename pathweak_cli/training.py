@@ -33,11 +33,14 @@ def heads_list() -> None:
 @handle_errors
 def train(
     features: Annotated[list[str], typer.Option("--features", help="FeatureStores, a features/<encoder_id>/ folder, or globs.")],
-    labels: Annotated[Path, typer.Option(help="CSV with slide_id, patient_id, label (+ optional split: train/val/test).")],
+    labels: Annotated[Path, typer.Option(help="CSV with slide_id, patient_id, label (+ optional split: train/val/test); survival: time and event instead of label; proportion: label in [0, 1].")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: run.json, predictions, models/, splits.csv, logs/ (replaced if it exists).")],
     head: Annotated[str, typer.Option(help="Head name (see `pathweak heads list`): mean, max, abmil, clam_sb, clam_mb, transmil, dsmil.")] = "abmil",
     head_opt: Annotated[Optional[list[str]], typer.Option("--head-opt", help="Head option KEY=VALUE, repeatable (e.g. hidden=512).")] = None,
-    task: Annotated[str, typer.Option(help="auto, binary, multiclass or regression (auto: numbers with decimals or >10 values are regression).")] = "auto",
+    task: Annotated[str, typer.Option(help="auto, binary, multiclass, regression, survival (time, event columns) or proportion (share of positive tiles in [0, 1]; per-tile probabilities). auto: numbers with decimals or >10 values are regression.")] = "auto",
+    survival_loss: Annotated[str, typer.Option(help="Survival: cox (partial likelihood over the bags of a step, 16 bags per step unless --bags-per-step > 1) or discrete (time-binned likelihood).")] = "cox",
+    survival_bins: Annotated[int, typer.Option(help="Survival, discrete loss: time bins (edges at quantiles of the training event times).")] = 4,
+    eval_times: Annotated[Optional[str], typer.Option(help="Survival: comma-separated times of the time-dependent AUC (default: quartiles of the event times).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Class order, comma-separated; the last of two is the positive class. Other labels are an error.")] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds, grouped by patient and stratified (ignored with a split column).")] = 5,
     val_fraction: Annotated[float, typer.Option(help="Share of each fold's training patients held out for early stopping.")] = 0.2,
@@ -75,6 +78,8 @@ def train(
         min_epochs=min_epochs, patience=patience, lr=lr, weight_decay=weight_decay, bags_per_step=bags_per_step,
         balance=balance, bootstrap=bootstrap, precision=precision, device=device, dtype=dtype, stream=streams[stream],
         devices=devices,
+        survival_loss=survival_loss, survival_bins=survival_bins,
+        eval_times=_floats(eval_times, "--eval-times") if eval_times else None,
     )
     run = train_cohort(features, labels, out, cfg, progress=progress)
     s = run.summary
@@ -89,7 +94,8 @@ def train(
         ci = first["ci95"].get(name)
         ci_text = f"  (seed {next(iter(s['seeds']))} 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         typer.echo(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f}{ci_text}")
-    typer.echo(f"run: {run.out_dir} (predict with: pathweak predict --model {run.out_dir} --features ...)")
+    typer.echo(f"run: {run.out_dir} (predict with: pathweak predict --model {run.out_dir} --features ...; "
+               f"report: pathweak report {run.out_dir})")
 
 
 @app.command()
@@ -131,6 +137,15 @@ def _options(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    from pathweak.errors import ConfigError
+
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a comma-separated list of numbers", fix=f"e.g. {option} 12,24") from None
+
+
 def _ints(text: str, option: str) -> tuple[int, ...]:
     from pathweak.errors import ConfigError
 
@@ -138,3 +153,22 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"{option} {text!r} is not a comma-separated list of integers", fix=f"e.g. {option} 0,1,2") from None
+
+
+@app.command()
+@handle_errors
+def report(
+    run: Annotated[Path, typer.Argument(help="A training run folder (pathweak train -o RUN) or a cohort run's out folder.")],
+    slides: Annotated[int, typer.Option(help="Slides shown with a heatmap and a gallery of their highest- and lowest-scoring tiles.")] = 4,
+    tiles: Annotated[int, typer.Option(help="Tiles in each row of a slide's gallery.")] = 6,
+    bootstrap: Annotated[int, typer.Option(help="Patient bootstrap resamples of the ROC / PR bands.")] = 200,
+    features: Annotated[Optional[list[str]], typer.Option("--features", help="FeatureStores of the slides, when the run does not record them (runs before this version).")] = None,
+) -> None:
+    """Write RUN/report.html (self-contained, opens offline in a browser) and its PNGs in RUN/report_files/:
+    the metrics table; ROC and PR curves with bootstrap bands, calibration and the confusion matrix
+    (classification); Kaplan-Meier curves of predicted risk groups with the log-rank p (survival); predicted
+    vs true (regression, proportion); training curves per fold; and for a sample of slides the heatmap next
+    to the highest- and lowest-scoring tiles (see docs/training.md)."""
+    from pathweak.report import write_report
+
+    typer.echo(str(write_report(run, slides=slides, tiles=tiles, bootstrap=bootstrap, features=features)))

@@ -69,6 +69,8 @@ def run_cohort(
                     break
     finally:
         pool.close()
+    if any(r.name == "train" and not r.failed for r in reports):
+        reports.append(_report_stage(spec, started))
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
@@ -157,6 +159,28 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
         report.outputs["encoder"] = f"pathweak:{out}"
     except PathweakError as exc:
         report.failed["encoder"] = str(exc)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _report_stage(spec: CohortSpec, started: float) -> StageReport:
+    """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries. A
+    failure is recorded, and the run's other outputs stand."""
+    from ..report.build import RunSource, write_report
+    from .model_stages import model_dir, results_dir
+
+    report = StageReport("report")
+    t0 = time.perf_counter()
+    run = model_dir(spec)
+    try:
+        results = results_dir(spec)
+        src = RunSource(run, json.loads((run / "run.json").read_text()), spec.out,
+                        {"cohort": spec.name, "slides": len(spec.slides), "seconds": round(t0 - started, 1),
+                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, results if results.exists() else None)
+        report.outputs["report"] = str(write_report(src))
+        report.done.append("report")
+    except (PathweakError, OSError, ValueError, ImportError) as exc:
+        report.failed["report"] = f"{type(exc).__name__}: {exc}"
     report.seconds = time.perf_counter() - t0
     return report
 

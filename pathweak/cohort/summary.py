@@ -47,7 +47,7 @@ def _where(spec: Any, report: Any) -> dict[str, str]:
             where["heatmaps"] = str(spec.out / "heatmaps")
         if st.name == "train":
             where["labels"] = str(spec.out / "labels.csv")
-        for key in ("model", "metrics", "cv_predictions", "results", "predictions"):
+        for key in ("model", "metrics", "cv_predictions", "results", "predictions", "report"):
             if st.outputs.get(key) and isinstance(st.outputs[key], str):
                 where[key] = st.outputs[key]
     return where
@@ -55,7 +55,10 @@ def _where(spec: Any, report: Any) -> dict[str, str]:
 
 def _markdown(d: dict[str, Any]) -> str:
     lines = [f"# Cohort run: {d['cohort']}", "", f"{d['slides']} slides, {d['seconds']} s, executor {d['executor']}, "
-             f"finished {d['finished']}.", "", "| stage | done | skipped | failed | seconds |", "|---|---|---|---|---|"]
+             f"finished {d['finished']}.", ""]
+    if d["where"].get("report"):
+        lines += [f"Report (open in a browser): `{d['where']['report']}`", ""]
+    lines += ["| stage | done | skipped | failed | seconds |", "|---|---|---|---|---|"]
     for st in d["stages"]:
         lines.append(f"| {st['name']} | {len(st['done'])} | {len(st['skipped'])} | {len(st['failed'])} | {st['seconds']} |")
     if d["failed_slides"]:

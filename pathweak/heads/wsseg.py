@@ -48,8 +48,6 @@ class WSSeg(MILHead):
                          topk=topk, negative_class=negative_class, threshold=threshold, spatial_dims=spatial_dims)
         if pool not in ("lse", "topk", "mean"):
             raise ConfigError(f"wsseg pool must be lse, topk or mean, got {pool!r}")
-        if n_outputs < 2:
-            raise ConfigError("the wsseg head segments classes: it needs a classification task (2 or more classes)")
         if spatial_dims not in (2, 3):
             raise ConfigError(f"wsseg spatial_dims must be 2 (slides) or 3 (volumes), got {spatial_dims!r}")
         check_threshold(threshold)
@@ -90,7 +88,7 @@ class WSSeg(MILHead):
         cam, cells, _, _ = self._cam(x, grid)
         inst = cam.reshape(cam.shape[0], -1).T[cells]  # (N, C): the CAM at each tile's cell
         out = HeadOutput(self._pool(inst), inst)
-        if not self.training:
+        if not self.training and self.n_outputs > 1:  # one output (survival, proportion): no class mask
             neg = self.options["negative_class"]
             prob = torch.softmax(inst.float(), 1)
             out.tile_scores["mask"] = foreground_mask(1 - prob[:, neg], int(out.logits.argmax()) != neg,

@@ -7,7 +7,9 @@ from typing import Any
 
 from ..errors import ConfigError
 
-TASKS = ("auto", "binary", "multiclass", "regression")
+TASKS = ("auto", "binary", "multiclass", "regression", "survival", "proportion")
+SURVIVAL_LOSSES = ("cox", "discrete")
+SURVIVAL_BAGS = 16  # bags per step of the Cox loss when --bags-per-step is left at 1
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,12 @@ class TrainConfig:
     its training patients (``val_fraction``) when not given. Every (seed, fold) trains from scratch with
     AdamW, stops early when the validation loss has not improved for ``patience`` epochs (after
     ``min_epochs``) and keeps the weights of the best validation epoch.
+
+    Survival (``task="survival"``): ``survival_loss`` "cox" (partial likelihood over the bags of a step;
+    a step then holds ``SURVIVAL_BAGS`` bags unless ``bags_per_step`` > 1) or "discrete" (time-binned
+    likelihood with ``survival_bins`` bins); ``eval_times`` are the times of the time-dependent AUC
+    (default: the quartiles of the event times). Proportion (``task="proportion"``): the label is a share
+    in [0, 1] tied to the mean per-tile probability (see :mod:`pathweak.train.proportion`).
     """
 
     head: str = "abmil"
@@ -42,6 +50,16 @@ class TrainConfig:
     dtype: str = "float16"
     stream: bool | str = "auto"
     devices: str | int = 1  # >1 or "all": Lightning DDP, one process per device (train/ddp.py)
+    survival_loss: str = "cox"
+    survival_bins: int = 4
+    eval_times: tuple[float, ...] | None = None
+
+    @property
+    def step_bags(self) -> int:
+        """Bags per optimiser step: ``bags_per_step``, or ``SURVIVAL_BAGS`` for the Cox loss left at 1."""
+        if self.task == "survival" and self.survival_loss == "cox" and self.bags_per_step == 1:
+            return SURVIVAL_BAGS
+        return self.bags_per_step
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -56,6 +74,16 @@ class TrainConfig:
             raise ConfigError("epochs, patience and bags per step must be positive")
         if self.lr <= 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.survival_loss not in SURVIVAL_LOSSES:
+            raise ConfigError(f"unknown survival loss {self.survival_loss!r}", fix="use cox or discrete")
+        if self.survival_bins < 2:
+            raise ConfigError(f"the discrete-time survival loss needs at least 2 time bins, got {self.survival_bins}",
+                              fix="pass e.g. --survival-bins 4")
+        if self.eval_times is not None:
+            times = tuple(float(t) for t in self.eval_times)
+            if not times or any(t <= 0 for t in times):
+                raise ConfigError(f"evaluation times must be positive, got {self.eval_times}", fix="e.g. --eval-times 12,24")
+            object.__setattr__(self, "eval_times", times)
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))

@@ -70,6 +70,9 @@ def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, lo
     if head.tracks_instances:
         raise ConfigError(f"head {cfg.head} keeps per-tile state across epochs and trains on one device",
                           fix="pass --devices 1")
+    if table.task == "survival" and cfg.survival_loss == "cox":
+        raise ConfigError("the Cox loss ranks the bags of one step against each other, and each device would see only "
+                          "its own bags", fix="pass --devices 1, or --survival-loss discrete for several devices")
     cuda = bank.device.type == "cuda"
     if cuda:
         rank_devices(world)  # enough GPUs?

@@ -29,6 +29,7 @@ class FitResult:
     target_scale: tuple[float, float] | None
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    time_bins: list[float] | None = None  # survival, discrete-time loss: inner bin edges
 
 
 def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, *, log_dir: Path | None = None,
@@ -49,10 +50,16 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
 
     started = time.perf_counter()
     L.seed_everything(seed, workers=False, verbose=False)
-    targets, scale = training_targets(table, fold.train)
+    edges = survival_edges(table, fold.train, cfg)
+    targets, scale = training_targets(table, fold.train, edges)
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
-    head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
-    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay)
+    head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
+    if table.task in ("survival", "proportion") and head.tracks_instances:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the {cfg.head} head learns from class pseudo-labels: it cannot train a {table.task} task",
+                          fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)")
+    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
     keep = KeepBest()
     callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience, mode="min"), keep]
     if advance is not None:
@@ -65,20 +72,46 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             log_every_n_steps=1, default_root_dir=str(log_dir) if log_dir else None,
         )
-        trainer.fit(module, bag_loader(bank, fold.train, targets, cfg.bags_per_step, shuffle=True, seed=seed),
-                    bag_loader(bank, fold.val, targets, cfg.bags_per_step))
+        trainer.fit(module, bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed),
+                    bag_loader(bank, fold.val, targets, cfg.step_bags))
     keep.restore(module)
     epochs = int(trainer.current_epoch)
     if advance is not None and epochs < cfg.max_epochs:
         advance(cfg.max_epochs - epochs)  # early stop: skip the bar to this fit's end
     head = module.head.to(bank.device).eval()
     return FitResult(head, seed, fold.index, keep.epoch, epochs, keep.best, scale, time.perf_counter() - started,
-                     module.history)
+                     module.history, None if edges is None else [float(e) for e in edges])
 
 
-def training_targets(table: LabelTable, train_rows: np.ndarray) -> tuple[torch.Tensor, tuple[float, float] | None]:
-    """Targets of every row as a tensor: class indices, or the regression target standardised with the
-    training rows' mean and standard deviation (returned as the scale to undo it)."""
+def head_outputs(table: LabelTable, cfg: TrainConfig) -> int:
+    """Outputs of the head: the classes; one per time bin for discrete-time survival; else 1."""
+    if table.task == "survival" and cfg.survival_loss == "discrete":
+        return cfg.survival_bins
+    return table.n_outputs
+
+
+def survival_edges(table: LabelTable, train_rows: np.ndarray, cfg: TrainConfig) -> np.ndarray | None:
+    """Inner time-bin edges of the discrete-time loss, from the training rows (None otherwise)."""
+    if table.task != "survival" or cfg.survival_loss != "discrete":
+        return None
+    from .survival import time_bins
+
+    return time_bins(table.times[train_rows], table.events[train_rows], cfg.survival_bins)  # type: ignore[index]
+
+
+def training_targets(table: LabelTable, train_rows: np.ndarray,
+                     edges: np.ndarray | None = None) -> tuple[torch.Tensor, tuple[float, float] | None]:
+    """Targets of every row as a tensor: class indices; (time, event, time bin) rows for survival; the
+    share for proportion; or the regression target standardised with the training rows' mean and standard
+    deviation (returned as the scale to undo it)."""
+    if table.task == "survival":
+        from .survival import bin_index
+
+        bins = bin_index(table.times, edges) if edges is not None else np.zeros(len(table))  # type: ignore[arg-type]
+        rows = np.column_stack([table.times, table.events, bins]).astype(np.float32)
+        return torch.as_tensor(rows), None
+    if table.task == "proportion":
+        return torch.as_tensor(table.targets, dtype=torch.float32), None
     if table.classes is not None:
         return torch.as_tensor(table.targets, dtype=torch.long), None
     t = table.targets[train_rows]

@@ -14,8 +14,9 @@ from ..heads import MILHead
 
 @dataclass
 class BagPrediction:
-    """``slide`` (C,) class probabilities, or (1,) the regression prediction; ``instance`` (N, C) the same
-    per tile; ``attention`` (N, A) or None; ``extra``: the head's named per-tile scores (N,) such as
+    """``slide`` (C,) class probabilities, or (1,) the regression prediction, the survival risk or the
+    predicted proportion; ``instance`` (N, C) the same per tile (for proportion: each tile's positive
+    probability); ``attention`` (N, A) or None; ``extra``: the head's named per-tile scores (N,) such as
     ``pseudo_label`` or ``mask`` (:attr:`~pathweak.heads.HeadOutput.tile_scores`)."""
 
     slide: np.ndarray
@@ -30,7 +31,15 @@ def predict_bag(head: MILHead, x: torch.Tensor, grid: torch.Tensor | None, task:
     head.eval()
     with torch.inference_mode():
         out = head(x.float(), grid)
-        if task == "regression":
+        if task == "survival":  # risk: the log hazard (Cox) or minus the expected survival (time bins)
+            from .survival import risk_from_logits
+
+            slide = risk_from_logits(out.logits.float())[None]
+            inst = risk_from_logits(out.instance_logits.float())[:, None]
+        elif task == "proportion":  # per-tile positive probability; the slide's share is their mean
+            inst = torch.sigmoid(out.instance_logits[:, :1].float())
+            slide = inst.mean(0)
+        elif task == "regression":
             mean, std = target_scale or (0.0, 1.0)
             slide = out.logits.float() * std + mean
             inst = out.instance_logits.float() * std + mean
@@ -46,4 +55,4 @@ def predict_rows(head: MILHead, bank: object, rows: np.ndarray, task: str,
                  target_scale: tuple[float, float] | None = None) -> np.ndarray:
     """Slide-level outputs (len(rows), C) of bank rows."""
     return np.stack([predict_bag(head, bank.bag(int(i)), bank.grid(int(i)), task, target_scale).slide  # type: ignore[attr-defined]
-                     for i in rows]) if len(rows) else np.zeros((0, head.n_outputs), np.float32)
+                     for i in rows]) if len(rows) else np.zeros((0, 1 if task in ("survival", "proportion") else head.n_outputs), np.float32)

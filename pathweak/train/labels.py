@@ -1,6 +1,7 @@
 """The labels file: one row per slide with ``slide_id``, ``patient_id``, ``label`` and an optional
-``split`` (train / val / test). Read and checked against the slides that have features; every problem
-is one line naming the file, the row and the fix."""
+``split`` (train / val / test); for ``--task survival`` ``time`` and ``event`` instead of ``label``, for
+``--task proportion`` a ``label`` that is a share in [0, 1]. Read and checked against the slides that
+have features; every problem is one line naming the file, the rows and the fix."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from ..errors import LabelsError
 
 REQUIRED = ("slide_id", "patient_id", "label")
+SURVIVAL_REQUIRED = ("slide_id", "patient_id", "time", "event")
 SPLITS = ("train", "val", "test")
 
 
@@ -25,15 +27,18 @@ class LabelTable:
     patient_ids: list[str]
     labels: list[str]
     targets: np.ndarray
-    task: str  # binary | multiclass | regression
+    task: str  # binary | multiclass | regression | survival | proportion
     classes: list[str] | None
     split: list[str] | None
+    times: np.ndarray | None = None  # survival: follow-up time per slide (float64, >= 0)
+    events: np.ndarray | None = None  # survival: 1 event, 0 censored (int64)
 
     def __len__(self) -> int:
         return len(self.slide_ids)
 
     @property
     def n_outputs(self) -> int:
+        """Head outputs: classes, or 1 (regression, proportion, Cox survival; see ``head_outputs`` in fit)."""
         return 1 if self.classes is None else len(self.classes)
 
 
@@ -47,7 +52,9 @@ def read_labels(
     without features is an error). ``task`` "auto" is regression when every label is a number and
     there are non-integers or more than 10 distinct values, else classification (binary for two
     classes). ``classes`` fixes the class order (the last of two is the positive class); a label outside
-    it is an error. Without it classes are sorted (numerically when they are numbers)."""
+    it is an error. Without it classes are sorted (numerically when they are numbers). ``task``
+    "survival" reads ``time`` and ``event`` columns (``targets`` is the event), "proportion" a label in
+    [0, 1] (see :mod:`pathweak.train.endpoints`)."""
     import pandas as pd
 
     path = Path(path)
@@ -59,13 +66,18 @@ def read_labels(
         raise LabelsError(f"not a readable CSV ({str(exc).splitlines()[0]})", path=path,
                           fix="write a CSV with a header row slide_id,patient_id,label") from None
     df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in REQUIRED if c not in df.columns]
+    required = SURVIVAL_REQUIRED if task == "survival" else REQUIRED
+    missing = [c for c in required if c not in df.columns]
     if missing:
-        raise LabelsError(f"no {', '.join(missing)} column (columns: {', '.join(df.columns) or 'none'})", path=path,
+        hint = " (survival labels are time and event: pass --task survival)" if (
+            "label" in missing and {"time", "event"} <= set(df.columns)) else ""
+        raise LabelsError(f"no {', '.join(missing)} column (columns: {', '.join(df.columns) or 'none'}){hint}", path=path,
                           fix="add it; patient_id may repeat the slide_id when each patient has one slide")
     if df.empty:
         raise LabelsError("no rows", path=path, fix="add one row per slide")
-    for col in [*REQUIRED, *(["split"] if "split" in df.columns else [])]:
+    if task == "survival" and "label" not in df.columns:
+        df["label"] = ""
+    for col in [*required[:2], *([] if task == "survival" else ["label"]), *(["split"] if "split" in df.columns else [])]:
         df[col] = df[col].str.strip()
         empty = np.nonzero((df[col] == "").to_numpy())[0]
         if len(empty):
@@ -94,8 +106,21 @@ def read_labels(
                 raise LabelsError(f"the split column has no {needed} slides", path=path,
                                   fix="mark some slides train and some test (val is optional)")
     labels = list(df["label"])
-    task, class_list, targets = _targets(labels, task, classes, path)
-    return LabelTable(path, list(df["slide_id"]), list(df["patient_id"]), labels, targets, task, class_list, split)
+    times = events = None
+    if task == "survival":
+        from .endpoints import survival_columns
+
+        times, events = survival_columns(df, path)
+        targets, class_list = events.copy(), None
+        labels = [f"{t:g},{e}" for t, e in zip(times, events)]
+    elif task == "proportion":
+        from .endpoints import proportion_column
+
+        targets, class_list = proportion_column(labels, path), None
+    else:
+        task, class_list, targets = _targets(labels, task, classes, path)
+    return LabelTable(path, list(df["slide_id"]), list(df["patient_id"]), labels, targets, task, class_list, split,
+                      times, events)
 
 
 def _targets(labels: list[str], task: str, classes: tuple[str, ...] | list[str] | None,

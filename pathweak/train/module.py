@@ -5,6 +5,11 @@ A batch is a list of ``(features (n, D), grid (n, 2), target, bank row)`` bags t
 bank (views of device memory for a resident bank: no copy, no disk); each bag goes through the head on
 its own and the batch loss is the mean of the heads' :meth:`~pathweak.heads.MILHead.loss`. Heads that
 keep per-tile state across epochs (``tracks_instances``) also get the bank row as ``bag_id``.
+
+Survival and proportion losses are functions of all the bags of a step at once (the Cox partial
+likelihood compares each bag with the others at risk): the module stacks each bag's loss inputs (its
+``streams``: the slide logits, plus DSMIL's max-instance logits, or the bag's mean tile probability) and
+applies the task's loss to the stack; the validation loss is the same loss over all validation bags.
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..heads import MILHead
+from ..heads import HeadOutput, MILHead
+from .proportion import bag_proportion, proportion_loss
+from .survival import cox_loss, discrete_nll
+
+SET_TASKS = ("survival", "proportion")  # losses over the bags of a step, not per bag
 
 Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
 
@@ -102,17 +111,43 @@ class MILModule(L.LightningModule):
     """Trains ``head`` with AdamW on bags; logs ``train_loss`` and ``val_loss`` once per epoch."""
 
     def __init__(self, head: MILHead, task: str, class_weights: torch.Tensor | None = None, lr: float = 2e-4,
-                 weight_decay: float = 1e-4):
+                 weight_decay: float = 1e-4, survival_loss: str = "cox"):
         super().__init__()
         self.head = head
         self.task = task
-        self.criterion = make_criterion(task, class_weights)
+        self.survival_loss = survival_loss
+        self.criterion = None if task in SET_TASKS else make_criterion(task, class_weights)
         self.lr, self.weight_decay = lr, weight_decay
         self._train_losses: list[torch.Tensor] = []
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.history: list[dict[str, float]] = []
 
+    def streams(self, out: HeadOutput) -> list[torch.Tensor]:
+        """What the set losses use of one bag's output (see the module docstring)."""
+        if self.task == "proportion":
+            return [bag_proportion(out.instance_logits)]
+        return [out.logits.float()] + ([out.aux["max_logits"].float()] if "max_logits" in out.aux else [])
+
+    def set_loss(self, streams: list[list[torch.Tensor]], y: torch.Tensor) -> torch.Tensor:
+        """The task's loss over bags: ``streams[b][k]`` is stream k of bag b; streams are averaged. Survival
+        targets are (time, event, time bin) rows; proportion targets the shares."""
+        losses = []
+        for k in range(len(streams[0])):
+            stacked = torch.stack([s[k] for s in streams])
+            if self.task == "proportion":
+                losses.append(proportion_loss(stacked, y))
+            elif self.survival_loss == "cox":
+                losses.append(cox_loss(stacked[:, 0], y[:, 0], y[:, 1]))
+            else:
+                losses.append(discrete_nll(stacked, y[:, 2], y[:, 1]))
+        return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
+
     def training_step(self, batch: list[Bag], batch_idx: int) -> torch.Tensor:
+        if self.task in SET_TASKS:
+            loss = self.set_loss([self.streams(self.head(head_input(x), grid)) for x, grid, _, _ in batch],
+                                 torch.stack([b[2] for b in batch]))
+            self._train_losses.append(loss.detach())
+            return loss
         track = self.head.tracks_instances
         losses = [self.head.loss(self.head(head_input(x), grid, y, **({"bag_id": i} if track else {})), y,
                                  self.criterion)
@@ -123,14 +158,20 @@ class MILModule(L.LightningModule):
 
     def validation_step(self, batch: list[Bag], batch_idx: int) -> None:
         for x, grid, y, _ in batch:
-            self._val.append((self.head(head_input(x), grid).logits.detach().float(), y))
+            out = self.head(head_input(x), grid)
+            if self.task in SET_TASKS:
+                self._val.append(([s.detach() for s in self.streams(out)], y))  # type: ignore[arg-type]
+            else:
+                self._val.append((out.logits.detach().float(), y))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        logits = torch.stack([v[0] for v in self._val])
         targets = torch.stack([v[1] for v in self._val])
-        val_loss = self.criterion(logits, targets)
+        if self.task in SET_TASKS:
+            val_loss = self.set_loss([v[0] for v in self._val], targets)  # type: ignore[misc]
+        else:
+            val_loss = self.criterion(torch.stack([v[0] for v in self._val]), targets)
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
         train = torch.stack(self._train_losses).mean() if self._train_losses else torch.tensor(math.nan)

@@ -4,7 +4,8 @@ writing per-tile scores and attention into results stores (docs/results_format.m
 Results go next to the features: FeatureStores at ``<out>/features/<encoder_id>/<slide>.zarr`` give
 ``<out>/results/<model_id>/<slide>.zarr`` plus ``<out>/results/<model_id>/predictions.csv`` (one row
 per slide). Scores per tile: ``prob_<class>`` (softmax of the head's per-tile outputs; ``prediction``
-for regression) and, for attention heads, ``attention`` (summing to 1 over the slide) or, with one
+for regression; ``risk`` for survival, with the slide's ``risk`` in the table; ``prob_positive`` for
+proportion, with the slide's ``proportion``) and, for attention heads, ``attention`` (summing to 1 over the slide) or, with one
 branch per class, ``attention_<class>`` plus ``attention`` of the predicted class; plus the head's own
 per-tile scores (``HeadOutput.tile_scores``: INS's ``pseudo_label``, the ``mask`` of INS and WSSeg),
 averaged over the members of an ensemble.
@@ -23,7 +24,7 @@ from .._atomic import atomic_file
 from ..errors import ConfigError
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
-from .run import safe_name, score_columns
+from .run import safe_name, score_columns, tile_score_columns
 
 
 @dataclass
@@ -65,7 +66,7 @@ def predict_slides(model: str | Path, features: list[str | Path], out_dir: str |
             slide, tile_scores = ensemble(models, x, grid)
             root = Path(out_dir) if out_dir is not None else default_root(store.path)
             path = root / "results" / name / f"{store.slide_id}.zarr"
-            columns = score_columns(first.classes)
+            columns = score_columns(first.classes, first.task)
             slide_scores = {c: float(v) for c, v in zip(columns, slide)}
             predicted = None if first.classes is None else first.classes[int(np.argmax(slide))]
             attrs = {"model": {"model_id": name, "head": first.meta["head"], "task": first.task, "classes": first.classes,
@@ -90,7 +91,7 @@ def ensemble(models: list[Any], x: Any, grid: Any) -> tuple[np.ndarray, dict[str
     first = models[0]
     slide = np.mean([p.slide for p in preds], axis=0)
     instance = np.mean([p.instance for p in preds], axis=0)
-    scores = {c: instance[:, j] for j, c in enumerate(score_columns(first.classes))}
+    scores = {c: instance[:, j] for j, c in enumerate(tile_score_columns(first.classes, first.task))}
     attns = [p.attention for p in preds]
     if all(a is not None for a in attns) and len({a.shape for a in attns}) == 1:  # type: ignore[union-attr]
         attn = np.mean(attns, axis=0)

@@ -86,6 +86,8 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
+        if getattr(bank, "paths", None) is not None:  # where each slide's features are (for `pathweak report`)
+            summary["feature_stores"] = {sid: str(Path(p).resolve()) for sid, p in zip(bank.slide_ids, bank.paths)}
         (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
         lifecycle.commit(tmp, out, marker="run.json", what="a training run")
     except BaseException:
@@ -94,9 +96,17 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
     return TrainRun(out, summary, fits, predictions)
 
 
-def score_columns(classes: list[str] | None) -> list[str]:
-    """Prediction columns: ``prob_<class>`` per class, or ``prediction`` for regression."""
+def score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
+    """Slide prediction columns: ``prob_<class>`` per class, ``risk`` (survival), ``proportion``, or
+    ``prediction`` for regression."""
+    if task in ("survival", "proportion"):
+        return ["risk" if task == "survival" else "proportion"]
     return ["prediction"] if classes is None else [f"prob_{safe_name(c)}" for c in classes]
+
+
+def tile_score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
+    """Per-tile score names: as :func:`score_columns`, but ``prob_positive`` for proportion."""
+    return ["prob_positive"] if task == "proportion" else score_columns(classes, task)
 
 
 def safe_name(name: str) -> str:
@@ -117,6 +127,8 @@ def _save_fold(tmp: Path, fit: FitResult, bank: Any, table: LabelTable, fold: Fo
         "best_val_loss": fit.best_val_loss, "n_train": len(fold.train), "n_val": len(fold.val), "n_test": len(fold.test),
         "labels": str(table.path.resolve()), "config": asdict(cfg), "seconds": round(fit.seconds, 2),
         "versions": _provenance.versions("torch", "lightning"),
+        **({"survival": {"loss": cfg.survival_loss, "time_bins": fit.time_bins, "risk": _RISK[cfg.survival_loss]}}
+           if table.task == "survival" else {}),
     }
     folder = save_model(tmp / "models" / name, fit.head, task=table.task, classes=table.classes, encoder=bank.encoder,
                         target_scale=fit.target_scale, training=training)
@@ -127,32 +139,60 @@ def _save_fold(tmp: Path, fit: FitResult, bank: Any, table: LabelTable, fold: Fo
         "slide_id": [table.slide_ids[i] for i in rows], "patient_id": [table.patient_ids[i] for i in rows],
         "seed": fit.seed, "fold": fold.index, "model": model_id,
     })
-    for j, col in enumerate(score_columns(table.classes)):
+    for j, col in enumerate(score_columns(table.classes, table.task)):
         frame[col] = out[:, j] if len(rows) else []
     if table.classes is not None:
         frame["predicted"] = [table.classes[k] for k in out.argmax(1)] if len(rows) else []
-    frame["label"] = [table.labels[i] for i in rows]
+    if table.task == "survival":
+        frame["time"] = table.times[rows]  # type: ignore[index]
+        frame["event"] = table.events[rows]  # type: ignore[index]
+    else:
+        frame["label"] = [table.labels[i] for i in rows]
     (tmp / "predictions").mkdir(exist_ok=True)
     with atomic_file(tmp / "predictions" / f"{name}.csv", "w", newline="") as fh:
         frame.to_csv(fh, index=False, float_format="%.6g")
     return frame
 
 
-def evaluate(table: LabelTable, frame: Any) -> dict[str, float]:
+_RISK = {"cox": "log relative hazard", "discrete": "minus the expected survival over the time bins"}
+
+
+def eval_times(table: LabelTable, cfg: TrainConfig | None) -> tuple[float, ...]:
+    """Times of the time-dependent AUC: the config's, or the quartiles of the event times."""
+    from .survival import default_times
+
+    return (cfg.eval_times if cfg else None) or default_times(table.times, table.events)  # type: ignore[arg-type]
+
+
+def metric_function(table: LabelTable, cfg: TrainConfig | None = None) -> Any:
+    """``fn(y, scores)`` of the task: classification, regression (also proportion) or survival metrics
+    (``y`` then (n, 2) rows of time and event, at :func:`eval_times`)."""
+    if table.task == "survival":
+        from .survival import survival_metrics
+
+        times = eval_times(table, cfg)
+        return lambda y, s: survival_metrics(y, s[:, 0], times)
+    if table.classes is not None:
+        return classification_metrics
+    return lambda y, s: regression_metrics(y, s[:, 0])
+
+
+def evaluate(table: LabelTable, frame: Any, cfg: TrainConfig | None = None) -> dict[str, float]:
     """Metrics of a predictions frame against the labels."""
     y, scores = _y_scores(table, frame)
-    return classification_metrics(y, scores) if table.classes is not None else regression_metrics(y, scores[:, 0])
+    return metric_function(table, cfg)(y, scores)
 
 
 def _y_scores(table: LabelTable, frame: Any) -> tuple[np.ndarray, np.ndarray]:
     index = {sid: i for i, sid in enumerate(table.slide_ids)}
-    y = table.targets[[index[s] for s in frame["slide_id"]]]
-    return y, frame[score_columns(table.classes)].to_numpy(np.float64)
+    rows = [index[s] for s in frame["slide_id"]]
+    y = np.column_stack([table.times[rows], table.events[rows]]) if table.task == "survival" else table.targets[rows]  # type: ignore[index]
+    return y, frame[score_columns(table.classes, table.task)].to_numpy(np.float64)
 
 
 def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[FitResult], predictions: Any,
              bank: dict[str, Any], seconds: float) -> dict[str, Any]:
-    metric_fn = classification_metrics if table.classes is not None else (lambda y, s: regression_metrics(y, s[:, 0]))
+    metric_fn = metric_function(table, cfg)
     per_seed: dict[str, Any] = {}
     for seed in cfg.seeds:
         frame = predictions[predictions["seed"] == seed]
@@ -162,7 +202,7 @@ def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[
             part = frame[frame["fold"] == fit.fold]
             fold_rows.append({"fold": fit.fold, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
                               "best_val_loss": fit.best_val_loss, "seconds": round(fit.seconds, 2),
-                              "metrics": evaluate(table, part) if len(part) else {}})
+                              "metrics": evaluate(table, part, cfg) if len(part) else {}, "history": fit.history})
         per_seed[str(seed)] = {
             "metrics": metric_fn(y, scores),
             "ci95": bootstrap_ci(metric_fn, y, scores, frame["patient_id"].to_numpy(), n=cfg.bootstrap, seed=seed)
@@ -172,6 +212,8 @@ def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[
         }
     weights = hashlib.sha256("".join(sorted(str(m) for m in predictions["model"].unique())).encode()).hexdigest()[:10]
     counts = {c: int((table.targets == i).sum()) for i, c in enumerate(table.classes)} if table.classes else None
+    if table.task == "survival":
+        counts = {"event": int(table.events.sum()), "censored": int(len(table) - table.events.sum())}  # type: ignore[union-attr]
     return {
         "format": RUN_FORMAT,
         "model_id": f"{cfg.head}-cv-{weights}",
@@ -186,10 +228,14 @@ def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[
                    "split_seed": cfg.split_seed,
                    "sizes": [{"fold": f.index, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds]},
         "metrics": spread([per_seed[str(s)]["metrics"] for s in cfg.seeds]),
+        **({"survival": {"loss": cfg.survival_loss, "risk": _RISK[cfg.survival_loss], "bags_per_step": cfg.step_bags,
+                         "eval_times": list(eval_times(table, cfg)),
+                         "library": "torchsurv (Cox loss), scikit-survival (metrics)"}} if table.task == "survival" else {}),
         "seeds": per_seed,
         "config": asdict(cfg),
         "seconds": round(seconds, 1),
-        "versions": _provenance.versions("torch", "lightning", "scikit-learn"),
+        "versions": _provenance.versions("torch", "lightning", "scikit-learn",
+                                         *(("torchsurv", "scikit-survival") if table.task == "survival" else ())),
     }
 
 

@@ -106,7 +106,10 @@ def _carve(rows: np.ndarray, strata: np.ndarray, patients: np.ndarray, fraction:
 
 
 def _strata(table: LabelTable) -> np.ndarray:
-    """Class index, or the quintile of a regression target."""
+    """Class index, the event (survival: folds stratified by event), or the quintile of a regression or
+    proportion target."""
+    if table.task == "survival":
+        return table.events.astype(np.int64)  # type: ignore[union-attr]
     if table.classes is not None:
         return table.targets.astype(np.int64)
     t = table.targets
@@ -115,6 +118,12 @@ def _strata(table: LabelTable) -> np.ndarray:
 
 
 def _check_class_patients(table: LabelTable, folds: int, option: str) -> None:
+    if table.task == "survival":
+        n = len(set(np.asarray(table.patient_ids)[table.events == 1]))
+        if n < folds:
+            raise LabelsError(f"{n} patient(s) have an event, fewer than the {folds} folds", path=table.path,
+                              fix=f"pass {option} {max(2, n)} or label more patients with events")
+        return
     if table.classes is None:
         return
     patients = np.asarray(table.patient_ids)
