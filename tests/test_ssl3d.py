@@ -117,3 +117,25 @@ def test_mae3d_refuses_2d_tiles_and_bad_sizes(tmp_path):
     assert "--mode 3d" in str(err.value)
     with pytest.raises(ConfigError, match="multiple of the 3D patch"):
         tiny3d(img_size=18)
+
+
+def test_cli_offers_mae3d_and_distill():
+    from test_cli import run_cli
+
+    pretrain_help = run_cli("pretrain", "--help").stdout
+    assert "mae3d" in pretrain_help and "--patch-3d" in pretrain_help
+    distill_help = run_cli("distill", "--help").stdout
+    for opt in ("--teacher", "--student", "--stores", "--token-weight", "--max-minutes", "--resume"):
+        assert opt in distill_help
+
+
+@pytest.mark.slow
+def test_cli_pretrains_mae3d_on_a_volume_store(brain_store, tmp_path):
+    from test_cli import run_cli
+
+    out = tmp_path / "enc3d"
+    proc = run_cli("pretrain", "--stores", str(brain_store), "-o", str(out), "--method", "mae3d", "--tiny",
+                   "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["encoder"] == f"pathweak:{out}"
+    assert json.loads((out / "encoder.json").read_text())["input"] == "volume"
