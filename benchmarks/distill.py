@@ -25,7 +25,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ssl_probe import DEFAULT_DATA, build_stores, embed_store, load_tasks, probe  # noqa: E402
+from ssl_probe import DEFAULT_DATA, build_stores, embed_store, load_tasks, probe
 
 
 def speed(encoder, store: Path, n: int, batch: int = 64) -> float:
@@ -57,9 +57,12 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=112, help="input side of teacher and student")
     ap.add_argument("--speed-tiles", type=int, default=512)
     ap.add_argument("--lc-every", type=int, default=3, help="keep every N-th LC25000 tile (CPU budget; 1 = all)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: fastest on a shared, oversubscribed CPU; see the result's 'threads')")
     args = ap.parse_args()
-
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from pathweak.encoders import create_encoder
     from pathweak.ssl import SSLConfig, pretrain

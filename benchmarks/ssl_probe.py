@@ -147,7 +147,12 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", choices=["lc25000", "ebhi", "glas"], default=None,
                     help="labelled sets to pretrain on and probe (default: all found)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: fastest on a shared, oversubscribed CPU; see the result's 'threads')")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from pathweak.encoders import create_encoder
     from pathweak.ssl import SSLConfig, pretrain
@@ -157,7 +162,7 @@ def main() -> None:
     stores = build_stores(tasks, args.work)
     result: dict = {"data": str(args.data), "tiles": {k: len(v["files"]) for k, v in tasks.items()},
                     "images": {k: len(v["labels"]) for k, v in tasks.items()},
-                    "img_size": args.img_size, "depth": args.depth, "budget_minutes_per_method": args.minutes,
+                    "img_size": args.img_size, "depth": args.depth, "budget_minutes_per_method": args.minutes, "threads": args.threads,
                     "store_seconds": round(time.perf_counter() - t0, 1), "probe": {}, "pretraining": {}}
     encoders: dict = {}
     # per-method settings that learned fastest on 2 CPU cores (see docs/benchmarks.md)

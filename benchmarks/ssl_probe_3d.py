@@ -102,9 +102,12 @@ def main() -> None:
     ap.add_argument("--tumour-fraction", type=float, default=0.1)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--epoch-samples", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: fastest on a shared, oversubscribed CPU; see the result's 'threads')")
     args = ap.parse_args()
-
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from pathweak.encoders import create_encoder
     from pathweak.encoders.base import Encoder, EncoderInfo
@@ -117,7 +120,7 @@ def main() -> None:
     counts = {p.stem: len(TileStore.open(p)) for p in stores}
     cfg = SSLConfig.tiny("mae3d", depth=args.depth, img_size=args.patch, patch_3d=4, batch_size=64, lr=1.5e-3,
                          max_epochs=1000, max_minutes=args.minutes, samples_per_epoch=args.epoch_samples,
-                         rankme_samples=512, num_workers=1)
+                         rankme_samples=256, num_workers=1)
     out = args.work / "pretrain_mae3d"
     res = pretrain(stores, out, cfg, resume=False, progress=False)
     ranks = [r["rankme"] for r in res.rankme]
@@ -137,7 +140,7 @@ def main() -> None:
         "volumes": str(args.volumes), "patches": counts, "spacing_mm": args.spacing, "patch_voxels": args.patch,
         "overlap_voxels": args.overlap, "probe_patches": int(use.sum()), "tumour_patches": int(y.sum()),
         "split": f"5 folds grouped by {args.block}^3-voxel region, overlapping train neighbours of test patches dropped",
-        "budget_minutes": args.minutes, "probe": {},
+        "budget_minutes": args.minutes, "threads": args.threads, "probe": {},
         "pretraining": {"steps": res.steps, "epochs": res.epochs, "seconds": round(res.seconds, 1),
                         "rankme": [round(r, 2) for r in ranks],
                         "rankme_rose": bool(len(ranks) >= 2 and max(ranks[1:]) > ranks[0]),

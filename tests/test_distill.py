@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import LC25000, need_shared
+
 from pathweak.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 from pathweak.errors import ConfigError
 from pathweak.ssl import SSLConfig, pretrain

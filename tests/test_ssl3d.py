@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import LC25000, need_shared
+from test_volume_io import BRAIN1
+
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.errors import ConfigError
 from pathweak.ssl import SSLConfig, pretrain
@@ -19,7 +20,6 @@ from pathweak.ssl.data3d import VolumeViews
 from pathweak.ssl.mae3d import MAE3D
 from pathweak.ssl.module import SSLModule
 from pathweak.ssl.vit3d import ViT3D
-from test_volume_io import BRAIN1
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

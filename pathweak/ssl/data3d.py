@@ -30,7 +30,7 @@ def check_stores_kind(index: TileIndex, want_3d: bool) -> None:
                 )
 
 
-def to_volume_tensor(patch: np.ndarray, size: int) -> "torch.Tensor":  # noqa: F821
+def to_volume_tensor(patch: np.ndarray, size: int) -> torch.Tensor:  # noqa: F821
     """uint8 (D, H, W) -> normalised float (1, size, size, size) (trilinear resize when needed)."""
     import torch
 
