@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -44,15 +45,16 @@ def tile_volumes(volumes: Path, work: Path, spacing: float, patch: int, overlap:
     return [Path(brain), *map(Path, others)], Path(brain)
 
 
-def embed(encoder, store: Path) -> np.ndarray:
+def embed(encoder, store: Path, rows: np.ndarray) -> np.ndarray:
+    """Embeddings of the patches ``rows`` of ``store``."""
     import torch
 
     from pathweak.tiling import TileStore
 
     out = []
     with torch.no_grad(), TileStore.open(store) as s:
-        for start in range(0, len(s), 128):
-            out.append(encoder.embed(torch.from_numpy(s.read_tiles(slice(start, min(len(s), start + 128))))).numpy())
+        for start in range(0, len(rows), 128):
+            out.append(encoder.embed(torch.from_numpy(s.read_tiles(rows[start : start + 128]))).numpy())
     return np.concatenate(out)
 
 
@@ -101,6 +103,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=32, help="side in voxels of the regions folds are grouped by")
     ap.add_argument("--tumour-fraction", type=float, default=0.1)
     ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--max-negatives", type=int, default=1500,
+                    help="probe at most this many no-tumour patches (a random sample; 0 = all) to bound CPU time")
+    ap.add_argument("--reuse", action="store_true", help="reuse the encoder an earlier run pretrained in --work")
     ap.add_argument("--epoch-samples", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: fastest on a shared, oversubscribed CPU; see the result's 'threads')")
@@ -122,7 +127,14 @@ def main() -> None:
                          max_epochs=1000, max_minutes=args.minutes, samples_per_epoch=args.epoch_samples,
                          rankme_samples=256, num_workers=1)
     out = args.work / "pretrain_mae3d"
-    res = pretrain(stores, out, cfg, resume=False, progress=False)
+    if args.reuse and (out / "encoder.json").exists():
+        from pathweak.ssl.train import PretrainResult, _losses
+
+        done = json.loads((out / "encoder.json").read_text())["training"]
+        res = PretrainResult(str(out), str(out), done["steps"], done["epochs"], done["seconds"], done["best_checkpoint"],
+                             done["rankme"], _losses(out))
+    else:
+        res = pretrain(stores, out, cfg, resume=False, progress=False)
     ranks = [r["rankme"] for r in res.rankme]
     meta = json.loads((out / "encoder.json").read_text())
     torch.manual_seed(0)
@@ -134,11 +146,14 @@ def main() -> None:
 
     with TileStore.open(brain) as s:
         frac, coords = s.label_fraction[:, 0], s.coords.astype(np.int64)
-    use = (frac >= args.tumour_fraction) | (frac == 0)
+    tumour, clean = np.flatnonzero(frac >= args.tumour_fraction), np.flatnonzero(frac == 0)
+    if args.max_negatives and len(clean) > args.max_negatives:
+        clean = np.random.default_rng(0).choice(clean, args.max_negatives, replace=False)
+    use = np.sort(np.concatenate([tumour, clean]))
     y = (frac[use] >= args.tumour_fraction).astype(int)
     result: dict = {
         "volumes": str(args.volumes), "patches": counts, "spacing_mm": args.spacing, "patch_voxels": args.patch,
-        "overlap_voxels": args.overlap, "probe_patches": int(use.sum()), "tumour_patches": int(y.sum()),
+        "overlap_voxels": args.overlap, "probe_patches": len(use), "no_tumour_sampled_from": int((frac == 0).sum()), "tumour_patches": int(y.sum()),
         "split": f"5 folds grouped by {args.block}^3-voxel region, overlapping train neighbours of test patches dropped",
         "budget_minutes": args.minutes, "threads": args.threads, "probe": {},
         "pretraining": {"steps": res.steps, "epochs": res.epochs, "seconds": round(res.seconds, 1),
@@ -150,13 +165,13 @@ def main() -> None:
                                   "mask_ratio": cfg.mask_ratio, "parameters": sum(p.numel() for p in random_vit.parameters())}},
     }
     for name, enc in encoders.items():
-        feats = embed(enc, brain)[use]
+        feats = embed(enc, brain, use)
         result["probe"][name] = probe(feats, y, coords[use], args.block, args.patch)
     p = result["probe"]
     result["gain_auc_vs_random_vit"] = round(p["mae3d_vit"]["auc"] - p["random_init_vit"]["auc"], 4)
     result["gain_auc_vs_random_resnet10"] = round(p["mae3d_vit"]["auc"] - p["random_init_monai_resnet10"]["auc"], 4)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["command"] = f"python benchmarks/ssl_probe_3d.py --minutes {args.minutes}"
+    result["command"] = "python benchmarks/ssl_probe_3d.py " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
