@@ -71,14 +71,15 @@ def encoders_info(
 def pretrain(
     stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: encoder.safetensors, encoder.json, checkpoints/, logs/.")],
-    method: Annotated[str, typer.Option(help="dino or mae.")] = "dino",
+    method: Annotated[str, typer.Option(help="dino or mae (2D tiles), or mae3d (a 3D ViT on the 3D patches of volume stores).")] = "dino",
     arch: Annotated[str, typer.Option(help="vit_tiny, vit_small or vit_base (timm, patch 16).")] = "vit_small",
     config: Annotated[Optional[Path], typer.Option(help="YAML with an ssl: section (see configs/ssl_*.yaml); options given here win.")] = None,
     tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block ViT-Tiny at 112 px).")] = False,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step (per device).")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Input size (multiple of 16).")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Input size (multiple of 16; for mae3d the cube side, a multiple of --patch-3d).")] = None,
+    patch_3d: Annotated[Optional[int], typer.Option(help="mae3d: voxels per side of one token's cube (default 4).")] = None,
     mask_ratio: Annotated[Optional[float], typer.Option(help="MAE masking ratio.")] = None,
     fourier_style: Annotated[Optional[float], typer.Option(help="Probability of Fourier amplitude swaps within a batch.")] = None,
     adapt_from: Annotated[Optional[Path], typer.Option(help="Adapt this encoder (pathweak dir or state dict) ExPLoRA-style.")] = None,
@@ -88,16 +89,16 @@ def pretrain(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Self-supervised pretraining (DINO or MAE) of a ViT on TileStores; the checkpoint with the highest
-    RankMe on held-out tiles is exported as OUT/encoder.safetensors + encoder.json (use it as
-    --encoder pathweak:OUT)."""
+    """Self-supervised pretraining (DINO or MAE) of a ViT on TileStores (MAE3D of a 3D ViT on volume
+    stores of 3D patches); the checkpoint with the highest RankMe on held-out tiles is exported as
+    OUT/encoder.safetensors + encoder.json (use it as --encoder pathweak:OUT)."""
     from pathweak.config import load_yaml
     from pathweak.ssl import SSLConfig, pretrain as run_pretrain
     from pathweak.tiling.store import find_tile_stores
 
     values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
     given = {"method": method, "arch": arch, "max_epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size,
-             "img_size": img_size, "mask_ratio": mask_ratio, "fourier_style": fourier_style,
+             "img_size": img_size, "patch_3d": patch_3d, "mask_ratio": mask_ratio, "fourier_style": fourier_style,
              "adapt_from": str(adapt_from) if adapt_from else None, "devices": devices, "strategy": strategy,
              "num_workers": workers}
     for key, value in given.items():
@@ -110,6 +111,44 @@ def pretrain(
     result = run_pretrain(find_tile_stores(stores), out, cfg, resume=resume, progress=progress)
     typer.echo(json.dumps({"encoder": f"pathweak:{result.encoder_dir}", "steps": result.steps, "epochs": result.epochs,
                            "best_checkpoint": result.best_checkpoint, "rankme": result.rankme}, indent=2))
+
+
+@app.command()
+@handle_errors
+def distill(
+    teacher: Annotated[str, typer.Option(help="The encoder to distil: pathweak:<dir>, timm:<model>, a preset (see `pathweak encoders list`).")],
+    stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs: the tiles the student learns on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: encoder.safetensors, encoder.json, checkpoints/, logs/.")],
+    student: Annotated[str, typer.Option(help="Student architecture: vit_tiny, vit_small or vit_base (timm, patch 16).")] = "vit_tiny",
+    teacher_weights: Annotated[Optional[str], typer.Option(help="Local weights file of a timm/preset teacher.")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Student transformer blocks (default: the architecture's 12; 6 with --tiny).")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Student input size (multiple of 16); default 224, 112 with --tiny.")] = None,
+    token_weight: Annotated[Optional[float], typer.Option(help="Weight of the patch-token loss for ViT teachers (0: embedding only).")] = None,
+    tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block student at 112 px).")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step (per device).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate per 256 images.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Loader worker processes decoding tiles.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Distil a (big) encoder into a small ViT: the student learns to reproduce the teacher's embedding
+    (and a ViT teacher's patch tokens) on augmented views of the tiles; cosine + L2 through a projection.
+    Exports the checkpoint with the highest RankMe as a pathweak:OUT encoder that records its teacher."""
+    from pathweak.ssl import SSLConfig
+    from pathweak.ssl.distill import distill as run_distill
+    from pathweak.tiling.store import find_tile_stores
+
+    given = {"arch": student, "teacher": teacher, "teacher_weights": teacher_weights, "depth": depth,
+             "img_size": img_size, "token_weight": token_weight, "max_epochs": epochs, "max_minutes": max_minutes,
+             "batch_size": batch_size, "lr": lr, "num_workers": workers}
+    values = {k: v for k, v in given.items() if v is not None}
+    cfg = SSLConfig.tiny("distill", **values) if tiny else SSLConfig(method="distill", **values)
+    result = run_distill(find_tile_stores(stores), out, cfg, resume=resume, progress=progress)
+    typer.echo(json.dumps({"encoder": f"pathweak:{result.encoder_dir}", "teacher": teacher, "steps": result.steps,
+                           "epochs": result.epochs, "best_checkpoint": result.best_checkpoint,
+                           "rankme": result.rankme}, indent=2))
 
 
 @app.command()

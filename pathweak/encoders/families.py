@@ -139,7 +139,13 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
             fix="point to the output folder of `pathweak pretrain`",
         )
     cfg = json.loads(config_path.read_text())
-    net = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, **cfg.get("timm_kwargs", {}))
+    volume = cfg.get("input") == "volume"  # a 3D ViT of `pathweak pretrain --method mae3d`
+    if volume:
+        from ..ssl.vit3d import build_vit3d
+
+        net = build_vit3d(cfg["vit3d"])
+    else:
+        net = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, **cfg.get("timm_kwargs", {}))
     _load_weights(net, str(weights_path), f"pathweak:{folder}")
     info = EncoderInfo(
         name=f"pathweak:{folder}",
@@ -150,7 +156,8 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
         std=tuple(cfg["std"]),  # type: ignore[arg-type]
         weights=str(weights_path),
         weights_hash=_weights_hash(str(weights_path)),
-        extra={"pretrain": cfg.get("training", {})},
+        extra={"pretrain": cfg.get("training", {}), **({"cpu_batch": 8} if volume else {})},
+        input="volume" if volume else "rgb",
     )
     return Encoder(net, info)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file, partial_path
+from .._atomic import atomic_file
 from ..errors import ConfigError
+from ..store.build import building
 from . import figures
 from .gallery import display_score, fold_scores, sample_slides, slide_panel
 
@@ -66,9 +66,8 @@ def write_report(path: str | Path | RunSource, *, slides: int = 4, tiles: int = 
     seed = int(next(iter(s["seeds"])))
     frame = pred[pred["seed"] == seed].reset_index(drop=True)
     files = src.out / FILES
-    tmp = partial_path(files)
-    tmp.mkdir(parents=True)
-    try:
+    with building(files) as tmp:
+        tmp.mkdir()
         sections = [_overview(src), _metrics_table(s)]
         sections += _task_figures(s, frame, tmp, bootstrap)
         folds = [dict(f, seed=int(k)) for k, v in s["seeds"].items() for f in v["folds"]]
@@ -78,12 +77,6 @@ def write_report(path: str | Path | RunSource, *, slides: int = 4, tiles: int = 
                                      "Loss per epoch of every (seed, fold); the dotted line is the epoch whose weights were kept."))
         sections.append(_slides_section(src, frame, tmp, slides, tiles, features))
         page = _page(s, sections, time.perf_counter() - started)
-        if files.exists():
-            shutil.rmtree(files)
-        tmp.rename(files)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     out = src.out / "report.html"
     with atomic_file(out) as fh:
         fh.write(page)

@@ -18,7 +18,7 @@ class SSLConfig:
     """Pretraining settings. Defaults follow DINO and MAE at small scale; ``tiny()`` trains in minutes
     on 2 CPU cores."""
 
-    method: str = "dino"  # dino | mae
+    method: str = "dino"  # dino | mae | mae3d (3D patches of volumes) | distill (see pathweak.ssl.distill)
     arch: str = "vit_small"  # vit_tiny | vit_small | vit_base (timm ViTs, patch 16)
     depth: int | None = None  # override the number of transformer blocks (smaller CPU models)
     img_size: int = 224
@@ -51,6 +51,15 @@ class SSLConfig:
     decoder_dim: int = 256
     decoder_depth: int = 4
     norm_pix_loss: bool = True
+    # MAE3D: a 3D ViT on the (D, H, W) patches of volume stores; img_size is then the cube side
+    patch_3d: int = 4  # voxels per side of one token's cube
+    volume_intensity_jitter: float = 0.05  # std of the intensity scale and shift of 3D views (0 = off)
+    # distillation (pathweak distill): the student (arch/depth/img_size) learns the teacher's embedding
+    teacher: str | None = None  # an encoder name, e.g. pathweak:<dir> or timm:<model>
+    teacher_weights: str | None = None
+    teacher_img_size: int | None = None  # the teacher's input side (set from the teacher)
+    token_weight: float = 1.0  # weight of the patch-token loss (ViT teachers), 0 = embedding only
+    l2_weight: float = 1.0  # weight of the (normalised) L2 term beside the cosine term
     # pathology augmentations
     hed_jitter: float = 0.05  # std of per-channel HED stain scaling (0 = off)
     color_jitter: float = 0.2  # brightness/contrast/saturation strength (0 = off)
@@ -70,12 +79,18 @@ class SSLConfig:
     precision: str = "auto"  # auto: bf16-mixed on CUDA, 32-true on CPU
 
     def __post_init__(self) -> None:
-        if self.method not in ("dino", "mae"):
-            raise ConfigError(f"unknown SSL method {self.method!r}", fix="use --method dino or --method mae")
+        if self.method not in ("dino", "mae", "mae3d", "distill"):
+            raise ConfigError(f"unknown SSL method {self.method!r}", fix="use --method dino, mae or mae3d (3D patches)")
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown architecture {self.arch!r}", fix=f"use one of {', '.join(ARCHS)}")
-        if self.img_size % 16 or self.local_size % 16:
+        if self.method == "mae3d":
+            if self.patch_3d < 1 or self.img_size % self.patch_3d:
+                raise ConfigError(f"--img-size {self.img_size} (the cube side) must be a multiple of the 3D patch {self.patch_3d}",
+                                  fix="e.g. --img-size 16 with patch_3d 4, or --img-size 32 with patch_3d 8")
+        elif self.img_size % 16 or self.local_size % 16:
             raise ConfigError("image sizes must be multiples of the patch size 16", fix="e.g. --img-size 224 or 112")
+        if self.method == "distill" and not self.teacher:
+            raise ConfigError("distillation needs a teacher encoder", fix="pass --teacher pathweak:<dir> or timm:<model>")
         if not 0 < self.mask_ratio < 1:
             raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.batch_size < 2:
@@ -93,5 +108,7 @@ class SSLConfig:
             out_dim=1024, head_hidden=512, head_bottleneck=128, decoder_dim=128, decoder_depth=2,
             warmup_steps=20, rankme_samples=256, num_workers=1, lr=1e-3,
         )
+        if method == "mae3d":  # 16^3 voxel cubes of 4^3 tokens
+            base.update(img_size=16, mask_ratio=0.75)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]

@@ -79,6 +79,9 @@ class SSLViews:
         rng = np.random.default_rng([int(torch.randint(0, 2**62, (1,))), g])
         if cfg.method == "mae":
             views = [pathology_view(img, rng, cfg.img_size, cfg.mae_scale, MAE_AUGMENT)]
+        elif cfg.method == "distill":  # one view at the larger of the teacher's and the student's input size
+            size = max(cfg.img_size, cfg.teacher_img_size or 0)
+            views = [pathology_view(img, rng, size, cfg.global_scale, cfg)]
         else:
             views = [pathology_view(img, rng, cfg.img_size, cfg.global_scale, cfg) for _ in range(2)]
             views += [pathology_view(img, rng, cfg.local_size, cfg.local_scale, cfg) for _ in range(cfg.local_crops)]

@@ -19,9 +19,13 @@ from .rankme import rankme
 
 
 def build_backbone(cfg: SSLConfig) -> nn.Module:
-    """The timm ViT being trained (dynamic image size for DINO's multi-crop)."""
+    """The timm ViT being trained (dynamic image size for DINO's multi-crop), or for mae3d the 3D ViT."""
     import timm
 
+    if cfg.method == "mae3d":
+        from .vit3d import build_vit3d, vit3d_kwargs
+
+        return build_vit3d(vit3d_kwargs(cfg.arch, cfg.img_size, cfg.patch_3d, cfg.depth))
     return timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **backbone_kwargs(cfg))
 
 
@@ -30,11 +34,26 @@ def backbone_kwargs(cfg: SSLConfig) -> dict[str, Any]:
 
     MAE never trains the class token, so its embedding is the mean of the normalised patch tokens."""
     kwargs: dict[str, Any] = {"img_size": cfg.img_size, "dynamic_img_size": cfg.method == "dino"}
-    if cfg.method == "mae":
+    if cfg.method in ("mae", "distill"):
         kwargs.update(global_pool="avg", fc_norm=False)
     if cfg.depth:
         kwargs["depth"] = cfg.depth
     return kwargs
+
+
+def merge_export_fields(config: dict[str, Any], module: Any, cfg: SSLConfig) -> None:
+    """Update the encoder.json ``config`` (in place) where the model is not a 2D timm ViT of a DINO/MAE
+    run: the 3D ViT's constructor and the volume normalisation (mae3d), the teacher (distill)."""
+    if cfg.method == "mae3d":
+        from .data3d import VOLUME_MEAN, VOLUME_STD
+        from .vit3d import vit3d_kwargs
+
+        config.update(input="volume", timm_model=None, timm_kwargs={}, patch_size=cfg.patch_3d,
+                      vit3d=vit3d_kwargs(cfg.arch, cfg.img_size, cfg.patch_3d, cfg.depth),
+                      mean=[VOLUME_MEAN], std=[VOLUME_STD])
+    elif cfg.method == "distill":
+        config["distilled_from"] = cfg.teacher
+        config["training"]["teacher"] = module.distiller.teacher_record()
 
 
 class SSLModule(L.LightningModule):
@@ -60,6 +79,14 @@ class SSLModule(L.LightningModule):
             for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
                 p.requires_grad_(False)
             self.loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.teacher_temp, cfg.center_momentum)
+        elif cfg.method == "mae3d":
+            from .mae3d import MAE3D
+
+            self.mae = MAE3D(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
+        elif cfg.method == "distill":
+            from .distill import Distiller
+
+            self.distiller = Distiller(backbone, cfg)
         else:
             self.mae = MAE(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
         self.rankme_history: list[dict[str, float]] = []
@@ -81,17 +108,21 @@ class SSLModule(L.LightningModule):
     # -- the encoder that gets exported -----------------------------------------------------------
     @property
     def encoder(self) -> nn.Module:
-        """DINO: the teacher (the better, smoothed model); MAE: the encoder."""
+        """DINO: the teacher (the better, smoothed model); MAE: the encoder; distillation: the student."""
+        if self.cfg.method == "distill":
+            return self.distiller.student
         return self.teacher if self.cfg.method == "dino" else self.mae.encoder
 
     # -- training ---------------------------------------------------------------------------------
     def ssl_loss(self, batch: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """The objective on one batch of views: [global, global, local...] for DINO, [view] for MAE."""
         cfg = self.cfg
-        if cfg.fourier_style > 0:
+        if cfg.fourier_style > 0 and cfg.method != "mae3d":
             batch = [fourier_style_swap(v, cfg.fourier_style) if v.shape[-1] == cfg.img_size else v for v in batch]
-        if cfg.method == "mae":
+        if cfg.method in ("mae", "mae3d"):
             return self.mae(batch[0], generator)
+        if cfg.method == "distill":
+            return self.distiller(batch[0])
         teacher_out = [self.teacher_head(self.teacher(v)) for v in batch[:2]]
         student_out = [self.student_head(self.student(v)) for v in batch]
         return self.loss_fn(student_out, teacher_out)

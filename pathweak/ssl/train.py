@@ -51,7 +51,8 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     from torch.utils.data import DataLoader, RandomSampler
 
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
-    from .data import PlainTiles, SSLViews, TileIndex, split_holdout
+    from .data import TileIndex, split_holdout
+    from .data3d import datasets
     from .module import SSLModule
 
     started = time.perf_counter()
@@ -61,14 +62,14 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     index = TileIndex(stores)
     train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
     per_epoch = cfg.samples_per_epoch or len(train_idx)
-    views = SSLViews(index, cfg, train_idx, IMAGENET_MEAN, IMAGENET_STD)
+    views, held_out = datasets(index, cfg, train_idx, hold_idx, IMAGENET_MEAN, IMAGENET_STD)
     sampler = RandomSampler(views, replacement=per_epoch > len(views), num_samples=per_epoch)
     train_loader = DataLoader(
         views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
         persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
     )
     hold_loader = DataLoader(
-        PlainTiles(index, hold_idx, cfg.img_size, IMAGENET_MEAN, IMAGENET_STD), batch_size=64,
+        held_out, batch_size=64,
         num_workers=min(cfg.num_workers, 1),
     )
     steps_per_epoch = max(1, per_epoch // cfg.batch_size)
@@ -125,7 +126,7 @@ def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: 
 
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
     from .lora import merge_lora
-    from .module import backbone_kwargs
+    from .module import backbone_kwargs, merge_export_fields
 
     encoder = merge_lora(copy.deepcopy(module.encoder)).cpu()
     state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
@@ -157,6 +158,7 @@ def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: 
             "versions": _provenance.versions("torch", "timm", "lightning"),
         },
     }
+    merge_export_fields(config, module, cfg)  # 3D ViT (mae3d), teacher (distill)
     with atomic_file(out / "encoder.json") as fh:
         fh.write(json.dumps(config, indent=2, default=str))
 
