@@ -93,7 +93,8 @@ def resolve_tiling_mpp(slide: Slide, use_estimate: bool, mode: CheckMode) -> tup
         recorded = None if slide.metadata_mpp is None else float(max(slide.metadata_mpp))
         check = compare(recorded, estimate, "metadata" if recorded is not None else None)
         override: float | None = float(estimate.mpp)  # type: ignore[arg-type]
-        record = {"source": "estimated", "estimate": estimate.as_dict(), "check": check.as_dict()}
+        record = {"source": "estimated", "estimate": estimate.as_dict(),
+                  "check": {k: v for k, v in check.as_dict().items() if k != "estimate"}}
     else:
         check = check_mpp(slide, estimate)
         override = None
