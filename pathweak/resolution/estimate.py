@@ -27,14 +27,15 @@ if TYPE_CHECKING:
 # Area-weighted median equivalent diameter of nucleus profiles in 4-5 um H&E sections, in microns. Nuclei
 # of most cells are 5-10 um across (small lymphocytes ~7 um, epithelial and tumour nuclei 8-12 um); a
 # section cuts a sphere of diameter D in profiles of mean diameter pi/4 D (Wicksell 1925), so ~7.5 um
-# nuclei show ~5.9 um profiles. See docs/resolution.md for the sources and the measured spread.
-NUCLEUS_PROFILE_UM = 6.0
+# nuclei show pi/4 x 7.5 = 5.9 um profiles. See docs/resolution.md for the sources and the measured spread.
+NUCLEUS_PROFILE_UM = 5.9
 SECOND_PASS_BLUR = 0.1  # blur sigma of the second pass, as a fraction of the first-pass diameter
 SYSTEMATIC_LOG_SD = 0.12  # spread (log) of the profile size between tissues, added to the sampling spread
 MIN_NUCLEI = 20
 MIN_NUCLEUS_PX = 2.5  # nuclei narrower than this cannot be measured
 MAX_DETAIL_PX = 2.6  # finest detail wider than this: blurred or upsampled, nuclei not resolved
 MIN_TISSUE_PX = 2_000
+MAX_RANGE_FACTOR = 6.0  # a ~95% range wider than high/low = 6: the sizes disagree between regions, no answer
 # Nuclei are the most haematoxylin-dense structures: where Otsu's split of the haematoxylin lies below this
 # (natural-log OD through skimage's hed_from_rgb), the "dense" part is mucin, debris or faint cytoplasm,
 # not nuclei. Nuclear tissue measured 0.4-2.0 here (GlaS 0.41-0.62, CMU-1 1.18); NCT debris 0.09, mucus 0.21.
@@ -155,6 +156,10 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
                            nucleus_px=d, **base)
     mpp = NUCLEUS_PROFILE_UM / d
     sd = math.hypot(SYSTEMATIC_LOG_SD, _sampling_log_sd(prof))
+    if math.exp(4 * sd) > MAX_RANGE_FACTOR:
+        return MppEstimate(None, reason=f"the nucleus sizes are inconsistent (range {mpp * math.exp(-2 * sd):.3g}-"
+                           f"{mpp * math.exp(2 * sd):.3g} um/px, wider than {MAX_RANGE_FACTOR:g}x): touching or "
+                           "merged nuclei", n_nuclei=len(prof), nucleus_px=d, **base)
     return MppEstimate(mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), n_nuclei=len(prof),
                        nucleus_px=d, **base)
 
@@ -207,8 +212,8 @@ def _pooled_stain(od_all: list[np.ndarray], tissue_all: list[np.ndarray]):
 
 
 def _sampling_log_sd(prof: Profiles, n_boot: int = 200) -> float:
-    """Bootstrap spread (log) of the area-weighted median: over regions when there are several, else
-    over nuclei."""
+    """Bootstrap spread (log) of the area-weighted median over blocks (region quadrants), else over nuclei
+    when fewer than 4 blocks hold nuclei."""
     rng = np.random.default_rng(0)
     groups = np.unique(prof.region)
     logs = []

@@ -28,7 +28,8 @@ class Region:
 
 @dataclass
 class Profiles:
-    """Equivalent diameters (px) and areas of the nucleus profiles found, with the region of each."""
+    """Equivalent diameters (px) and areas of the nucleus profiles found, with the block of each (4 x the
+    region index + the quadrant of the region it lies in: the unit of the bootstrap)."""
 
     diameter: np.ndarray
     area: np.ndarray
@@ -63,7 +64,7 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
     diam, area, which = [], [], []
     for i, r in enumerate(regions):
         binary = _fill_holes(((_blur(r.h, sigma) > t) & r.tissue).astype(np.uint8))
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
         if n <= 1:
             continue
         h, w = binary.shape
@@ -81,7 +82,8 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
             if px[label] / hull_px >= MIN_SOLIDITY:
                 diam.append(2 * np.sqrt(px[label] / np.pi))
                 area.append(px[label])
-                which.append(i)
+                cx, cy = centroids[label]
+                which.append(4 * i + 2 * int(cy >= h / 2) + int(cx >= w / 2))  # region and quadrant
     return Profiles(np.asarray(diam, float), np.asarray(area, float), np.asarray(which, int))
 
 
