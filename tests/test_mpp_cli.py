@@ -116,3 +116,20 @@ def test_info_estimate_and_tile_estimate_do_not_import_model_libraries(no_mpp, t
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cohort_summary_lists_slides_whose_resolution_disagrees(svs, wrong_mpp, tmp_path):
+    from pathweak.cohort.runner import run_cohort
+    from pathweak.cohort.spec import CohortSpec
+
+    (tmp_path / "manifest.csv").write_text(
+        f"path,slide_id,patient_id,label\n{svs},good,p1,0\n{wrong_mpp},wrong,p2,1\n")
+    spec = CohortSpec.from_dict({
+        "name": "mpp", "manifest": "manifest.csv", "out": "out", "encoder": "timm:resnet18", "weights": "random",
+        "tile": {"target_mpp": 2.0, "patch_px": 64, "mpp_check": "warn"},
+    }, tmp_path)
+    report = run_cohort(spec, stages=("tile",), workers=1, progress=False)
+    assert not report.failed_slides
+    summary = json.loads(report.summary_json.read_text())
+    assert list(summary["mpp_disagreements"]) == ["wrong"]
+    assert "Resolution disagreements" in report.summary_md.read_text() and "**wrong**" in report.summary_md.read_text()
