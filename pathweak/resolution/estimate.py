@@ -216,11 +216,11 @@ def _sampling_log_sd(prof: Profiles, n_boot: int = 200) -> float:
     when fewer than 4 blocks hold nuclei."""
     rng = np.random.default_rng(0)
     groups = np.unique(prof.region)
+    members = [np.flatnonzero(prof.region == g) for g in groups]
     logs = []
     for _ in range(n_boot):
         if len(groups) >= 4:
-            pick = rng.choice(groups, size=len(groups))
-            idx = np.concatenate([np.flatnonzero(prof.region == g) for g in pick])
+            idx = np.concatenate([members[k] for k in rng.integers(0, len(groups), len(groups))])
         else:
             idx = rng.integers(0, len(prof), len(prof))
         logs.append(math.log(weighted_median(prof.diameter[idx], prof.area[idx])))
