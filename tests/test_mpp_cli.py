@@ -133,3 +133,11 @@ def test_cohort_summary_lists_slides_whose_resolution_disagrees(svs, wrong_mpp, 
     summary = json.loads(report.summary_json.read_text())
     assert list(summary["mpp_disagreements"]) == ["wrong"]
     assert "Resolution disagreements" in report.summary_md.read_text() and "**wrong**" in report.summary_md.read_text()
+
+
+def test_plain_tiling_estimates_nothing(svs, tmp_path):
+    proc = run_cli("tile", str(svs), "-o", str(tmp_path), "--target-mpp", "2", "--patch", "64", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    mpp = read_attrs(tmp_path / "tiles" / "CMU-1-Small-Region.zarr")["mpp"]
+    assert mpp["source"] == "metadata" and "estimate" not in mpp and "check" not in mpp
+    assert "warning" not in proc.stderr
