@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED, need_shared
 
 from pathweak.io import open_slide
 from pathweak.resolution import estimate_mpp
 from pathweak.resolution.check import MppMismatchError, compare, resolve_tiling_mpp
-
-from conftest import SHARED, need_shared
 
 CMU_MPP = 0.499
 

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .nuclei import Profiles, Region, detail_scale, nucleus_profiles, pooled_threshold, weighted_median
+from .nuclei import (
+    Profiles,
+    Region,
+    detail_scale,
+    nucleus_profiles,
+    pooled_threshold,
+    weighted_median,
+)
 from .stain import TISSUE_OD, check_he, haematoxylin, optical_density
 
 if TYPE_CHECKING:
@@ -135,7 +142,7 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
     vals = np.array([d for d, _ in detail])
     wts = np.array([w for _, w in detail], float)
     detail_px = float(np.exp(np.average(np.log(vals), weights=wts))) if len(vals) else float("nan")
-    base = dict(n_regions=len(images), he_fraction=stain.he_fraction, detail_px=detail_px)
+    base = {"n_regions": len(images), "he_fraction": stain.he_fraction, "detail_px": detail_px}
     if detail_px > MAX_DETAIL_PX:
         return MppEstimate(None, reason=f"the image is blurred or upsampled (finest detail {detail_px:.1f} px wide): "
                            "nuclei are not resolved", **base)

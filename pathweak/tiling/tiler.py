@@ -259,7 +259,7 @@ def _resolve_mpps(jobs: list[TileJob]) -> tuple[list[TileJob], dict[tuple[str, s
         try:
             with open_slide(job.slide, backend=job.backend, mpp=None if use_estimate else job.mpp) as slide:
                 override, record, warning = resolve_tiling_mpp(slide, use_estimate, job.tile.mpp_check)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (recorded per slide; the others go on)
             refused[(job.slide, job.slide_id)] = _fail(job, exc, started)
             continue
         kept.append(replace(job, mpp=override if use_estimate else job.mpp, mpp_record=record))
