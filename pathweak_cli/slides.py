@@ -17,7 +17,7 @@ def info(
     slide: Annotated[Path, typer.Argument(help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder).")],
     backend: Annotated[str, typer.Option(help="Reader: auto, openslide or tiffslide.")] = "auto",
     mpp: Annotated[Optional[float], typer.Option(help="Override the level-0 microns per pixel.")] = None,
-    estimate_mpp: Annotated[bool, typer.Option("--estimate-mpp", help="Also estimate the resolution from the nuclei in the image (H&E; a fraction of a second) and check the recorded one against it (disagreement beyond 1.6x is flagged).")] = False,
+    estimate_mpp: Annotated[bool, typer.Option("--estimate-mpp", help="Also estimate the resolution from the nuclei in the image (H&E; about a second, reading a few dozen level-0 regions) and check the recorded one against it (disagreement beyond 1.6x is flagged).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a slide's metadata (size, pyramid levels, resolution and where it came from, vendor), or a
