@@ -17,6 +17,8 @@ _EXPORTS = {
     "segment_tissue": "pathweak.tissue",
     "detect_tissue": "pathweak.tissue",
     "TissueMask": "pathweak.tissue",
+    "estimate_mpp": "pathweak.resolution",
+    "MppEstimate": "pathweak.resolution",
     "tile_grid": "pathweak.tiling",
     "choose_level": "pathweak.tiling",
     "tile_slide": "pathweak.tiling",

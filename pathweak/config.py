@@ -20,6 +20,10 @@ class TileSpec:
     resolution is closest at or below the target; when that level is within ``mpp_tolerance``
     (relative) of the target, patches are read as they are, otherwise a larger region is read and
     resized down to ``patch_px``.
+
+    ``mpp_check`` compares the slide's resolution with the one estimated from its nuclei
+    (docs/resolution.md): "off" (default, nothing estimated), "warn" (a disagreement beyond 1.6x is
+    reported and recorded in the store) or "strict" (such a slide is refused, nothing written).
     """
 
     target_mpp: float = 0.5
@@ -27,6 +31,7 @@ class TileSpec:
     overlap_px: int = 0
     min_tissue: float = 0.25
     mpp_tolerance: float = 0.1
+    mpp_check: Literal["off", "warn", "strict"] = "off"
 
     def __post_init__(self) -> None:
         if self.target_mpp <= 0:
@@ -41,6 +46,8 @@ class TileSpec:
             raise ConfigError(f"min tissue fraction must be in [0, 1], got {self.min_tissue}")
         if not 0 <= self.mpp_tolerance < 1:
             raise ConfigError(f"mpp tolerance must be in [0, 1), got {self.mpp_tolerance}")
+        if self.mpp_check not in ("off", "warn", "strict"):
+            raise ConfigError(f"unknown mpp_check {self.mpp_check!r}", fix="use off, warn or strict")
 
     @property
     def stride_px(self) -> int:

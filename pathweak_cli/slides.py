@@ -17,6 +17,7 @@ def info(
     slide: Annotated[Path, typer.Argument(help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder).")],
     backend: Annotated[str, typer.Option(help="Reader: auto, openslide or tiffslide.")] = "auto",
     mpp: Annotated[Optional[float], typer.Option(help="Override the level-0 microns per pixel.")] = None,
+    estimate_mpp: Annotated[bool, typer.Option("--estimate-mpp", help="Also estimate the resolution from the nuclei in the image (H&E; about a second, reading a few dozen level-0 regions) and check the recorded one against it (disagreement beyond 1.6x is flagged).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a slide's metadata (size, pyramid levels, resolution and where it came from, vendor), or a
@@ -29,6 +30,12 @@ def info(
 
         with open_slide(slide, backend=backend, mpp=mpp) as s:
             meta = s.info()
+            if estimate_mpp:
+                from pathweak.resolution.check import check_mpp
+
+                check = check_mpp(s)
+                meta["mpp_estimate"] = check.estimate.as_dict()
+                meta["mpp_check"] = check.as_dict() | {"estimate": None, "message": check.message() or None}
     if as_json:
         typer.echo(json.dumps(meta, indent=2))
         return
@@ -41,8 +48,18 @@ def info(
             value = ", ".join(f"{w}x{h}" for w, h in value)
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value) or "-"
+        if key == "mpp_estimate":
+            value = _describe_estimate(value)
+        elif key == "mpp_check":
+            value = value["message"] and f"DISAGREES: {value['message']}" or value["status"]
         table.add_row(key, "unknown (pass --mpp)" if key == "mpp" and value is None else str(value))
     Console().print(table)
+
+
+def _describe_estimate(e: dict[str, Any]) -> str:
+    if e["mpp"] is None:
+        return f"cannot tell ({e['reason']})"
+    return f"{e['mpp']:.3g} um/px (range {e['low']:.3g}-{e['high']:.3g}, {e['n_nuclei']} nuclei, {e['seconds']:.2f} s)"
 
 
 @app.command()
@@ -56,7 +73,9 @@ def tile(
     overlap: Annotated[int, typer.Option(help="Overlap between neighbouring patches, in pixels.")] = 0,
     min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept patch (0-1).")] = 0.25,
     backend: Annotated[str, typer.Option(help="Reader: auto (OpenSlide where it can), openslide, tiffslide.")] = "auto",
-    mpp: Annotated[Optional[float], typer.Option(help="Override the slide's level-0 microns per pixel.")] = None,
+    mpp: Annotated[Optional[str], typer.Option(help="Override the slide's level-0 microns per pixel: a number, or 'estimate' to use the resolution estimated from the nuclei in the image (H&E only; the store records the source 'estimated' and the range).")] = None,
+    check_mpp: Annotated[bool, typer.Option("--check-mpp", help="Estimate each slide's resolution from its nuclei and warn where the recorded one disagrees by more than 1.6x.")] = False,
+    strict_mpp: Annotated[bool, typer.Option("--strict-mpp", help="Like --check-mpp, but refuse such slides (exit 2, nothing written).")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes (over slides, over shards of large slides, and one volume each).")] = 1,
     encode_threads: Annotated[Optional[int], typer.Option(help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them).")] = None,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = 95,
@@ -104,6 +123,8 @@ def tile(
     ]:
         if name in explicit or key not in tile_cfg:
             tile_cfg[key] = value
+    if strict_mpp or check_mpp:
+        tile_cfg["mpp_check"] = "strict" if strict_mpp else "warn"
     if "tissue_method" in explicit or "method" not in tissue_cfg:
         tissue_cfg["method"] = tissue_method
     if "lossless" in explicit or "compression" not in store_cfg:
@@ -119,7 +140,7 @@ def tile(
     slides = expand_slide_paths(inputs)
     results = tile_slides(
         slides, out, from_dict(TileSpec, tile_cfg, config), from_dict(TissueSpec, tissue_cfg, config),
-        from_dict(StoreSpec, store_cfg, config), backend=backend, mpp=mpp, roi=roi, roi_classes=roi_class,
+        from_dict(StoreSpec, store_cfg, config), backend=backend, mpp=_mpp_option(mpp), roi=roi, roi_classes=roi_class,
         workers=workers, encode_threads=encode_threads, force=force, progress=progress,
         volume=volume_spec, label=label, timepoint=timepoint,
     )
@@ -127,6 +148,9 @@ def tile(
         typer.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "exception"} for r in results], indent=2))
     else:
         _print_results(results)
+    for r in results:
+        if r.warning:
+            typer.echo(f"warning: {r.warning}", err=True)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         if len(results) == 1:
@@ -136,6 +160,22 @@ def tile(
         for r in failed:
             typer.echo(f"  {r.error}", err=True)
         raise typer.Exit(1)
+
+
+def _mpp_option(value: str | None) -> float | str | None:
+    """``--mpp``: a positive number of microns per pixel, or ``estimate``."""
+    if value is None or value.strip().lower() == "estimate":
+        return None if value is None else "estimate"
+    try:
+        mpp = float(value)
+    except ValueError:
+        mpp = -1.0
+    if not mpp > 0:
+        from pathweak.errors import ConfigError
+
+        raise ConfigError(f"--mpp must be a positive number of microns per pixel or 'estimate', got {value!r}",
+                          fix="pass e.g. --mpp 0.25 (40x), --mpp 0.5 (20x) or --mpp estimate")
+    return mpp
 
 
 def _print_results(results: list[Any]) -> None:

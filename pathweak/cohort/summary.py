@@ -27,6 +27,7 @@ def write_summary(report: Any, executor: str) -> tuple[Path, Path]:
             for st in report.stages
         ],
         "failed_slides": report.failed_slides,
+        "mpp_disagreements": mpp_disagreements(spec.out / "tiles", [sl.slide_id for sl in spec.slides]),
         "where": _where(spec, report),
     }
     json_path = spec.out / "summary.json"
@@ -34,6 +35,23 @@ def write_summary(report: Any, executor: str) -> tuple[Path, Path]:
     _atomic_write(json_path, json.dumps(data, indent=2, default=str))
     _atomic_write(md_path, _markdown(data))
     return md_path, json_path
+
+
+def mpp_disagreements(tiles_dir: Path, slide_ids: list[str]) -> dict[str, str]:
+    """Slides whose tile store records a resolution that disagrees with the estimate from its pixels
+    (tiled with ``tile: {mpp_check: warn}``; see docs/resolution.md), with the recorded and estimated mpp."""
+    from ..tiling.store import read_attrs
+
+    out = {}
+    for sid in slide_ids:
+        mpp = (read_attrs(tiles_dir / f"{sid}.zarr") or {}).get("mpp") or {}
+        check = mpp.get("check") or {}
+        if check.get("status") == "disagrees":
+            est = check.get("estimate") or mpp.get("estimate") or {}
+            out[sid] = (f"recorded {check['recorded']:.4g} um/px, estimated {est.get('mpp', float('nan')):.3g} "
+                        f"({est.get('low', float('nan')):.3g}-{est.get('high', float('nan')):.3g}), "
+                        f"ratio {check['ratio']:.2f}")
+    return out
 
 
 def _where(spec: Any, report: Any) -> dict[str, str]:
@@ -64,6 +82,9 @@ def _markdown(d: dict[str, Any]) -> str:
     if d["failed_slides"]:
         lines += ["", "## Failed", ""]
         lines += [f"- **{sid}**: {why}" for sid, why in d["failed_slides"].items()]
+    if d.get("mpp_disagreements"):
+        lines += ["", "## Resolution disagreements (metadata vs. the estimate from the nuclei)", ""]
+        lines += [f"- **{sid}**: {why}" for sid, why in d["mpp_disagreements"].items()]
     lines += ["", "## Where everything is", ""]
     lines += [f"- {k}: `{v}`" for k, v in d["where"].items()]
     extra = [st for st in d["stages"] if st["name"] in ("train",) and st.get("outputs", {}).get("metrics_text")]

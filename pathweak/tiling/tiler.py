@@ -70,7 +70,8 @@ class TileJob:
     tissue: TissueSpec = field(default_factory=TissueSpec)
     store: StoreSpec = field(default_factory=StoreSpec)
     backend: str = "auto"
-    mpp: float | None = None
+    mpp: float | str | None = None  # a number, None (the slide's own) or "estimate" (resolved before planning)
+    mpp_record: dict[str, Any] | None = None  # estimate / check results recorded under the store's mpp attrs
     roi: str | None = None
     roi_classes: tuple[str, ...] | None = None
     fast_read: bool = True
@@ -118,6 +119,7 @@ class TileResult(StageResult):
     n_tiles: int = 0
     seconds: float = 0.0
     error: str | None = None
+    warning: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
@@ -133,7 +135,7 @@ def tile_slide(
     store: StoreSpec | None = None,
     *,
     backend: str = "auto",
-    mpp: float | None = None,
+    mpp: float | str | None = None,
     roi: str | Path | None = None,
     roi_classes: list[str] | None = None,
     workers: int = 1,
@@ -167,7 +169,7 @@ def tile_slides(
     store: StoreSpec | None = None,
     *,
     backend: str = "auto",
-    mpp: float | None = None,
+    mpp: float | str | None = None,
     roi: str | Path | None = None,
     roi_classes: list[str] | None = None,
     workers: int = 1,
@@ -182,6 +184,10 @@ def tile_slides(
 ) -> list[TileResult]:
     """Tile many slides; a slide that fails is reported in its result and the others go on.
     ``slide_ids`` names the stores (default: the file names without their extensions).
+    ``mpp`` overrides every slide's level-0 resolution; ``"estimate"`` uses the resolution estimated from
+    each slide's nuclei (:func:`pathweak.resolution.estimate_mpp`; the store records the source
+    ``estimated`` and the range). With ``tile.mpp_check`` "warn" a slide whose resolution disagrees
+    with its estimate gets a ``warning`` on its result; with "strict" it fails and nothing is written.
 
     3D volumes among the inputs (NIfTI, NRRD, MetaImage, DICOM CT/MR files or series folders; see
     :func:`pathweak.volumes.volume_format`) are tiled by :mod:`pathweak.volumes.tiler` with ``volume``
@@ -214,11 +220,12 @@ def tile_slides(
         for p, sid, vol in zip(paths, ids, is_volume)
         if not vol
     ]
+    jobs, refused, warnings = _resolve_mpps(jobs)
     tiles_dir = Path(out_dir) / "tiles"
     sweep_partials(tiles_dir)
     created = missing_dirs(tiles_dir)
     try:
-        done = {}
+        done = dict(refused)
         if jobs:
             slide_results = _run_inline(jobs, progress) if workers == 1 else _run_pool(jobs, workers, progress)
             done = {(r.slide, r.slide_id): r for r in slide_results}
@@ -226,10 +233,41 @@ def tile_slides(
         if volumes:
             done.update(_tile_volumes(volumes, Path(out_dir), volume, store or StoreSpec(),
                                       None if label is None else Path(label), timepoint, force, workers, progress))
+        for key, warning in warnings.items():
+            done[key].warning = warning
         return [done[(str(p), sid)] for p, sid in zip(paths, ids)]
     finally:
         sweep_partials(tiles_dir)  # again: writers of a killed run that were still exiting at the start are gone now
         remove_if_empty(created)  # leave no empty output folders behind when nothing was written
+
+
+def _resolve_mpps(jobs: list[TileJob]) -> tuple[list[TileJob], dict[tuple[str, str], TileResult], dict[tuple[str, str], str]]:
+    """``mpp="estimate"`` and ``TileSpec.mpp_check``, resolved here before any planning (nothing is
+    estimated when neither is asked for): the jobs to run, the slides refused (``--strict-mpp``, or no
+    estimate possible) and a warning per slide whose resolution disagrees with its pixels."""
+    from dataclasses import replace
+
+    from ..resolution.check import resolve_tiling_mpp
+
+    kept, refused, warnings = [], {}, {}
+    for job in jobs:
+        use_estimate = job.mpp == "estimate"
+        if isinstance(job.mpp, str) and not use_estimate:
+            raise ConfigError(f"mpp must be a number (um/px) or 'estimate', got {job.mpp!r}", fix="pass e.g. --mpp 0.25")
+        if not use_estimate and job.tile.mpp_check == "off":
+            kept.append(job)
+            continue
+        started = time.perf_counter()
+        try:
+            with open_slide(job.slide, backend=job.backend, mpp=None if use_estimate else job.mpp) as slide:
+                override, record, warning = resolve_tiling_mpp(slide, use_estimate, job.tile.mpp_check)
+        except Exception as exc:  # noqa: BLE001 (recorded per slide; the others go on)
+            refused[(job.slide, job.slide_id)] = _fail(job, exc, started)
+            continue
+        kept.append(replace(job, mpp=override if use_estimate else job.mpp, mpp_record=record))
+        if warning:
+            warnings[(job.slide, job.slide_id)] = warning
+    return kept, refused, warnings
 
 
 def _tile_volumes(volumes: list[tuple[Path, str]], out_dir: Path, spec: VolumeSpec | None, store: StoreSpec,
@@ -377,6 +415,7 @@ def plan_tiling(job: TileJob) -> TilePlan:
             "versions": _provenance.versions("openslide-python", "openslide-bin", "tiffslide", "zarr", "simplejpeg"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        attrs["mpp"].update(job.mpp_record or {})  # estimated source and range, metadata check (resolution/)
         tmp = lifecycle.begin(job.final_path)
         try:
             create_store(

@@ -1,0 +1,235 @@
+"""``estimate_mpp``: level-0 microns per pixel from the image content, with an uncertainty range.
+
+Method (docs/resolution.md): sample a few dozen level-0 regions from the tissue on the thumbnail, unmix
+their haematoxylin (colour deconvolution), segment nucleus profiles twice (first with a 1 px blur, then
+with a blur proportional to the first size found) and compare their area-weighted median diameter in
+pixels with the physical size of nucleus profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers
+"cannot tell" (``mpp`` None and a ``reason``) for non-H&E stains, too little tissue or too few nuclei,
+blurred or upsampled images, and images too coarse to show nuclei.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .nuclei import (
+    Profiles,
+    Region,
+    detail_scale,
+    nucleus_profiles,
+    pooled_threshold,
+    weighted_median,
+)
+from .stain import TISSUE_OD, check_he, haematoxylin, optical_density
+
+if TYPE_CHECKING:
+    from ..io.base import Slide
+
+# Area-weighted median equivalent diameter of nucleus profiles in 4-5 um H&E sections, in microns. Nuclei
+# of most cells are 5-10 um across (small lymphocytes ~7 um, epithelial and tumour nuclei 8-12 um); a
+# section cuts a sphere of diameter D in profiles of mean diameter pi/4 D (Wicksell 1925), so ~7.5 um
+# nuclei show pi/4 x 7.5 = 5.9 um profiles. See docs/resolution.md for the sources and the measured spread.
+NUCLEUS_PROFILE_UM = 5.9
+SECOND_PASS_BLUR = 0.1  # blur sigma of the second pass, as a fraction of the first-pass diameter
+SYSTEMATIC_LOG_SD = 0.12  # spread (log) of the profile size between tissues, added to the sampling spread
+MIN_NUCLEI = 20
+MIN_NUCLEUS_PX = 2.5  # nuclei narrower than this cannot be measured
+MAX_DETAIL_PX = 2.6  # finest detail wider than this: blurred or upsampled, nuclei not resolved
+MIN_TISSUE_PX = 2_000
+MAX_RANGE_FACTOR = 6.0  # a ~95% range wider than high/low = 6: the sizes disagree between regions, no answer
+# Nuclei are the most haematoxylin-dense structures: where Otsu's split of the haematoxylin lies below this
+# (natural-log OD through skimage's hed_from_rgb), the "dense" part is mucin, debris or faint cytoplasm,
+# not nuclei. Measured here: nuclear tissue at its own scale 0.27-2.0 (GlaS 0.27-0.62, CMU-1 1.18), NCT debris
+# 0.09 and mucus 0.21-0.22; averaging lowers it on coarser images (GlaS 4x coarser: 0.18-0.30).
+MIN_NUCLEAR_H = 0.25
+REGION_PX = 512
+N_REGIONS = 24
+
+
+@dataclass(frozen=True)
+class MppEstimate:
+    """A resolution estimate. ``mpp`` (level-0 um/px) is None when the image cannot tell; ``reason`` says why.
+
+    ``low``..``high`` is the ~95% range (sampling spread over regions plus the spread of nucleus sizes
+    between tissues); ``nucleus_px`` the measured median nucleus profile diameter in level-0 pixels.
+    """
+
+    mpp: float | None
+    low: float | None = None
+    high: float | None = None
+    reason: str | None = None
+    n_nuclei: int = 0
+    n_regions: int = 0
+    nucleus_px: float | None = None
+    he_fraction: float | None = None
+    detail_px: float | None = None
+    seconds: float = 0.0
+    method: str = "nuclei-v1"
+
+    @property
+    def ok(self) -> bool:
+        return self.mpp is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("mpp", "low", "high", "nucleus_px", "detail_px"):
+            if d[k] is not None:
+                d[k] = round(float(d[k]), 4)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+    def describe(self) -> str:
+        """One line, e.g. ``0.52 um/px (0.41-0.66, 812 nuclei)`` or ``cannot tell (no tissue found)``."""
+        if self.mpp is None:
+            return f"cannot tell ({self.reason})"
+        return f"{self.mpp:.3g} um/px ({self.low:.3g}-{self.high:.3g}, {self.n_nuclei} nuclei)"
+
+
+def estimate_mpp(
+    source: Slide | str | Path | np.ndarray,
+    *,
+    n_regions: int = N_REGIONS,
+    region_px: int = REGION_PX,
+    seed: int = 0,
+) -> MppEstimate:
+    """Estimate level-0 microns per pixel of an H&E slide (a :class:`~pathweak.io.Slide`, a slide path,
+    or an RGB uint8 image array) from the size of its nuclei; no model, no metadata used.
+
+    Up to ``n_regions`` level-0 regions of ``region_px`` pixels are read where the thumbnail shows
+    tissue (an array smaller than a region is used whole). The answer is an :class:`MppEstimate`;
+    its ``mpp`` is None ("cannot tell") with a ``reason`` instead of a guess for non-H&E stains, too
+    little tissue, blurred images or nuclei too small to measure.
+    """
+    started = time.perf_counter()
+    if isinstance(source, np.ndarray):
+        images = _split(_rgb(source), region_px)
+    elif isinstance(source, (str, Path)):
+        from ..io import open_slide
+
+        with open_slide(source) as slide:
+            images = sample_regions(slide, n_regions, region_px, seed)
+    else:
+        images = sample_regions(source, n_regions, region_px, seed)
+    result = estimate_from_regions(images)
+    return MppEstimate(**{**asdict(result), "seconds": time.perf_counter() - started})
+
+
+def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
+    """The estimate from RGB regions that all share the same (unknown) pixel size."""
+    regions, detail, od_all, tissue_all = [], [], [], []
+    for rgb in images:
+        od = optical_density(rgb)
+        tissue = od.sum(-1) > TISSUE_OD
+        regions.append(Region(haematoxylin(od), tissue))
+        if tissue.sum() > 100:
+            detail.append((detail_scale(od.sum(-1), tissue), int(tissue.sum())))
+        od_all.append(od)
+        tissue_all.append(tissue)
+    n_tissue = int(sum(int(t.sum()) for t in tissue_all))
+    if n_tissue < MIN_TISSUE_PX:
+        return MppEstimate(None, reason=f"too little tissue ({n_tissue} stained pixels, need {MIN_TISSUE_PX})",
+                           n_regions=len(images))
+    stain = _pooled_stain(od_all, tissue_all)
+    if not stain.is_he:
+        return MppEstimate(None, reason=f"not an H&E stain: haematoxylin and eosin explain {stain.he_fraction:.0%} of "
+                           "the tissue's colour (need 30%)", n_regions=len(images), he_fraction=stain.he_fraction)
+    vals = np.array([d for d, _ in detail])
+    wts = np.array([w for _, w in detail], float)
+    detail_px = float(np.exp(np.average(np.log(vals), weights=wts))) if len(vals) else float("nan")
+    base = {"n_regions": len(images), "he_fraction": stain.he_fraction, "detail_px": detail_px}
+    if detail_px > MAX_DETAIL_PX:
+        return MppEstimate(None, reason=f"the image is blurred or upsampled (finest detail {detail_px:.1f} px wide): "
+                           "nuclei are not resolved", **base)
+    level = pooled_threshold(regions, 1.0)
+    if level < MIN_NUCLEAR_H:
+        return MppEstimate(None, reason=f"no haematoxylin-dense nuclei (Otsu level {level:.2f}, need {MIN_NUCLEAR_H}): "
+                           "mucin, debris or faint staining", **base)
+    first = nucleus_profiles(regions, 1.0)
+    if len(first) < MIN_NUCLEI:
+        return MppEstimate(None, reason=f"too few nuclei ({len(first)}, need {MIN_NUCLEI})", n_nuclei=len(first), **base)
+    d1 = weighted_median(first.diameter, first.area)
+    prof = nucleus_profiles(regions, SECOND_PASS_BLUR * d1)
+    if len(prof) < MIN_NUCLEI:
+        return MppEstimate(None, reason=f"too few nuclei ({len(prof)}, need {MIN_NUCLEI})", n_nuclei=len(prof), **base)
+    d = weighted_median(prof.diameter, prof.area)
+    if d < MIN_NUCLEUS_PX:
+        return MppEstimate(None, reason=f"nuclei are only {d:.1f} px wide: the image is too coarse to measure them "
+                           f"(coarser than ~{NUCLEUS_PROFILE_UM / MIN_NUCLEUS_PX:.1f} um/px)", n_nuclei=len(prof),
+                           nucleus_px=d, **base)
+    mpp = NUCLEUS_PROFILE_UM / d
+    sd = math.hypot(SYSTEMATIC_LOG_SD, _sampling_log_sd(prof))
+    if math.exp(4 * sd) > MAX_RANGE_FACTOR:
+        return MppEstimate(None, reason=f"the nucleus sizes are inconsistent (range {mpp * math.exp(-2 * sd):.3g}-"
+                           f"{mpp * math.exp(2 * sd):.3g} um/px, wider than {MAX_RANGE_FACTOR:g}x): touching or "
+                           "merged nuclei", n_nuclei=len(prof), nucleus_px=d, **base)
+    return MppEstimate(mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), n_nuclei=len(prof),
+                       nucleus_px=d, **base)
+
+
+def sample_regions(slide: Slide, n_regions: int = N_REGIONS, region_px: int = REGION_PX, seed: int = 0) -> list[np.ndarray]:
+    """Up to ``n_regions`` level-0 RGB regions of ``region_px`` pixels where the thumbnail shows tissue,
+    drawn at random (``seed``) among the boxes most covered by tissue; the whole level 0 when it is smaller."""
+    import cv2
+
+    w0, h0 = slide.dimensions
+    if w0 <= region_px * 2 and h0 <= region_px * 2:
+        return _split(slide.read_region((0, 0), 0, (w0, h0)), region_px)
+    thumb = slide.get_thumbnail(1024)
+    tissue = (optical_density(thumb).sum(-1) > TISSUE_OD).astype(np.float32)
+    nx, ny = max(1, w0 // region_px), max(1, h0 // region_px)
+    cover = cv2.resize(tissue[: tissue.shape[0] * ny * region_px // h0 or None, : tissue.shape[1] * nx * region_px // w0 or None],
+                       (nx, ny), interpolation=cv2.INTER_AREA)
+    order = np.argsort(-cover.ravel(), kind="stable")
+    good = order[cover.ravel()[order] >= 0.5]
+    if len(good) < n_regions:
+        good = order[cover.ravel()[order] > 0.05][: max(n_regions, len(good))]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(good, size=min(n_regions, len(good)), replace=False) if len(good) else []
+    return [slide.read_region((int(i % nx) * region_px, int(i // nx) * region_px), 0, (region_px, region_px))
+            for i in sorted(pick)]
+
+
+def _split(rgb: np.ndarray, region_px: int) -> list[np.ndarray]:
+    """An image as one region, or as tiles of about ``region_px`` when it is much larger."""
+    h, w = rgb.shape[:2]
+    if h <= 2 * region_px and w <= 2 * region_px:
+        return [rgb]
+    return [rgb[y : y + region_px, x : x + region_px] for y in range(0, h - region_px // 2, region_px)
+            for x in range(0, w - region_px // 2, region_px)]
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (h, w, 3) RGB image, got shape {image.shape}")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _pooled_stain(od_all: list[np.ndarray], tissue_all: list[np.ndarray]):
+    od = np.concatenate([o[t] for o, t in zip(od_all, tissue_all)])
+    return check_he(od[:, None, :], np.ones((len(od), 1), bool))
+
+
+def _sampling_log_sd(prof: Profiles, n_boot: int = 200) -> float:
+    """Bootstrap spread (log) of the area-weighted median over blocks (region quadrants), else over nuclei
+    when fewer than 4 blocks hold nuclei."""
+    rng = np.random.default_rng(0)
+    groups = np.unique(prof.region)
+    members = [np.flatnonzero(prof.region == g) for g in groups]
+    logs = []
+    for _ in range(n_boot):
+        if len(groups) >= 4:
+            idx = np.concatenate([members[k] for k in rng.integers(0, len(groups), len(groups))])
+        else:
+            idx = rng.integers(0, len(prof), len(prof))
+        logs.append(math.log(weighted_median(prof.diameter[idx], prof.area[idx])))
+    return float(np.std(logs))

@@ -1,0 +1,96 @@
+"""The resolution estimate from nuclei (pathweak.resolution) on real slides and images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED, need_shared
+
+from pathweak.io import open_slide
+from pathweak.resolution import estimate_mpp
+from pathweak.resolution.check import MppMismatchError, compare, resolve_tiling_mpp
+
+CMU_MPP = 0.499
+
+
+@pytest.fixture(scope="module")
+def cmu_rgb(svs) -> np.ndarray:
+    with open_slide(svs) as s:
+        return s.read_region((0, 0), 0, s.dimensions)
+
+
+def _resample(rgb: np.ndarray, factor: float) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    size = (round(w / factor), round(h / factor))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if factor > 1 else cv2.INTER_CUBIC)
+
+
+def test_estimate_on_the_real_svs_is_within_the_factor(svs):
+    with open_slide(svs) as s:
+        est = estimate_mpp(s)
+    assert est.ok, est.reason
+    assert 1 / 1.3 <= est.mpp / CMU_MPP <= 1.3
+    assert est.low < CMU_MPP < est.high and est.low < est.mpp < est.high
+    assert est.n_nuclei >= 200 and est.he_fraction > 0.5
+    assert estimate_mpp(svs).mpp == est.mpp  # a path gives the same answer (same regions, same seed)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0, 4.0])
+def test_rescaling_the_image_rescales_the_estimate(cmu_rgb, factor):
+    crop = cmu_rgb[400:2448, 100:2148]
+    native = estimate_mpp(crop)
+    scaled = estimate_mpp(_resample(crop, factor))
+    assert native.ok and scaled.ok, (native.reason, scaled.reason)
+    assert 1 / 1.2 <= (scaled.mpp / native.mpp) / factor <= 1.2
+    assert 1 / 1.3 <= scaled.mpp / (CMU_MPP * factor) <= 1.3
+
+
+def test_ihc_is_not_he():
+    """The IHC image has a haematoxylin counterstain, but DAB-brown nuclei are missing from the haematoxylin
+    channel and the size constant is one of H&E: it is refused, not guessed."""
+    import cv2
+
+    path = SHARED / "misc" / "skimage_ihc.png"
+    need_shared(path)
+    est = estimate_mpp(np.ascontiguousarray(cv2.imread(str(path))[..., ::-1]))
+    assert not est.ok and est.mpp is None and "not an H&E stain" in est.reason
+    assert est.describe().startswith("cannot tell")
+
+
+def test_a_photograph_and_a_grey_image_are_not_he(cmu_rgb):
+    from skimage import data
+
+    for image in (data.coffee(), data.astronaut()):  # real photographs shipped with scikit-image
+        est = estimate_mpp(image)
+        assert not est.ok and "not an H&E stain" in est.reason
+    grey = np.repeat(cmu_rgb[:1024, :1024].mean(-1, keepdims=True), 3, axis=2).astype(np.uint8)
+    assert not estimate_mpp(grey).ok
+
+
+def test_blank_and_tiny_inputs_cannot_tell(cmu_rgb):
+    blank = np.full((1024, 1024, 3), 242, np.uint8)
+    est = estimate_mpp(blank)
+    assert not est.ok and "too little tissue" in est.reason
+    assert not estimate_mpp(cmu_rgb[1000:1040, 1000:1040]).ok  # a few nuclei at most
+
+
+def test_compare_flags_disagreements_beyond_the_factor(svs):
+    with open_slide(svs) as s:
+        est = estimate_mpp(s)
+    assert compare(CMU_MPP, est).status == "agrees"
+    off = compare(CMU_MPP * 4, est)
+    assert off.disagrees and "disagrees" in off.message() and 3 < off.ratio < 5
+    assert compare(None, est).status == "no-metadata"
+    assert compare(CMU_MPP, estimate_mpp(np.full((64, 64, 3), 250, np.uint8))).status == "cannot-tell"
+
+
+def test_strict_resolution_refuses_a_slide_whose_metadata_is_4x_off(svs):
+    with open_slide(svs, mpp=CMU_MPP * 4) as s:
+        with pytest.raises(MppMismatchError) as err:
+            resolve_tiling_mpp(s, use_estimate=False, mode="strict")
+        assert "\n" not in str(err.value) and str(s.path) in str(err.value)
+        override, record, warning = resolve_tiling_mpp(s, use_estimate=False, mode="warn")
+        assert override is None and record["check"]["status"] == "disagrees" and "disagrees" in warning
+        assert resolve_tiling_mpp(s, use_estimate=False, mode="off") == (None, {}, None)  # nothing estimated
