@@ -24,6 +24,7 @@ import torch
 from ..errors import ConfigError, MemoryBudgetError, StoreError
 from ..progress import progress_bar
 from .store import FeatureStore, find_feature_stores
+from .store import grid_positions as grid_positions  # re-exported: the bank's grid layout
 
 log = logging.getLogger(__name__)
 
@@ -258,24 +259,6 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}", fix="pass auto, cpu or cuda[:N]") from None
-
-
-def grid_positions(coords: np.ndarray) -> np.ndarray:
-    """Positions of tiles on their grid, int32: (row, col) from slides' level-0 top-left (x, y) coords, or
-    (z, y, x) indices from volume patches' (z, y, x) coords. The step along each axis is the smallest gap
-    between distinct coordinates (a single row, column or slice gets step 1)."""
-    coords = np.asarray(coords, np.int64)
-    volume = coords.ndim == 2 and coords.shape[1] == 3
-    axes = ((0, 0), (1, 1), (2, 2)) if volume else ((0, 1), (1, 0))  # slides: x -> column, y -> row
-    out = np.zeros((len(coords), len(axes)), np.int32)
-    for axis, col in axes:
-        values = coords[:, axis]
-        if len(values) == 0:
-            continue
-        distinct = np.unique(values)
-        step = int(np.diff(distinct).min()) if len(distinct) > 1 else 1
-        out[:, col] = np.rint((values - distinct[0]) / step).astype(np.int32)
-    return out
 
 
 def _checked_features(store: FeatureStore) -> np.ndarray:

@@ -119,11 +119,9 @@ class FeatureStore:
 
     def grid_positions(self) -> np.ndarray:
         """Grid position of each row, int32: the stored ``grid`` (token rows), else derived from coords
-        (:func:`pathweak.features.bank.grid_positions`)."""
+        (:func:`grid_positions`)."""
         if (self.path / "grid" / "zarr.json").exists():
             return read_array(self.path, "grid", KIND).astype(np.int32)
-        from .bank import grid_positions
-
         return grid_positions(self.coords)
 
     @property
@@ -150,3 +148,21 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, tiles={len(self)}, dim={self.embed_dim})"
+
+
+def grid_positions(coords: np.ndarray) -> np.ndarray:
+    """Positions of tiles on their grid, int32: (row, col) from slides' level-0 top-left (x, y) coords, or
+    (z, y, x) indices from volume patches' (z, y, x) coords. The step along each axis is the smallest gap
+    between distinct coordinates (a single row, column or slice gets step 1)."""
+    coords = np.asarray(coords, np.int64)
+    volume = coords.ndim == 2 and coords.shape[1] == 3
+    axes = ((0, 0), (1, 1), (2, 2)) if volume else ((0, 1), (1, 0))  # slides: x -> column, y -> row
+    out = np.zeros((len(coords), len(axes)), np.int32)
+    for axis, col in axes:
+        values = coords[:, axis]
+        if len(values) == 0:
+            continue
+        distinct = np.unique(values)
+        step = int(np.diff(distinct).min()) if len(distinct) > 1 else 1
+        out[:, col] = np.rint((values - distinct[0]) / step).astype(np.int32)
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._atomic import atomic_file
 from ..progress import progress_bar
+from .regions import Region, region_polygons
 from .source import TileScores
 
 CHUNK = 8192  # features formatted and written at a time
@@ -65,8 +66,6 @@ def write_geojson(
     """Write the tiles of ``ts`` as QuPath detections with the chosen ``scores`` (default: all) as
     measurements, and each :class:`~pathweak.heatmap.regions.Region` as classified annotations.
     ``seed`` makes the UUIDs reproducible; by default they are random (version 4)."""
-    from .regions import region_features
-
     chosen = ts.pick(scores)
     rng = np.random.default_rng(seed) if seed is not None else None
     with FeatureCollectionWriter(path) as out, progress_bar(len(ts.coords), "GeoJSON", enabled=progress) as advance:
@@ -153,3 +152,18 @@ def _measurement(v: float) -> float | str:
 
 def _template_key(name: str) -> str:
     return json.dumps(name).replace("%", "%%")
+
+
+def region_features(ts: TileScores, region: Region, rng: np.random.Generator | None = None) -> list[str]:
+    """The region's polygons as classified QuPath annotation Features (JSON strings), each with the
+    number of its tiles and their mean score as measurements."""
+    polygons, owners = region_polygons(ts, region)
+    values = ts.scores[region.score]
+    ids = uuid4_strings(len(polygons), rng)
+    out = []
+    for i, poly in enumerate(polygons):
+        tiles = owners[owners[:, 0] == i, 1]
+        measurements = {"Tiles": float(tiles.size), f"Mean {region.score}": float(np.mean(values[tiles])) if tiles.size else float("nan")}
+        out.append(feature(poly, "annotation", id=ids[i], classification=(region.name, region.color),
+                           measurements=measurements))
+    return out

@@ -65,23 +65,6 @@ def region_polygons(ts: TileScores, region: Region) -> tuple[list[Any], np.ndarr
     return polygons, np.column_stack([polygon, chosen[centre_in]])
 
 
-def region_features(ts: TileScores, region: Region, rng: np.random.Generator | None = None) -> list[str]:
-    """The region's polygons as classified QuPath annotation Features (JSON strings), each with the
-    number of its tiles and their mean score as measurements."""
-    from .geojson import feature, uuid4_strings
-
-    polygons, owners = region_polygons(ts, region)
-    values = ts.scores[region.score]
-    ids = uuid4_strings(len(polygons), rng)
-    out = []
-    for i, poly in enumerate(polygons):
-        tiles = owners[owners[:, 0] == i, 1]
-        measurements = {"Tiles": float(tiles.size), f"Mean {region.score}": float(np.mean(values[tiles])) if tiles.size else float("nan")}
-        out.append(feature(poly, "annotation", id=ids[i], classification=(region.name, region.color),
-                           measurements=measurements))
-    return out
-
-
 def annotation_fractions(
     ts: TileScores,
     annotations: str | Path | list[Any],

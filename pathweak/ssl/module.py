@@ -84,7 +84,7 @@ class SSLModule(L.LightningModule):
 
             self.mae = MAE3D(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
         elif cfg.method == "distill":
-            from .distill import Distiller
+            from .distiller import Distiller
 
             self.distiller = Distiller(backbone, cfg)
         else:

@@ -1,6 +1,6 @@
 """Head training on several devices: Lightning DDP, one process per device (``--devices N``).
 
-:func:`fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with CUDA). Each
+:func:`~pathweak.train.fit.fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with CUDA). Each
 sets the environment Lightning's DDP reads for processes it did not create (``LOCAL_RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and runs :func:`~pathweak.train.fit.fit_head` itself: the
 Trainer gets ``strategy=DDPStrategy`` (gloo on CPU, NCCL on CUDA) with ``devices=N``. The bank
@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,34 +53,6 @@ def rank_trainer_options(find_unused_parameters: bool = True) -> dict[str, Any]:
     strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo",
                            find_unused_parameters=find_unused_parameters)
     return {"accelerator": "gpu" if cuda else "cpu", "devices": _RANK["world"], "strategy": strategy}
-
-
-def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None,
-                    advance: Any = None) -> Any:
-    """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
-    from ..heads import create_head
-    from .fit import FitResult
-
-    world = world_size(cfg.devices)
-    if not bank.resident:
-        raise ConfigError("training on several devices needs the cohort resident in memory (not streamed)",
-                          fix="pass --devices 1, or --stream no with a cohort that fits")
-    head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
-    if head.tracks_instances:
-        raise ConfigError(f"head {cfg.head} keeps per-tile state across epochs and trains on one device",
-                          fix="pass --devices 1")
-    if table.task == "survival" and cfg.survival_loss == "cox":
-        raise ConfigError("the Cox loss ranks the bags of one step against each other, and each device would see only "
-                          "its own bags", fix="pass --devices 1, or --survival-loss discrete for several devices")
-    cuda = bank.device.type == "cuda"
-    if cuda:
-        rank_devices(world)  # enough GPUs?
-    devices = [f"cuda:{r}" for r in range(world)] if cuda else ["cpu"] * world
-    out = run_ranks(_fit_rank, (bank, table, fold, cfg, seed, log_dir), devices)
-    head.load_state_dict(out.pop("state"))
-    if advance is not None:
-        advance(cfg.max_epochs)
-    return FitResult(head.to(bank.device).eval(), **out)
 
 
 def in_rank() -> bool:
@@ -129,20 +100,6 @@ def _rank_main(rank: int, world: int, port: int, devices: list[str], fn: Any, ar
     out = fn(*args)
     if rank == 0:
         torch.save(out, result)
-
-
-def _fit_rank(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, log_dir: Path | None) -> dict[str, Any]:
-    import torch
-
-    from .fit import fit_head
-
-    if _RANK["device"].startswith("cuda"):
-        bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing
-    fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
-    state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
-    fields = {k: getattr(fit, k) for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale",
-                                           "seconds", "history")}
-    return {"state": state, **fields}
 
 
 def _free_port() -> int:

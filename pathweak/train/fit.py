@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..heads import MILHead, create_head
 from .config import TrainConfig
 from .labels import LabelTable
@@ -41,7 +42,7 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
     from lightning.pytorch.loggers import CSVLogger
 
     from .._lightning import quiet_lightning
-    from .ddp import fit_distributed, trainer_options, world_size
+    from .ddp import trainer_options, world_size
 
     from .module import EpochProgress, KeepBest, MILModule, bag_loader, resolve_precision
 
@@ -55,8 +56,6 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
     if table.task in ("survival", "proportion") and head.tracks_instances:
-        from ..errors import ConfigError
-
         raise ConfigError(f"the {cfg.head} head learns from class pseudo-labels: it cannot train a {table.task} task",
                           fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)")
     module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
@@ -124,3 +123,44 @@ def class_weights(table: LabelTable, train_rows: np.ndarray) -> torch.Tensor:
     counts = np.bincount(table.targets[train_rows], minlength=table.n_outputs).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / (table.n_outputs * np.maximum(counts, 1)), 0.0)
     return torch.as_tensor(w, dtype=torch.float32)
+
+
+def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None,
+                    advance: Any = None) -> Any:
+    """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
+    from .ddp import rank_devices, run_ranks, world_size
+
+    world = world_size(cfg.devices)
+    if not bank.resident:
+        raise ConfigError("training on several devices needs the cohort resident in memory (not streamed)",
+                          fix="pass --devices 1, or --stream no with a cohort that fits")
+    head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
+    if head.tracks_instances:
+        raise ConfigError(f"head {cfg.head} keeps per-tile state across epochs and trains on one device",
+                          fix="pass --devices 1")
+    if table.task == "survival" and cfg.survival_loss == "cox":
+        raise ConfigError("the Cox loss ranks the bags of one step against each other, and each device would see only "
+                          "its own bags", fix="pass --devices 1, or --survival-loss discrete for several devices")
+    cuda = bank.device.type == "cuda"
+    if cuda:
+        rank_devices(world)  # enough GPUs?
+    devices = [f"cuda:{r}" for r in range(world)] if cuda else ["cpu"] * world
+    out = run_ranks(_fit_rank, (bank, table, fold, cfg, seed, log_dir), devices)
+    head.load_state_dict(out.pop("state"))
+    if advance is not None:
+        advance(cfg.max_epochs)
+    return FitResult(head.to(bank.device).eval(), **out)
+
+
+def _fit_rank(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, log_dir: Path | None) -> dict[str, Any]:
+    import torch
+
+    from .ddp import _RANK
+
+    if _RANK["device"].startswith("cuda"):
+        bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing
+    fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
+    state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
+    fields = {k: getattr(fit, k) for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale",
+                                           "seconds", "history")}
+    return {"state": state, **fields}
