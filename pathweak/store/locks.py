@@ -112,7 +112,10 @@ def _break(lock: Path, owner: dict[str, Any] | None) -> None:
         return
     os.close(fd)
     try:
-        if lock_owner(lock) == owner:
+        # A missing lock is not broken: between this look and the unlink another run may create its lock
+        # (nothing serialises a live holder's release and the next create). An unreadable lock only turns
+        # into a readable one after it is removed, which needs this breaker file, so removing it is safe.
+        if lock_owner(lock) == owner and (owner is not None or lock.exists()):
             lock.unlink(missing_ok=True)
     finally:
         breaker.unlink(missing_ok=True)
