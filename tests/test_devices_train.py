@@ -50,11 +50,15 @@ def test_two_gloo_processes_follow_the_loss_curve_of_one(cohort):
 
 def test_rank_sampler_splits_one_order_between_ranks():
     s = RankSampler(7, seed=3)
-    s.set_epoch(2)
     order = list(s)
     assert sorted(order) == list(range(7)) and len(s) == 7
-    s.set_epoch(3)
     assert list(s) != order  # a new order each epoch
+    # the order of a shuffling DataLoader seeded the same way (single-device runs keep their bag order)
+    loader = torch.utils.data.DataLoader(list(range(7)), batch_size=1, shuffle=True, collate_fn=list,
+                                         generator=torch.Generator().manual_seed(3))
+    again = RankSampler(7, seed=3)
+    for _ in range(3):
+        assert [b[0] for b in loader] == list(again)
 
 
 def test_ddp_refuses_what_it_cannot_train(cohort, mil_cohort):

@@ -48,12 +48,15 @@ class BagIndex(torch.utils.data.Dataset):
 
 
 class RankSampler(torch.utils.data.Sampler[int]):
-    """Bags in a shuffled order fixed by seed and epoch; under DDP rank r takes every world-th bag of it
-    (padded to a multiple of the world size), so N processes with one bag each per step see what one
-    process sees with N bags per step (train/ddp.py). Without a process group it is a plain shuffle."""
+    """Bags in a shuffled order fixed by the seed; under DDP rank r takes every world-th bag of it (padded to
+    a multiple of the world size), so N processes with one bag each per step see what one process sees with
+    N bags per step (train/ddp.py). The order is the one a shuffling DataLoader with a generator seeded
+    with ``seed`` gives (per epoch: its workers' base-seed draw, then torch's RandomSampler permutation and
+    its empty tail permutation), so single-device runs train on the same bag order as before DDP existed."""
 
     def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n = n
+        self.generator = torch.Generator().manual_seed(seed)
 
     @staticmethod
     def _world() -> tuple[int, int]:
@@ -64,16 +67,16 @@ class RankSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         world, rank = self._world()
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        g = self.generator
+        torch.empty((), dtype=torch.int64).random_(generator=g)
+        order = torch.randperm(self.n, generator=g).tolist()
+        torch.randperm(self.n, generator=g)
         order += order[: -len(order) % world]  # pad so every rank takes as many steps
         return iter(order[rank::world])
 
     def __len__(self) -> int:
         world, _ = self._world()
         return -(-self.n // world)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
 
 def bag_loader(bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False,
