@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_file
-from ..errors import ConfigError
+from ..errors import ConfigError, PathweakError, UnsupportedSlideError
 from ..store.build import building
 from . import figures
 from .gallery import display_score, fold_scores, sample_slides, slide_panel
@@ -153,7 +153,10 @@ def _slides_section(src: RunSource, frame: Any, out: Path, n: int, k: int, featu
                 skipped.append(f"{sid} (no {score} score)")
                 continue
             panel = slide_panel(ts, score, out, k)
-        except (OSError, ConfigError, KeyError) as exc:
+        except UnsupportedSlideError:  # volume results: their heatmap is a NIfTI over the volume
+            skipped.append(f"{sid} (a volume: its heatmap is a NIfTI, `pathweak export RESULTS -f nifti`)")
+            continue
+        except (OSError, PathweakError, KeyError) as exc:
             skipped.append(f"{sid} ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         pred = frame.loc[frame["slide_id"] == sid, column].iloc[0]
