@@ -18,13 +18,11 @@ def _tokens_embedding(tokens: torch.Tensor, rule: str, prefix: int) -> torch.Ten
     raise ValueError(f"unknown embedding rule {rule!r}")
 
 
-class ViTEmbedder(nn.Module):
-    """A timm ViT (``trunk``) whose embedding is ``cls`` or ``cls+mean`` of its final, normed tokens.
-    Exposes the trunk's ``patch_embed``/``forward_features``/``num_prefix_tokens`` for token maps."""
+class _TrunkTokens(nn.Module):
+    """What token maps (``Encoder.token_map``) read of a wrapped timm ViT ``trunk``: its patch embedding,
+    prefix-token count and token features."""
 
-    def __init__(self, trunk: nn.Module, rule: str):
-        super().__init__()
-        self.trunk, self.rule = trunk, rule
+    trunk: nn.Module
 
     @property
     def patch_embed(self) -> Any:
@@ -36,6 +34,15 @@ class ViTEmbedder(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_features(x)
+
+
+class ViTEmbedder(_TrunkTokens):
+    """A timm ViT (``trunk``) whose embedding is ``cls`` or ``cls+mean`` of its final, normed tokens.
+    Exposes the trunk's ``patch_embed``/``forward_features``/``num_prefix_tokens`` for token maps."""
+
+    def __init__(self, trunk: nn.Module, rule: str):
+        super().__init__()
+        self.trunk, self.rule = trunk, rule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _tokens_embedding(self.trunk.forward_features(x), self.rule, self.num_prefix_tokens)
@@ -58,7 +65,7 @@ class AttentionalPooler(nn.Module):
         return self.attn(q, x, x, need_weights=False)[0].permute(1, 0, 2)
 
 
-class ConchVision(nn.Module):
+class ConchVision(_TrunkTokens):
     """CONCH's image tower: a timm ViT trunk, the contrastive attentional pooler and its LayerNorm. The
     embedding is ``encode_image(proj_contrast=False, normalize=False)``: the pooled, normed query.
     ``proj_contrast`` (v1 only) is kept so the checkpoint loads strictly; it is not applied."""
@@ -70,17 +77,6 @@ class ConchVision(nn.Module):
         self.ln_contrast = nn.LayerNorm(d_model)
         if proj:
             self.proj_contrast = nn.Parameter(torch.randn(d_model, d_model) * context_dim**-0.5)
-
-    @property
-    def patch_embed(self) -> Any:
-        return self.trunk.patch_embed
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.trunk.num_prefix_tokens)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk.forward_features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.trunk.forward_features(x)

@@ -31,12 +31,7 @@ def survival_columns(df: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
         if empty:
             raise LabelsError(f"{_rows(empty)} {'has' if len(empty) == 1 else 'have'} no {name} (missing value)", path=path,
                               fix=f"fill in the {name} of every slide (event 1 = event observed, 0 = censored) or remove the rows")
-    times = np.full(len(time_text), np.nan)
-    for i, v in enumerate(time_text):
-        try:
-            times[i] = float(v)
-        except ValueError:
-            pass
+    times = _numbers(time_text)
     bad = np.nonzero(~np.isfinite(times))[0]
     if len(bad):
         raise LabelsError(f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} time {time_text[bad[0]]!r}, not a number",
@@ -59,12 +54,7 @@ def survival_columns(df: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def proportion_column(labels: list[str], path: Path) -> np.ndarray:
     """The label as a share in [0, 1] (float64)."""
-    values = np.full(len(labels), np.nan)
-    for i, v in enumerate(labels):
-        try:
-            values[i] = float(v)
-        except ValueError:
-            pass
+    values = _numbers(labels)
     bad = np.nonzero(~np.isfinite(values))[0]
     if len(bad):
         raise LabelsError(f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} label {labels[bad[0]]!r}, not a number",
@@ -74,4 +64,15 @@ def proportion_column(labels: list[str], path: Path) -> np.ndarray:
         pct = " (percentages? divide by 100)" if np.all(values[out] <= 100) and np.all(values >= 0) else ""
         raise LabelsError(f"{_rows(out)} {'has' if len(out) == 1 else 'have'} label {labels[out[0]]}, outside [0, 1]{pct}",
                           path=path, fix="write the share of positive tiles as a number from 0 to 1")
+    return values
+
+
+def _numbers(text: list[str]) -> np.ndarray:
+    """The strings as float64, NaN where one is not a number."""
+    values = np.full(len(text), np.nan)
+    for i, v in enumerate(text):
+        try:
+            values[i] = float(v)
+        except ValueError:
+            pass
     return values
