@@ -121,7 +121,8 @@ def ensure_replaceable(final: Path, marker: str, what: str) -> None:
     if final.is_dir() and not (final / marker).exists() and any(final.iterdir()):
         raise ConfigError(
             f"the folder exists and does not hold {what} (it has no {marker}); writing here would replace what it holds",
-            path=final, fix="choose a new or empty folder",
+            path=final,
+            fix="choose a new or empty folder",
         )
 
 

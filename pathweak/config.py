@@ -40,7 +40,8 @@ class TileSpec:
             raise ConfigError(f"patch size must be at least 8 px, got {self.patch_px}", fix="pass e.g. --patch 224")
         if not 0 <= self.overlap_px < self.patch_px:
             raise ConfigError(
-                f"overlap must be in [0, patch size), got {self.overlap_px}", fix="pass an --overlap smaller than --patch"
+                f"overlap must be in [0, patch size), got {self.overlap_px}",
+                fix="pass an --overlap smaller than --patch",
             )
         if not 0 <= self.min_tissue <= 1:
             raise ConfigError(f"min tissue fraction must be in [0, 1], got {self.min_tissue}")
@@ -95,7 +96,9 @@ class StoreSpec:
         if self.compression not in ("jpeg", "lossless"):
             raise ConfigError(f"unknown compression {self.compression!r}", fix="use 'jpeg' or 'lossless'")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"JPEG quality must be 1..100, got {self.jpeg_quality}", fix="pass e.g. --jpeg-quality 90")
+            raise ConfigError(
+                f"JPEG quality must be 1..100, got {self.jpeg_quality}", fix="pass e.g. --jpeg-quality 90"
+            )
         if self.shard_tiles < 1:
             raise ConfigError("shard_tiles must be at least 1")
 
@@ -137,8 +140,10 @@ class VolumeSpec:
         if self.spacing_mm is not None:
             sp = self.spacing_mm if isinstance(self.spacing_mm, (list, tuple)) else (self.spacing_mm,) * 3
             if len(sp) != 3 or not all(float(s) > 0 for s in sp):
-                raise ConfigError(f"spacing must be one or three positive numbers (mm), got {self.spacing_mm}",
-                                  fix="pass e.g. --spacing 1 or --spacing 2,1,1 (z,y,x)")
+                raise ConfigError(
+                    f"spacing must be one or three positive numbers (mm), got {self.spacing_mm}",
+                    fix="pass e.g. --spacing 1 or --spacing 2,1,1 (z,y,x)",
+                )
             fix(self, "spacing_mm", tuple(float(s) for s in sp))
         planes = (self.planes,) if isinstance(self.planes, str) else tuple(self.planes)
         fix(self, "planes", planes)
@@ -148,25 +153,33 @@ class VolumeSpec:
         if self.mode not in ("3d", "slices"):
             raise ConfigError(f"unknown volume mode {self.mode!r}", fix="use '3d' or 'slices'")
         if not planes or any(p not in PLANES for p in planes):
-            raise ConfigError(f"planes must be among {', '.join(PLANES)}, got {', '.join(planes) or 'none'}",
-                              fix="pass e.g. --planes axial,coronal")
+            raise ConfigError(
+                f"planes must be among {', '.join(PLANES)}, got {', '.join(planes) or 'none'}",
+                fix="pass e.g. --planes axial,coronal",
+            )
         for name in ("patch_px", "patch_depth"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}", fix="pass e.g. --patch 64")
         d, h, w = self.patch_shape
         if not 0 <= self.overlap_px < min(h, w) or (d > 1 and self.overlap_px >= d):
-            raise ConfigError(f"overlap must be in [0, patch size), got {self.overlap_px}",
-                              fix="pass an --overlap smaller than --patch")
+            raise ConfigError(
+                f"overlap must be in [0, patch size), got {self.overlap_px}",
+                fix="pass an --overlap smaller than --patch",
+            )
         if self.slice_step < 1:
             raise ConfigError(f"slice step must be at least 1, got {self.slice_step}")
         if not 0 <= self.min_foreground <= 1:
             raise ConfigError(f"min foreground fraction must be in [0, 1], got {self.min_foreground}")
         if self.normalize not in ("percentile", "window", "zscore"):
             raise ConfigError(f"unknown normalisation {self.normalize!r}", fix="use percentile, window or zscore")
-        if self.normalize == "window" and (self.window is None or len(self.window) != 2 or self.window[0] >= self.window[1]):
-            raise ConfigError(f"window normalisation needs a window LO,HI with LO < HI, got {self.window}",
-                              fix="pass e.g. --window -1000,1000 (CT, HU)")
+        if self.normalize == "window" and (
+            self.window is None or len(self.window) != 2 or self.window[0] >= self.window[1]
+        ):
+            raise ConfigError(
+                f"window normalisation needs a window LO,HI with LO < HI, got {self.window}",
+                fix="pass e.g. --window -1000,1000 (CT, HU)",
+            )
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"percentiles must satisfy 0 <= LO < HI <= 100, got {self.percentiles}")

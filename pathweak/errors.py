@@ -14,8 +14,14 @@ class PathweakError(Exception):
 
     exit_code = 2
 
-    def __init__(self, problem: str = "", *, path: str | PathLike[str] | None = None, fix: str | None = None,
-                 message: str | None = None):
+    def __init__(
+        self,
+        problem: str = "",
+        *,
+        path: str | PathLike[str] | None = None,
+        fix: str | None = None,
+        message: str | None = None,
+    ):
         if message is not None and not problem:  # re-raised by torch's DataLoader from a worker's traceback
             problem = _error_line(message)
         self.path = None if path is None else str(path)

@@ -66,8 +66,9 @@ class PseudoSlide:
     classes: list[str] = field(default_factory=list)
 
 
-def compose_pseudo_slides(data_dir: str | Path, out_dir: str | Path, spec: PseudoSlideSpec | None = None,
-                          overwrite: bool = False) -> list[PseudoSlide]:
+def compose_pseudo_slides(
+    data_dir: str | Path, out_dir: str | Path, spec: PseudoSlideSpec | None = None, overwrite: bool = False
+) -> list[PseudoSlide]:
     """Write the pseudo-slides, labels and ground truth (see the module docstring); the same spec gives
     the same slides. Slides already on disk are kept unless ``overwrite``."""
     import cv2
@@ -90,8 +91,11 @@ def compose_pseudo_slides(data_dir: str | Path, out_dir: str | Path, spec: Pseud
         for k, label in enumerate(labels):
             slide_id = f"{split}_{k:03d}"
             rows, cols = (int(v) for v in rng.integers(spec.grid[0], spec.grid[1] + 1, size=2))
-            tumour, region_class = _tumour_cells(rng, rows, cols, spec) if label == "tumour" else (
-                np.zeros((rows, cols), bool), np.full((rows, cols), "", object))
+            tumour, region_class = (
+                _tumour_cells(rng, rows, cols, spec)
+                if label == "tumour"
+                else (np.zeros((rows, cols), bool), np.full((rows, cols), "", object))
+            )
             classes = np.where(tumour, region_class, "").astype(object)
             picks: list[list[tuple[str, int]]] = [[("", 0)] * cols for _ in range(rows)]
             for r in range(rows):
@@ -117,10 +121,31 @@ def compose_pseudo_slides(data_dir: str | Path, out_dir: str | Path, spec: Pseud
                 for c in range(cols):
                     cls, j = picks[r][c]
                     file, group = pools[split][cls][j]
-                    gt_rows.append([slide_id, r, c, (c + m) * t, (r + m) * t, int(tumour[r, c]), cls,
-                                    str(file.relative_to(data)), group])
-            slides.append(PseudoSlide(slide_id, f"patient_{slide_id}", label, split, path, (rows, cols), tumour,
-                                      sorted(set(str(v) for v in classes[tumour]))))
+                    gt_rows.append(
+                        [
+                            slide_id,
+                            r,
+                            c,
+                            (c + m) * t,
+                            (r + m) * t,
+                            int(tumour[r, c]),
+                            cls,
+                            str(file.relative_to(data)),
+                            group,
+                        ]
+                    )
+            slides.append(
+                PseudoSlide(
+                    slide_id,
+                    f"patient_{slide_id}",
+                    label,
+                    split,
+                    path,
+                    (rows, cols),
+                    tumour,
+                    sorted(set(str(v) for v in classes[tumour])),
+                )
+            )
     _write_tables(out, slides, gt_rows, spec, sides)
     return slides
 
@@ -138,8 +163,11 @@ def _source_pools(data: Path, spec: PseudoSlideSpec) -> tuple[dict[str, dict[str
     """Per side and class, the (file, group) pairs to draw from; groups split per class, disjoint."""
     groups_csv = data / "groups.csv"
     if not groups_csv.exists():
-        raise ConfigError("no groups.csv (file,label,source_group_id) here", path=data,
-                          fix="point --data to a folder laid out like shared/data/labeled/lc25000_lung")
+        raise ConfigError(
+            "no groups.csv (file,label,source_group_id) here",
+            path=data,
+            fix="point --data to a folder laid out like shared/data/labeled/lc25000_lung",
+        )
     by_class: dict[str, dict[str, list[Path]]] = {}
     with open(groups_csv, newline="") as fh:
         for row in csv.DictReader(fh):
@@ -147,8 +175,11 @@ def _source_pools(data: Path, spec: PseudoSlideSpec) -> tuple[dict[str, dict[str
     needed = set(spec.benign) | set(spec.tumour)
     missing = sorted(needed - set(by_class))
     if missing:
-        raise ConfigError(f"no tiles of class {', '.join(missing)} in groups.csv", path=groups_csv,
-                          fix=f"the classes there are {', '.join(sorted(by_class))}")
+        raise ConfigError(
+            f"no tiles of class {', '.join(missing)} in groups.csv",
+            path=groups_csv,
+            fix=f"the classes there are {', '.join(sorted(by_class))}",
+        )
     pools: dict[str, dict[str, list[tuple[Path, str]]]] = {"train": {}, "test": {}}
     sides: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
     for cls in sorted(needed):
@@ -163,7 +194,9 @@ def _source_pools(data: Path, spec: PseudoSlideSpec) -> tuple[dict[str, dict[str
     return pools, sides
 
 
-def _tumour_cells(rng: np.random.Generator, rows: int, cols: int, spec: PseudoSlideSpec) -> tuple[np.ndarray, np.ndarray]:
+def _tumour_cells(
+    rng: np.random.Generator, rows: int, cols: int, spec: PseudoSlideSpec
+) -> tuple[np.ndarray, np.ndarray]:
     """One or two contiguous regions grown cell by cell from random seeds, covering a fraction of the grid
     drawn from ``spec.tumour_fraction``; each region has one tumour class."""
     total = rows * cols
@@ -180,9 +213,14 @@ def _tumour_cells(rng: np.random.Generator, rows: int, cols: int, spec: PseudoSl
         frontier = [seed]
         while len(grown) < size and frontier:
             r, c = frontier[int(rng.integers(len(frontier)))]
-            options = [(r + dr, c + dc) for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))
-                       if 0 <= r + dr < rows and 0 <= c + dc < cols and not mask[r + dr, c + dc]
-                       and (r + dr, c + dc) not in grown]
+            options = [
+                (r + dr, c + dc)
+                for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))
+                if 0 <= r + dr < rows
+                and 0 <= c + dc < cols
+                and not mask[r + dr, c + dc]
+                and (r + dr, c + dc) not in grown
+            ]
             if not options:
                 frontier.remove((r, c))
                 continue
@@ -201,8 +239,9 @@ def _dihedral(tile: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
 
 
-def _write_tables(out: Path, slides: list[PseudoSlide], gt_rows: list[list[object]], spec: PseudoSlideSpec,
-                  sides: dict) -> None:
+def _write_tables(
+    out: Path, slides: list[PseudoSlide], gt_rows: list[list[object]], spec: PseudoSlideSpec, sides: dict
+) -> None:
     with atomic_file(out / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["slide_id", "patient_id", "label", "split", "path"])
@@ -212,9 +251,21 @@ def _write_tables(out: Path, slides: list[PseudoSlide], gt_rows: list[list[objec
         w = csv.writer(fh)
         w.writerow(["slide_id", "row", "col", "x", "y", "tumour", "class", "source_file", "source_group"])
         w.writerows(gt_rows)
-    meta = {"spec": asdict(spec), "source_groups": sides,
-            "slides": [{"slide_id": s.slide_id, "label": s.label, "split": s.split, "grid": list(s.shape),
-                        "tumour_cells": int(s.tumour.sum()), "tumour_fraction": round(float(s.tumour.mean()), 4),
-                        "tumour_classes": s.classes} for s in slides]}
+    meta = {
+        "spec": asdict(spec),
+        "source_groups": sides,
+        "slides": [
+            {
+                "slide_id": s.slide_id,
+                "label": s.label,
+                "split": s.split,
+                "grid": list(s.shape),
+                "tumour_cells": int(s.tumour.sum()),
+                "tumour_fraction": round(float(s.tumour.mean()), 4),
+                "tumour_classes": s.classes,
+            }
+            for s in slides
+        ],
+    }
     with atomic_file(out / "pseudo_slides.json", "w") as fh:
         json.dump(meta, fh, indent=1)

@@ -99,7 +99,10 @@ def _tumour_regions(rng: np.random.Generator, tissue: np.ndarray) -> list[list[t
         radius = rng.uniform(0.12, 0.17) * min(w, h)
         angles = np.sort(rng.uniform(0, 2 * np.pi, 14))
         radii = radius * rng.uniform(0.7, 1.15, 14)
-        pts = [(float(np.clip(cx + r * np.cos(a), 0, w - 1)), float(np.clip(cy + r * np.sin(a), 0, h - 1))) for a, r in zip(angles, radii)]
+        pts = [
+            (float(np.clip(cx + r * np.cos(a), 0, w - 1)), float(np.clip(cy + r * np.sin(a), 0, h - 1)))
+            for a, r in zip(angles, radii, strict=False)
+        ]
         regions.append(pts)
     return regions
 
@@ -121,7 +124,7 @@ def render_slide(rng: np.random.Generator, tissue: np.ndarray, regions: list[lis
     img = np.full((h, w, 3), 245, np.float32)
     stroma = STROMA[None, None, :] * shade[..., None]
     img[tissue] = stroma[tissue]
-    img[tumour] = (0.75 * stroma[tumour] + 0.25 * np.array([200, 140, 200], np.float32))
+    img[tumour] = 0.75 * stroma[tumour] + 0.25 * np.array([200, 140, 200], np.float32)
 
     canvas = np.clip(img, 0, 255).astype(np.uint8)
     _draw_nuclei(canvas, rng, tissue & ~tumour, density=1 / 900, radius=(2.5, 4.5), color=NUCLEUS)
@@ -132,7 +135,12 @@ def render_slide(rng: np.random.Generator, tissue: np.ndarray, regions: list[lis
 
 
 def _draw_nuclei(
-    canvas: np.ndarray, rng: np.random.Generator, where: np.ndarray, density: float, radius: tuple[float, float], color: np.ndarray
+    canvas: np.ndarray,
+    rng: np.random.Generator,
+    where: np.ndarray,
+    density: float,
+    radius: tuple[float, float],
+    color: np.ndarray,
 ) -> None:
     import cv2
 
@@ -147,7 +155,7 @@ def _draw_nuclei(
     rb = ra * rng.uniform(0.6, 1.0, n)
     ang = rng.uniform(0, 180, n)
     tint = rng.normal(0, 12, (n, 3))
-    for x, y, a, b, t, c in zip(cx, cy, ra, rb, ang, tint):
+    for x, y, a, b, t, c in zip(cx, cy, ra, rb, ang, tint, strict=False):
         col = tuple(float(v) for v in np.clip(color + c, 0, 255))
         cv2.ellipse(canvas, (int(x), int(y)), (max(1, int(a)), max(1, int(b))), float(t), 0, 360, col, -1, cv2.LINE_AA)
 

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ._app import _err, app, handle_errors
 
-cohort_app = typer.Typer(help="Manifest-driven cohort runs (tile, pretrain, extract, train, predict, heatmaps).",
-                         no_args_is_help=True, rich_markup_mode=None)
+cohort_app = typer.Typer(
+    help="Manifest-driven cohort runs (tile, pretrain, extract, train, predict, heatmaps).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(cohort_app, name="cohort")
 
 
 @cohort_app.command("run")
 @handle_errors
 def cohort_run(
-    spec: Annotated[Path, typer.Argument(help="The cohort YAML (manifest, out, and stage settings; see docs/cohorts.md).")],
+    spec: Annotated[
+        Path, typer.Argument(help="The cohort YAML (manifest, out, and stage settings; see docs/cohorts.md).")
+    ],
     retry_failed: Annotated[bool, typer.Option(help="Retry slides that failed in an earlier run.")] = False,
-    executor: Annotated[Optional[str], typer.Option(help="local (process pool) or dask.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing Dask scheduler (with --executor dask).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (local pool or LocalCluster).")] = None,
-    stages: Annotated[Optional[str], typer.Option(help="Comma-separated stages to run (default: all).")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (process pool) or dask.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler (with --executor dask).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (local pool or LocalCluster).")] = None,
+    stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a cohort end to end; every stage skips valid, up-to-date outputs, so a rerun resumes.
@@ -33,8 +40,15 @@ def cohort_run(
     from pathweak.cohort import CohortSpec, run_cohort
 
     wanted = tuple(s.strip() for s in stages.split(",")) if stages else None
-    report = run_cohort(CohortSpec.load(spec), retry_failed=retry_failed, executor=executor, workers=workers,
-                        scheduler=scheduler, stages=wanted, progress=progress)
+    report = run_cohort(
+        CohortSpec.load(spec),
+        retry_failed=retry_failed,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        stages=wanted,
+        progress=progress,
+    )
     _finish(report)
 
 
@@ -49,7 +63,9 @@ def _finish(report) -> None:  # noqa: ANN001 - a CohortReport
 @app.command()
 @handle_errors
 def demo(
-    data: Annotated[Path, typer.Option(help="Where the sample cohort is (generated there when missing).")] = Path("sample_data/cohort"),
+    data: Annotated[Path, typer.Option(help="Where the sample cohort is (generated there when missing).")] = Path(
+        "sample_data/cohort"
+    ),
     out: Annotated[Path, typer.Option(help="Output folder of the run.")] = Path("runs/demo"),
     workers: Annotated[int, typer.Option(help="Worker processes (tiling, extraction, heatmaps).")] = 2,
     pretrain_minutes: Annotated[float, typer.Option(help="Self-supervised (MAE) pretraining budget.")] = 1.5,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,29 +12,69 @@ from pathweak.errors import PathweakError
 from ._app import _err, app, handle_errors
 
 ScoresArg = Annotated[Path, typer.Argument(help="A results store (.zarr) or a CSV with x, y and score columns.")]
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="The TileStore of the tiles (required with a CSV; overrides the one a results store names).")]
-ScoreOpt = Annotated[Optional[list[str]], typer.Option("--score", help="Score to export (repeatable; default all; PNG/TIFF need one).")]
-RegionOpt = Annotated[Optional[list[str]], typer.Option("--region", help="GeoJSON annotations for tiles with SCORE>=VALUE[:CLASS[:#RRGGBB]] (repeatable; also >, <=, <).")]
-DownsampleOpt = Annotated[Optional[float], typer.Option(help="Raster scale: level-0 pixels per heatmap pixel (default: the thumbnail's).")]
-LevelOpt = Annotated[Optional[int], typer.Option(help="Raster at this slide pyramid level instead of --downsample.")]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", help="The TileStore of the tiles (required with a CSV; overrides the one a results store names)."
+    ),
+]
+ScoreOpt = Annotated[
+    list[str] | None, typer.Option("--score", help="Score to export (repeatable; default all; PNG/TIFF need one).")
+]
+RegionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--region",
+        help="GeoJSON annotations for tiles with SCORE>=VALUE[:CLASS[:#RRGGBB]] (repeatable; also >, <=, <).",
+    ),
+]
+DownsampleOpt = Annotated[
+    float | None, typer.Option(help="Raster scale: level-0 pixels per heatmap pixel (default: the thumbnail's).")
+]
+LevelOpt = Annotated[int | None, typer.Option(help="Raster at this slide pyramid level instead of --downsample.")]
 SmoothOpt = Annotated[float, typer.Option(help="Gaussian smoothing sigma in tiles (0: none).")]
-MaskOpt = Annotated[bool, typer.Option("--mask-tissue/--no-mask-tissue", help="Blank heatmap pixels outside the tissue mask.")]
-CmapOpt = Annotated[str, typer.Option(help="Colormap: viridis, magma, inferno, plasma, cividis, turbo, jet, hot, parula, twilight.")]
-VminOpt = Annotated[Optional[float], typer.Option(help="Score at the bottom of the colour scale (default 0, or the minimum when scores leave [0, 1]).")]
-VmaxOpt = Annotated[Optional[float], typer.Option(help="Score at the top of the colour scale (default 1, or the maximum).")]
+MaskOpt = Annotated[
+    bool, typer.Option("--mask-tissue/--no-mask-tissue", help="Blank heatmap pixels outside the tissue mask.")
+]
+CmapOpt = Annotated[
+    str, typer.Option(help="Colormap: viridis, magma, inferno, plasma, cividis, turbo, jet, hot, parula, twilight.")
+]
+VminOpt = Annotated[
+    float | None,
+    typer.Option(help="Score at the bottom of the colour scale (default 0, or the minimum when scores leave [0, 1])."),
+]
+VmaxOpt = Annotated[
+    float | None, typer.Option(help="Score at the top of the colour scale (default 1, or the maximum).")
+]
 AlphaOpt = Annotated[float, typer.Option(help="Opacity of the heatmap over the thumbnail in the PNG (0-1).")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
 
-def _export_options(score: list[str] | None, region: list[str] | None, downsample: float | None, level: int | None,
-                    smooth: float, mask_tissue: bool, cmap: str, vmin: float | None, vmax: float | None,
-                    alpha: float) -> Any:
+def _export_options(
+    score: list[str] | None,
+    region: list[str] | None,
+    downsample: float | None,
+    level: int | None,
+    smooth: float,
+    mask_tissue: bool,
+    cmap: str,
+    vmin: float | None,
+    vmax: float | None,
+    alpha: float,
+) -> Any:
     from pathweak.heatmap import ExportOptions, Region
 
     return ExportOptions(
-        scores=tuple(score or ()), regions=tuple(Region.parse(r, i) for i, r in enumerate(region or ())),
-        downsample=downsample, level=level, smooth=smooth, mask_tissue=mask_tissue, cmap=cmap, vmin=vmin,
-        vmax=vmax, alpha=alpha,
+        scores=tuple(score or ()),
+        regions=tuple(Region.parse(r, i) for i, r in enumerate(region or ())),
+        downsample=downsample,
+        level=level,
+        smooth=smooth,
+        mask_tissue=mask_tissue,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        alpha=alpha,
     )
 
 
@@ -43,7 +83,14 @@ def _export_options(score: list[str] | None, region: list[str] | None, downsampl
 def export(
     scores: ScoresArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="The output file.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv; nifti for a volume's scores (.nii.gz over the source volume).")] = "geojson",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv; nifti for a volume's scores (.nii.gz over the source volume).",
+        ),
+    ] = "geojson",
     store: StoreOpt = None,
     score: ScoreOpt = None,
     region: RegionOpt = None,
@@ -61,16 +108,18 @@ def export(
     scores as measurements, --region thresholds as classified annotations), a pyramidal TIFF overlay,
     a PNG over the thumbnail with a colour bar, or CSV. A volume's scores (from `pathweak predict` on
     volume features) are written as a NIfTI heatmap in the source volume's geometry (-f nifti)."""
+    from pathweak.errors import ConfigError
     from pathweak.heatmap import export as export_scores
     from pathweak.heatmap import load_scores
-
-    from pathweak.errors import ConfigError
     from pathweak.volumes.export import is_volume_results, results_to_nifti
 
     if fmt == "nifti" or is_volume_results(scores):
         if fmt != "nifti":
-            raise ConfigError(f"a volume's scores are written as a NIfTI heatmap, not {fmt}", path=scores,
-                              fix="use --format nifti -o heatmap.nii.gz")
+            raise ConfigError(
+                f"a volume's scores are written as a NIfTI heatmap, not {fmt}",
+                path=scores,
+                fix="use --format nifti -o heatmap.nii.gz",
+            )
         if score and len(score) > 1:
             raise ConfigError("a NIfTI heatmap shows one score", fix="pass one --score")
         typer.echo(str(results_to_nifti(scores, out, score[0] if score else None, store)))
@@ -85,7 +134,14 @@ def export(
 def heatmap(
     inputs: Annotated[list[Path], typer.Argument(help="Results stores (.zarr) or score CSVs, one per slide.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Formats to write (repeatable; default geojson, png and tiff; also csv; volumes: nifti, the default).")] = None,
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Formats to write (repeatable; default geojson, png and tiff; also csv; volumes: nifti, the default).",
+        ),
+    ] = None,
     store: StoreOpt = None,
     score: ScoreOpt = None,
     region: RegionOpt = None,
@@ -107,7 +163,9 @@ def heatmap(
 
     options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
     if store is not None and len(inputs) > 1:
-        raise ConfigError("--store names one TileStore, so it goes with one input", fix="run one slide at a time with --store")
+        raise ConfigError(
+            "--store names one TileStore, so it goes with one input", fix="run one slide at a time with --store"
+        )
     failures = []
     for source in inputs:
         try:
@@ -129,8 +187,16 @@ def heatmap(
 def ground_truth(
     store: Annotated[Path, typer.Argument(help="The TileStore of the slide.")],
     annotations: Annotated[Path, typer.Argument(help="QuPath GeoJSON with the annotations (level-0 pixels).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: x, y and one overlap-fraction column per class.")],
-    classes: Annotated[Optional[list[str]], typer.Option("--class", help="Annotation class to measure (repeatable; default: all annotations as one column 'annotation').")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output CSV: x, y and one overlap-fraction column per class.")
+    ],
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class",
+            help="Annotation class to measure (repeatable; default: all annotations as one column 'annotation').",
+        ),
+    ] = None,
 ) -> None:
     """Per-tile ground truth from QuPath annotations: the fraction of each tile inside the annotations
     of each class, as a score CSV (which `pathweak export` can render)."""
@@ -138,6 +204,9 @@ def ground_truth(
     from pathweak.heatmap.source import open_tile_store
 
     ts = tile_scores(open_tile_store(store), {})
-    columns = {name: annotation_fractions(ts, annotations, [name]) for name in classes} if classes else {
-        "annotation": annotation_fractions(ts, annotations)}
+    columns = (
+        {name: annotation_fractions(ts, annotations, [name]) for name in classes}
+        if classes
+        else {"annotation": annotation_fractions(ts, annotations)}
+    )
     typer.echo(str(write_scores_csv(out, ts.coords, columns)))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from . import slides  # noqa: F401,I001  (each module registers its commands on the app, in help order)
-from . import models  # noqa: F401,E402
-from . import training  # noqa: F401,E402
-from . import heatmaps  # noqa: F401,E402
-from . import cohorts  # noqa: F401,E402
+from . import (
+    cohorts,  # noqa: F401,E402
+    heatmaps,  # noqa: F401,E402
+    models,  # noqa: F401,E402
+    slides,  # noqa: F401,I001  (each module registers its commands on the app, in help order)
+    training,  # noqa: F401,E402
+)
 from ._app import app
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -14,10 +14,21 @@ from ._app import _err, app, handle_errors
 @app.command()
 @handle_errors
 def info(
-    slide: Annotated[Path, typer.Argument(help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder).")],
+    slide: Annotated[
+        Path,
+        typer.Argument(
+            help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder)."
+        ),
+    ],
     backend: Annotated[str, typer.Option(help="Reader: auto, openslide or tiffslide.")] = "auto",
-    mpp: Annotated[Optional[float], typer.Option(help="Override the level-0 microns per pixel.")] = None,
-    estimate_mpp: Annotated[bool, typer.Option("--estimate-mpp", help="Also estimate the resolution from the nuclei in the image (H&E; about a second, reading a few dozen level-0 regions) and check the recorded one against it (disagreement beyond 1.6x is flagged).")] = False,
+    mpp: Annotated[float | None, typer.Option(help="Override the level-0 microns per pixel.")] = None,
+    estimate_mpp: Annotated[
+        bool,
+        typer.Option(
+            "--estimate-mpp",
+            help="Also estimate the resolution from the nuclei in the image (H&E; about a second, reading a few dozen level-0 regions) and check the recorded one against it (disagreement beyond 1.6x is flagged).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a slide's metadata (size, pyramid levels, resolution and where it came from, vendor), or a
@@ -73,31 +84,72 @@ def tile(
     overlap: Annotated[int, typer.Option(help="Overlap between neighbouring patches, in pixels.")] = 0,
     min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept patch (0-1).")] = 0.25,
     backend: Annotated[str, typer.Option(help="Reader: auto (OpenSlide where it can), openslide, tiffslide.")] = "auto",
-    mpp: Annotated[Optional[str], typer.Option(help="Override the slide's level-0 microns per pixel: a number, or 'estimate' to use the resolution estimated from the nuclei in the image (H&E only; the store records the source 'estimated' and the range).")] = None,
-    check_mpp: Annotated[bool, typer.Option("--check-mpp", help="Estimate each slide's resolution from its nuclei and warn where the recorded one disagrees by more than 1.6x.")] = False,
-    strict_mpp: Annotated[bool, typer.Option("--strict-mpp", help="Like --check-mpp, but refuse such slides (exit 2, nothing written).")] = False,
-    workers: Annotated[int, typer.Option(help="Worker processes (over slides, over shards of large slides, and one volume each).")] = 1,
-    encode_threads: Annotated[Optional[int], typer.Option(help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them).")] = None,
+    mpp: Annotated[
+        str | None,
+        typer.Option(
+            help="Override the slide's level-0 microns per pixel: a number, or 'estimate' to use the resolution estimated from the nuclei in the image (H&E only; the store records the source 'estimated' and the range)."
+        ),
+    ] = None,
+    check_mpp: Annotated[
+        bool,
+        typer.Option(
+            "--check-mpp",
+            help="Estimate each slide's resolution from its nuclei and warn where the recorded one disagrees by more than 1.6x.",
+        ),
+    ] = False,
+    strict_mpp: Annotated[
+        bool, typer.Option("--strict-mpp", help="Like --check-mpp, but refuse such slides (exit 2, nothing written).")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (over slides, over shards of large slides, and one volume each).")
+    ] = 1,
+    encode_threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them)."
+        ),
+    ] = None,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = 95,
     lossless: Annotated[bool, typer.Option(help="Store tiles losslessly (zstd) instead of JPEG.")] = False,
-    tissue_method: Annotated[str, typer.Option(help="Tissue detector: otsu_saturation, otsu_gray or all.")] = "otsu_saturation",
-    roi: Annotated[Optional[Path], typer.Option(help="QuPath GeoJSON whose annotations replace tissue detection.")] = None,
-    roi_class: Annotated[Optional[list[str]], typer.Option(help="Keep only ROI annotations of this class (repeatable).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML with tile:, tissue:, store: sections (options given here win).")] = None,
+    tissue_method: Annotated[
+        str, typer.Option(help="Tissue detector: otsu_saturation, otsu_gray or all.")
+    ] = "otsu_saturation",
+    roi: Annotated[Path | None, typer.Option(help="QuPath GeoJSON whose annotations replace tissue detection.")] = None,
+    roi_class: Annotated[
+        list[str] | None, typer.Option(help="Keep only ROI annotations of this class (repeatable).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with tile:, tissue:, store: sections (options given here win).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Re-tile even when an up-to-date store exists.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     mode: Annotated[str, typer.Option(help="Volumes: 3d (voxel patches) or slices (2D RGB patches of slices).")] = "3d",
-    spacing: Annotated[str, typer.Option(help="Volumes: voxel size of the patches in mm, one value or z,y,x, or 'native'.")] = "1",
-    patch_depth: Annotated[Optional[int], typer.Option(help="Volumes, 3d: patch depth in voxels (default: --patch).")] = None,
+    spacing: Annotated[
+        str, typer.Option(help="Volumes: voxel size of the patches in mm, one value or z,y,x, or 'native'.")
+    ] = "1",
+    patch_depth: Annotated[
+        int | None, typer.Option(help="Volumes, 3d: patch depth in voxels (default: --patch).")
+    ] = None,
     planes: Annotated[str, typer.Option(help="Volumes, slices: planes to cut, from axial,coronal,sagittal.")] = "axial",
     slice_step: Annotated[int, typer.Option(help="Volumes, slices: use every N-th slice.")] = 1,
-    normalize: Annotated[str, typer.Option(help="Volumes: intensity to uint8 by percentile, window or zscore.")] = "percentile",
-    window: Annotated[Optional[str], typer.Option(help="Volumes: intensity window LO,HI for --normalize window (e.g. -1000,1000 HU).")] = None,
-    percentiles: Annotated[str, typer.Option(help="Volumes: foreground percentiles LO,HI for --normalize percentile.")] = "0.5,99.5",
+    normalize: Annotated[
+        str, typer.Option(help="Volumes: intensity to uint8 by percentile, window or zscore.")
+    ] = "percentile",
+    window: Annotated[
+        str | None, typer.Option(help="Volumes: intensity window LO,HI for --normalize window (e.g. -1000,1000 HU).")
+    ] = None,
+    percentiles: Annotated[
+        str, typer.Option(help="Volumes: foreground percentiles LO,HI for --normalize percentile.")
+    ] = "0.5,99.5",
     foreground: Annotated[str, typer.Option(help="Volumes: foreground detector, otsu or all.")] = "otsu",
-    label: Annotated[Optional[Path], typer.Option(help="Volumes: a label map on the volume's grid; per-patch label fractions are stored.")] = None,
-    timepoint: Annotated[Optional[int], typer.Option(help="Volumes: the timepoint of a 4D series to tile (0-based).")] = None,
+    label: Annotated[
+        Path | None,
+        typer.Option(help="Volumes: a label map on the volume's grid; per-patch label fractions are stored."),
+    ] = None,
+    timepoint: Annotated[
+        int | None, typer.Option(help="Volumes: the timepoint of a 4D series to tile (0-based).")
+    ] = None,
 ) -> None:
     """Find tissue and write patches at a target resolution into Zarr TileStores.
 
@@ -118,7 +170,9 @@ def tile(
     tissue_cfg = dict(sections.get("tissue", {}))
     store_cfg = dict(sections.get("store", {}))
     for name, key, value in [
-        ("target_mpp", "target_mpp", target_mpp), ("patch", "patch_px", patch), ("overlap", "overlap_px", overlap),
+        ("target_mpp", "target_mpp", target_mpp),
+        ("patch", "patch_px", patch),
+        ("overlap", "overlap_px", overlap),
         ("min_tissue", "min_tissue", min_tissue),
     ]:
         if name in explicit or key not in tile_cfg:
@@ -133,16 +187,40 @@ def tile(
         store_cfg["jpeg_quality"] = jpeg_quality
 
     volume_spec = volume_spec_from_options(
-        sections.get("volume", {}), explicit, config, mode=mode, spacing=spacing, patch=patch, patch_depth=patch_depth,
-        overlap=overlap, min_tissue=min_tissue, planes=planes, slice_step=slice_step, normalize=normalize,
-        window=window, percentiles=percentiles, foreground=foreground,
+        sections.get("volume", {}),
+        explicit,
+        config,
+        mode=mode,
+        spacing=spacing,
+        patch=patch,
+        patch_depth=patch_depth,
+        overlap=overlap,
+        min_tissue=min_tissue,
+        planes=planes,
+        slice_step=slice_step,
+        normalize=normalize,
+        window=window,
+        percentiles=percentiles,
+        foreground=foreground,
     )
     slides = expand_slide_paths(inputs)
     results = tile_slides(
-        slides, out, from_dict(TileSpec, tile_cfg, config), from_dict(TissueSpec, tissue_cfg, config),
-        from_dict(StoreSpec, store_cfg, config), backend=backend, mpp=_mpp_option(mpp), roi=roi, roi_classes=roi_class,
-        workers=workers, encode_threads=encode_threads, force=force, progress=progress,
-        volume=volume_spec, label=label, timepoint=timepoint,
+        slides,
+        out,
+        from_dict(TileSpec, tile_cfg, config),
+        from_dict(TissueSpec, tissue_cfg, config),
+        from_dict(StoreSpec, store_cfg, config),
+        backend=backend,
+        mpp=_mpp_option(mpp),
+        roi=roi,
+        roi_classes=roi_class,
+        workers=workers,
+        encode_threads=encode_threads,
+        force=force,
+        progress=progress,
+        volume=volume_spec,
+        label=label,
+        timepoint=timepoint,
     )
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "exception"} for r in results], indent=2))
@@ -173,8 +251,10 @@ def _mpp_option(value: str | None) -> float | str | None:
     if not mpp > 0:
         from pathweak.errors import ConfigError
 
-        raise ConfigError(f"--mpp must be a positive number of microns per pixel or 'estimate', got {value!r}",
-                          fix="pass e.g. --mpp 0.25 (40x), --mpp 0.5 (20x) or --mpp estimate")
+        raise ConfigError(
+            f"--mpp must be a positive number of microns per pixel or 'estimate', got {value!r}",
+            fix="pass e.g. --mpp 0.25 (40x), --mpp 0.5 (20x) or --mpp estimate",
+        )
     return mpp
 
 

@@ -11,9 +11,18 @@ from pathweak.errors import ConfigError
 
 # option name -> VolumeSpec field; the options shared with slides only apply to volumes when given
 _FIELDS = {
-    "mode": "mode", "spacing": "spacing_mm", "patch": "patch_px", "patch_depth": "patch_depth",
-    "overlap": "overlap_px", "min_tissue": "min_foreground", "planes": "planes", "slice_step": "slice_step",
-    "normalize": "normalize", "window": "window", "percentiles": "percentiles", "foreground": "foreground",
+    "mode": "mode",
+    "spacing": "spacing_mm",
+    "patch": "patch_px",
+    "patch_depth": "patch_depth",
+    "overlap": "overlap_px",
+    "min_tissue": "min_foreground",
+    "planes": "planes",
+    "slice_step": "slice_step",
+    "normalize": "normalize",
+    "window": "window",
+    "percentiles": "percentiles",
+    "foreground": "foreground",
 }
 _SHARED_WITH_SLIDES = {"patch", "overlap", "min_tissue"}
 
@@ -29,12 +38,18 @@ def volume_info(path: Path) -> dict[str, Any] | None:
     return open_volume(path).info()
 
 
-def volume_spec_from_options(section: dict[str, Any], explicit: set[str], config: Path | None, **options: Any) -> VolumeSpec:
+def volume_spec_from_options(
+    section: dict[str, Any], explicit: set[str], config: Path | None, **options: Any
+) -> VolumeSpec:
     """The VolumeSpec: an option given on the command line wins over the ``volume:`` section, which wins
     over the option's default (``--patch``, ``--overlap``, ``--min-tissue`` keep VolumeSpec's defaults
     unless given, as their defaults are the slides')."""
-    parsers = {"spacing": _spacing, "planes": lambda t: tuple(t.split(",")),
-               "window": lambda t: _pair(t, "--window"), "percentiles": lambda t: _pair(t, "--percentiles")}
+    parsers = {
+        "spacing": _spacing,
+        "planes": lambda t: tuple(t.split(",")),
+        "window": lambda t: _pair(t, "--window"),
+        "percentiles": lambda t: _pair(t, "--percentiles"),
+    }
     values = dict(section)
     for name, value in options.items():
         key = _FIELDS[name]
@@ -48,7 +63,9 @@ def _pair(text: str, option: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"{option} takes two numbers LO,HI, got {text!r}", fix=f"pass e.g. {option} 0.5,99.5") from None
+        raise ConfigError(
+            f"{option} takes two numbers LO,HI, got {text!r}", fix=f"pass e.g. {option} 0.5,99.5"
+        ) from None
     return (lo, hi)
 
 
@@ -61,5 +78,7 @@ def _spacing(text: str) -> tuple[float, float, float] | None:
     except ValueError:
         values = []
     if len(values) not in (1, 3):
-        raise ConfigError(f"--spacing takes one number, three (z,y,x) or 'native', got {text!r}", fix="pass e.g. --spacing 1")
+        raise ConfigError(
+            f"--spacing takes one number, three (z,y,x) or 'native', got {text!r}", fix="pass e.g. --spacing 1"
+        )
     return (values[0],) * 3 if len(values) == 1 else (values[0], values[1], values[2])

@@ -45,8 +45,9 @@ class LocalExecutor:
                 from ..features.devices import local_pool_initializer
 
                 pin = local_pool_initializer(self.devices, self.workers, self._context())
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context(), initializer=_init_worker,
-                                             initargs=(owner_args(), pin))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=self._context(), initializer=_init_worker, initargs=(owner_args(), pin)
+            )
         futures = {self._pool.submit(fn, *task): task for task in tasks}
         for fut in as_completed(futures):
             exc = fut.exception()
@@ -67,14 +68,16 @@ class DaskExecutor:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
-            raise ConfigError("the Dask executor needs dask.distributed",
-                              fix='pip install "pathweak[distributed]"') from None
+            raise ConfigError(
+                "the Dask executor needs dask.distributed", fix='pip install "pathweak[distributed]"'
+            ) from None
         if scheduler:
             self._cluster = None
             self.client = Client(scheduler)
         else:
-            self._cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=40)
+            self._cluster = LocalCluster(
+                n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            )
             self.client = Client(self._cluster)
         if devices:  # one device per worker for the extract stage
             from .dask_devices import DevicePlugin
@@ -96,8 +99,9 @@ class DaskExecutor:
             self._cluster.close()
 
 
-def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None = None,
-                  devices: list[str] | None = None) -> LocalExecutor | DaskExecutor:
+def make_executor(
+    kind: str = "local", workers: int = 2, scheduler: str | None = None, devices: list[str] | None = None
+) -> LocalExecutor | DaskExecutor:
     if kind == "local":
         return LocalExecutor(workers, devices)
     if kind == "dask":

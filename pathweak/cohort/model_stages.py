@@ -52,12 +52,18 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
     features = feature_stores(slides, state)
     labelled = [s for s in slides if s.label and s.slide_id in features]
     rows = [[s.slide_id, s.patient_id, s.label, *([s.split or ""] if _has_split(labelled) else [])] for s in labelled]
-    key = cache_key(cfg=asdict(cfg), labels=rows, features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled})
+    key = cache_key(
+        cfg=asdict(cfg), labels=rows, features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled}
+    )
     out = model_dir(spec)
     try:
         if not labelled:
-            raise ConfigError("no labelled slide has features to train on", path=spec.manifest,
-                              fix="fill in the manifest's label column, or run with --stages tile,extract")
+            raise ConfigError(
+                "no labelled slide has features to train on",
+                path=spec.manifest,
+                fix="fill in the manifest's label column, or run with --stages tile,extract",
+            )
+
         def build() -> bool:
             labels = spec.out / "labels.csv"
             with atomic_file(labels, "w", newline="") as fh:
@@ -72,8 +78,12 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
             report.done.append("model")
         else:
             report.skipped.append("model")
-        report.outputs.update(model=str(out), metrics=str(out / "run.json"), cv_predictions=str(out / "predictions.csv"),
-                              metrics_text=metrics_table(out / "run.json"))
+        report.outputs.update(
+            model=str(out),
+            metrics=str(out / "run.json"),
+            cv_predictions=str(out / "predictions.csv"),
+            metrics_text=metrics_table(out / "run.json"),
+        )
     except PathweakError as exc:
         report.failed["model"] = str(exc)
     report.seconds = time.perf_counter() - t0
@@ -93,6 +103,7 @@ def predict_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, prog
         if not run.exists():
             raise ConfigError("no trained model to predict with", path=run.parent, fix="run the train stage first")
         key = cache_key(run=_file_hash(run), features={sid: _feature_key(p) for sid, p in sorted(features.items())})
+
         def build() -> list[Any]:
             preds = predict_slides(run.parent, list(features.values()), spec.out, name=out.name, progress=progress)
             write_stamp(spec.out, "predict", key, [p.results for p in preds] + [out / "predictions.csv"])
@@ -124,9 +135,13 @@ def predict_key(spec: CohortSpec) -> str:
 def metrics_table(run_json: Path) -> str:
     """Cross-validated metrics of a training run as a markdown table (mean ± std across seeds)."""
     summary = json.loads(run_json.read_text())
-    lines = [f"{summary['head']} on {summary['labels']['slides']} slides ({summary['labels']['patients']} patients), "
-             f"{summary['splits']['source']}; test-fold predictions in `{run_json.parent / 'predictions.csv'}`.", "",
-             "| metric | mean | std | min | max |", "|---|---|---|---|---|"]
+    lines = [
+        f"{summary['head']} on {summary['labels']['slides']} slides ({summary['labels']['patients']} patients), "
+        f"{summary['splits']['source']}; test-fold predictions in `{run_json.parent / 'predictions.csv'}`.",
+        "",
+        "| metric | mean | std | min | max |",
+        "|---|---|---|---|---|",
+    ]
     for name, s in summary["metrics"].items():
         lines.append(f"| {name} | {s['mean']:.3f} | {s['std']:.3f} | {s['min']:.3f} | {s['max']:.3f} |")
     return "\n".join(lines)

@@ -35,8 +35,16 @@ def run_cohort(
     ``retry_failed``; a slide that fails now is recorded and the others go on."""
     started = time.perf_counter()
     spec.out.mkdir(parents=True, exist_ok=True)
-    for folder in (spec.out, spec.out / "tiles", spec.out / "state", spec.out / "state" / "stamps", spec.out / "models",
-                   *spec.out.glob("features/*"), *spec.out.glob("results/*"), *spec.out.glob("heatmaps/*")):
+    for folder in (
+        spec.out,
+        spec.out / "tiles",
+        spec.out / "state",
+        spec.out / "state" / "stamps",
+        spec.out / "models",
+        *spec.out.glob("features/*"),
+        *spec.out.glob("results/*"),
+        *spec.out.glob("heatmaps/*"),
+    ):
         sweep_partials(folder)
     state = StateStore(spec.out)
     kind = executor or spec.executor.get("kind", "local")
@@ -49,8 +57,9 @@ def run_cohort(
         from ..features.devices import device_list
 
         devices = device_list(spec.extract["devices"], str(spec.extract.get("device", "auto")))
-    pool = make_executor(kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"),
-                         devices)
+    pool = make_executor(
+        kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"), devices
+    )
     reports: list[StageReport] = []
     try:
         active = _eligible(spec, state, retry_failed)
@@ -92,12 +101,13 @@ def _eligible(spec: CohortSpec, state: StateStore, retry_failed: bool) -> list[S
     return [s for s in spec.slides if state.load(s.slide_id).failed_stage() is None]
 
 
-def _per_slide(stage: str, slides: list[Slide], spec: CohortSpec, state: StateStore, pool: Any,
-               progress: bool) -> StageReport:
+def _per_slide(
+    stage: str, slides: list[Slide], spec: CohortSpec, state: StateStore, pool: Any, progress: bool
+) -> StageReport:
     report = StageReport(stage)
     t0 = time.perf_counter()
     with progress_bar(len(slides), f"{stage}", progress, unit="slides") as advance:
-        for (stage_name, slide, _spec), result, exc in pool.run(run_slide_stage, [(stage, s, spec) for s in slides]):
+        for (_stage_name, slide, _spec), result, exc in pool.run(run_slide_stage, [(stage, s, spec) for s in slides]):
             if exc is not None:  # the worker itself died (killed, out of memory)
                 result = {"status": "failed", "error": failure_text(f"{slide.slide_id}: worker failed", exc)}
             state.record(slide.slide_id, stage, result)
@@ -174,9 +184,18 @@ def _report_stage(spec: CohortSpec, started: float) -> StageReport:
     run = model_dir(spec)
     try:
         results = results_dir(spec)
-        src = RunSource(run, json.loads((run / "run.json").read_text()), spec.out,
-                        {"cohort": spec.name, "slides": len(spec.slides), "seconds": round(t0 - started, 1),
-                         "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, results if results.exists() else None)
+        src = RunSource(
+            run,
+            json.loads((run / "run.json").read_text()),
+            spec.out,
+            {
+                "cohort": spec.name,
+                "slides": len(spec.slides),
+                "seconds": round(t0 - started, 1),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+            results if results.exists() else None,
+        )
         report.outputs["report"] = str(write_report(src))
         report.done.append("report")
     except (PathweakError, OSError, ValueError, ImportError) as exc:

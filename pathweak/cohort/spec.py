@@ -58,19 +58,38 @@ class CohortSpec:
         source in errors."""
         base = Path(base)
         path = Path(path) if path is not None else base / "<cohort spec>"
-        known = {"name", "manifest", "out", "tile", "tissue", "store", "volume", "pretrain", "encoder", "weights",
-                 "extract", "train", "heatmaps", "executor"}
+        known = {
+            "name",
+            "manifest",
+            "out",
+            "tile",
+            "tissue",
+            "store",
+            "volume",
+            "pretrain",
+            "encoder",
+            "weights",
+            "extract",
+            "train",
+            "heatmaps",
+            "executor",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown cohort key(s): {', '.join(unknown)}", path=path, fix=f"known keys: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown cohort key(s): {', '.join(unknown)}", path=path, fix=f"known keys: {', '.join(sorted(known))}"
+            )
         for key in ("manifest", "out"):
             if key not in data:
                 raise ConfigError(f"the cohort spec has no '{key}'", path=path, fix=f"add '{key}: ...' to the YAML")
         manifest = (base / data["manifest"]).resolve()
         encoder = data.get("encoder")
         if not data.get("pretrain") and not encoder:
-            raise ConfigError("the cohort spec names neither 'pretrain' nor 'encoder'", path=path,
-                              fix="add a 'pretrain:' section, or 'encoder: timm:...' with 'weights:'")
+            raise ConfigError(
+                "the cohort spec names neither 'pretrain' nor 'encoder'",
+                path=path,
+                fix="add a 'pretrain:' section, or 'encoder: timm:...' with 'weights:'",
+            )
         if encoder and encoder.startswith("pathweak:") and not Path(encoder[9:]).is_absolute():
             encoder = "pathweak:" + str((base / encoder[9:]).resolve())
         weights = data.get("weights")
@@ -127,11 +146,17 @@ def heatmap_settings(spec: CohortSpec) -> tuple[list[str], Any]:
     allowed = (*FORMATS, "nifti")  # nifti: the heatmaps of a cohort of volumes
     bad = [f for f in formats if f not in allowed]
     if bad:
-        raise ConfigError(f"unknown heatmap format(s) {', '.join(map(str, bad))}", path=spec.source,
-                          fix=f"use some of {', '.join(allowed)}")
+        raise ConfigError(
+            f"unknown heatmap format(s) {', '.join(map(str, bad))}",
+            path=spec.source,
+            fix=f"use some of {', '.join(allowed)}",
+        )
     if "regions" in values:
-        raise ConfigError("heatmaps: regions is not available in cohort specs", path=spec.source,
-                          fix="run `pathweak heatmap --region ...` on the results stores")
+        raise ConfigError(
+            "heatmaps: regions is not available in cohort specs",
+            path=spec.source,
+            fix="run `pathweak heatmap --region ...` on the results stores",
+        )
     if isinstance(values.get("scores"), list):
         values["scores"] = tuple(values["scores"])
     return formats, from_dict(ExportOptions, values, spec.source)
@@ -148,8 +173,11 @@ def read_manifest(path: Path) -> list[Slide]:
         raise ConfigError("the manifest has no rows", path=path, fix="list one slide per row")
     missing = [c for c in MANIFEST_COLUMNS if c not in rows[0]]
     if missing:
-        raise ConfigError(f"the manifest lacks column(s) {', '.join(missing)}", path=path,
-                          fix="columns: path, slide_id (optional), patient_id, label, split (optional)")
+        raise ConfigError(
+            f"the manifest lacks column(s) {', '.join(missing)}",
+            path=path,
+            fix="columns: path, slide_id (optional), patient_id, label, split (optional)",
+        )
     slides, seen = [], set()
     for i, row in enumerate(rows, start=2):
         slide_path = (path.parent / row["path"]).resolve()
@@ -157,6 +185,13 @@ def read_manifest(path: Path) -> list[Slide]:
         if slide_id in seen:
             raise ConfigError(f"slide id {slide_id!r} appears twice (line {i})", path=path, fix="make slide ids unique")
         seen.add(slide_id)
-        slides.append(Slide(slide_id, slide_path, str(row["patient_id"]).strip(), str(row["label"]).strip(),
-                            (row.get("split") or "").strip() or None))
+        slides.append(
+            Slide(
+                slide_id,
+                slide_path,
+                str(row["patient_id"]).strip(),
+                str(row["label"]).strip(),
+                (row.get("split") or "").strip() or None,
+            )
+        )
     return slides

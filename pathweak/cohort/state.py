@@ -60,13 +60,20 @@ class StateStore:
         previous = state.stages.get(stage)
         attempts = (previous.attempts + 1) if previous and previous.status == "failed" else 1
         state.stages[stage] = StageRecord(
-            status=result["status"], output=result.get("output"), seconds=round(float(result.get("seconds", 0.0)), 2),
-            error=result.get("error"), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), attempts=attempts,
+            status=result["status"],
+            output=result.get("output"),
+            seconds=round(float(result.get("seconds", 0.0)), 2),
+            error=result.get("error"),
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            attempts=attempts,
         )
         self._write(state)
         return state
 
     def _write(self, state: SlideState) -> None:
         with atomic_file(self.path(state.slide_id)) as fh:
-            fh.write(json.dumps({"slide_id": state.slide_id, "stages": {k: asdict(v) for k, v in state.stages.items()}},
-                                indent=2))
+            fh.write(
+                json.dumps(
+                    {"slide_id": state.slide_id, "stages": {k: asdict(v) for k, v in state.stages.items()}}, indent=2
+                )
+            )

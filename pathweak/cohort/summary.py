@@ -48,9 +48,11 @@ def mpp_disagreements(tiles_dir: Path, slide_ids: list[str]) -> dict[str, str]:
         check = mpp.get("check") or {}
         if check.get("status") == "disagrees":
             est = check.get("estimate") or mpp.get("estimate") or {}
-            out[sid] = (f"recorded {check['recorded']:.4g} um/px, estimated {est.get('mpp', float('nan')):.3g} "
-                        f"({est.get('low', float('nan')):.3g}-{est.get('high', float('nan')):.3g}), "
-                        f"ratio {check['ratio']:.2f}")
+            out[sid] = (
+                f"recorded {check['recorded']:.4g} um/px, estimated {est.get('mpp', float('nan')):.3g} "
+                f"({est.get('low', float('nan')):.3g}-{est.get('high', float('nan')):.3g}), "
+                f"ratio {check['ratio']:.2f}"
+            )
     return out
 
 
@@ -72,13 +74,19 @@ def _where(spec: Any, report: Any) -> dict[str, str]:
 
 
 def _markdown(d: dict[str, Any]) -> str:
-    lines = [f"# Cohort run: {d['cohort']}", "", f"{d['slides']} slides, {d['seconds']} s, executor {d['executor']}, "
-             f"finished {d['finished']}.", ""]
+    lines = [
+        f"# Cohort run: {d['cohort']}",
+        "",
+        f"{d['slides']} slides, {d['seconds']} s, executor {d['executor']}, finished {d['finished']}.",
+        "",
+    ]
     if d["where"].get("report"):
         lines += [f"Report (open in a browser): `{d['where']['report']}`", ""]
     lines += ["| stage | done | skipped | failed | seconds |", "|---|---|---|---|---|"]
     for st in d["stages"]:
-        lines.append(f"| {st['name']} | {len(st['done'])} | {len(st['skipped'])} | {len(st['failed'])} | {st['seconds']} |")
+        lines.append(
+            f"| {st['name']} | {len(st['done'])} | {len(st['skipped'])} | {len(st['failed'])} | {st['seconds']} |"
+        )
     if d["failed_slides"]:
         lines += ["", "## Failed", ""]
         lines += [f"- **{sid}**: {why}" for sid, why in d["failed_slides"].items()]

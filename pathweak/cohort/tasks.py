@@ -40,8 +40,17 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     if not slide.path.exists():
         return {"status": "failed", "error": f"{slide.path}: file not found. Check the manifest's path column."}
     with output_lock(tile_store_path(spec, slide)):
-        (r,) = tile_slides([slide.path], spec.out, spec.tile, spec.tissue, spec.store, workers=1, progress=False,
-                           slide_ids=[slide.slide_id], volume=spec.volume)
+        (r,) = tile_slides(
+            [slide.path],
+            spec.out,
+            spec.tile,
+            spec.tissue,
+            spec.store,
+            workers=1,
+            progress=False,
+            slide_ids=[slide.slide_id],
+            volume=spec.volume,
+        )
     status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
     return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
 
@@ -60,11 +69,16 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     try:
         encoder = cached_encoder(spec.encoder_name, spec.weights)
         with output_lock(feature_store_path(spec.out, encoder.encoder_id, slide.slide_id)):
-            (r,) = extract_features([tile_store_path(spec, slide)], encoder, spec.out,
-                                    batch_size=spec.extract.get("batch_size"),
-                                    device=worker_device(spec.extract.get("device", "auto")),
-                                    num_workers=int(spec.extract.get("workers", 0)), progress=False,
-                                    decode=str(spec.extract.get("decode", "auto")))
+            (r,) = extract_features(
+                [tile_store_path(spec, slide)],
+                encoder,
+                spec.out,
+                batch_size=spec.extract.get("batch_size"),
+                device=worker_device(spec.extract.get("device", "auto")),
+                num_workers=int(spec.extract.get("workers", 0)),
+                progress=False,
+                decode=str(spec.extract.get("decode", "auto")),
+            )
     finally:
         torch.set_num_threads(threads)
     status = {"extracted": "done", "skipped": "skipped"}.get(r.status, "failed")

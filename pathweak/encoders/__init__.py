@@ -23,7 +23,10 @@ FAMILIES = [
     {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
     {"name": "timm:<model name>", "weights": "--weights FILE (.safetensors/.pth/.bin) or --weights random"},
     {"name": "torchvision:resnet50_trunc", "weights": "--weights resnet50 ImageNet file (e.g. resnet50-11ad3fa6.pth)"},
-    {"name": "monai:resnet10|18|34|50", "weights": "3D patches of volumes (--mode 3d): --weights MedicalNet/MONAI state dict or random"},
+    {
+        "name": "monai:resnet10|18|34|50",
+        "weights": "3D patches of volumes (--mode 3d): --weights MedicalNet/MONAI state dict or random",
+    },
 ]
 
 
@@ -40,8 +43,10 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) 
             fix=f"use a preset ({', '.join(PRESETS)}), pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
         )
     if not rest:
-        raise ConfigError(f"encoder name {name!r} is not of the form family:name",
-                          fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc")
+        raise ConfigError(
+            f"encoder name {name!r} is not of the form family:name",
+            fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
+        )
     encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
     return encoder.eval()
 
@@ -54,12 +59,24 @@ def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, 
     rows: list[dict[str, Any]] = []
     for p in PRESETS.values():
         found, _ = locate(p, (weights or {}).get(p.name))
-        rows.append({
-            "name": p.name, "title": p.title, "supported": True, "dim": p.embed_dim, "embedding": p.embedding,
-            "input": p.img_size, "mpp": p.mpp, "patch_px": p.patch_px, "precision": p.precision,
-            "licence": p.licence, "gated": p.gated, "repo": p.repo, "found": str(found.file) if found else None,
-            "download": p.download,
-        })
+        rows.append(
+            {
+                "name": p.name,
+                "title": p.title,
+                "supported": True,
+                "dim": p.embed_dim,
+                "embedding": p.embedding,
+                "input": p.img_size,
+                "mpp": p.mpp,
+                "patch_px": p.patch_px,
+                "precision": p.precision,
+                "licence": p.licence,
+                "gated": p.gated,
+                "repo": p.repo,
+                "found": str(found.file) if found else None,
+                "download": p.download,
+            }
+        )
     for name, u in UNSUPPORTED.items():
         rows.append({"name": name, "title": name, "supported": False, "repo": u["repo"], "why": u["why"]})
     return rows
@@ -72,8 +89,13 @@ def preset_info(name: str, weights: str | Path | None = None) -> dict[str, Any]:
 
     preset = get_preset(name)
     found, looked = locate(preset, weights)
-    return {**preset.as_dict(), "download": preset.download, "found": str(found.file) if found else None,
-            "hub_config": str(found.config) if found and found.config else None, "looked": looked}
+    return {
+        **preset.as_dict(),
+        "download": preset.download,
+        "found": str(found.file) if found else None,
+        "hub_config": str(found.config) if found and found.config else None,
+        "looked": looked,
+    }
 
 
 def list_encoders() -> list[dict[str, str]]:
@@ -83,5 +105,16 @@ def list_encoders() -> list[dict[str, str]]:
     return rows
 
 
-__all__ = ["ENCODERS", "PRESETS", "UNSUPPORTED", "Encoder", "EncoderInfo", "Preset", "create_encoder",
-           "list_encoders", "load_state_dict_file", "preset_info", "preset_rows"]
+__all__ = [
+    "ENCODERS",
+    "PRESETS",
+    "UNSUPPORTED",
+    "Encoder",
+    "EncoderInfo",
+    "Preset",
+    "create_encoder",
+    "list_encoders",
+    "load_state_dict_file",
+    "preset_info",
+    "preset_rows",
+]

@@ -69,8 +69,9 @@ class Encoder(nn.Module):
         x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
         side = size if self.info.crop_pct >= 1 else round(size / self.info.crop_pct)
         if x.shape[-1] != side or x.shape[-2] != side:
-            x = nn.functional.interpolate(x, size=(side, side), mode=self.info.interpolation, antialias=True,
-                                          align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=(side, side), mode=self.info.interpolation, antialias=True, align_corners=False
+            )
         if side != size:
             top = (side - size) // 2
             x = x[..., top : top + size, top : top + size]
@@ -108,8 +109,10 @@ class Encoder(nn.Module):
         from ..errors import ConfigError
 
         if not self.has_tokens:
-            raise ConfigError(f"encoder {self.info.name} has no patch tokens (not a ViT)",
-                              fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) for token-level maps")
+            raise ConfigError(
+                f"encoder {self.info.name} has no patch tokens (not a ViT)",
+                fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) for token-level maps",
+            )
 
     @torch.no_grad()
     def token_map(self, tiles: torch.Tensor) -> torch.Tensor:

@@ -31,13 +31,17 @@ def get_preset(name: str) -> Preset:
         from .presets import UNSUPPORTED
 
         if name.lower() in UNSUPPORTED:
-            raise ConfigError(f"encoder {name!r} is not supported: {UNSUPPORTED[name.lower()]['why']}",
-                              fix="see `pathweak encoders list` for the presets")
+            raise ConfigError(
+                f"encoder {name!r} is not supported: {UNSUPPORTED[name.lower()]['why']}",
+                fix="see `pathweak encoders list` for the presets",
+            )
         raise ConfigError(f"unknown encoder preset {name!r}", fix=f"choose one of: {', '.join(PRESETS)}")
     return preset
 
 
-def build_network(preset: Preset, overrides: dict[str, Any] | None = None, hub_config: dict[str, Any] | None = None) -> Any:
+def build_network(
+    preset: Preset, overrides: dict[str, Any] | None = None, hub_config: dict[str, Any] | None = None
+) -> Any:
     """The preset's network (the ``backbone`` of its Encoder) with fresh parameters. Build it under
     ``torch.device("meta")`` to check shapes without allocating."""
     overrides = dict(overrides or {})
@@ -72,14 +76,17 @@ def hub_state_dict(preset: Preset, state: dict[str, Any], net: Any, path: str | 
     """The hub checkpoint's tensors renamed to the network's keys (prefix selection, wrapper prefixes,
     CTransPath's old-timm Swin layout), the keys of other towers (e.g. CONCH's text side) dropped."""
     if preset.key_prefix:
-        own = {k[len(preset.key_prefix):]: v for k, v in state.items() if k.startswith(preset.key_prefix)}
+        own = {k[len(preset.key_prefix) :]: v for k, v in state.items() if k.startswith(preset.key_prefix)}
         if not own:
-            raise ConfigError(f"the weights hold no {preset.key_prefix}* keys, so they are not {preset.title} weights",
-                              path=path, fix=f"pass the {preset.repo or preset.name} checkpoint ({', '.join(preset.files)})")
+            raise ConfigError(
+                f"the weights hold no {preset.key_prefix}* keys, so they are not {preset.title} weights",
+                path=path,
+                fix=f"pass the {preset.repo or preset.name} checkpoint ({', '.join(preset.files)})",
+            )
         state = own
     for prefix in preset.strip_prefixes:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(preset.ignore_keys)} if preset.ignore_keys else state
     if preset.kind == "swin":
         from timm.models.swin_transformer import checkpoint_filter_fn
@@ -123,11 +130,25 @@ def create_preset(name: str, weights: str | Path | None = None, **overrides: Any
     info = EncoderInfo(
         name=preset.name,
         encoder_id=encoder_id("", preset.name, tag, {**jsonable(extras), "embedding": rule} if overrides else None),
-        embed_dim=dim, img_size=int(overrides.get("img_size", preset.img_size)), mean=preset.mean, std=preset.std, precision=preset.precision,
-        weights=tag, weights_hash=weights_hash(tag), interpolation=preset.interpolation, crop_pct=preset.crop_pct,
-        extra={"preset": preset.name, "embedding": rule, "mpp": preset.mpp, "patch_px": preset.patch_px,
-               "licence": preset.licence, "repo": preset.repo, "weights_source": located.source if located else "random",
-               "kwargs": jsonable(extras)},
+        embed_dim=dim,
+        img_size=int(overrides.get("img_size", preset.img_size)),
+        mean=preset.mean,
+        std=preset.std,
+        precision=preset.precision,
+        weights=tag,
+        weights_hash=weights_hash(tag),
+        interpolation=preset.interpolation,
+        crop_pct=preset.crop_pct,
+        extra={
+            "preset": preset.name,
+            "embedding": rule,
+            "mpp": preset.mpp,
+            "patch_px": preset.patch_px,
+            "licence": preset.licence,
+            "repo": preset.repo,
+            "weights_source": located.source if located else "random",
+            "kwargs": jsonable(extras),
+        },
     )
     return Encoder(net, info).eval()
 
@@ -171,7 +192,9 @@ def _hf_network(preset: Preset, rule: str, hub_config: dict[str, Any] | None) ->
     try:
         import transformers
     except ImportError:
-        raise ConfigError(f"{preset.name} needs the transformers package, which is not installed", fix=HF_HINT) from None
+        raise ConfigError(
+            f"{preset.name} needs the transformers package, which is not installed", fix=HF_HINT
+        ) from None
     from .modules import HFEmbedder
 
     cls = getattr(transformers, preset.arch)
@@ -200,5 +223,8 @@ def _check_hub_config(preset: Preset, cfg: dict[str, Any], path: Path) -> None:
         return
     bad = {k: got[k] for k in want if got[k] is not None and got[k] != want[k]}
     if bad:
-        raise ConfigError(f"the hub config describes another model ({bad}; {preset.name} is {want})", path=path,
-                          fix=f"pass the weights of {preset.repo or preset.name}, or the preset these weights belong to")
+        raise ConfigError(
+            f"the hub config describes another model ({bad}; {preset.name} is {want})",
+            path=path,
+            fix=f"pass the weights of {preset.repo or preset.name}, or the preset these weights belong to",
+        )

@@ -78,12 +78,23 @@ def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Enc
         _load_weights(net, weights, "torchvision:resnet50_trunc")
     # CLAM's truncated ResNet-50: up to layer3, global average pooling -> 1024 features
     trunk = nn.Sequential(
-        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+        net.conv1,
+        net.bn1,
+        net.relu,
+        net.maxpool,
+        net.layer1,
+        net.layer2,
+        net.layer3,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(1),
     )
     info = EncoderInfo(
-        name="torchvision:resnet50_trunc", encoder_id=_encoder_id("torchvision", "resnet50_trunc", weights),
-        embed_dim=1024, img_size=int(kwargs.get("img_size", 224)), weights=weights, weights_hash=_weights_hash(weights),
+        name="torchvision:resnet50_trunc",
+        encoder_id=_encoder_id("torchvision", "resnet50_trunc", weights),
+        embed_dim=1024,
+        img_size=int(kwargs.get("img_size", 224)),
+        weights=weights,
+        weights_hash=_weights_hash(weights),
     )
     return Encoder(trunk, info)
 
@@ -100,12 +111,14 @@ def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     from monai.networks import nets
 
     if model not in MONAI_RESNETS:
-        raise ConfigError(f"unknown monai encoder {model!r}", fix=f"use one of {', '.join('monai:' + m for m in MONAI_RESNETS)}")
+        raise ConfigError(
+            f"unknown monai encoder {model!r}", fix=f"use one of {', '.join('monai:' + m for m in MONAI_RESNETS)}"
+        )
     if weights is None:
         raise ConfigError(
             f"monai:{model} needs weights; nothing is downloaded at run time",
             fix="pass --weights FILE (a MedicalNet or MONAI 3D ResNet state dict, e.g. resnet_18_23dataset.pth) "
-                "or --weights random for an untrained baseline",
+            "or --weights random for an untrained baseline",
         )
     options = dict(kwargs)
     size = int(options.pop("img_size", 64))
@@ -116,9 +129,16 @@ def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
         _load_weights(net, weights, f"monai:{model}")
     embed_dim = 2048 if model == "resnet50" else 512
     info = EncoderInfo(
-        name=f"monai:{model}", encoder_id=_encoder_id("monai", model, weights, kwargs), embed_dim=embed_dim,
-        img_size=size, mean=VOLUME_MEAN, std=VOLUME_STD, precision="bf16", weights=weights,
-        weights_hash=_weights_hash(weights), extra={"monai_kwargs": _jsonable(options), "cpu_batch": 8},
+        name=f"monai:{model}",
+        encoder_id=_encoder_id("monai", model, weights, kwargs),
+        embed_dim=embed_dim,
+        img_size=size,
+        mean=VOLUME_MEAN,
+        std=VOLUME_STD,
+        precision="bf16",
+        weights=weights,
+        weights_hash=_weights_hash(weights),
+        extra={"monai_kwargs": _jsonable(options), "cpu_batch": 8},
         input="volume",
     )
     return Encoder(net, info)

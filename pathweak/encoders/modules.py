@@ -87,8 +87,17 @@ class ConvStem(nn.Module):
     """CTransPath's patch embedding for timm's Swin: two Conv3x3/s2 + BN + ReLU (3 -> E/8 -> E/4), a
     Conv1x1 to E, then the Swin norm; NHWC out. Key names are the original ``proj.N`` / ``norm``."""
 
-    def __init__(self, img_size: Any = 224, patch_size: Any = 4, in_chans: int = 3, embed_dim: int = 96,
-                 norm_layer: Any = None, strict_img_size: bool = True, output_fmt: str = "NHWC", **_: Any):
+    def __init__(
+        self,
+        img_size: Any = 224,
+        patch_size: Any = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        norm_layer: Any = None,
+        strict_img_size: bool = True,
+        output_fmt: str = "NHWC",
+        **_: Any,
+    ):
         super().__init__()
         from timm.layers import to_2tuple
 

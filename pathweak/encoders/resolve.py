@@ -80,18 +80,25 @@ def resolve(preset: Preset, weights: str | Path | None) -> Located:
     if found:
         return found
     if weights is not None and Path(weights).expanduser().is_dir():
-        raise ConfigError(f"no weights file of {preset.name} in the folder (expected one of {', '.join(_names(preset))})",
-                          path=weights, fix=f"pass the hub snapshot folder of {preset.repo or preset.name} or the file itself")
+        raise ConfigError(
+            f"no weights file of {preset.name} in the folder (expected one of {', '.join(_names(preset))})",
+            path=weights,
+            fix=f"pass the hub snapshot folder of {preset.repo or preset.name} or the file itself",
+        )
     if weights is not None:
         raise ConfigError("weights file or folder not found", path=weights, fix="check the --weights path")
     if not preset.repo:
         raise ConfigError(f"no weights for {preset.name} (looked: {'; '.join(looked)})", fix=preset.get)
-    gate = (f"request access on https://huggingface.co/{'datasets/' if preset.repo_type == 'dataset' else ''}{preset.repo}"
-            " and log in (`huggingface-cli login`), then " if preset.gated else "")
+    gate = (
+        f"request access on https://huggingface.co/{'datasets/' if preset.repo_type == 'dataset' else ''}{preset.repo}"
+        " and log in (`huggingface-cli login`), then "
+        if preset.gated
+        else ""
+    )
     raise ConfigError(
         f"no weights for {preset.name} on this machine (nothing is downloaded at run time); looked in: {'; '.join(looked)}",
         fix=f"{gate}run `{preset.download}` (`hf download` in huggingface_hub >= 1.0; set HF_HUB_CACHE or HF_HOME "
-            "if the cache lives elsewhere), or pass --weights FILE|DIR",
+        "if the cache lives elsewhere), or pass --weights FILE|DIR",
     )
 
 
@@ -119,8 +126,9 @@ def _in_cache(cache: Path, repo: str, preset: Preset) -> Located | None:
         if isinstance(hit, str) and Path(hit).is_file():
             cfg = try_to_load_from_cache(repo, "config.json", cache_dir=str(cache), repo_type=preset.repo_type)
             return Located(Path(hit), Path(cfg) if isinstance(cfg, str) else None, "hf-cache")
-    snapshots = sorted(repo_folder(cache, repo, preset.repo_type).glob("snapshots/*"), key=lambda p: p.stat().st_mtime,
-                       reverse=True)
+    snapshots = sorted(
+        repo_folder(cache, repo, preset.repo_type).glob("snapshots/*"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
     for snap in snapshots:  # downloaded at a revision other than main
         for name in preset.files:
             if (snap / name).is_file():

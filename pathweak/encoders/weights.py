@@ -35,15 +35,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             except RuntimeError:  # a legacy (non-zip) checkpoint cannot be mapped
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(f"cannot read the weights ({exc})", path=path,
-                          fix="pass a .safetensors, .pth or .bin state dict") from None
+        raise ConfigError(
+            f"cannot read the weights ({exc})", path=path, fix="pass a .safetensors, .pth or .bin state dict"
+        ) from None
     for key in WRAPPERS:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise ConfigError("the file holds no state dict of tensors", path=path,
-                          fix="pass the checkpoint's weights file (a .safetensors, .pth or .bin state dict)")
+        raise ConfigError(
+            "the file holds no state dict of tensors",
+            path=path,
+            fix="pass the checkpoint's weights file (a .safetensors, .pth or .bin state dict)",
+        )
     return state
 
 
@@ -64,8 +68,11 @@ def load_strict(net: Any, state: dict[str, Any], what: str, path: str | Path) ->
         state["pos_embed"] = _resample_pos_embed(net, state["pos_embed"], own["pos_embed"])
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -95,8 +102,9 @@ def _resample_pos_embed(net: Any, saved: Any, own: Any) -> Any:
     if side * side != saved.shape[1] - prefix:
         return saved
     grid = net.patch_embed.grid_size
-    return resample_abs_pos_embed(saved, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix,
-                                  verbose=False)
+    return resample_abs_pos_embed(
+        saved, new_size=list(grid), old_size=[side, side], num_prefix_tokens=prefix, verbose=False
+    )
 
 
 def random_seed(weights: str | None) -> int | None:
@@ -109,7 +117,9 @@ def random_seed(weights: str | None) -> int | None:
         try:
             return int(weights.split(":", 1)[1])
         except ValueError:
-            raise ConfigError(f"bad random seed in {weights!r}", fix="use --weights random or random:<integer>") from None
+            raise ConfigError(
+                f"bad random seed in {weights!r}", fix="use --weights random or random:<integer>"
+            ) from None
     return None
 
 

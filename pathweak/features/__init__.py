@@ -9,8 +9,16 @@ from .store import FeatureStore, feature_store_path, find_feature_stores
 
 _BANK = ("FeatureBank", "StreamingFeatureBank", "estimate_bank", "load_feature_bank")
 
-__all__ = ["ExtractResult", "FeatureStore", "export_h5", "extract_features", "feature_cache_key", "feature_store_path",
-           "find_feature_stores", *_BANK]
+__all__ = [
+    "ExtractResult",
+    "FeatureStore",
+    "export_h5",
+    "extract_features",
+    "feature_cache_key",
+    "feature_store_path",
+    "find_feature_stores",
+    *_BANK,
+]
 
 
 def __getattr__(name: str) -> Any:

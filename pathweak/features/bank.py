@@ -213,14 +213,18 @@ def load_feature_bank(
             log.warning("%s: %s; streaming one bag at a time from disk (slower)", where, est.describe())
             return StreamingFeatureBank(stores, dev, torch_dtype)
         raise MemoryBudgetError(
-            est.describe(), path=where,
+            est.describe(),
+            path=where,
             fix="pass --stream to read one bag at a time from disk, --device cpu, or train on fewer slides",
         )
     return FeatureBank(stores, dev, torch_dtype, progress)
 
 
 def estimate_bank(
-    stores: list[FeatureStore], device: torch.device, dtype: str = "float16", memory_fraction: float = 0.8,
+    stores: list[FeatureStore],
+    device: torch.device,
+    dtype: str = "float16",
+    memory_fraction: float = 0.8,
     memory_limit: int | None = None,
 ) -> BankEstimate:
     """Bytes the bank needs (features and grid on ``device``) against the memory free there; reads only
@@ -250,7 +254,7 @@ def free_memory(device: torch.device) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" → CUDA when available else CPU; asking for CUDA without one is a clear error."""
+    """ "auto" → CUDA when available else CPU; asking for CUDA without one is a clear error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -264,8 +268,11 @@ def resolve_device(device: str) -> torch.device:
 def _checked_features(store: FeatureStore) -> np.ndarray:
     feats = store.features
     if feats.shape != (len(store), store.embed_dim):
-        raise StoreError(f"features have shape {feats.shape}, attrs say ({len(store)}, {store.embed_dim})",
-                         path=store.path, fix="re-run `pathweak extract --force`")
+        raise StoreError(
+            f"features have shape {feats.shape}, attrs say ({len(store)}, {store.embed_dim})",
+            path=store.path,
+            fix="re-run `pathweak extract --force`",
+        )
     return feats
 
 
@@ -273,16 +280,22 @@ def _select(stores: list[FeatureStore], slide_ids: list[str] | None) -> list[Fea
     by_id: dict[str, FeatureStore] = {}
     for s in stores:
         if s.slide_id in by_id:
-            raise StoreError(f"two FeatureStores for slide {s.slide_id!r} ({by_id[s.slide_id].path} and {s.path})",
-                             path=s.path.parent, fix="pass the features of one encoder, once")
+            raise StoreError(
+                f"two FeatureStores for slide {s.slide_id!r} ({by_id[s.slide_id].path} and {s.path})",
+                path=s.path.parent,
+                fix="pass the features of one encoder, once",
+            )
         by_id[s.slide_id] = s
     if slide_ids is None:
         return stores
     missing = [sid for sid in slide_ids if sid not in by_id]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise StoreError(f"no FeatureStore for slide {', '.join(missing[:3])}{more}", path=stores[0].path.parent,
-                         fix="extract features for those slides or remove them from the labels file")
+        raise StoreError(
+            f"no FeatureStore for slide {', '.join(missing[:3])}{more}",
+            path=stores[0].path.parent,
+            fix="extract features for those slides or remove them from the labels file",
+        )
     return [by_id[sid] for sid in slide_ids]
 
 
@@ -294,17 +307,26 @@ def _check_compatible(stores: list[FeatureStore]) -> None:
     for s in stores[1:]:
         if s.coord_dims != dims:
             raise StoreError(
-                "slide features ((x, y) coords) and volume features ((z, y, x) coords) in one cohort", path=s.path,
+                "slide features ((x, y) coords) and volume features ((z, y, x) coords) in one cohort",
+                path=s.path,
                 fix="train slides and volumes as separate cohorts",
             )
         if s.encoder_id != first.encoder_id or s.embed_dim != first.embed_dim:
             raise StoreError(
-                f"features of different encoders in one cohort ({s.encoder_id} vs {first.encoder_id})", path=s.path,
+                f"features of different encoders in one cohort ({s.encoder_id} vs {first.encoder_id})",
+                path=s.path,
                 fix="pass FeatureStores of one encoder (one features/<encoder_id>/ folder)",
             )
 
 
 def bank_summary(bank: Any) -> dict[str, Any]:
     """A JSON-able description of a bank (for run records)."""
-    return {"slides": len(bank), "tiles": bank.n_tiles, "embed_dim": bank.embed_dim, "encoder_id": bank.encoder_id,
-            "device": str(bank.device), "dtype": str(bank.dtype).replace("torch.", ""), "resident": bank.resident}
+    return {
+        "slides": len(bank),
+        "tiles": bank.n_tiles,
+        "embed_dim": bank.embed_dim,
+        "encoder_id": bank.encoder_id,
+        "device": str(bank.device),
+        "dtype": str(bank.dtype).replace("torch.", ""),
+        "resident": bank.resident,
+    }

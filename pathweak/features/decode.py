@@ -48,11 +48,15 @@ def check_decode(decode: str, dev: Any) -> str:
         raise ConfigError(f"unknown --decode {decode!r}", fix="use auto, cpu or gpu")
     if decode == "gpu":
         if not torch.cuda.is_available():
-            raise ConfigError("--decode gpu needs a CUDA device and none is available",
-                              fix="pass --decode auto (or cpu) to decode tiles on the CPU")
+            raise ConfigError(
+                "--decode gpu needs a CUDA device and none is available",
+                fix="pass --decode auto (or cpu) to decode tiles on the CPU",
+            )
         if dev.type != "cuda":
-            raise ConfigError("--decode gpu decodes on the model's CUDA device, and the model runs on the CPU",
-                              fix="pass --device cuda (or auto), or --decode cpu")
+            raise ConfigError(
+                "--decode gpu decodes on the model's CUDA device, and the model runs on the CPU",
+                fix="pass --device cuda (or auto), or --decode cpu",
+            )
         return "gpu"
     if decode == "auto":
         return "gpu" if dev.type == "cuda" else "cpu"
@@ -71,8 +75,11 @@ def device_batches(tile_store: Any, dev: Any, decode: str) -> Iterator[Any] | No
         return None
     if not device_decodable(tile_store):
         if decode == "gpu":
-            log.warning("%s: tiles are %s, not JPEG RGB tiles; decoding them on the CPU", tile_store.path,
-                        "3D patches" if tile_store.holds_3d_patches else tile_store.compression)
+            log.warning(
+                "%s: tiles are %s, not JPEG RGB tiles; decoding them on the CPU",
+                tile_store.path,
+                "3D patches" if tile_store.holds_3d_patches else tile_store.compression,
+            )
         return None
     return RawTileBatches(tile_store, dev).batches()
 
@@ -141,8 +148,11 @@ class RawTileBatches:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 decoded = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device) if jpegs else []
         except RuntimeError as exc:
-            raise StoreError(f"a tile in rows {start}..{stop - 1} does not decode ({str(exc).splitlines()[0]})",
-                             path=self.path, fix="delete the store and re-tile the slide") from None
+            raise StoreError(
+                f"a tile in rows {start}..{stop - 1} does not decode ({str(exc).splitlines()[0]})",
+                path=self.path,
+                fix="delete the store and re-tile the slide",
+            ) from None
         it = iter(decoded)
         fill = None
         out = []
@@ -154,8 +164,11 @@ class RawTileBatches:
             else:
                 img = next(it)
                 if tuple(img.shape) != (c, h, w):
-                    raise StoreError(f"a tile in rows {start}..{stop - 1} decodes to {tuple(img.shape)}, not {(c, h, w)}",
-                                     path=self.path, fix="delete the store and re-tile the slide")
+                    raise StoreError(
+                        f"a tile in rows {start}..{stop - 1} decodes to {tuple(img.shape)}, not {(c, h, w)}",
+                        path=self.path,
+                        fix="delete the store and re-tile the slide",
+                    )
                 out.append(img)
         return torch.stack(out).permute(0, 2, 3, 1)
 
@@ -216,7 +229,9 @@ class RawTileBatches:
         if reader is None:
             path = shard_key(self.path / "tiles", shard, 4)
             if not path.exists():
-                raise StoreError(f"shard {shard} is missing", path=self.path, fix="delete the store and re-tile the slide")
+                raise StoreError(
+                    f"shard {shard} is missing", path=self.path, fix="delete the store and re-tile the slide"
+                )
             for old in list(self._readers)[:-2]:  # reading is sequential: keep the last few open
                 self._readers.pop(old).close()
             reader = self._readers[shard] = ShardReader(path, self.shard_tiles)

@@ -35,7 +35,9 @@ def device_count(devices: str | int | None) -> int:
     try:
         n = int(devices)
     except ValueError:
-        raise ConfigError(f"--devices {devices!r} is not a number or 'all'", fix="pass e.g. --devices 2 or --devices all") from None
+        raise ConfigError(
+            f"--devices {devices!r} is not a number or 'all'", fix="pass e.g. --devices 2 or --devices all"
+        ) from None
     if n < 1:
         raise ConfigError(f"--devices must be at least 1, got {n}", fix="pass e.g. --devices 2")
     return n
@@ -54,10 +56,14 @@ def device_list(devices: str | int | None, device: str = "auto") -> list[str]:
     if have == 0:
         raise ConfigError("no CUDA device is available", fix="pass --device cpu")
     if n > have:
-        raise ConfigError(f"--devices {n} asks for more GPUs than the {have} present", fix=f"pass --devices {have} or all")
+        raise ConfigError(
+            f"--devices {n} asks for more GPUs than the {have} present", fix=f"pass --devices {have} or all"
+        )
     if ":" in device and n > 1:
-        raise ConfigError(f"--device {device} names one GPU and --devices {n} asks for several",
-                          fix="pass --device cuda (or auto) with --devices")
+        raise ConfigError(
+            f"--device {device} names one GPU and --devices {n} asks for several",
+            fix="pass --device cuda (or auto) with --devices",
+        )
     if ":" in device:
         return [device]
     return [f"cuda:{i}" for i in range(n)]
@@ -109,8 +115,16 @@ def device_pool(devs: list[str], context: Any = None, encoder: Any = None) -> An
     return ProcessPoolExecutor(len(devs), mp_context=ctx, initializer=pin_worker, initargs=(queue, threads, encoder))
 
 
-def extract_on_devices(stores: list[str | Path], encoder: Any, out_dir: str | Path, *, devices: str | int | None = "all",
-                       device: str = "auto", progress: bool = True, **kwargs: Any) -> list[Any]:
+def extract_on_devices(
+    stores: list[str | Path],
+    encoder: Any,
+    out_dir: str | Path,
+    *,
+    devices: str | int | None = "all",
+    device: str = "auto",
+    progress: bool = True,
+    **kwargs: Any,
+) -> list[Any]:
     """:func:`~pathweak.features.extract_features` with the slides sharded over ``devices`` (N or "all"),
     one worker process per device; results in the order of ``stores``. One device runs in this process.
     ``encoder`` is a name (each worker loads it, with ``weights``) or an Encoder (sent to each worker once)."""
@@ -122,8 +136,9 @@ def extract_on_devices(stores: list[str | Path], encoder: Any, out_dir: str | Pa
 
     devs = device_list(devices, device)
     if len(devs) == 1 or len(stores) <= 1:
-        return extract_features(stores, encoder, out_dir, device=devs[0] if devs[0] != "cpu" else device,
-                                progress=progress, **kwargs)
+        return extract_features(
+            stores, encoder, out_dir, device=devs[0] if devs[0] != "cpu" else device, progress=progress, **kwargs
+        )
     from ..encoders import create_encoder
 
     weights = kwargs.pop("weights", None)
@@ -132,7 +147,9 @@ def extract_on_devices(stores: list[str | Path], encoder: Any, out_dir: str | Pa
         spec: Any = (encoder, weights)
     else:
         encoder_id, spec = encoder.encoder_id, encoder.cpu()
-    folder = Path(out_dir) / "features" / (f"{encoder_id}-tokens{kwargs['tokens']}" if kwargs.get("tokens") else encoder_id)
+    folder = (
+        Path(out_dir) / "features" / (f"{encoder_id}-tokens{kwargs['tokens']}" if kwargs.get("tokens") else encoder_id)
+    )
     created = missing_dirs(folder)  # made here, so no worker removes it while another writes into it
     folder.mkdir(parents=True, exist_ok=True)
     order = sorted(range(len(stores)), key=lambda i: -_size(stores[i]))  # large slides first

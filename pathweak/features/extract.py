@@ -101,14 +101,15 @@ def extract_features(
         total = sum(len(s) for s in opened if isinstance(s, TileStore))
         label = ", ".join(e.encoder_id for e in encs)
         with progress_bar(total, f"embedding with {label}", progress) as advance:
-            for path, tile_store in zip(stores, opened):
+            for path, tile_store in zip(stores, opened, strict=False):
                 started = time.perf_counter()
                 if not isinstance(tile_store, TileStore):
                     results += [_failed(str(path), "", tile_store, started) for _ in encs]
                     continue
                 try:
-                    results += _extract_store(tile_store, encs, out_dir, dev, batch_size, num_workers,
-                                              export_h5_files, force, advance, decode)
+                    results += _extract_store(
+                        tile_store, encs, out_dir, dev, batch_size, num_workers, export_h5_files, force, advance, decode
+                    )
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:
@@ -133,9 +134,11 @@ def _encoders(encoder: Any, weights: Any) -> list[Any]:
     if len(listed) == 1:
         listed = listed * len(given)
     if len(listed) != len(given):
-        raise ConfigError(f"{len(listed)} --weights for {len(given)} encoders",
-                          fix="give --weights once per --encoder, in the same order, or once for all")
-    encs = [create_encoder(e, w) if isinstance(e, str) else e for e, w in zip(given, listed)]
+        raise ConfigError(
+            f"{len(listed)} --weights for {len(given)} encoders",
+            fix="give --weights once per --encoder, in the same order, or once for all",
+        )
+    encs = [create_encoder(e, w) if isinstance(e, str) else e for e, w in zip(given, listed, strict=False)]
     ids = [e.encoder_id for e in encs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"the same encoder is given twice ({ids})", fix="list each encoder once")
@@ -148,8 +151,14 @@ def feature_cache_key(tile_store: TileStore, info: Any) -> str:
     if getattr(info, "interpolation", "bilinear") != "bilinear" or getattr(info, "crop_pct", 1.0) != 1.0:
         transform = {"interpolation": info.interpolation, "crop_pct": info.crop_pct}
     return _provenance.cache_key(
-        format=FORMAT_VERSION, tile_store=tile_store.attrs.get("cache_key"), encoder=info.encoder_id,
-        weights=info.weights_hash, img_size=info.img_size, mean=info.mean, std=info.std, **transform,
+        format=FORMAT_VERSION,
+        tile_store=tile_store.attrs.get("cache_key"),
+        encoder=info.encoder_id,
+        weights=info.weights_hash,
+        img_size=info.img_size,
+        mean=info.mean,
+        std=info.std,
+        **transform,
     )
 
 
@@ -169,9 +178,11 @@ def resolution_warning(tile_store: TileStore, info: Any) -> str | None:
     off_view = bool(side and want_px) and abs(side * mpp / (want_px * want_mpp) - 1) > 0.25
     if not (off_mpp or off_view):
         return None
-    return (f"{tile_store.path}: tiles are {side} px at {mpp:.3g} µm/px and {info.name} expects {want_px} px at "
-            f"{want_mpp:g} µm/px; its features may be off. Re-tile with `pathweak tile --target-mpp {want_mpp:g} "
-            f"--patch {want_px}` for this encoder")
+    return (
+        f"{tile_store.path}: tiles are {side} px at {mpp:.3g} µm/px and {info.name} expects {want_px} px at "
+        f"{want_mpp:g} µm/px; its features may be off. Re-tile with `pathweak tile --target-mpp {want_mpp:g} "
+        f"--patch {want_px}` for this encoder"
+    )
 
 
 class _Writer:
@@ -185,12 +196,17 @@ class _Writer:
         coords, grid, attrs = tile_store.coords, None, _attrs(tile_store, enc, key)
         if isinstance(enc, TokenRows):  # h x w rows per tile
             if tile_store.is_volume:
-                raise ConfigError("token rows are for slide tiles, not volume patches", path=tile_store.path,
-                                  fix="extract volume patches without --tokens")
+                raise ConfigError(
+                    "token rows are for slide tiles, not volume patches",
+                    path=tile_store.path,
+                    fix="extract volume patches without --tokens",
+                )
             grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, tile_store.tile_extent)
             n = len(coords)
-            attrs.update(n_tiles=n, tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell),
-                                            "tiles": len(tile_store)})
+            attrs.update(
+                n_tiles=n,
+                tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell), "tiles": len(tile_store)},
+            )
         self.n = n
         self.feats = create_feature_store(self.tmp, n, dim, coords, attrs, grid=grid, source=tile_store.source)
         self.buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
@@ -216,8 +232,16 @@ class _Writer:
 
 
 def _extract_store(
-    tile_store: TileStore, encs: list[Any], out_dir: str | Path, dev: Any, batch_size: int | None, num_workers: int,
-    export: bool, force: bool, advance: Any, decode: str = "auto",
+    tile_store: TileStore,
+    encs: list[Any],
+    out_dir: str | Path,
+    dev: Any,
+    batch_size: int | None,
+    num_workers: int,
+    export: bool,
+    force: bool,
+    advance: Any,
+    decode: str = "auto",
 ) -> list[ExtractResult]:
     """All encoders on one TileStore: up-to-date FeatureStores skipped, the others fed from one pass
     over the tiles (each shard read and each tile decoded once)."""
@@ -233,15 +257,21 @@ def _extract_store(
             if current_store(final, key, force):
                 if export and not h5_paths[i].exists():
                     export_h5(FeatureStore.open(final), h5_paths[i])
-                results[i] = ExtractResult(str(tile_store.path), tile_store.slide_id, "skipped", str(final),
-                                           len(tile_store), h5=str(h5_paths[i]) if export else None)
+                results[i] = ExtractResult(
+                    str(tile_store.path),
+                    tile_store.slide_id,
+                    "skipped",
+                    str(final),
+                    len(tile_store),
+                    h5=str(h5_paths[i]) if export else None,
+                )
             else:
                 writers[i] = _Writer(tile_store, enc, out_dir, key, final)
         if writers:
             from .decode import device_batches
 
             for tiles in device_batches(tile_store, dev, decode) or _loader(tile_store, num_workers, dev):
-                for i, writer in writers.items():
+                for writer in writers.values():
                     writer.add(_embed(writer.enc, tiles, dev, batch_size))
                 advance(len(tiles))
             for writer in writers.values():
@@ -254,8 +284,15 @@ def _extract_store(
         raise
     for i, writer in writers.items():
         h5 = str(export_h5(FeatureStore.open(writer.final), h5_paths[i])) if export else None
-        results[i] = ExtractResult(str(tile_store.path), tile_store.slide_id, "extracted", str(writer.final), writer.n,
-                                   time.perf_counter() - started, h5)
+        results[i] = ExtractResult(
+            str(tile_store.path),
+            tile_store.slide_id,
+            "extracted",
+            str(writer.final),
+            writer.n,
+            time.perf_counter() - started,
+            h5,
+        )
     for i, enc in enumerate(encs):
         warning = resolution_warning(tile_store, enc.info)
         if warning:
@@ -286,7 +323,11 @@ def _loader(tile_store: TileStore, num_workers: int, dev: Any) -> Any:
 
     data = _TileBatches(tile_store.path, len(tile_store), LOADER_BATCH)
     return DataLoader(
-        data, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda",
+        data,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
         prefetch_factor=4 if num_workers > 0 else None,
     )
 
@@ -301,7 +342,9 @@ def _embed(enc: Any, tiles: Any, dev: Any, batch_size: int | None) -> np.ndarray
 
     if dev.type != "cuda":
         bs = batch_size or int(enc.info.extra.get("cpu_batch", 64))
-        return np.concatenate([enc.embed(tiles[i : i + bs]).numpy() for i in range(0, len(tiles), bs)]).astype(np.float16)
+        return np.concatenate([enc.embed(tiles[i : i + bs]).numpy() for i in range(0, len(tiles), bs)]).astype(
+            np.float16
+        )
     bs = _CUDA_BATCH.get(enc.encoder_id, batch_size or 512)
     tiles = tiles.to(dev, non_blocking=True)
     parts, i = [], 0
@@ -345,9 +388,13 @@ def _attrs(tile_store: TileStore, enc: Any, key: str) -> dict[str, Any]:
         "encoder": enc.info.as_dict(),
         "tile_store": {"path": str(Path(tile_store.path).resolve()), "cache_key": ta.get("cache_key")},
         "geometry": {
-            "patch_px": ta["tile"]["patch_px"], "read_px": ta["tile"]["read_px"], "level": ta["mpp"]["level"],
-            "level_downsample": ta["mpp"]["level_downsample"], "target_mpp": ta["mpp"]["target"],
-            "achieved_mpp": ta["mpp"]["achieved"], "level_dim": ta["slide"]["level_dimensions"][ta["mpp"]["level"]],
+            "patch_px": ta["tile"]["patch_px"],
+            "read_px": ta["tile"]["read_px"],
+            "level": ta["mpp"]["level"],
+            "level_downsample": ta["mpp"]["level_downsample"],
+            "target_mpp": ta["mpp"]["target"],
+            "achieved_mpp": ta["mpp"]["achieved"],
+            "level_dim": ta["slide"]["level_dimensions"][ta["mpp"]["level"]],
             "slide_path": ta["slide"]["path"],
         },
         "versions": _provenance.versions("torch", "timm", "zarr"),
@@ -356,5 +403,6 @@ def _attrs(tile_store: TileStore, enc: Any, key: str) -> dict[str, Any]:
 
 
 def _failed(path: str, slide_id: str, exc: BaseException, started: float) -> ExtractResult:
-    return ExtractResult(path, slide_id, "failed", seconds=time.perf_counter() - started, error=failure_text(path, exc),
-                         exception=exc)
+    return ExtractResult(
+        path, slide_id, "failed", seconds=time.perf_counter() - started, error=failure_text(path, exc), exception=exc
+    )

@@ -46,18 +46,31 @@ def find_feature_stores(inputs: list[str | Path]) -> list[Path]:
             encoders = sorted(c for c in p.iterdir() if c.is_dir() and any(c.glob("*.zarr")))
             if len(encoders) > 1:
                 raise StoreError(
-                    f"features of {len(encoders)} encoders here ({', '.join(c.name for c in encoders)})", path=p,
+                    f"features of {len(encoders)} encoders here ({', '.join(c.name for c in encoders)})",
+                    path=p,
                     fix="pass the folder of one encoder, e.g. " + str(encoders[0]),
                 )
             expanded.extend(encoders or [p])
         else:
             expanded.append(item)
-    return find_stores(expanded, KIND, "FeatureStore", "pass <slide>.zarr FeatureStores or a features/<encoder_id>/ folder",
-                       "run `pathweak extract` first")
+    return find_stores(
+        expanded,
+        KIND,
+        "FeatureStore",
+        "pass <slide>.zarr FeatureStores or a features/<encoder_id>/ folder",
+        "run `pathweak extract` first",
+    )
 
 
-def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs: dict[str, Any],
-                         grid: np.ndarray | None = None, source: str = "slide") -> Any:
+def create_feature_store(
+    path: Path,
+    n: int,
+    dim: int,
+    coords: np.ndarray,
+    attrs: dict[str, Any],
+    grid: np.ndarray | None = None,
+    source: str = "slide",
+) -> Any:
     """Create the group with an empty ``features`` array; returns that array for chunked writes.
     ``grid`` (N, 2) int32 stores the rows' grid positions when coords alone cannot give them (token rows
     inside tiles); without it readers derive them from coords. ``source`` is the TileStore's source kind
@@ -68,21 +81,33 @@ def create_feature_store(path: Path, n: int, dim: int, coords: np.ndarray, attrs
     checked: dict[str, Any] = {"compressors": (ZstdCodec(), Crc32cCodec()), "config": {"write_empty_chunks": True}}
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     feats = group.create_array(
-        "features", shape=(n, dim), dtype="float16", chunks=(max(1, min(CHUNK_ROWS, n)), dim),
-        dimension_names=("tile", "feature"), **checked,
+        "features",
+        shape=(n, dim),
+        dtype="float16",
+        chunks=(max(1, min(CHUNK_ROWS, n)), dim),
+        dimension_names=("tile", "feature"),
+        **checked,
     )
-    c = group.create_array("coords", shape=coords.shape, dtype="int64", chunks=(max(1, len(coords)), coords.shape[1]),
-                           **checked)
+    c = group.create_array(
+        "coords", shape=coords.shape, dtype="int64", chunks=(max(1, len(coords)), coords.shape[1]), **checked
+    )
     if len(coords):
         c[...] = coords
     if grid is not None:
-        g = group.create_array("grid", shape=grid.shape, dtype="int32", chunks=(max(1, len(grid)), grid.shape[1]),
-                               **checked)
+        g = group.create_array(
+            "grid", shape=grid.shape, dtype="int32", chunks=(max(1, len(grid)), grid.shape[1]), **checked
+        )
         if len(grid):
             g[...] = grid.astype(np.int32)
     axes = "zyx" if coords.ndim == 2 and coords.shape[1] == 3 else "xy"
-    header = header_attrs(KIND, FORMAT_VERSION, source="volume" if axes == "zyx" else source, axes=axes,
-                          rows="token" if "tokens" in attrs else "tile", cache_key=attrs.get("cache_key"))
+    header = header_attrs(
+        KIND,
+        FORMAT_VERSION,
+        source="volume" if axes == "zyx" else source,
+        axes=axes,
+        rows="token" if "tokens" in attrs else "tile",
+        cache_key=attrs.get("cache_key"),
+    )
     group.attrs.update({**header, **attrs, "created": header["created"]})
     return feats
 

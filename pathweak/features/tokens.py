@@ -20,15 +20,16 @@ from ..errors import ConfigError
 from ..progress import progress_bar
 
 
-def encode_tokens(encoder: Any, tiles: np.ndarray, *, batch_size: int = 64, pool: int = 1,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
+def encode_tokens(
+    encoder: Any, tiles: np.ndarray, *, batch_size: int = 64, pool: int = 1, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Token maps (N, h, w, D) float16 on the CPU of uint8 tiles (N, H, W, 3), ``pool``-averaged."""
     if pool < 1:
         raise ConfigError(f"token pooling must be 1 or more, got {pool}")
     encoder = encoder.to(device)
     out = []
     for start in range(0, len(tiles), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(tiles[start:start + batch_size])).to(device)
+        batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size])).to(device)
         out.append(pooled_token_maps(encoder, batch, pool).to("cpu", torch.float16))
     return torch.cat(out)
 
@@ -66,8 +67,11 @@ class TokenRows:
         ph, pw = encoder.backbone.patch_embed.patch_size
         self.full = (size // ph, size // pw)  # tokens per tile side before pooling
         self.map_shape = (-(-self.full[0] // pool), -(-self.full[1] // pool))
-        self.info = replace(encoder.info, encoder_id=f"{encoder.info.encoder_id}-tokens{pool}",
-                            extra={**encoder.info.extra, "tokens": {"pool": pool, "map": list(self.map_shape)}})
+        self.info = replace(
+            encoder.info,
+            encoder_id=f"{encoder.info.encoder_id}-tokens{pool}",
+            extra={**encoder.info.extra, "tokens": {"pool": pool, "map": list(self.map_shape)}},
+        )
 
     @property
     def encoder_id(self) -> str:
@@ -86,8 +90,9 @@ class TokenRows:
         maps = pooled_token_maps(self.encoder, tiles, self.pool)
         return maps.reshape(-1, maps.shape[-1]).float()
 
-    def layout(self, grid_index: np.ndarray, coords: np.ndarray, tile_extent: tuple[float, float]
-               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    def layout(
+        self, grid_index: np.ndarray, coords: np.ndarray, tile_extent: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         """Grid positions (row, col), level-0 top-left (x, y) and level-0 size (w, h) of every row, for
         tiles at ``grid_index`` (row, col) and ``coords`` (x, y) that each cover ``tile_extent`` level-0 px."""
         h, w = self.map_shape
@@ -104,8 +109,14 @@ class TokenBank:
 
     resident = True
 
-    def __init__(self, bags: list[torch.Tensor], grids: list[torch.Tensor], names: list[str],
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float16):
+    def __init__(
+        self,
+        bags: list[torch.Tensor],
+        grids: list[torch.Tensor],
+        names: list[str],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float16,
+    ):
         if not bags:
             raise ConfigError("no token bags", fix="give at least one tile or TileStore")
         self.device = torch.device(device)
@@ -129,19 +140,37 @@ class TokenBank:
         return self.names.index(name)
 
     @classmethod
-    def from_tiles(cls, encoder: Any, tiles: np.ndarray, names: list[str], *, pool: int = 1, batch_size: int = 64,
-                   device: str | torch.device = "cpu", progress: bool = False) -> TokenBank:
+    def from_tiles(
+        cls,
+        encoder: Any,
+        tiles: np.ndarray,
+        names: list[str],
+        *,
+        pool: int = 1,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ) -> TokenBank:
         """One bag per tile (image): its token map, row-major on an (h, w) grid."""
         if len(names) != len(tiles):
             raise ConfigError(f"{len(tiles)} tiles but {len(names)} names")
-        maps = _encode_in_chunks(encoder, len(tiles), lambda a, b: tiles[a:b], "encoding tokens", pool, batch_size,
-                                 device, progress)
+        maps = _encode_in_chunks(
+            encoder, len(tiles), lambda a, b: tiles[a:b], "encoding tokens", pool, batch_size, device, progress
+        )
         grid = token_grid(maps.shape[1], maps.shape[2])
         return cls(list(maps), [grid] * len(maps), names, device)
 
     @classmethod
-    def from_tile_stores(cls, encoder: Any, stores: list[str | Path], *, pool: int = 1, batch_size: int = 64,
-                         device: str | torch.device = "cpu", progress: bool = False) -> TokenBank:
+    def from_tile_stores(
+        cls,
+        encoder: Any,
+        stores: list[str | Path],
+        *,
+        pool: int = 1,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ) -> TokenBank:
         """One bag per TileStore (slide): every tile's tokens at tile position x map size + token position."""
         from ..tiling import TileStore
 
@@ -149,16 +178,25 @@ class TokenBank:
         for path in stores:
             with TileStore.open(path) as store:
                 cells = torch.from_numpy(np.asarray(store.grid_index, np.int64))
-                maps_t = _encode_in_chunks(encoder, len(store), lambda a, b: store.read_tiles(slice(a, b)),
-                                           f"tokens {store.slide_id}", pool, batch_size, device, progress)
+                maps_t = _encode_in_chunks(
+                    encoder,
+                    len(store),
+                    lambda a, b: store.read_tiles(slice(a, b)),
+                    f"tokens {store.slide_id}",
+                    pool,
+                    batch_size,
+                    device,
+                    progress,
+                )
                 names.append(store.slide_id)
             grids.append(tile_token_cells(cells, maps_t.shape[1], maps_t.shape[2]))
             bags.append(maps_t)
         return cls(bags, grids, names, device)
 
 
-def _encode_in_chunks(encoder: Any, n: int, read: Any, label: str, pool: int, batch_size: int,
-                      device: str | torch.device, progress: bool) -> torch.Tensor:
+def _encode_in_chunks(
+    encoder: Any, n: int, read: Any, label: str, pool: int, batch_size: int, device: str | torch.device, progress: bool
+) -> torch.Tensor:
     """Token maps (n, h, w, D) of ``read(start, stop)``'s tiles, a few batches at a time, with a progress bar."""
     maps = []
     step = batch_size * 4

@@ -63,8 +63,9 @@ class MILHead(nn.Module):
         self.n_outputs = n_outputs
         self.options = options
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:  # pragma: no cover - abstract
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def loss(self, out: HeadOutput, target: torch.Tensor, criterion: Criterion) -> torch.Tensor:
@@ -91,7 +92,9 @@ def create_head(name: str, in_dim: int, n_outputs: int, **options: Any) -> MILHe
     try:
         return cls(in_dim, n_outputs, **options)
     except TypeError as exc:
-        raise ConfigError(f"bad options for head {name!r}: {exc}", fix="see `pathweak heads list` for its options") from None
+        raise ConfigError(
+            f"bad options for head {name!r}: {exc}", fix="see `pathweak heads list` for its options"
+        ) from None
 
 
 def head_info() -> list[dict[str, str]]:
@@ -102,10 +105,13 @@ def head_info() -> list[dict[str, str]]:
     for name in HEADS:
         cls = HEADS.get(name)
         params = [
-            f"{p.name}={p.default!r}" for p in inspect.signature(cls.__init__).parameters.values()
+            f"{p.name}={p.default!r}"
+            for p in inspect.signature(cls.__init__).parameters.values()
             if p.kind is p.KEYWORD_ONLY
         ]
-        rows.append({"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0], "options": ", ".join(params)})
+        rows.append(
+            {"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0], "options": ", ".join(params)}
+        )
     return rows
 
 
@@ -133,10 +139,13 @@ def otsu_level(values: torch.Tensor, bins: int = 256) -> float:
 
 def check_threshold(threshold: float | str) -> None:
     """A mask threshold is ``"otsu"`` or a level in [0, 1] (a clear error otherwise)."""
-    if threshold == "otsu" or (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-                               and 0 <= threshold <= 1):
+    if threshold == "otsu" or (
+        isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 <= threshold <= 1
+    ):
         return
-    raise ConfigError(f"threshold must be 'otsu' or a level in [0, 1], got {threshold!r}", fix="e.g. --head-opt threshold=otsu")
+    raise ConfigError(
+        f"threshold must be 'otsu' or a level in [0, 1], got {threshold!r}", fix="e.g. --head-opt threshold=otsu"
+    )
 
 
 def foreground_mask(prob: torch.Tensor, slide_positive: bool, threshold: float | str) -> torch.Tensor:

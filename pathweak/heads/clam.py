@@ -20,17 +20,37 @@ from .base import Criterion, GatedAttention, HeadOutput, MILHead, projection, re
 class _CLAM(MILHead):
     branches_per_class = False
 
-    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 256, attn_dim: int = 128, dropout: float = 0.25,
-                 k_sample: int = 8, bag_weight: float = 0.7, subtyping: bool | None = None):
-        super().__init__(in_dim, n_outputs, hidden=hidden, attn_dim=attn_dim, dropout=dropout, k_sample=k_sample,
-                         bag_weight=bag_weight, subtyping=subtyping)
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        *,
+        hidden: int = 256,
+        attn_dim: int = 128,
+        dropout: float = 0.25,
+        k_sample: int = 8,
+        bag_weight: float = 0.7,
+        subtyping: bool | None = None,
+    ):
+        super().__init__(
+            in_dim,
+            n_outputs,
+            hidden=hidden,
+            attn_dim=attn_dim,
+            dropout=dropout,
+            k_sample=k_sample,
+            bag_weight=bag_weight,
+            subtyping=subtyping,
+        )
         self.k_sample = k_sample
         self.bag_weight = bag_weight
         self.subtyping = n_outputs > 2 if subtyping is None else subtyping
         self.fc = projection(in_dim, hidden, dropout)
         branches = n_outputs if self.branches_per_class else 1
         self.attention = GatedAttention(hidden, attn_dim, branches, dropout)
-        self.instance_classifiers = nn.ModuleList([nn.Linear(hidden, 2) for _ in range(n_outputs if n_outputs > 1 else 0)])
+        self.instance_classifiers = nn.ModuleList(
+            [nn.Linear(hidden, 2) for _ in range(n_outputs if n_outputs > 1 else 0)]
+        )
         self._build_classifiers(hidden, n_outputs)
 
     def _build_classifiers(self, hidden: int, n_outputs: int) -> None:  # pragma: no cover - per variant
@@ -71,8 +91,9 @@ class CLAMSB(_CLAM):
     def _build_classifiers(self, hidden: int, n_outputs: int) -> None:
         self.classifier = nn.Linear(hidden, n_outputs)
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         h = self.fc(x)
         a = torch.softmax(self.attention(h), dim=0)  # (N, 1)
         out = HeadOutput(self.classifier((a * h).sum(0)), self.classifier(h), a)
@@ -92,8 +113,9 @@ class CLAMMB(_CLAM):
     def _build_classifiers(self, hidden: int, n_outputs: int) -> None:
         self.classifiers = nn.ModuleList([nn.Linear(hidden, 1) for _ in range(n_outputs)])
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         h = self.fc(x)
         a = torch.softmax(self.attention(h), dim=0)  # (N, C)
         pooled = a.T @ h  # (C, hidden): one pooled feature per class

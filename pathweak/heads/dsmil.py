@@ -15,18 +15,29 @@ from .base import Criterion, HeadOutput, MILHead, projection, register_head
 class DSMIL(MILHead):
     """Dual-stream MIL: max-instance stream + attention to the critical instance (Li et al. 2021)."""
 
-    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 256, q_dim: int = 128, dropout: float = 0.25,
-                 passing_v: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        *,
+        hidden: int = 256,
+        q_dim: int = 128,
+        dropout: float = 0.25,
+        passing_v: bool = False,
+    ):
         super().__init__(in_dim, n_outputs, hidden=hidden, q_dim=q_dim, dropout=dropout, passing_v=passing_v)
         self.fc = projection(in_dim, hidden, dropout)
         self.instance_classifier = nn.Linear(hidden, n_outputs)
         self.q = nn.Sequential(nn.Linear(hidden, q_dim), nn.ReLU(), nn.Linear(q_dim, q_dim), nn.Tanh())
-        self.v = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU()) if passing_v else nn.Identity()
+        self.v = (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU()) if passing_v else nn.Identity()
+        )
         self.bag_classifier = nn.Conv1d(n_outputs, n_outputs, kernel_size=hidden)
         self.q_dim = q_dim
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         h = self.fc(x)
         inst = self.instance_classifier(h)  # (N, C)
         queries = self.q(h)  # (N, q)

@@ -46,19 +46,53 @@ class INS(MILHead):
 
     tracks_instances = True
 
-    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 256, proj_dim: int = 128, dropout: float = 0.25,
-                 feature_drop: float = 0.2, queue_size: int = 4096, temperature: float = 0.1,
-                 key_momentum: float = 0.99, proto_momentum: float = 0.9, target_momentum: float = 0.7,
-                 negative_class: int = 0, topk: int = 4, bag_weight: float = 1.0, contrast_weight: float = 0.5,
-                 elr: float = 0.0, elr_momentum: float = 0.7, threshold: float | str = 0.5):
-        super().__init__(in_dim, n_outputs, hidden=hidden, proj_dim=proj_dim, dropout=dropout, feature_drop=feature_drop,
-                         queue_size=queue_size, temperature=temperature, key_momentum=key_momentum,
-                         proto_momentum=proto_momentum, target_momentum=target_momentum, negative_class=negative_class,
-                         topk=topk, bag_weight=bag_weight, contrast_weight=contrast_weight, elr=elr,
-                         elr_momentum=elr_momentum, threshold=threshold)
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        *,
+        hidden: int = 256,
+        proj_dim: int = 128,
+        dropout: float = 0.25,
+        feature_drop: float = 0.2,
+        queue_size: int = 4096,
+        temperature: float = 0.1,
+        key_momentum: float = 0.99,
+        proto_momentum: float = 0.9,
+        target_momentum: float = 0.7,
+        negative_class: int = 0,
+        topk: int = 4,
+        bag_weight: float = 1.0,
+        contrast_weight: float = 0.5,
+        elr: float = 0.0,
+        elr_momentum: float = 0.7,
+        threshold: float | str = 0.5,
+    ):
+        super().__init__(
+            in_dim,
+            n_outputs,
+            hidden=hidden,
+            proj_dim=proj_dim,
+            dropout=dropout,
+            feature_drop=feature_drop,
+            queue_size=queue_size,
+            temperature=temperature,
+            key_momentum=key_momentum,
+            proto_momentum=proto_momentum,
+            target_momentum=target_momentum,
+            negative_class=negative_class,
+            topk=topk,
+            bag_weight=bag_weight,
+            contrast_weight=contrast_weight,
+            elr=elr,
+            elr_momentum=elr_momentum,
+            threshold=threshold,
+        )
         if n_outputs < 2 or not 0 <= negative_class < n_outputs:
-            raise ConfigError(f"the ins head needs a classification task and a negative class index in [0, {n_outputs}); "
-                              f"got {n_outputs} outputs and negative_class={negative_class}")
+            raise ConfigError(
+                f"the ins head needs a classification task and a negative class index in [0, {n_outputs}); "
+                f"got {n_outputs} outputs and negative_class={negative_class}"
+            )
         check_threshold(threshold)
         self.fc = projection(in_dim, hidden, dropout)
         self.proj = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, proj_dim))
@@ -72,8 +106,13 @@ class INS(MILHead):
         self._targets: dict[int, torch.Tensor] = {}  # bag_id -> (N, C) soft pseudo-targets (training state)
         self._elr_targets: dict[int, torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                bag_id: int | None = None) -> HeadOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        grid: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        bag_id: int | None = None,
+    ) -> HeadOutput:
         h = self.fc(x)
         inst = self.classifier(h)
         out = HeadOutput(topk_pool(inst, self.options["topk"]), inst)
@@ -86,8 +125,11 @@ class INS(MILHead):
             sim = (q @ self.prototypes.T).masked_fill(~cand, -torch.inf)
             out.tile_scores["pseudo_label"] = sim.argmax(1).float()
             prob = torch.softmax(inst.float(), 1)
-            out.tile_scores["mask"] = foreground_mask(1 - prob[:, self.options["negative_class"]],
-                                                      predicted != self.options["negative_class"], self.options["threshold"])
+            out.tile_scores["mask"] = foreground_mask(
+                1 - prob[:, self.options["negative_class"]],
+                predicted != self.options["negative_class"],
+                self.options["threshold"],
+            )
         return out
 
     def loss(self, out: HeadOutput, target: torch.Tensor, criterion: Criterion) -> torch.Tensor:
@@ -143,8 +185,9 @@ class INS(MILHead):
             self._update_prototypes(q.detach(), predicted, cand)
             self._enqueue(k, predicted)
 
-    def _prototype_labels(self, q: torch.Tensor, cand: torch.Tensor, predicted: torch.Tensor, prob: torch.Tensor,
-                          label: int) -> torch.Tensor:
+    def _prototype_labels(
+        self, q: torch.Tensor, cand: torch.Tensor, predicted: torch.Tensor, prob: torch.Tensor, label: int
+    ) -> torch.Tensor:
         """Nearest candidate prototype (the classifier's label while a prototype is still unset); a positive
         bag keeps its most likely tile positive."""
         if bool((self.proto_count[cand] == 0).any()):
@@ -168,7 +211,7 @@ class INS(MILHead):
     def _momentum_update(self) -> None:
         m = self.options["key_momentum"]
         query = [*self.fc.parameters(), *self.proj.parameters()]
-        for pk, pq in zip(self.momentum.parameters(), query):
+        for pk, pq in zip(self.momentum.parameters(), query, strict=False):
             pk.mul_(m).add_(pq.detach(), alpha=1 - m)
 
     def _update_prototypes(self, q: torch.Tensor, labels: torch.Tensor, cand: torch.Tensor) -> None:

@@ -17,8 +17,9 @@ class MeanPooling(MILHead):
         self.fc = projection(in_dim, hidden, dropout)
         self.classifier = nn.Linear(hidden, n_outputs)
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         h = self.fc(x)
         inst = self.classifier(h)  # the classifier is linear, so the slide logit is the mean of these
         return HeadOutput(self.classifier(h.mean(0)), inst)
@@ -28,8 +29,9 @@ class MeanPooling(MILHead):
 class MaxPooling(MeanPooling):
     """A per-tile classifier whose highest score per class is the slide's (instance max pooling baseline)."""
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         inst = self.classifier(self.fc(x))
         return HeadOutput(inst.max(0).values, inst)
 
@@ -44,8 +46,9 @@ class ABMIL(MILHead):
         self.attention = GatedAttention(hidden, attn_dim, 1, dropout)
         self.classifier = nn.Linear(hidden, n_outputs)
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         h = self.fc(x)
         a = torch.softmax(self.attention(h), dim=0)  # (N, 1)
         pooled = (a * h).sum(0)

@@ -36,16 +36,24 @@ class NystromAttention(nn.Module):
     2021), plus a depthwise convolution residual on the values; the sequence is zero-padded at the front
     to a multiple of ``landmarks``. Sequences no longer than ``landmarks`` get exact attention."""
 
-    def __init__(self, dim: int, heads: int = 8, landmarks: int = 64, pinv_iterations: int = 6,
-                 residual_kernel: int = 33, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        landmarks: int = 64,
+        pinv_iterations: int = 6,
+        residual_kernel: int = 33,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.heads, self.landmarks, self.pinv_iterations = heads, landmarks, pinv_iterations
         self.dim_head = dim // heads
         self.scale = self.dim_head**-0.5
         self.to_qkv = nn.Linear(dim, 3 * heads * self.dim_head, bias=False)
         self.to_out = nn.Sequential(nn.Linear(heads * self.dim_head, dim), nn.Dropout(dropout))
-        self.res_conv = nn.Conv2d(heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0), groups=heads,
-                                  bias=False)
+        self.res_conv = nn.Conv2d(
+            heads, heads, (residual_kernel, 1), padding=(residual_kernel // 2, 0), groups=heads, bias=False
+        )
 
     def forward(self, x: torch.Tensor, query_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, n, dim) → (B, n, dim); with ``query_index``, also the head-averaged attention (B, n) of that
@@ -71,7 +79,11 @@ class NystromAttention(nn.Module):
             with torch.autocast(x.device.type, enabled=False):  # the iteration needs full precision
                 attn2_inv = pinv_iterative(attn2.float(), self.pinv_iterations).to(attn2.dtype)
             out = (attn1 @ attn2_inv) @ (attn3 @ v)
-            row = None if query_index is None else attn1[:, :, pad + query_index : pad + query_index + 1] @ attn2_inv @ attn3
+            row = (
+                None
+                if query_index is None
+                else attn1[:, :, pad + query_index : pad + query_index + 1] @ attn2_inv @ attn3
+            )
         out = out + self.res_conv(v)
         out = self.to_out(out.transpose(1, 2).reshape(b, -1, self.heads * self.dim_head))[:, pad:]
         if row is None:
@@ -110,10 +122,20 @@ class TransMIL(MILHead):
 
     uses_grid = True
 
-    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 256, heads: int = 8, landmarks: int = 64,
-                 dropout: float = 0.1, use_grid: bool = True):
-        super().__init__(in_dim, n_outputs, hidden=hidden, heads=heads, landmarks=landmarks, dropout=dropout,
-                         use_grid=use_grid)
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        *,
+        hidden: int = 256,
+        heads: int = 8,
+        landmarks: int = 64,
+        dropout: float = 0.1,
+        use_grid: bool = True,
+    ):
+        super().__init__(
+            in_dim, n_outputs, hidden=hidden, heads=heads, landmarks=landmarks, dropout=dropout, use_grid=use_grid
+        )
         self.use_grid = use_grid
         self.fc = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
         self.cls_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
@@ -123,8 +145,9 @@ class TransMIL(MILHead):
         self.norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, n_outputs)
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         n = x.shape[0]
         h = self.fc(x)
         layout = self._layout(n, grid if self.use_grid else None, h.device)

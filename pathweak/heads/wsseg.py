@@ -41,11 +41,36 @@ class WSSeg(MILHead):
 
     uses_grid = True
 
-    def __init__(self, in_dim: int, n_outputs: int, *, hidden: int = 128, layers: int = 2, kernel: int = 3,
-                 dropout: float = 0.25, pool: str = "lse", r: float = 2.0, topk: int = 4, negative_class: int = 0,
-                 threshold: float | str = "otsu", spatial_dims: int = 2):
-        super().__init__(in_dim, n_outputs, hidden=hidden, layers=layers, kernel=kernel, dropout=dropout, pool=pool, r=r,
-                         topk=topk, negative_class=negative_class, threshold=threshold, spatial_dims=spatial_dims)
+    def __init__(
+        self,
+        in_dim: int,
+        n_outputs: int,
+        *,
+        hidden: int = 128,
+        layers: int = 2,
+        kernel: int = 3,
+        dropout: float = 0.25,
+        pool: str = "lse",
+        r: float = 2.0,
+        topk: int = 4,
+        negative_class: int = 0,
+        threshold: float | str = "otsu",
+        spatial_dims: int = 2,
+    ):
+        super().__init__(
+            in_dim,
+            n_outputs,
+            hidden=hidden,
+            layers=layers,
+            kernel=kernel,
+            dropout=dropout,
+            pool=pool,
+            r=r,
+            topk=topk,
+            negative_class=negative_class,
+            threshold=threshold,
+            spatial_dims=spatial_dims,
+        )
         if pool not in ("lse", "topk", "mean"):
             raise ConfigError(f"wsseg pool must be lse, topk or mean, got {pool!r}")
         if spatial_dims not in (2, 3):
@@ -69,13 +94,17 @@ class WSSeg(MILHead):
             raise ConfigError("the wsseg head needs the tiles' grid positions")
         if grid.shape[1] != dims:
             kind = "a volume's (z, y, x)" if grid.shape[1] == 3 else "a slide's (row, col)"
-            raise ConfigError(f"this wsseg head segments {dims}D grids but the features lie on {kind} grid",
-                              fix=f"train with --head-opt spatial_dims={grid.shape[1]}")
+            raise ConfigError(
+                f"this wsseg head segments {dims}D grids but the features lie on {kind} grid",
+                fix=f"train with --head-opt spatial_dims={grid.shape[1]}",
+            )
         h = self.fc(x)
         cells, shape, origin = grid_layout(grid.to(h.device))
         if len(torch.unique(cells)) != len(cells):
-            raise ConfigError("several tiles share one grid cell (e.g. volume slice patches of several planes)",
-                              fix="segment features of one plane at a time (tile volumes with --planes axial)")
+            raise ConfigError(
+                "several tiles share one grid cell (e.g. volume slice patches of several planes)",
+                fix="segment features of one plane at a time (tile volumes with --planes axial)",
+            )
         n_cells = math.prod(shape)
         occupied = torch.zeros(n_cells, device=h.device, dtype=h.dtype).index_fill_(0, cells, 1).view(1, 1, *shape)
         fmap = h.new_zeros(n_cells, h.shape[1]).index_copy(0, cells, h).T.reshape(1, -1, *shape)
@@ -83,16 +112,18 @@ class WSSeg(MILHead):
             fmap = (fmap + self.drop(torch.relu(conv(fmap)))) * occupied
         return self.cam(fmap)[0], cells, occupied[0, 0].bool(), origin
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> HeadOutput:
         cam, cells, _, _ = self._cam(x, grid)
         inst = cam.reshape(cam.shape[0], -1).T[cells]  # (N, C): the CAM at each tile's cell
         out = HeadOutput(self._pool(inst), inst)
         if not self.training and self.n_outputs > 1:  # one output (survival, proportion): no class mask
             neg = self.options["negative_class"]
             prob = torch.softmax(inst.float(), 1)
-            out.tile_scores["mask"] = foreground_mask(1 - prob[:, neg], int(out.logits.argmax()) != neg,
-                                                      self.options["threshold"])
+            out.tile_scores["mask"] = foreground_mask(
+                1 - prob[:, neg], int(out.logits.argmax()) != neg, self.options["threshold"]
+            )
         return out
 
     def _pool(self, inst: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -12,7 +12,7 @@ COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "turbo", "jet",
 BACKGROUND = (255, 255, 255)
 
 
-@lru_cache(maxsize=None)
+@cache
 def lut(name: str) -> np.ndarray:
     """The (256, 3) uint8 RGB lookup table of colormap ``name``."""
     import cv2

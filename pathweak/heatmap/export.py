@@ -33,8 +33,9 @@ class ExportOptions:
     seed: int | None = None
 
 
-def export(ts: TileScores, fmt: str, path: str | Path, options: ExportOptions | None = None,
-           progress: bool = False) -> Path:
+def export(
+    ts: TileScores, fmt: str, path: str | Path, options: ExportOptions | None = None, progress: bool = False
+) -> Path:
     """Write ``ts`` as ``fmt`` (geojson, tiff, png or csv) to ``path``; the file appears atomically."""
     options = options or ExportOptions()
     if fmt not in FORMATS:
@@ -44,7 +45,9 @@ def export(ts: TileScores, fmt: str, path: str | Path, options: ExportOptions | 
     if fmt == "geojson":
         from .geojson import write_geojson
 
-        return write_geojson(ts, path, list(options.scores), list(options.regions), seed=options.seed, progress=progress)
+        return write_geojson(
+            ts, path, list(options.scores), list(options.regions), seed=options.seed, progress=progress
+        )
     if fmt == "csv":
         from .results import write_scores_csv
 
@@ -56,18 +59,28 @@ def export(ts: TileScores, fmt: str, path: str | Path, options: ExportOptions | 
         return write_tiff(heatmap, path, cmap=options.cmap, vmin=options.vmin, vmax=options.vmax)
     from .png import write_png
 
-    return write_png(heatmap, ts.store.thumbnail, path, cmap=options.cmap, vmin=options.vmin, vmax=options.vmax,
-                     alpha=options.alpha)
+    return write_png(
+        heatmap, ts.store.thumbnail, path, cmap=options.cmap, vmin=options.vmin, vmax=options.vmax, alpha=options.alpha
+    )
 
 
 def raster(ts: TileScores, options: ExportOptions) -> Heatmap:
     """The heatmap of the one score a raster format shows."""
     names = list(options.scores) or list(ts.scores)
     if len(names) != 1:
-        raise ConfigError(f"a raster shows one score and there are {len(names)} ({', '.join(names)})",
-                          path=ts.store.path, fix="pick one with --score")
-    return stitch(ts, names[0], downsample=options.downsample, level=options.level, smooth=options.smooth,
-                  mask_tissue=options.mask_tissue)
+        raise ConfigError(
+            f"a raster shows one score and there are {len(names)} ({', '.join(names)})",
+            path=ts.store.path,
+            fix="pick one with --score",
+        )
+    return stitch(
+        ts,
+        names[0],
+        downsample=options.downsample,
+        level=options.level,
+        smooth=options.smooth,
+        mask_tissue=options.mask_tissue,
+    )
 
 
 def write_heatmaps(
@@ -85,9 +98,8 @@ def write_heatmaps(
     one for volumes). If one fails, the files this call wrote are removed again."""
     from dataclasses import replace
 
-    from .source import load_scores
-
     from ..volumes.export import is_volume_results
+    from .source import load_scores
 
     options = options or ExportOptions()
     if is_volume_results(source):
@@ -115,14 +127,18 @@ def write_heatmaps(
     return written
 
 
-def _volume_heatmaps(source: str | Path, out_dir: str | Path, formats: list[str] | None, options: ExportOptions,
-                     store: str | Path | None) -> list[Path]:
+def _volume_heatmaps(
+    source: str | Path, out_dir: str | Path, formats: list[str] | None, options: ExportOptions, store: str | Path | None
+) -> list[Path]:
     """``<slide_id>.<score>.nii.gz`` for each chosen score of a volume's results store."""
     from ..volumes.export import pick_score, scores_to_nifti, volume_results
 
     if formats and list(formats) != ["nifti"]:
-        raise ConfigError(f"a volume's scores are written as NIfTI heatmaps, not {', '.join(formats)}", path=source,
-                          fix="use --format nifti (or no --format)")
+        raise ConfigError(
+            f"a volume's scores are written as NIfTI heatmaps, not {', '.join(formats)}",
+            path=source,
+            fix="use --format nifti (or no --format)",
+        )
     volume, scores, volume_id = volume_results(source, store)
     names = list(options.scores) or list(scores)
     written: list[Path] = []

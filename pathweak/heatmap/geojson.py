@@ -48,7 +48,9 @@ class FeatureCollectionWriter:
         self._f.write(("\n" if self.count == 0 else ",\n") + ",\n".join(features))
         self.count += len(features)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None and self._f is not None:
             self._f.write("\n]}\n")
         self._stack.__exit__(exc_type, exc, tb)
@@ -77,13 +79,14 @@ def write_geojson(
     return Path(path)
 
 
-def tile_features(ts: TileScores, scores: dict[str, np.ndarray], rng: np.random.Generator | None = None,
-                  chunk: int = CHUNK) -> Iterator[list[str]]:
+def tile_features(
+    ts: TileScores, scores: dict[str, np.ndarray], rng: np.random.Generator | None = None, chunk: int = CHUNK
+) -> Iterator[list[str]]:
     """The tiles as detection Features (JSON strings), ``chunk`` at a time."""
     names = "".join(f",{_template_key(n)}:%s" for n in scores)[1:]
     template = (
         '{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":'
-        '[[[%s,%s],[%s,%s],[%s,%s],[%s,%s],[%s,%s]]]},'
+        "[[[%s,%s],[%s,%s],[%s,%s],[%s,%s],[%s,%s]]]},"
         '"properties":{"objectType":"detection","measurements":{' + names + "}}}"
     )
     values = list(scores.values())
@@ -92,11 +95,18 @@ def tile_features(ts: TileScores, scores: dict[str, np.ndarray], rng: np.random.
         a, b, c, d = (number_strings(v) for v in ts.boxes(s))
         ids = uuid4_strings(len(a), rng)
         measures = [number_strings(v[s], float32=True) for v in values]
-        yield [template % row for row in zip(ids, a, b, c, b, c, d, a, d, a, b, *measures)]
+        yield [template % row for row in zip(ids, a, b, c, b, c, d, a, d, a, b, *measures, strict=False)]
 
 
-def feature(geometry: Any, object_type: str, *, id: str, classification: tuple[str, tuple[int, int, int]] | None = None,
-            name: str | None = None, measurements: dict[str, float] | None = None) -> str:
+def feature(
+    geometry: Any,
+    object_type: str,
+    *,
+    id: str,
+    classification: tuple[str, tuple[int, int, int]] | None = None,
+    name: str | None = None,
+    measurements: dict[str, float] | None = None,
+) -> str:
     """One QuPath Feature (a shapely geometry in level-0 pixels) as a JSON string."""
     from shapely.geometry import mapping
 
@@ -107,8 +117,11 @@ def feature(geometry: Any, object_type: str, *, id: str, classification: tuple[s
         props["classification"] = {"name": classification[0], "color": [int(v) for v in classification[1]]}
     if measurements:
         props["measurements"] = {k: _measurement(v) for k, v in measurements.items()}
-    return json.dumps({"type": "Feature", "id": id, "geometry": mapping(geometry), "properties": props},
-                      separators=(",", ":"), allow_nan=False)
+    return json.dumps(
+        {"type": "Feature", "id": id, "geometry": mapping(geometry), "properties": props},
+        separators=(",", ":"),
+        allow_nan=False,
+    )
 
 
 def uuid4_strings(n: int, rng: np.random.Generator | None = None) -> list[str]:
@@ -141,7 +154,7 @@ def _json_number(v: float, float32: bool = False) -> str:
         return '"Infinity"' if v > 0 else '"-Infinity"'
     if v == int(v) and abs(v) < 2**53:
         return str(int(v))
-    return "%.9g" % v if float32 else repr(float(v))
+    return f"{v:.9g}" if float32 else repr(float(v))
 
 
 def _measurement(v: float) -> float | str:
@@ -163,7 +176,13 @@ def region_features(ts: TileScores, region: Region, rng: np.random.Generator | N
     out = []
     for i, poly in enumerate(polygons):
         tiles = owners[owners[:, 0] == i, 1]
-        measurements = {"Tiles": float(tiles.size), f"Mean {region.score}": float(np.mean(values[tiles])) if tiles.size else float("nan")}
-        out.append(feature(poly, "annotation", id=ids[i], classification=(region.name, region.color),
-                           measurements=measurements))
+        measurements = {
+            "Tiles": float(tiles.size),
+            f"Mean {region.score}": float(np.mean(values[tiles])) if tiles.size else float("nan"),
+        }
+        out.append(
+            feature(
+                poly, "annotation", id=ids[i], classification=(region.name, region.color), measurements=measurements
+            )
+        )
     return out

@@ -15,8 +15,10 @@ from ..errors import ConfigError
 from .source import TileScores
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-_SPEC = re.compile(r"^\s*(?P<score>[^<>=:]+?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+.\deE]+|nan|inf)\s*"
-                   r"(?::\s*(?P<cls>[^:]+?)\s*)?(?::\s*#(?P<color>[0-9a-fA-F]{6})\s*)?$")
+_SPEC = re.compile(
+    r"^\s*(?P<score>[^<>=:]+?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+.\deE]+|nan|inf)\s*"
+    r"(?::\s*(?P<cls>[^:]+?)\s*)?(?::\s*#(?P<color>[0-9a-fA-F]{6})\s*)?$"
+)
 PALETTE = ((200, 0, 0), (0, 150, 0), (0, 0, 200), (200, 150, 0), (150, 0, 200), (0, 150, 200))
 
 
@@ -37,7 +39,9 @@ class Region:
         to the score's name and the colour to the ``index``-th of a small palette."""
         m = _SPEC.match(text)
         if m is None:
-            raise ConfigError(f"cannot read the region {text!r}", fix="write SCORE>=VALUE[:CLASS[:#RRGGBB]], e.g. prob>=0.5:Tumor")
+            raise ConfigError(
+                f"cannot read the region {text!r}", fix="write SCORE>=VALUE[:CLASS[:#RRGGBB]], e.g. prob>=0.5:Tumor"
+            )
         color = m["color"]
         rgb = tuple(int(color[i : i + 2], 16) for i in (0, 2, 4)) if color else PALETTE[index % len(PALETTE)]
         return cls(m["score"], float(m["value"]), m["cls"] or m["score"], rgb, m["op"])  # type: ignore[arg-type]
@@ -83,8 +87,11 @@ def annotation_fractions(
         geoms = annotation_geometries(read_qupath_geojson(annotations), classes)
         if not geoms:
             wanted = f" of class {', '.join(classes)}" if classes else ""
-            raise ConfigError(f"no polygon annotations{wanted} in the file", path=annotations,
-                              fix="check the class names (--class) or the file")
+            raise ConfigError(
+                f"no polygon annotations{wanted} in the file",
+                path=annotations,
+                fix="check the class names (--class) or the file",
+            )
     else:
         geoms = list(annotations)
     w0, h0 = ts.slide_size

@@ -59,7 +59,9 @@ def write_results(
     path = Path(path)
     coords = np.asarray(coords, dtype=np.int64)
     if coords.ndim != 2 or coords.shape[1] not in (2, 3):
-        raise ConfigError(f"coords must have shape (N, 2) for slides or (N, 3) for volumes, got {coords.shape}", path=path)
+        raise ConfigError(
+            f"coords must have shape (N, 2) for slides or (N, 3) for volumes, got {coords.shape}", path=path
+        )
     table = _check_scores(scores, len(coords), path)
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
@@ -77,8 +79,9 @@ def write_results(
         for name, values in table.items():
             sub.create_array(name, data=values, chunks=(max(1, min(len(values), 65536)),), **checked)
         header = header_attrs(KIND, FORMAT_VERSION, source=source, axes=axes, rows=rows)
-        group.attrs.update({**header, "slide_id": slide_id, "tile_store": str(tile_store), **extra,
-                            "created": header["created"]})
+        group.attrs.update(
+            {**header, "slide_id": slide_id, "tile_store": str(tile_store), **extra, "created": header["created"]}
+        )
     return path
 
 
@@ -105,8 +108,14 @@ def read_results(path: str | Path) -> ScoreTable:
         if not tile_store.is_absolute():
             tile_store = path.parent / tile_store
     extent = attrs.get("extent")
-    return ScoreTable(coords, _check_scores(scores, len(coords), path), tile_store, attrs.get("slide_id"), path,
-                      None if extent is None else (float(extent[0]), float(extent[1])))
+    return ScoreTable(
+        coords,
+        _check_scores(scores, len(coords), path),
+        tile_store,
+        attrs.get("slide_id"),
+        path,
+        None if extent is None else (float(extent[0]), float(extent[1])),
+    )
 
 
 def write_scores_csv(path: str | Path, coords: np.ndarray, scores: dict[str, np.ndarray]) -> Path:
@@ -140,17 +149,20 @@ def read_scores_csv(path: str | Path) -> ScoreTable:
     except UnicodeDecodeError:
         raise ConfigError("not a text CSV file", path=path) from None
     if not rows or not {"x", "y"} <= {h.strip() for h in rows[0]}:
-        raise ConfigError("the CSV has no x and y columns", path=path,
-                          fix="write a header row with x, y (level-0 top-left of each tile) and score columns")
+        raise ConfigError(
+            "the CSV has no x and y columns",
+            path=path,
+            fix="write a header row with x, y (level-0 top-left of each tile) and score columns",
+        )
     header = [h.strip() for h in rows[0]]
     body = [r for r in rows[1:] if r]
     if any(len(r) != len(header) for r in body):
         bad = next(i for i, r in enumerate(body) if len(r) != len(header))
         raise ConfigError(f"row {bad + 2} has {len(body[bad])} fields, the header {len(header)}", path=path)
-    cols = list(zip(*body)) if body else [()] * len(header)
+    cols = list(zip(*body, strict=False)) if body else [()] * len(header)
     coords = np.zeros((len(body), 2), np.int64)
     scores: dict[str, np.ndarray] = {}
-    for name, values in zip(header, cols):
+    for name, values in zip(header, cols, strict=False):
         try:
             arr = np.array(values, dtype=np.float64)
         except ValueError:

@@ -42,8 +42,11 @@ class TileScores:
             return dict(self.scores)
         missing = [n for n in names if n not in self.scores]
         if missing:
-            raise ConfigError(f"no score named {', '.join(missing)} (the scores are: {', '.join(self.scores)})",
-                              path=self.store.path, fix="pick one of those with --score")
+            raise ConfigError(
+                f"no score named {', '.join(missing)} (the scores are: {', '.join(self.scores)})",
+                path=self.store.path,
+                fix="pick one of those with --score",
+            )
         return {n: self.scores[n] for n in names}
 
 
@@ -77,12 +80,17 @@ def tile_scores(store: TileStore | str | Path, table: ScoreTable | dict[str, np.
             scores[name] = full
     for name, values in scores.items():
         if values.shape != (n,):
-            raise ConfigError(f"score {name!r} has {values.shape[0]} values for {n} tiles", path=table.path or store.path)
+            raise ConfigError(
+                f"score {name!r} has {values.shape[0]} values for {n} tiles", path=table.path or store.path
+            )
     return TileScores(
-        coords=rows, scores=scores, extent=extent,
+        coords=rows,
+        scores=scores,
+        extent=extent,
         slide_size=tuple(int(v) for v in attrs["slide"]["dimensions"]),  # type: ignore[arg-type]
         mpp=tuple(float(v) for v in attrs["mpp"]["level0"]),  # type: ignore[arg-type]
-        slide_id=store.slide_id, store=store,
+        slide_id=store.slide_id,
+        store=store,
     )
 
 
@@ -91,7 +99,9 @@ def load_scores(source: str | Path, store: str | Path | None = None) -> TileScor
     (``store`` required); ``store`` overrides the TileStore a results store names."""
     source = Path(source)
     if not source.exists():
-        raise ConfigError("scores not found", path=source, fix="pass a results store (.zarr) or a CSV with x, y and scores")
+        raise ConfigError(
+            "scores not found", path=source, fix="pass a results store (.zarr) or a CSV with x, y and scores"
+        )
     if source.is_dir():
         refuse_volume(read_attrs(source) or {}, None, source)
         table = read_results(source)
@@ -99,8 +109,11 @@ def load_scores(source: str | Path, store: str | Path | None = None) -> TileScor
         table = read_scores_csv(source)
     tile_store = Path(store) if store is not None else table.tile_store
     if tile_store is None:
-        raise ConfigError("a score CSV does not say which TileStore its tiles come from", path=source,
-                          fix="pass --store <out>/tiles/<slide_id>.zarr")
+        raise ConfigError(
+            "a score CSV does not say which TileStore its tiles come from",
+            path=source,
+            fix="pass --store <out>/tiles/<slide_id>.zarr",
+        )
     return tile_scores(open_tile_store(tile_store), table)
 
 
@@ -116,8 +129,11 @@ def _check_slide_store(attrs: dict[str, Any], path: str | Path) -> None:
     """Exports need the tiles of a 2D slide: not a volume, not a store of separate images."""
     refuse_volume(attrs, None, path)
     if read_header(attrs).source == "images":
-        raise ConfigError("this TileStore holds separate images, not the tiles of a slide, so there is no "
-                          "slide to lay scores on", path=path, fix="use the TileStore of a tiled slide")
+        raise ConfigError(
+            "this TileStore holds separate images, not the tiles of a slide, so there is no slide to lay scores on",
+            path=path,
+            fix="use the TileStore of a tiled slide",
+        )
 
 
 def refuse_volume(attrs: dict[str, Any], coords: np.ndarray | None, path: str | Path | None) -> None:
@@ -127,12 +143,14 @@ def refuse_volume(attrs: dict[str, Any], coords: np.ndarray | None, path: str | 
     if read_header(attrs, columns).source == "volume":
         raise UnsupportedSlideError(
             "heatmaps and QuPath exports are for 2D slides; this is a 3D volume store",
-            path=path, fix="write a NIfTI heatmap: pathweak export RESULTS -f nifti -o heat.nii.gz (Python: pathweak.volumes.results_to_nifti)",
+            path=path,
+            fix="write a NIfTI heatmap: pathweak export RESULTS -f nifti -o heat.nii.gz (Python: pathweak.volumes.results_to_nifti)",
         )
 
 
 def _match(store_coords: np.ndarray, coords: np.ndarray, path: Path | None, store_path: Path) -> np.ndarray:
     """Index into the store of each scored tile, matched by level-0 (x, y)."""
+
     def keys(c: np.ndarray) -> np.ndarray:
         return (c[:, 0].astype(np.int64) << 32) | (c[:, 1].astype(np.int64) & 0xFFFFFFFF)
 
@@ -146,6 +164,7 @@ def _match(store_coords: np.ndarray, coords: np.ndarray, path: Path | None, stor
         x, y = coords[np.argmin(found)]
         raise StoreError(
             f"{int((~found).sum())} scored tiles are not tiles of {store_path} (first: x={x}, y={y})",
-            path=path, fix="use the TileStore the scores were computed from (--store)",
+            path=path,
+            fix="use the TileStore the scores were computed from (--store)",
         )
     return order[pos]

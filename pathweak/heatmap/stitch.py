@@ -48,7 +48,9 @@ def raster_shape(ts: TileScores, downsample: float | None = None, level: int | N
     if level is not None:
         downs = ts.store.attrs["slide"]["level_downsamples"]
         if not 0 <= level < len(downs):
-            raise ConfigError(f"level {level} does not exist (the slide has {len(downs)})", fix=f"pick a level 0..{len(downs) - 1}")
+            raise ConfigError(
+                f"level {level} does not exist (the slide has {len(downs)})", fix=f"pick a level 0..{len(downs) - 1}"
+            )
         downsample = float(downs[level])
     if downsample is None:
         return tuple(int(v) for v in ts.store.tissue_mask.shape[:2])  # type: ignore[return-value]
@@ -108,8 +110,13 @@ def stitch(
 
 
 def _paint(
-    values: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
-    shape: tuple[int, int], ds: tuple[float, float],
+    values: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    shape: tuple[int, int],
+    ds: tuple[float, float],
 ) -> np.ndarray:
     """Sum of ``values`` over the boxes holding each pixel's centre: four corner impulses per box in a
     difference array, then a cumulative sum along each axis (vectorised; exact for integer values)."""

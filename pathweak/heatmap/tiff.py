@@ -25,10 +25,18 @@ def write_tiff(
     from ..io.tiff_writer import write_pyramidal_tiff
 
     lo, hi = value_range(heatmap.values, vmin, vmax)
-    description = json.dumps({
-        "pathweak": "heatmap", "slide_id": heatmap.slide_id, "score": heatmap.name, "cmap": cmap,
-        "vmin": lo, "vmax": hi, "downsample": list(heatmap.downsample), "slide_size": list(heatmap.slide_size),
-        "mpp": list(heatmap.pixel_mpp),
-    })
+    description = json.dumps(
+        {
+            "pathweak": "heatmap",
+            "slide_id": heatmap.slide_id,
+            "score": heatmap.name,
+            "cmap": cmap,
+            "vmin": lo,
+            "vmax": hi,
+            "downsample": list(heatmap.downsample),
+            "slide_size": list(heatmap.slide_size),
+            "mpp": list(heatmap.pixel_mpp),
+        }
+    )
     rgb = colorize(heatmap.values, cmap, lo, hi)
     return write_pyramidal_tiff(path, rgb, heatmap.pixel_mpp, compression=compression, description=description)

@@ -69,7 +69,8 @@ def _refuse_volume(path: Path) -> None:
     fmt = volume_format(path)
     if fmt is not None:
         raise SlideFormatError(
-            f"this is a 3D volume ({fmt}), not a whole-slide image", path=path,
+            f"this is a 3D volume ({fmt}), not a whole-slide image",
+            path=path,
             fix="open it with pathweak.open_volume; `pathweak info` and `pathweak tile` read volumes directly",
         )
 
@@ -153,7 +154,7 @@ def _is_truncated_tiff(path: Path) -> bool:
         try:
             with tifffile.TiffFile(path) as tif:
                 for page in tif.pages:
-                    if any(o + c > size for o, c in zip(page.dataoffsets, page.databytecounts)):
+                    if any(o + c > size for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)):
                         return True
         finally:
             logger.setLevel(level)

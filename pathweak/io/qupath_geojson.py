@@ -43,7 +43,9 @@ def read_qupath_geojson(path: str | Path) -> list[QuPathObject]:
     except FileNotFoundError:
         raise ConfigError("GeoJSON file not found", path=path, fix="check the path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid JSON ({exc})", path=path, fix="export the objects from QuPath as GeoJSON") from None
+        raise ConfigError(
+            f"not valid JSON ({exc})", path=path, fix="export the objects from QuPath as GeoJSON"
+        ) from None
 
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features", [])
@@ -51,7 +53,12 @@ def read_qupath_geojson(path: str | Path) -> list[QuPathObject]:
         features = data
     elif isinstance(data, dict) and data.get("type") == "Feature":
         features = [data]
-    elif isinstance(data, dict) and "coordinates" in data or isinstance(data, dict) and data.get("type") == "GeometryCollection":
+    elif (
+        isinstance(data, dict)
+        and "coordinates" in data
+        or isinstance(data, dict)
+        and data.get("type") == "GeometryCollection"
+    ):
         features = [{"type": "Feature", "geometry": data, "properties": {}}]
     else:
         raise ConfigError(

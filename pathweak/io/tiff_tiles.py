@@ -84,7 +84,9 @@ class TiffTileReader:
                 tile = self._tile(level, tx, ty)
                 sx0, sy0 = max(x0, tx * tw), max(y0, ty * th)
                 sx1, sy1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
-                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw]
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw
+                ]
         return out
 
     def _tile(self, level: int, tx: int, ty: int) -> np.ndarray:

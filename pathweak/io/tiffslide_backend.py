@@ -77,9 +77,9 @@ class TiffSlideSlide(Slide):
             arr[vy:, :] = 255
             arr[:, vx:] = 255
             if x0 < 0:
-                arr[:, : -x0] = 255
+                arr[:, :-x0] = 255
             if y0 < 0:
-                arr[: -y0, :] = 255
+                arr[:-y0, :] = 255
         return np.ascontiguousarray(arr, dtype=np.uint8)
 
     def _close(self) -> None:
@@ -89,7 +89,7 @@ class TiffSlideSlide(Slide):
 def check_rgb_series(series: Any, path: Path) -> None:
     """Refuse a tifffile series that is not 8-bit RGB(A) brightfield, e.g. a multiplex fluorescence stack."""
     axes = series.axes
-    shape = dict(zip(axes, series.shape))
+    shape = dict(zip(axes, series.shape, strict=False))
     channels = shape.get("S", 1) * shape.get("C", 1) * shape.get("I", 1) * shape.get("Q", 1)
     if series.dtype != np.uint8 or channels not in (3, 4):
         raise UnsupportedSlideError(

@@ -44,16 +44,28 @@ def find_run(path: str | Path) -> RunSource:
         where = cohort.get("where", {})
         model = Path(where["model"]) if where.get("model") else None
         if model is None or not (model / "run.json").is_file():
-            raise ConfigError("this cohort run has no trained model to report on", path=path,
-                              fix="run its train stage (pathweak cohort run SPEC) first")
+            raise ConfigError(
+                "this cohort run has no trained model to report on",
+                path=path,
+                fix="run its train stage (pathweak cohort run SPEC) first",
+            )
         results = Path(where["results"]) if where.get("results") else None
         return RunSource(model, json.loads((model / "run.json").read_text()), path, cohort, results)
-    raise ConfigError("not a training run or cohort run (no run.json or summary.json)", path=path,
-                      fix="pass the folder of `pathweak train -o RUN` or a cohort run's out folder")
+    raise ConfigError(
+        "not a training run or cohort run (no run.json or summary.json)",
+        path=path,
+        fix="pass the folder of `pathweak train -o RUN` or a cohort run's out folder",
+    )
 
 
-def write_report(path: str | Path | RunSource, *, slides: int = 4, tiles: int = 6, bootstrap: int = 200,
-                 features: list[str | Path] | None = None) -> Path:
+def write_report(
+    path: str | Path | RunSource,
+    *,
+    slides: int = 4,
+    tiles: int = 6,
+    bootstrap: int = 200,
+    features: list[str | Path] | None = None,
+) -> Path:
     """Write the report of the run at ``path`` (or of a :class:`RunSource`); returns ``report.html``.
     ``slides``: how many slides get a heatmap and tile gallery; ``features``: FeatureStores to use when
     the run does not record them."""
@@ -73,8 +85,13 @@ def write_report(path: str | Path | RunSource, *, slides: int = 4, tiles: int = 
         folds = [dict(f, seed=int(k)) for k, v in s["seeds"].items() for f in v["folds"]]
         if any(f.get("history") for f in folds):
             figures.training_curves(folds, tmp / "training_curves.png")
-            sections.append(_section("Training curves", _img("training_curves.png", "training and validation loss per fold"),
-                                     "Loss per epoch of every (seed, fold); the dotted line is the epoch whose weights were kept."))
+            sections.append(
+                _section(
+                    "Training curves",
+                    _img("training_curves.png", "training and validation loss per fold"),
+                    "Loss per epoch of every (seed, fold); the dotted line is the epoch whose weights were kept.",
+                )
+            )
         sections.append(_slides_section(src, frame, tmp, slides, tiles, features))
         page = _page(s, sections, time.perf_counter() - started)
     out = src.out / "report.html"
@@ -102,19 +119,37 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
             figures.roc_pr(y == c, prob[:, c], groups, out / name, classes[c], bootstrap)
             parts.append(_img(name, f"ROC and PR curves, {classes[c]}"))
         cal_y, cal_p = (y == 1, prob[:, 1]) if len(classes) == 2 else (prob.argmax(1) == y, prob.max(1))
-        figures.calibration(cal_y.astype(float), cal_p, out / "calibration.png",
-                            classes[1] if len(classes) == 2 else "predicted class (top label)")
+        figures.calibration(
+            cal_y.astype(float),
+            cal_p,
+            out / "calibration.png",
+            classes[1] if len(classes) == 2 else "predicted class (top label)",
+        )
         figures.confusion(y, prob.argmax(1), classes, out / "confusion.png")
         parts += [_img("calibration.png", "calibration"), _img("confusion.png", "confusion matrix")]
-        return [_section("Classification", "".join(parts),
-                         f"Out-of-fold predictions of seed {frame['seed'].iloc[0]}; bands: 2.5-97.5 percentiles of "
-                         f"{bootstrap} patient bootstrap resamples.")]
+        return [
+            _section(
+                "Classification",
+                "".join(parts),
+                f"Out-of-fold predictions of seed {frame['seed'].iloc[0]}; bands: 2.5-97.5 percentiles of "
+                f"{bootstrap} patient bootstrap resamples.",
+            )
+        ]
     if task == "survival":
-        _, p = figures.kaplan_meier_groups(frame["time"].to_numpy(np.float64), frame["event"].to_numpy(np.int64),
-                                           frame["risk"].to_numpy(np.float64), out / "kaplan_meier.png")
-        return [_section("Survival", _img("kaplan_meier.png", "Kaplan-Meier curves of predicted risk groups"),
-                         f"Slides split at the median predicted risk (out-of-fold); log-rank p = {p:.3g} "
-                         f"(scikit-survival). Risk: {html.escape(s.get('survival', {}).get('risk', 'risk'))}.")]
+        _, p = figures.kaplan_meier_groups(
+            frame["time"].to_numpy(np.float64),
+            frame["event"].to_numpy(np.int64),
+            frame["risk"].to_numpy(np.float64),
+            out / "kaplan_meier.png",
+        )
+        return [
+            _section(
+                "Survival",
+                _img("kaplan_meier.png", "Kaplan-Meier curves of predicted risk groups"),
+                f"Slides split at the median predicted risk (out-of-fold); log-rank p = {p:.3g} "
+                f"(scikit-survival). Risk: {html.escape(s.get('survival', {}).get('risk', 'risk'))}.",
+            )
+        ]
     col = "proportion" if task == "proportion" else "prediction"
     label = "proportion" if task == "proportion" else "target"
     figures.scatter(frame["label"].to_numpy(np.float64), frame[col].to_numpy(np.float64), out / "scatter.png", label)
@@ -142,8 +177,9 @@ def _slides_section(src: RunSource, frame: Any, out: Path, n: int, k: int, featu
                 origin = "results store of the cohort's averaged models"
             elif sid in stores:
                 row = frame[frame["slide_id"] == sid].iloc[0]
-                table, tile_store = fold_scores(src.run_dir, f"seed{int(row['seed'])}_fold{int(row['fold'])}",
-                                                Path(stores[sid]))
+                table, tile_store = fold_scores(
+                    src.run_dir, f"seed{int(row['seed'])}_fold{int(row['fold'])}", Path(stores[sid])
+                )
                 ts = tile_scores(tile_store, table)
                 origin = f"model of fold {int(row['fold'])} (slide in its test set)"
             else:
@@ -160,12 +196,16 @@ def _slides_section(src: RunSource, frame: Any, out: Path, n: int, k: int, featu
             skipped.append(f"{sid} ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         pred = frame.loc[frame["slide_id"] == sid, column].iloc[0]
-        rows.append(f"<div class='slide'><h3>{html.escape(sid)}</h3><p>predicted {html.escape(column)} = {pred:.3g}; "
-                    f"per-tile <code>{html.escape(score)}</code> from the {origin}, {panel['tiles']} tiles</p>"
-                    f"<div class='pair'>{_img(panel['heatmap'], f'heatmap of {sid}')}"
-                    f"{_img(panel['gallery'], f'highest and lowest scoring tiles of {sid}')}</div></div>")
-    note = f"Slides spread over the predicted {column}; left: the heatmap of <code>{html.escape(score)}</code> over the " \
-           f"thumbnail, right: the {k} highest- and lowest-scoring tiles cut from the TileStore."
+        rows.append(
+            f"<div class='slide'><h3>{html.escape(sid)}</h3><p>predicted {html.escape(column)} = {pred:.3g}; "
+            f"per-tile <code>{html.escape(score)}</code> from the {origin}, {panel['tiles']} tiles</p>"
+            f"<div class='pair'>{_img(panel['heatmap'], f'heatmap of {sid}')}"
+            f"{_img(panel['gallery'], f'highest and lowest scoring tiles of {sid}')}</div></div>"
+        )
+    note = (
+        f"Slides spread over the predicted {column}; left: the heatmap of <code>{html.escape(score)}</code> over the "
+        f"thumbnail, right: the {k} highest- and lowest-scoring tiles cut from the TileStore."
+    )
     if skipped:
         note += " Not shown: " + html.escape("; ".join(skipped)) + "."
     return _section("Slides", "".join(rows) or "<p>No slide could be shown.</p>", note)
@@ -173,34 +213,57 @@ def _slides_section(src: RunSource, frame: Any, out: Path, n: int, k: int, featu
 
 def _overview(src: RunSource) -> str:
     s = src.summary
-    items = [("model", s.get("model_id")), ("head", s.get("head")), ("task", s.get("task")),
-             ("classes", ", ".join(s["classes"]) if s.get("classes") else None),
-             ("slides / patients", f"{s['labels']['slides']} / {s['labels']['patients']}"),
-             ("counts", json.dumps(s["labels"].get("class_counts")) if s["labels"].get("class_counts") else None),
-             ("splits", s["splits"]["source"]), ("seeds", ", ".join(s["seeds"])),
-             ("encoder", s.get("features", {}).get("encoder_id")), ("training seconds", s.get("seconds")),
-             ("run folder", str(src.run_dir.resolve()))]
+    items = [
+        ("model", s.get("model_id")),
+        ("head", s.get("head")),
+        ("task", s.get("task")),
+        ("classes", ", ".join(s["classes"]) if s.get("classes") else None),
+        ("slides / patients", f"{s['labels']['slides']} / {s['labels']['patients']}"),
+        ("counts", json.dumps(s["labels"].get("class_counts")) if s["labels"].get("class_counts") else None),
+        ("splits", s["splits"]["source"]),
+        ("seeds", ", ".join(s["seeds"])),
+        ("encoder", s.get("features", {}).get("encoder_id")),
+        ("training seconds", s.get("seconds")),
+        ("run folder", str(src.run_dir.resolve())),
+    ]
     if s.get("survival"):
         items.append(("survival", f"{s['survival']['loss']} loss; td-AUC times {s['survival']['eval_times']}"))
     if src.cohort:
-        items.insert(0, ("cohort", (f"{src.cohort.get('cohort')} ({src.cohort.get('slides')} slides, "
-                                    f"{src.cohort.get('seconds')} s, finished {src.cohort.get('finished')})")))
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items if v is not None)
+        items.insert(
+            0,
+            (
+                "cohort",
+                (
+                    f"{src.cohort.get('cohort')} ({src.cohort.get('slides')} slides, "
+                    f"{src.cohort.get('seconds')} s, finished {src.cohort.get('finished')})"
+                ),
+            ),
+        )
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items if v is not None
+    )
     return _section("Run", f"<table class='kv'>{rows}</table>")
 
 
 def _metrics_table(s: dict[str, Any]) -> str:
     first = next(iter(s["seeds"]))
     ci = s["seeds"][first].get("ci95", {})
-    head = "<tr><th>metric</th><th>mean</th><th>std</th><th>min</th><th>max</th><th>seeds</th>" \
-           f"<th>seed {html.escape(first)} 95% CI</th></tr>"
+    head = (
+        "<tr><th>metric</th><th>mean</th><th>std</th><th>min</th><th>max</th><th>seeds</th>"
+        f"<th>seed {html.escape(first)} 95% CI</th></tr>"
+    )
     rows = []
     for name, m in s["metrics"].items():
         c = ci.get(name)
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['mean']:.3f}</td><td>{m['std']:.3f}</td><td>{m['min']:.3f}</td>"
-                    f"<td>{m['max']:.3f}</td><td>{m['n']}</td><td>{f'{c[0]:.3f} - {c[1]:.3f}' if c else '–'}</td></tr>")
-    return _section("Metrics", f"<table>{head}{''.join(rows)}</table>",
-                    "Across seeds (each pooled over its test folds); the interval is the patient bootstrap of the first seed.")
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{m['mean']:.3f}</td><td>{m['std']:.3f}</td><td>{m['min']:.3f}</td>"
+            f"<td>{m['max']:.3f}</td><td>{m['n']}</td><td>{f'{c[0]:.3f} - {c[1]:.3f}' if c else '–'}</td></tr>"
+        )
+    return _section(
+        "Metrics",
+        f"<table>{head}{''.join(rows)}</table>",
+        "Across seeds (each pooled over its test folds); the interval is the patient bootstrap of the first seed.",
+    )
 
 
 def _section(title: str, body: str, note: str = "") -> str:
@@ -222,7 +285,9 @@ code{background:#f4f4f4;padding:0 .2em}"""
 def _page(s: dict[str, Any], sections: list[str], seconds: float) -> str:
     title = f"pathweak report: {s.get('head')} ({s.get('task')})"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p class=note>Written {stamp} by pathweak in {seconds:.1f} s; open offline (the images are in "
-            f"{FILES}/ beside this file).</p>{''.join(sections)}</body></html>\n")
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p class=note>Written {stamp} by pathweak in {seconds:.1f} s; open offline (the images are in "
+        f"{FILES}/ beside this file).</p>{''.join(sections)}</body></html>\n"
+    )

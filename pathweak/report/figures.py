@@ -60,10 +60,16 @@ def roc_pr(y: np.ndarray, score: np.ndarray, groups: np.ndarray, path: Path, lab
     ax1.plot(fpr, tpr, color="C0", label=f"AUC {auc(fpr, tpr):.3f}")
     ax2.plot(rec, prec, color="C1", label=f"AP {auc(rec, prec):.3f}")
     if tprs:
-        ax1.fill_between(GRID, *np.percentile(tprs, [2.5, 97.5], axis=0), color="C0", alpha=0.2, label="95% bootstrap band")
-        ax2.fill_between(GRID, *np.percentile(precs, [2.5, 97.5], axis=0), color="C1", alpha=0.2, label="95% bootstrap band")
+        ax1.fill_between(
+            GRID, *np.percentile(tprs, [2.5, 97.5], axis=0), color="C0", alpha=0.2, label="95% bootstrap band"
+        )
+        ax2.fill_between(
+            GRID, *np.percentile(precs, [2.5, 97.5], axis=0), color="C1", alpha=0.2, label="95% bootstrap band"
+        )
     ax1.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax1.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {label}", xlim=(0, 1), ylim=(0, 1.02))
+    ax1.set(
+        xlabel="false positive rate", ylabel="true positive rate", title=f"ROC: {label}", xlim=(0, 1), ylim=(0, 1.02)
+    )
     ax2.axhline(float(np.mean(y)), color="k", ls="--", lw=0.8)
     ax2.set(xlabel="recall", ylabel="precision", title=f"Precision-recall: {label}", xlim=(0, 1), ylim=(0, 1.02))
     ax1.legend(loc="lower right", fontsize=8)
@@ -102,7 +108,9 @@ def confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], path: Path) -
     ax.imshow(cm, cmap="Blues")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
@@ -121,14 +129,23 @@ def kaplan_meier_groups(time: np.ndarray, event: np.ndarray, risk: np.ndarray, p
     for name, mask, color in (("low risk", ~high, "C0"), ("high risk", high, "C3")):
         if mask.any():
             t, s = kaplan_meier(time[mask], event[mask])
-            ax.step(np.concatenate([[0], t]), np.concatenate([[1], s]), where="post", color=color,
-                    label=f"{name} (n={int(mask.sum())}, events {int(event[mask].sum())})")
+            ax.step(
+                np.concatenate([[0], t]),
+                np.concatenate([[1], s]),
+                where="post",
+                color=color,
+                label=f"{name} (n={int(mask.sum())}, events {int(event[mask].sum())})",
+            )
             cens = mask & (event == 0)
             if cens.any():
                 at = np.interp(time[cens], t, s, left=1.0)
                 ax.plot(time[cens], at, "|", color=color, ms=8)
-    ax.set(xlabel="time", ylabel="survival probability", ylim=(0, 1.02),
-           title=f"Kaplan-Meier by predicted risk (log-rank p = {p:.2g})")
+    ax.set(
+        xlabel="time",
+        ylabel="survival probability",
+        ylim=(0, 1.02),
+        title=f"Kaplan-Meier by predicted risk (log-rank p = {p:.2g})",
+    )
     ax.legend(fontsize=8)
     return _save(fig, path), p
 
@@ -141,8 +158,13 @@ def scatter(y: np.ndarray, pred: np.ndarray, path: Path, label: str) -> Path:
     pad = 0.05 * (hi - lo or 1)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
     ax.scatter(y, pred, s=18, alpha=0.8, color="C4")
-    ax.set(xlabel=f"true {label}", ylabel=f"predicted {label}", title=f"Predicted vs true {label}",
-           xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad))
+    ax.set(
+        xlabel=f"true {label}",
+        ylabel=f"predicted {label}",
+        title=f"Predicted vs true {label}",
+        xlim=(lo - pad, hi + pad),
+        ylim=(lo - pad, hi + pad),
+    )
     return _save(fig, path)
 
 
@@ -153,7 +175,7 @@ def training_curves(folds: list[dict[str, Any]], path: Path) -> Path:
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    for ax, f in zip(axes.ravel(), folds):
+    for ax, f in zip(axes.ravel(), folds, strict=False):
         h = f.get("history") or []
         ep = [r["epoch"] for r in h]
         ax.plot(ep, [r["train_loss"] for r in h], label="train", color="C0")
@@ -162,13 +184,14 @@ def training_curves(folds: list[dict[str, Any]], path: Path) -> Path:
             ax.axvline(f["best_epoch"], color="k", ls=":", lw=0.8, label="best epoch")
         ax.set(title=f"seed {f['seed']}, fold {f['fold']}", xlabel="epoch", ylabel="loss")
         ax.legend(fontsize=7)
-    for ax in axes.ravel()[len(folds):]:
+    for ax in axes.ravel()[len(folds) :]:
         ax.axis("off")
     return _save(fig, path)
 
 
-def tile_gallery(top: np.ndarray, top_scores: np.ndarray, bottom: np.ndarray, bottom_scores: np.ndarray,
-                 score: str, path: Path) -> Path:
+def tile_gallery(
+    top: np.ndarray, top_scores: np.ndarray, bottom: np.ndarray, bottom_scores: np.ndarray, score: str, path: Path
+) -> Path:
     """Two rows of tiles: the highest- and the lowest-scoring, each titled with its score."""
     plt = _plt()
     k = max(len(top), len(bottom), 1)
@@ -180,6 +203,14 @@ def tile_gallery(top: np.ndarray, top_scores: np.ndarray, bottom: np.ndarray, bo
             if c < len(tiles):
                 ax.imshow(tiles[c])
                 ax.set_title(f"{values[c]:.3g}", fontsize=8)
-        axes[r, 0].text(-0.15, 0.5, f"{name} {score}", transform=axes[r, 0].transAxes, rotation=90, va="center",
-                        ha="right", fontsize=8)
+        axes[r, 0].text(
+            -0.15,
+            0.5,
+            f"{name} {score}",
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
     return _save(fig, path)

@@ -64,8 +64,11 @@ def slide_panel(ts: Any, score: str, out: Path, k: int = 6) -> dict[str, Any]:
 
     sid = ts.slide_id
     values = ts.scores[score]
-    options = ExportOptions(scores=(score,), vmin=None if score in ("risk", "prediction") else 0.0,
-                            vmax=None if score in ("risk", "prediction") else 1.0)
+    options = ExportOptions(
+        scores=(score,),
+        vmin=None if score in ("risk", "prediction") else 0.0,
+        vmax=None if score in ("risk", "prediction") else 1.0,
+    )
     heat = export(ts, "png", out / f"heatmap_{sid}.png", options)
     finite = np.nonzero(np.isfinite(values))[0]
     order = finite[np.argsort(-values[finite], kind="stable")]
@@ -73,10 +76,16 @@ def slide_panel(ts: Any, score: str, out: Path, k: int = 6) -> dict[str, Any]:
     top, bottom = order[:k], order[::-1][:k]
     tiles_top = ts.store.read_tiles(top) if len(top) else np.zeros((0, 1, 1, 3), np.uint8)
     tiles_bottom = ts.store.read_tiles(bottom) if len(bottom) else np.zeros((0, 1, 1, 3), np.uint8)
-    gal = figures.tile_gallery(_rgb(tiles_top), values[top], _rgb(tiles_bottom), values[bottom], score,
-                               out / f"tiles_{sid}.png")
-    return {"slide_id": sid, "heatmap": heat.name, "gallery": gal.name, "tiles": len(finite),
-            "mean": float(np.nanmean(values)) if len(finite) else float("nan")}
+    gal = figures.tile_gallery(
+        _rgb(tiles_top), values[top], _rgb(tiles_bottom), values[bottom], score, out / f"tiles_{sid}.png"
+    )
+    return {
+        "slide_id": sid,
+        "heatmap": heat.name,
+        "gallery": gal.name,
+        "tiles": len(finite),
+        "mean": float(np.nanmean(values)) if len(finite) else float("nan"),
+    }
 
 
 def _rgb(tiles: np.ndarray) -> np.ndarray:

@@ -47,17 +47,28 @@ class MppCheck:
             return ""
         e = self.estimate
         what = "recorded" if self.recorded_source == "metadata" else "given"
-        return (f"the {what} resolution {self.recorded:.4g} um/px disagrees with the {e.mpp:.3g} um/px "
-                f"({e.low:.3g}-{e.high:.3g}) its nuclei show, by {_fold(self.ratio)} (more than {self.factor:g}x)")
+        return (
+            f"the {what} resolution {self.recorded:.4g} um/px disagrees with the {e.mpp:.3g} um/px "
+            f"({e.low:.3g}-{e.high:.3g}) its nuclei show, by {_fold(self.ratio)} (more than {self.factor:g}x)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "recorded": self.recorded, "recorded_source": self.recorded_source,
-                "ratio": None if self.ratio is None else round(self.ratio, 3), "factor": self.factor,
-                "estimate": self.estimate.as_dict()}
+        return {
+            "status": self.status,
+            "recorded": self.recorded,
+            "recorded_source": self.recorded_source,
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "factor": self.factor,
+            "estimate": self.estimate.as_dict(),
+        }
 
 
-def compare(recorded: float | None, estimate: MppEstimate, recorded_source: str | None = "metadata",
-            factor: float = MISMATCH_FACTOR) -> MppCheck:
+def compare(
+    recorded: float | None,
+    estimate: MppEstimate,
+    recorded_source: str | None = "metadata",
+    factor: float = MISMATCH_FACTOR,
+) -> MppCheck:
     """Compare a recorded level-0 mpp with an estimate."""
     if not estimate.ok:
         return MppCheck(recorded, recorded_source, estimate, "cannot-tell", factor=factor)
@@ -75,7 +86,9 @@ def check_mpp(slide: Slide, estimate: MppEstimate | None = None, factor: float =
     return compare(recorded, estimate, slide.mpp_source, factor)
 
 
-def resolve_tiling_mpp(slide: Slide, use_estimate: bool, mode: CheckMode) -> tuple[float | None, dict[str, Any], str | None]:
+def resolve_tiling_mpp(
+    slide: Slide, use_estimate: bool, mode: CheckMode
+) -> tuple[float | None, dict[str, Any], str | None]:
     """What the tiler needs: (the mpp override to tile with, or None to keep the slide's; the attrs to record
     under the store's ``mpp`` section; a warning line or None).
 
@@ -88,13 +101,19 @@ def resolve_tiling_mpp(slide: Slide, use_estimate: bool, mode: CheckMode) -> tup
     estimate = estimate_mpp(slide)
     if use_estimate:
         if not estimate.ok:
-            raise MissingMppError(f"the resolution cannot be estimated from the image: {estimate.reason}",
-                                  path=slide.path, fix="pass the resolution with --mpp (e.g. 0.25 for 40x, 0.5 for 20x)")
+            raise MissingMppError(
+                f"the resolution cannot be estimated from the image: {estimate.reason}",
+                path=slide.path,
+                fix="pass the resolution with --mpp (e.g. 0.25 for 40x, 0.5 for 20x)",
+            )
         recorded = None if slide.metadata_mpp is None else float(max(slide.metadata_mpp))
         check = compare(recorded, estimate, "metadata" if recorded is not None else None)
         override: float | None = float(estimate.mpp)  # type: ignore[arg-type]
-        record = {"source": "estimated", "estimate": estimate.as_dict(),
-                  "check": {k: v for k, v in check.as_dict().items() if k != "estimate"}}
+        record = {
+            "source": "estimated",
+            "estimate": estimate.as_dict(),
+            "check": {k: v for k, v in check.as_dict().items() if k != "estimate"},
+        }
     else:
         check = check_mpp(slide, estimate)
         override = None
@@ -102,9 +121,12 @@ def resolve_tiling_mpp(slide: Slide, use_estimate: bool, mode: CheckMode) -> tup
     warning = None
     if check.disagrees:
         if mode == "strict":
-            raise MppMismatchError(check.message(), path=slide.path,
-                                   fix="check the scan's resolution and pass the right --mpp (or --mpp estimate), "
-                                       "or drop --strict-mpp to tile anyway")
+            raise MppMismatchError(
+                check.message(),
+                path=slide.path,
+                fix="check the scan's resolution and pass the right --mpp (or --mpp estimate), "
+                "or drop --strict-mpp to tile anyway",
+            )
         warning = f"{slide.path}: {check.message()}; tiling at {override or check.recorded:.4g} um/px"
     return override, record, warning
 

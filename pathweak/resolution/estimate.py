@@ -133,46 +133,76 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
         tissue_all.append(tissue)
     n_tissue = int(sum(int(t.sum()) for t in tissue_all))
     if n_tissue < MIN_TISSUE_PX:
-        return MppEstimate(None, reason=f"too little tissue ({n_tissue} stained pixels, need {MIN_TISSUE_PX})",
-                           n_regions=len(images))
+        return MppEstimate(
+            None, reason=f"too little tissue ({n_tissue} stained pixels, need {MIN_TISSUE_PX})", n_regions=len(images)
+        )
     stain = _pooled_stain(od_all, tissue_all)
     if not stain.is_he:
-        return MppEstimate(None, reason=f"not an H&E stain: haematoxylin and eosin explain {stain.he_fraction:.0%} of "
-                           "the tissue's colour (need 30%)", n_regions=len(images), he_fraction=stain.he_fraction)
+        return MppEstimate(
+            None,
+            reason=f"not an H&E stain: haematoxylin and eosin explain {stain.he_fraction:.0%} of "
+            "the tissue's colour (need 30%)",
+            n_regions=len(images),
+            he_fraction=stain.he_fraction,
+        )
     vals = np.array([d for d, _ in detail])
     wts = np.array([w for _, w in detail], float)
     detail_px = float(np.exp(np.average(np.log(vals), weights=wts))) if len(vals) else float("nan")
     base = {"n_regions": len(images), "he_fraction": stain.he_fraction, "detail_px": detail_px}
     if detail_px > MAX_DETAIL_PX:
-        return MppEstimate(None, reason=f"the image is blurred or upsampled (finest detail {detail_px:.1f} px wide): "
-                           "nuclei are not resolved", **base)
+        return MppEstimate(
+            None,
+            reason=f"the image is blurred or upsampled (finest detail {detail_px:.1f} px wide): "
+            "nuclei are not resolved",
+            **base,
+        )
     level = pooled_threshold(regions, 1.0)
     if level < MIN_NUCLEAR_H:
-        return MppEstimate(None, reason=f"no haematoxylin-dense nuclei (Otsu level {level:.2f}, need {MIN_NUCLEAR_H}): "
-                           "mucin, debris or faint staining", **base)
+        return MppEstimate(
+            None,
+            reason=f"no haematoxylin-dense nuclei (Otsu level {level:.2f}, need {MIN_NUCLEAR_H}): "
+            "mucin, debris or faint staining",
+            **base,
+        )
     first = nucleus_profiles(regions, 1.0)
     if len(first) < MIN_NUCLEI:
-        return MppEstimate(None, reason=f"too few nuclei ({len(first)}, need {MIN_NUCLEI})", n_nuclei=len(first), **base)
+        return MppEstimate(
+            None, reason=f"too few nuclei ({len(first)}, need {MIN_NUCLEI})", n_nuclei=len(first), **base
+        )
     d1 = weighted_median(first.diameter, first.area)
     prof = nucleus_profiles(regions, SECOND_PASS_BLUR * d1)
     if len(prof) < MIN_NUCLEI:
         return MppEstimate(None, reason=f"too few nuclei ({len(prof)}, need {MIN_NUCLEI})", n_nuclei=len(prof), **base)
     d = weighted_median(prof.diameter, prof.area)
     if d < MIN_NUCLEUS_PX:
-        return MppEstimate(None, reason=f"nuclei are only {d:.1f} px wide: the image is too coarse to measure them "
-                           f"(coarser than ~{NUCLEUS_PROFILE_UM / MIN_NUCLEUS_PX:.1f} um/px)", n_nuclei=len(prof),
-                           nucleus_px=d, **base)
+        return MppEstimate(
+            None,
+            reason=f"nuclei are only {d:.1f} px wide: the image is too coarse to measure them "
+            f"(coarser than ~{NUCLEUS_PROFILE_UM / MIN_NUCLEUS_PX:.1f} um/px)",
+            n_nuclei=len(prof),
+            nucleus_px=d,
+            **base,
+        )
     mpp = NUCLEUS_PROFILE_UM / d
     sd = math.hypot(SYSTEMATIC_LOG_SD, _sampling_log_sd(prof))
     if math.exp(4 * sd) > MAX_RANGE_FACTOR:
-        return MppEstimate(None, reason=f"the nucleus sizes are inconsistent (range {mpp * math.exp(-2 * sd):.3g}-"
-                           f"{mpp * math.exp(2 * sd):.3g} um/px, wider than {MAX_RANGE_FACTOR:g}x): touching or "
-                           "merged nuclei", n_nuclei=len(prof), nucleus_px=d, **base)
-    return MppEstimate(mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), n_nuclei=len(prof),
-                       nucleus_px=d, **base)
+        return MppEstimate(
+            None,
+            reason=f"the nucleus sizes are inconsistent (range {mpp * math.exp(-2 * sd):.3g}-"
+            f"{mpp * math.exp(2 * sd):.3g} um/px, wider than {MAX_RANGE_FACTOR:g}x): touching or "
+            "merged nuclei",
+            n_nuclei=len(prof),
+            nucleus_px=d,
+            **base,
+        )
+    return MppEstimate(
+        mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), n_nuclei=len(prof), nucleus_px=d, **base
+    )
 
 
-def sample_regions(slide: Slide, n_regions: int = N_REGIONS, region_px: int = REGION_PX, seed: int = 0) -> list[np.ndarray]:
+def sample_regions(
+    slide: Slide, n_regions: int = N_REGIONS, region_px: int = REGION_PX, seed: int = 0
+) -> list[np.ndarray]:
     """Up to ``n_regions`` level-0 RGB regions of ``region_px`` pixels where the thumbnail shows tissue,
     drawn at random (``seed``) among the boxes most covered by tissue; the whole level 0 when it is smaller."""
     import cv2
@@ -183,16 +213,21 @@ def sample_regions(slide: Slide, n_regions: int = N_REGIONS, region_px: int = RE
     thumb = slide.get_thumbnail(1024)
     tissue = (optical_density(thumb).sum(-1) > TISSUE_OD).astype(np.float32)
     nx, ny = max(1, w0 // region_px), max(1, h0 // region_px)
-    cover = cv2.resize(tissue[: tissue.shape[0] * ny * region_px // h0 or None, : tissue.shape[1] * nx * region_px // w0 or None],
-                       (nx, ny), interpolation=cv2.INTER_AREA)
+    cover = cv2.resize(
+        tissue[: tissue.shape[0] * ny * region_px // h0 or None, : tissue.shape[1] * nx * region_px // w0 or None],
+        (nx, ny),
+        interpolation=cv2.INTER_AREA,
+    )
     order = np.argsort(-cover.ravel(), kind="stable")
     good = order[cover.ravel()[order] >= 0.5]
     if len(good) < n_regions:
         good = order[cover.ravel()[order] > 0.05][: max(n_regions, len(good))]
     rng = np.random.default_rng(seed)
     pick = rng.choice(good, size=min(n_regions, len(good)), replace=False) if len(good) else []
-    return [slide.read_region((int(i % nx) * region_px, int(i // nx) * region_px), 0, (region_px, region_px))
-            for i in sorted(pick)]
+    return [
+        slide.read_region((int(i % nx) * region_px, int(i // nx) * region_px), 0, (region_px, region_px))
+        for i in sorted(pick)
+    ]
 
 
 def _split(rgb: np.ndarray, region_px: int) -> list[np.ndarray]:
@@ -200,8 +235,11 @@ def _split(rgb: np.ndarray, region_px: int) -> list[np.ndarray]:
     h, w = rgb.shape[:2]
     if h <= 2 * region_px and w <= 2 * region_px:
         return [rgb]
-    return [rgb[y : y + region_px, x : x + region_px] for y in range(0, h - region_px // 2, region_px)
-            for x in range(0, w - region_px // 2, region_px)]
+    return [
+        rgb[y : y + region_px, x : x + region_px]
+        for y in range(0, h - region_px // 2, region_px)
+        for x in range(0, w - region_px // 2, region_px)
+    ]
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -215,7 +253,7 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def _pooled_stain(od_all: list[np.ndarray], tissue_all: list[np.ndarray]):
-    od = np.concatenate([o[t] for o, t in zip(od_all, tissue_all)])
+    od = np.concatenate([o[t] for o, t in zip(od_all, tissue_all, strict=False)])
     return check_he(od[:, None, :], np.ones((len(od), 1), bool))
 
 

@@ -90,7 +90,7 @@ def pathology_view(
     return gaussian_blur(v, rng, getattr(cfg, "blur_prob", 0.0))
 
 
-def to_tensor(view: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> "torch.Tensor":  # noqa: F821
+def to_tensor(view: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:  # noqa: F821
     """uint8 (H, W, 3) → normalised float (3, H, W)."""
     import torch
 
@@ -98,7 +98,7 @@ def to_tensor(view: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...])
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
-def fourier_style_swap(x: "torch.Tensor", prob: float, generator: "torch.Generator | None" = None) -> "torch.Tensor":  # noqa: F821
+def fourier_style_swap(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:  # noqa: F821
     """Batch style standardisation: with probability ``prob`` per image, replace its amplitude
     spectrum by that of another image of the batch, keeping its own phase (content). Colour and
     texture statistics ("style": stain, scanner) get mixed while structures stay in place."""

@@ -85,12 +85,16 @@ class SSLConfig:
             raise ConfigError(f"unknown architecture {self.arch!r}", fix=f"use one of {', '.join(ARCHS)}")
         if self.method == "mae3d":
             if self.patch_3d < 1 or self.img_size % self.patch_3d:
-                raise ConfigError(f"--img-size {self.img_size} (the cube side) must be a multiple of the 3D patch {self.patch_3d}",
-                                  fix="e.g. --img-size 16 with patch_3d 4, or --img-size 32 with patch_3d 8")
+                raise ConfigError(
+                    f"--img-size {self.img_size} (the cube side) must be a multiple of the 3D patch {self.patch_3d}",
+                    fix="e.g. --img-size 16 with patch_3d 4, or --img-size 32 with patch_3d 8",
+                )
         elif self.img_size % 16 or self.local_size % 16:
             raise ConfigError("image sizes must be multiples of the patch size 16", fix="e.g. --img-size 224 or 112")
         if self.method == "distill" and not self.teacher:
-            raise ConfigError("distillation needs a teacher encoder", fix="pass --teacher pathweak:<dir> or timm:<model>")
+            raise ConfigError(
+                "distillation needs a teacher encoder", fix="pass --teacher pathweak:<dir> or timm:<model>"
+            )
         if not 0 < self.mask_ratio < 1:
             raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.batch_size < 2:
@@ -104,9 +108,22 @@ class SSLConfig:
     def tiny(cls, method: str = "dino", **overrides: object) -> SSLConfig:
         """A CPU-sized run: a 6-block ViT-Tiny at 112 px, small DINO head, few local crops."""
         base = dict(
-            method=method, arch="vit_tiny", depth=6, img_size=112, local_size=48, local_crops=2, batch_size=32,
-            out_dim=1024, head_hidden=512, head_bottleneck=128, decoder_dim=128, decoder_depth=2,
-            warmup_steps=20, rankme_samples=256, num_workers=1, lr=1e-3,
+            method=method,
+            arch="vit_tiny",
+            depth=6,
+            img_size=112,
+            local_size=48,
+            local_crops=2,
+            batch_size=32,
+            out_dim=1024,
+            head_hidden=512,
+            head_bottleneck=128,
+            decoder_dim=128,
+            decoder_depth=2,
+            warmup_steps=20,
+            rankme_samples=256,
+            num_workers=1,
+            lr=1e-3,
         )
         if method == "mae3d":  # 16^3 voxel cubes of 4^3 tokens
             base.update(img_size=16, mask_ratio=0.75)

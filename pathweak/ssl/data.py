@@ -18,7 +18,9 @@ class TileIndex:
 
     def __init__(self, stores: list[str | Path]):
         if not stores:
-            raise ConfigError("no TileStores given", fix="pass --stores with one or more <slide>.zarr or a tiles/ folder")
+            raise ConfigError(
+                "no TileStores given", fix="pass --stores with one or more <slide>.zarr or a tiles/ folder"
+            )
         self.paths = [Path(p) for p in stores]
         sizes, keys = [], []
         for p in self.paths:

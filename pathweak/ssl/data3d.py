@@ -21,12 +21,14 @@ def check_stores_kind(index: TileIndex, want_3d: bool) -> None:
             if s.holds_3d_patches != want_3d:
                 if want_3d:
                     raise ConfigError(
-                        "--method mae3d trains on 3D patches and this store holds 2D tiles", path=path,
+                        "--method mae3d trains on 3D patches and this store holds 2D tiles",
+                        path=path,
                         fix="tile volumes with `pathweak tile VOL --mode 3d`, or use --method mae/dino for 2D tiles",
                     )
                 raise ConfigError(
                     f"this store holds 3D patches ({'x'.join(map(str, s.tile_shape))} voxels) and the method trains on 2D tiles",
-                    path=path, fix="use --method mae3d for 3D patches, or tile the volume with --mode slices",
+                    path=path,
+                    fix="use --method mae3d for 3D patches, or tile the volume with --mode slices",
                 )
 
 
@@ -40,8 +42,9 @@ def to_volume_tensor(patch: np.ndarray, size: int) -> torch.Tensor:  # noqa: F82
     return (x[0] - VOLUME_MEAN) / VOLUME_STD
 
 
-def volume_view(patch: np.ndarray, rng: np.random.Generator, scale: tuple[float, float],
-                intensity: float) -> np.ndarray:
+def volume_view(
+    patch: np.ndarray, rng: np.random.Generator, scale: tuple[float, float], intensity: float
+) -> np.ndarray:
     """A random sub-cube covering a ``scale`` fraction of the patch's volume, a random flip along each
     axis and a random rotation in the axial plane, and an intensity scale/shift of strength ``intensity``."""
     d, h, w = patch.shape
@@ -94,8 +97,9 @@ class PlainPatches:
         return to_volume_tensor(self._stores.tile(*self.index.locate(int(self.indices[i]))), self.size)
 
 
-def datasets(index: TileIndex, cfg: Any, train_idx: np.ndarray, hold_idx: np.ndarray, mean: tuple,
-             std: tuple) -> tuple[Any, Any]:
+def datasets(
+    index: TileIndex, cfg: Any, train_idx: np.ndarray, hold_idx: np.ndarray, mean: tuple, std: tuple
+) -> tuple[Any, Any]:
     """(training views, held-out plain tiles) for ``cfg.method``: 3D patches for mae3d, RGB tiles otherwise."""
     from .data import PlainTiles, SSLViews
 

@@ -56,5 +56,5 @@ class DINOLoss(nn.Module):
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """teacher ← momentum · teacher + (1 − momentum) · student (parameters of the same names)."""
-    for pt, ps in zip(teacher.parameters(), student.parameters()):
+    for pt, ps in zip(teacher.parameters(), student.parameters(), strict=False):
         pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)

@@ -10,8 +10,9 @@ from typing import Any
 from .distiller import load_teacher
 
 
-def distill(stores: list[str | Path], out_dir: str | Path, cfg: Any, *, resume: bool = True,
-            progress: bool = True) -> Any:
+def distill(
+    stores: list[str | Path], out_dir: str | Path, cfg: Any, *, resume: bool = True, progress: bool = True
+) -> Any:
     """Distil ``cfg.teacher`` into a ``cfg.arch`` student on the tiles of ``stores``; writes a
     ``pathweak:`` encoder to ``out_dir`` (see :func:`pathweak.ssl.train.pretrain`)."""
     from .train import pretrain

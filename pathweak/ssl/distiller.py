@@ -25,8 +25,10 @@ def load_teacher(cfg: Any) -> Any:
 
     teacher = create_encoder(cfg.teacher, cfg.teacher_weights)
     if teacher.info.input != "rgb":
-        raise ConfigError(f"the teacher {cfg.teacher} embeds 3D volume patches; distillation trains a 2D ViT",
-                          fix="use a 2D teacher (pathweak:<dir> of a 2D run, timm:..., a preset)")
+        raise ConfigError(
+            f"the teacher {cfg.teacher} embeds 3D volume patches; distillation trains a 2D ViT",
+            fix="use a 2D teacher (pathweak:<dir> of a 2D run, timm:..., a preset)",
+        )
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
@@ -110,8 +112,14 @@ class Distiller(nn.Module):
     def teacher_record(self) -> dict[str, Any]:
         """What encoder.json records about the teacher."""
         info = self.teacher.info
-        return {"name": info.name, "weights": info.weights, "weights_hash": info.weights_hash,
-                "encoder_id": info.encoder_id, "embed_dim": info.embed_dim, "img_size": info.img_size,
-                "parameters": sum(p.numel() for p in self.teacher.parameters()),
-                "student_parameters": sum(p.numel() for p in self.student.parameters()),
-                "token_loss": bool(self.use_tokens)}
+        return {
+            "name": info.name,
+            "weights": info.weights,
+            "weights_hash": info.weights_hash,
+            "encoder_id": info.encoder_id,
+            "embed_dim": info.embed_dim,
+            "img_size": info.img_size,
+            "parameters": sum(p.numel() for p in self.teacher.parameters()),
+            "student_parameters": sum(p.numel() for p in self.student.parameters()),
+            "token_loss": bool(self.use_tokens),
+        }

@@ -9,6 +9,7 @@ from torch import nn
 
 def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
     """Fixed 2D sine-cosine position embeddings (grid*grid, dim)."""
+
     def one_d(d: int, pos: np.ndarray) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2))
         out = np.einsum("m,d->md", pos.reshape(-1), omega)
@@ -22,8 +23,15 @@ def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
 class MAE(nn.Module):
     """Masked autoencoder around a timm VisionTransformer ``encoder`` (class token, learned pos-embed)."""
 
-    def __init__(self, encoder: nn.Module, img_size: int, mask_ratio: float, decoder_dim: int, decoder_depth: int,
-                 norm_pix_loss: bool = True):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        img_size: int,
+        mask_ratio: float,
+        decoder_dim: int,
+        decoder_depth: int,
+        norm_pix_loss: bool = True,
+    ):
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -41,7 +49,9 @@ class MAE(nn.Module):
         self.decoder_pred = nn.Linear(decoder_dim, self.patch * self.patch * 3)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def encode_masked(self, imgs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_masked(
+        self, imgs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Visible tokens (with the class token first), the mask (1 = hidden) and the restore order."""
         enc = self.encoder
         x = enc.patch_embed(imgs)

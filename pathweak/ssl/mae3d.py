@@ -28,8 +28,15 @@ def sincos_pos_embed_3d(dim: int, grid: int) -> torch.Tensor:
 class MAE3D(MAE):
     """Masked autoencoder on (B, 1, S, S, S) cubes around a ViT3D ``encoder``."""
 
-    def __init__(self, encoder: nn.Module, img_size: int, mask_ratio: float, decoder_dim: int, decoder_depth: int,
-                 norm_pix_loss: bool = True):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        img_size: int,
+        mask_ratio: float,
+        decoder_dim: int,
+        decoder_depth: int,
+        norm_pix_loss: bool = True,
+    ):
         super().__init__(encoder, img_size, mask_ratio, decoder_dim, decoder_depth, norm_pix_loss)
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.register_buffer("decoder_pos", sincos_pos_embed_3d(decoder_dim, self.grid).unsqueeze(0), persistent=False)

@@ -48,9 +48,15 @@ def merge_export_fields(config: dict[str, Any], module: Any, cfg: SSLConfig) -> 
         from .data3d import VOLUME_MEAN, VOLUME_STD
         from .vit3d import vit3d_kwargs
 
-        config.update(input="volume", timm_model=None, timm_kwargs={}, patch_size=cfg.patch_3d,
-                      vit3d=vit3d_kwargs(cfg.arch, cfg.img_size, cfg.patch_3d, cfg.depth),
-                      mean=[VOLUME_MEAN], std=[VOLUME_STD])
+        config.update(
+            input="volume",
+            timm_model=None,
+            timm_kwargs={},
+            patch_size=cfg.patch_3d,
+            vit3d=vit3d_kwargs(cfg.arch, cfg.img_size, cfg.patch_3d, cfg.depth),
+            mean=[VOLUME_MEAN],
+            std=[VOLUME_STD],
+        )
     elif cfg.method == "distill":
         config["distilled_from"] = cfg.teacher
         config["training"]["teacher"] = module.distiller.teacher_record()
@@ -82,13 +88,17 @@ class SSLModule(L.LightningModule):
         elif cfg.method == "mae3d":
             from .mae3d import MAE3D
 
-            self.mae = MAE3D(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
+            self.mae = MAE3D(
+                backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss
+            )
         elif cfg.method == "distill":
             from .distiller import Distiller
 
             self.distiller = Distiller(backbone, cfg)
         else:
-            self.mae = MAE(backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss)
+            self.mae = MAE(
+                backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss
+            )
         self.rankme_history: list[dict[str, float]] = []
         self._rank_batches: list[torch.Tensor] = []
         self._started: float | None = None
@@ -153,7 +163,9 @@ class SSLModule(L.LightningModule):
         self._rank_batches.clear()
         self.log("rankme", value, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking:
-            self.rankme_history.append({"epoch": int(self.current_epoch), "step": int(self.global_step), "rankme": value})
+            self.rankme_history.append(
+                {"epoch": int(self.current_epoch), "step": int(self.global_step), "rankme": value}
+            )
 
     # -- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

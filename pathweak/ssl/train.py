@@ -27,8 +27,9 @@ class PretrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True,
-             progress: bool = True) -> PretrainResult:
+def pretrain(
+    stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True, progress: bool = True
+) -> PretrainResult:
     """Pretrain ``cfg.arch`` with ``cfg.method`` on the tiles of ``stores``; write the encoder to ``out_dir``.
 
     Re-running with ``resume`` continues from ``out_dir/checkpoints/last.ckpt``. Checkpoints are ranked
@@ -42,8 +43,9 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     ddp = cfg.strategy in ("auto", "ddp")
     world = world_size("all" if str(cfg.devices) == "auto" else cfg.devices) if ddp else 1
     if world > 1 and not in_rank():
-        return run_ranks(functools.partial(pretrain, resume=resume, progress=progress), (stores, out_dir, cfg),
-                         rank_devices(world))
+        return run_ranks(
+            functools.partial(pretrain, resume=resume, progress=progress), (stores, out_dir, cfg), rank_devices(world)
+        )
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -65,28 +67,47 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     views, held_out = datasets(index, cfg, train_idx, hold_idx, IMAGENET_MEAN, IMAGENET_STD)
     sampler = RandomSampler(views, replacement=per_epoch > len(views), num_samples=per_epoch)
     train_loader = DataLoader(
-        views, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
-        persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        views,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        drop_last=True,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )
     hold_loader = DataLoader(
-        held_out, batch_size=64,
+        held_out,
+        batch_size=64,
         num_workers=min(cfg.num_workers, 1),
     )
     steps_per_epoch = max(1, per_epoch // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.max_epochs
     module = SSLModule(cfg, total, init_state=_initial_weights(cfg))
     ckpt_dir = out / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, monitor="rankme", mode="max", save_top_k=1, save_last=True,
-                           filename="best-{epoch}-{rankme:.2f}")
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        monitor="rankme",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        filename="best-{epoch}-{rankme:.2f}",
+    )
     precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     with quiet_lightning():
         trainer = L.Trainer(
-            **_hardware(cfg, ddp), precision=precision,
-            max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+            **_hardware(cfg, ddp),
+            precision=precision,
+            max_epochs=cfg.max_epochs,
+            max_steps=cfg.max_steps,
             max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-            callbacks=[best], logger=CSVLogger(out, name="logs"), default_root_dir=out,
-            gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, log_every_n_steps=1,
-            enable_progress_bar=progress, enable_model_summary=False,
+            callbacks=[best],
+            logger=CSVLogger(out, name="logs"),
+            default_root_dir=out,
+            gradient_clip_val=cfg.grad_clip,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
         )
         last = ckpt_dir / "last.ckpt"
         trainer.fit(module, train_loader, hold_loader, ckpt_path=str(last) if resume and last.exists() else None)
@@ -97,8 +118,13 @@ def pretrain(stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, r
     if trainer.is_global_zero:
         export_encoder(module, out, cfg, index, trainer, time.perf_counter() - started, best_path)
     return PretrainResult(
-        out_dir=str(out), encoder_dir=str(out), steps=int(trainer.global_step), epochs=int(trainer.current_epoch),
-        seconds=time.perf_counter() - started, best_checkpoint=best_path, rankme=list(module.rankme_history),
+        out_dir=str(out),
+        encoder_dir=str(out),
+        steps=int(trainer.global_step),
+        epochs=int(trainer.current_epoch),
+        seconds=time.perf_counter() - started,
+        best_checkpoint=best_path,
+        rankme=list(module.rankme_history),
         losses=_losses(out),
     )
 
@@ -115,15 +141,15 @@ def _hardware(cfg: SSLConfig, ddp: bool) -> dict[str, Any]:
     return {"accelerator": "auto", "devices": 1, "strategy": "auto"}
 
 
-def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: Any, seconds: float,
-                   best_path: str | None) -> None:
+def export_encoder(
+    module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: Any, seconds: float, best_path: str | None
+) -> None:
     """Write encoder.safetensors (LoRA merged) and encoder.json, each atomically."""
     import copy
 
     from safetensors.torch import save_file
 
     from .._atomic import atomic_file, atomic_path
-
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
     from .lora import merge_lora
     from .module import backbone_kwargs, merge_export_fields
@@ -146,7 +172,9 @@ def export_encoder(module: Any, out: Path, cfg: SSLConfig, index: Any, trainer: 
         "training": {
             "method": cfg.method,
             "config": asdict(cfg),
-            "stores": [{"path": str(p.resolve()), "cache_key": k} for p, k in zip(index.paths, index.cache_keys)],
+            "stores": [
+                {"path": str(p.resolve()), "cache_key": k} for p, k in zip(index.paths, index.cache_keys, strict=False)
+            ],
             "tiles": index.total,
             "steps": int(trainer.global_step),
             "epochs": int(trainer.current_epoch),
@@ -174,7 +202,8 @@ def _initial_weights(cfg: SSLConfig) -> dict[str, Any] | None:
         meta = json.loads((src / "encoder.json").read_text()) if (src / "encoder.json").exists() else {}
         if meta and meta.get("timm_model") != cfg.timm_model:
             raise ConfigError(
-                f"the encoder to adapt is a {meta.get('timm_model')}, not {cfg.timm_model}", path=src,
+                f"the encoder to adapt is a {meta.get('timm_model')}, not {cfg.timm_model}",
+                path=src,
                 fix=f"pass --arch {meta.get('arch', '...')} (and the same --depth/--img-size)",
             )
         src = src / "encoder.safetensors"

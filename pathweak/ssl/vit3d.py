@@ -31,8 +31,16 @@ class PatchEmbed3D(nn.Module):
 class ViT3D(nn.Module):
     """ViT on (B, in_chans, S, S, S) cubes: class token, learned position embeddings, timm Blocks."""
 
-    def __init__(self, img_size: int = 16, patch_size: int = 4, in_chans: int = 1, embed_dim: int = 192,
-                 depth: int = 12, num_heads: int = 3, mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        img_size: int = 16,
+        patch_size: int = 4,
+        in_chans: int = 1,
+        embed_dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -71,8 +79,14 @@ def _init_weights(m: nn.Module) -> None:
 def vit3d_kwargs(arch: str, img_size: int, patch: int, depth: int | None) -> dict[str, Any]:
     """Constructor arguments of the 3D ViT for ``arch`` (recorded in encoder.json as ``vit3d``)."""
     dim, heads = VIT_DIMS[arch]
-    return {"img_size": img_size, "patch_size": patch, "in_chans": 1, "embed_dim": dim, "depth": depth or 12,
-            "num_heads": heads}
+    return {
+        "img_size": img_size,
+        "patch_size": patch,
+        "in_chans": 1,
+        "embed_dim": dim,
+        "depth": depth or 12,
+        "num_heads": heads,
+    }
 
 
 def build_vit3d(kwargs: dict[str, Any]) -> ViT3D:

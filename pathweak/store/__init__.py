@@ -16,6 +16,21 @@ from .open import OpenedStore, damaged, open_store, read_array, read_attrs
 from .result import StageResult, failure_text
 
 __all__ = [
-    "OpenedStore", "StageResult", "StoreHeader", "begin", "build_once", "building", "commit", "current_store", "damaged",
-    "discard", "failure_text", "header_attrs", "mark_complete", "open_store", "read_array", "read_attrs", "read_header",
+    "OpenedStore",
+    "StageResult",
+    "StoreHeader",
+    "begin",
+    "build_once",
+    "building",
+    "commit",
+    "current_store",
+    "damaged",
+    "discard",
+    "failure_text",
+    "header_attrs",
+    "mark_complete",
+    "open_store",
+    "read_array",
+    "read_attrs",
+    "read_header",
 ]

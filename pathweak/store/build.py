@@ -55,8 +55,9 @@ def discard(tmp: Path | None) -> None:
 
 
 @contextmanager
-def building(final: Path, *, store: bool = False, marker: str | None = None, what: str = "output",
-             keep_suffix: bool = False) -> Iterator[Path]:
+def building(
+    final: Path, *, store: bool = False, marker: str | None = None, what: str = "output", keep_suffix: bool = False
+) -> Iterator[Path]:
     """``with building(final) as tmp:`` write ``tmp``; it replaces ``final`` when the block ends without
     an error (a store is flagged complete first) and is removed when it raises."""
     tmp = begin(final, keep_suffix)
@@ -68,8 +69,9 @@ def building(final: Path, *, store: bool = False, marker: str | None = None, wha
         raise
 
 
-def build_once(output: Path, is_current: Callable[[], bool], build: Callable[[], T],
-               timeout: float = 3600.0) -> T | None:
+def build_once(
+    output: Path, is_current: Callable[[], bool], build: Callable[[], T], timeout: float = 3600.0
+) -> T | None:
     """Build ``output`` unless it is current; two runs at once never both build it. Returns what
     ``build`` returned, or None when the output was current (before or after waiting for another run)."""
     from .locks import output_lock
@@ -87,5 +89,3 @@ def mark_complete(path: Path) -> None:
     import zarr
 
     zarr.open_group(str(path), mode="r+").attrs["complete"] = True
-
-

@@ -58,13 +58,23 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def header_attrs(kind: str, version: int, *, source: str, axes: str, rows: str = "tile",
-                 cache_key: str | None = None) -> dict[str, Any]:
+def header_attrs(
+    kind: str, version: int, *, source: str, axes: str, rows: str = "tile", cache_key: str | None = None
+) -> dict[str, Any]:
     """The header attributes a writer puts on a new store (``complete`` is false until it is finished)."""
     if kind not in KINDS or source not in SOURCES or axes not in ("xy", "zyx") or rows not in ("tile", "token"):
         raise ValueError(f"bad store header: kind={kind} source={source} axes={axes} rows={rows}")
-    return {"pathweak_format": version, "kind": kind, "complete": False, "cache_key": cache_key, "source": source,
-            "axes": axes, "rows": rows, "created": utc_now(), "integrity": INTEGRITY}
+    return {
+        "pathweak_format": version,
+        "kind": kind,
+        "complete": False,
+        "cache_key": cache_key,
+        "source": source,
+        "axes": axes,
+        "rows": rows,
+        "created": utc_now(),
+        "integrity": INTEGRITY,
+    }
 
 
 def source_of(attrs: dict[str, Any]) -> str:
@@ -110,7 +120,14 @@ def read_header(attrs: dict[str, Any], coord_columns: int | None = None) -> Stor
     rows = str(attrs["rows"]) if attrs.get("rows") in ("tile", "token") else ("token" if "tokens" in attrs else "tile")
     fmt = attrs.get("pathweak_format", 1)
     return StoreHeader(
-        kind=str(attrs.get("kind", "")), format=int(fmt) if isinstance(fmt, (int, float)) else -1,
-        complete=bool(attrs.get("complete")), cache_key=attrs.get("cache_key"), source=source, axes=axes, rows=rows,
-        created=_as_utc(attrs.get("created")), integrity=attrs.get("integrity"), derived=derived,
+        kind=str(attrs.get("kind", "")),
+        format=int(fmt) if isinstance(fmt, (int, float)) else -1,
+        complete=bool(attrs.get("complete")),
+        cache_key=attrs.get("cache_key"),
+        source=source,
+        axes=axes,
+        rows=rows,
+        created=_as_utc(attrs.get("created")),
+        integrity=attrs.get("integrity"),
+        derived=derived,
     )

@@ -68,7 +68,8 @@ def output_lock(output: Path, timeout: float = 3600.0, poll: float = 0.2) -> Ite
         if time.monotonic() > deadline:
             raise LockedError(
                 f"another run (pid {owner.get('pid') if owner else '?'}) is writing this output",
-                path=output, fix="wait for it to finish, or remove the .lock file if that run is dead",
+                path=output,
+                fix="wait for it to finish, or remove the .lock file if that run is dead",
             )
         time.sleep(poll)
     try:

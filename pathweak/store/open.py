@@ -26,8 +26,11 @@ MAKE = {
     "features": "delete it and re-run `pathweak extract`",
     "results": "delete it and re-run the step that wrote it (`pathweak predict`)",
 }
-REDO = {"tiles": "re-run `pathweak tile`; it redoes it", "features": "re-run `pathweak extract`; it redoes it",
-        "results": "re-run the step that wrote it"}
+REDO = {
+    "tiles": "re-run `pathweak tile`; it redoes it",
+    "features": "re-run `pathweak extract`; it redoes it",
+    "results": "re-run the step that wrote it",
+}
 VERSIONS = {"tiles": 1, "features": 1, "results": 1}
 
 
@@ -69,7 +72,9 @@ def array_meta(path: Path, name: str, kind: str) -> dict[str, Any]:
     return meta
 
 
-def open_store(path: str | Path, kind: str, arrays: tuple[str, ...] = (), rows: dict[str, int] | None = None) -> OpenedStore:
+def open_store(
+    path: str | Path, kind: str, arrays: tuple[str, ...] = (), rows: dict[str, int] | None = None
+) -> OpenedStore:
     """Open the store at ``path``, which must be a finished ``kind`` store of a format this version reads.
 
     ``arrays`` must exist with the same first dimension (and that of ``rows``: name -> expected length,
@@ -85,12 +90,18 @@ def open_store(path: str | Path, kind: str, arrays: tuple[str, ...] = (), rows: 
         raise damaged(path, kind, "its group metadata (zarr.json) is unreadable")
     found = attrs.get("kind")
     if found != kind:
-        raise StoreError(f"not a {what} (kind={found!r})", path=path,
-                         fix=f"pass a {what}" + (f"; this is a {WHAT[found]}" if found in WHAT else ""))
+        raise StoreError(
+            f"not a {what} (kind={found!r})",
+            path=path,
+            fix=f"pass a {what}" + (f"; this is a {WHAT[found]}" if found in WHAT else ""),
+        )
     version = attrs.get("pathweak_format")
     if not isinstance(version, int) or version > VERSIONS[kind]:
-        raise StoreError(f"{what} format {version} is newer than this pathweak reads ({VERSIONS[kind]})", path=path,
-                         fix="upgrade pathweak, or re-create the store with this version")
+        raise StoreError(
+            f"{what} format {version} is newer than this pathweak reads ({VERSIONS[kind]})",
+            path=path,
+            fix="upgrade pathweak, or re-create the store with this version",
+        )
     if version < VERSIONS[kind]:
         raise StoreError(f"{what} format {version} is not {VERSIONS[kind]}", path=path, fix=MAKE[kind])
     if not attrs.get("complete"):
@@ -113,7 +124,7 @@ def check_chunk_files(path: Path, name: str, meta: dict[str, Any], kind: str) ->
     """Every chunk (or shard) file of array ``name`` exists (stores with checksums write every chunk)."""
     shape = meta["shape"]
     chunks = [int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"]]
-    expected = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks)) if all(shape) else 0
+    expected = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=False)) if all(shape) else 0
     folder = path / name / "c"
     present = sum(1 for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
     if present < expected:
@@ -135,6 +146,9 @@ def read_array(path: Path, name: str, kind: str, index: Any = Ellipsis) -> np.nd
 
 
 def _missing_fix(path: Path, kind: str) -> str:
-    make = {"tiles": "run `pathweak tile` to create it", "features": "run `pathweak extract` to create it",
-            "results": "check the path, or pass a CSV with x, y and score columns"}[kind]
+    make = {
+        "tiles": "run `pathweak tile` to create it",
+        "features": "run `pathweak extract` to create it",
+        "results": "check the path, or pass a CSV with x, y and score columns",
+    }[kind]
     return make

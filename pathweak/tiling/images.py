@@ -11,10 +11,10 @@ import numpy as np
 
 from .. import _provenance
 from .._atomic import ensure_replaceable
-from ..store import build as lifecycle
 from ..config import StoreSpec, as_dict
 from ..errors import ConfigError, SlideFormatError
 from ..progress import progress_bar
+from ..store import build as lifecycle
 from .codecs import encoder_for
 from .shards import shard_key, write_shard
 from .store import FORMAT_VERSION, TileStore, create_store, shard_tiles_of
@@ -42,8 +42,11 @@ def images_to_store(
         raise ConfigError("no images given", fix="pass image files or a folder of them")
     out_path = Path(out_path)
     key = _provenance.cache_key(
-        format=FORMAT_VERSION, images=[(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths],
-        patch_px=patch_px, store=as_dict(store), mpp=mpp,
+        format=FORMAT_VERSION,
+        images=[(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths],
+        patch_px=patch_px,
+        store=as_dict(store),
+        mpp=mpp,
     )
     if lifecycle.current_store(out_path, key, force) is not None:
         return TileStore.open(out_path)
@@ -51,13 +54,32 @@ def images_to_store(
     n = len(paths)
     attrs: dict[str, Any] = {
         "cache_key": key,
-        "slide": {"path": str(paths[0].parent.resolve()), "slide_id": out_path.stem, "source": "images",
-                  "backend": "images", "reader": "images", "level_dimensions": [[patch_px, patch_px * n]]},
-        "mpp": {"level0": [mpp, mpp] if mpp else None, "source": "user" if mpp else None, "target": mpp,
-                "level": 0, "level_mpp": [mpp, mpp] if mpp else None, "level_downsample": [1.0, 1.0],
-                "achieved": [mpp, mpp] if mpp else None},
-        "tile": {"patch_px": patch_px, "read_px": patch_px, "overlap_px": 0, "stride_px": patch_px,
-                 "n_tiles": n, "grid_shape": [n, 1], "coords": "(0, i * patch_px): image i stacked in a column"},
+        "slide": {
+            "path": str(paths[0].parent.resolve()),
+            "slide_id": out_path.stem,
+            "source": "images",
+            "backend": "images",
+            "reader": "images",
+            "level_dimensions": [[patch_px, patch_px * n]],
+        },
+        "mpp": {
+            "level0": [mpp, mpp] if mpp else None,
+            "source": "user" if mpp else None,
+            "target": mpp,
+            "level": 0,
+            "level_mpp": [mpp, mpp] if mpp else None,
+            "level_downsample": [1.0, 1.0],
+            "achieved": [mpp, mpp] if mpp else None,
+        },
+        "tile": {
+            "patch_px": patch_px,
+            "read_px": patch_px,
+            "overlap_px": 0,
+            "stride_px": patch_px,
+            "n_tiles": n,
+            "grid_shape": [n, 1],
+            "coords": "(0, i * patch_px): image i stacked in a column",
+        },
         "tissue": {"method": "none (pre-cut images)"},
         "storage": as_dict(store),
         "images": [str(p) for p in paths],
@@ -68,8 +90,15 @@ def images_to_store(
     grid = np.column_stack([np.arange(n), np.zeros(n)]).astype(np.int32)
     tmp = lifecycle.begin(out_path)
     try:
-        create_store(tmp, n, patch_px, store, {"coords": coords, "grid_index": grid,
-                                               "tissue_fraction": np.ones(n, np.float32)}, attrs, source="images")
+        create_store(
+            tmp,
+            n,
+            patch_px,
+            store,
+            {"coords": coords, "grid_index": grid, "tissue_fraction": np.ones(n, np.float32)},
+            attrs,
+            source="images",
+        )
         slots = shard_tiles_of(tmp)
         encode = encoder_for(store)
         with progress_bar(n, f"importing {out_path.stem}", progress) as advance:

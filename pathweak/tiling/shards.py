@@ -101,7 +101,8 @@ class ShardReader:
         import google_crc32c
 
         if len(data) < 4 or int.from_bytes(data[-4:], "little") != google_crc32c.value(
-                np.frombuffer(data, np.uint8, count=len(data) - 4)):
+            np.frombuffer(data, np.uint8, count=len(data) - 4)
+        ):
             raise ShardError(f"chunk {slot} of {self.path.name} fails its checksum (the file is damaged)")
         return memoryview(data)[:-4]
 
@@ -122,8 +123,10 @@ class ShardReader:
         blob = os.pread(self._fd, hi - lo, lo)
         if len(blob) < hi - lo:
             raise ShardError(f"{self.path.name} is truncated")
-        return [self._check(blob[int(o) - lo : int(o) - lo + int(n)], s) if ok else None
-                for s, (o, n), ok in zip(slots, rows, present)]
+        return [
+            self._check(blob[int(o) - lo : int(o) - lo + int(n)], s) if ok else None
+            for s, (o, n), ok in zip(slots, rows, present, strict=False)
+        ]
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -83,12 +83,23 @@ def create_store(
     )
     for name, data in arrays.items():
         chunks = (min(max(len(data), 1), 65536),) + data.shape[1:] if name not in ("tissue_mask", "thumbnail") else None
-        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or "auto",
-                                 compressors=(ZstdCodec(), Crc32cCodec()), config={"write_empty_chunks": True})
+        arr = group.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunks or "auto",
+            compressors=(ZstdCodec(), Crc32cCodec()),
+            config={"write_empty_chunks": True},
+        )
         if data.size:
             arr[...] = data
-    header = header_attrs(KIND, FORMAT_VERSION, source=source, axes="zyx" if source == "volume" else "xy",
-                          cache_key=attrs.get("cache_key"))
+    header = header_attrs(
+        KIND,
+        FORMAT_VERSION,
+        source=source,
+        axes="zyx" if source == "volume" else "xy",
+        cache_key=attrs.get("cache_key"),
+    )
     group.attrs.update({**header, **attrs, "created": header["created"]})
 
 
@@ -255,7 +266,7 @@ class TileStore:
                 chunks = self._reader(int(shard)).chunks(slots)
             except (ShardError, OSError) as exc:
                 raise damaged(self.path, KIND, reason(exc)) from None
-            for pos, data in zip(where, chunks):
+            for pos, data in zip(where, chunks, strict=False):
                 out[pos] = self._decode(data, int(idx[pos]))
         return out
 
@@ -312,8 +323,13 @@ class TileStore:
 
 def find_tile_stores(inputs: list[str | Path]) -> list[Path]:
     """TileStores named directly, found in folders (``*.zarr`` children, e.g. ``out/tiles``) or by glob."""
-    return find_stores(inputs, KIND, "TileStore", "pass <slide>.zarr stores or the tiles/ folder of `pathweak tile`",
-                       "run `pathweak tile` first")
+    return find_stores(
+        inputs,
+        KIND,
+        "TileStore",
+        "pass <slide>.zarr stores or the tiles/ folder of `pathweak tile`",
+        "run `pathweak tile` first",
+    )
 
 
 def find_stores(inputs: list[str | Path], kind: str, what: str, fix: str, empty_fix: str) -> list[Path]:
@@ -340,4 +356,3 @@ def find_stores(inputs: list[str | Path], kind: str, what: str, fix: str, empty_
 def store_size_bytes(path: Path) -> int:
     """Bytes on disk under ``path``."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-

@@ -34,21 +34,31 @@ from ..errors import ConfigError, SlideNotFoundError
 from ..io import TiffTileReader, open_slide
 from ..io.base import Slide
 from ..progress import progress_bar
+from ..store import build as lifecycle
+from ..store.result import StageResult, failure_text
 from ..tissue import segment_tissue
 from . import codecs
 from .grid import tile_grid
 from .shards import shard_key, write_shard
-from ..store import build as lifecycle
-from ..store.result import StageResult, failure_text
 from .store import FORMAT_VERSION, create_store, read_attrs
 
 if TYPE_CHECKING:
     from ..config import VolumeSpec
 
 SLIDE_EXTENSIONS = {
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".svslide",
+    ".bif",
+    ".dcm",
+    ".qptiff",
 }
-
 
 
 def auto_encode_threads(workers: int) -> int:
@@ -152,8 +162,20 @@ def tile_slide(
     (default: :func:`auto_encode_threads`).
     """
     results = tile_slides(
-        [slide], out_dir, tile, tissue, store, backend=backend, mpp=mpp, roi=roi, roi_classes=roi_classes,
-        workers=workers, fast_read=fast_read, encode_threads=encode_threads, force=force, progress=progress,
+        [slide],
+        out_dir,
+        tile,
+        tissue,
+        store,
+        backend=backend,
+        mpp=mpp,
+        roi=roi,
+        roi_classes=roi_classes,
+        workers=workers,
+        fast_read=fast_read,
+        encode_threads=encode_threads,
+        force=force,
+        progress=progress,
     )
     result = results[0]
     if result.exception is not None:
@@ -199,7 +221,9 @@ def tile_slides(
     if encode_threads is None:
         encode_threads = auto_encode_threads(workers)
     if encode_threads < 0:
-        raise ConfigError(f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2...")
+        raise ConfigError(
+            f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2..."
+        )
     from ..volumes.detect import volume_format
 
     paths = [Path(s) for s in slides]
@@ -208,16 +232,28 @@ def tile_slides(
         raise ConfigError("slide_ids must give one unique id per slide")
     is_volume = [volume_format(p) is not None for p in paths]
     if label is not None and sum(is_volume) != 1:
-        raise ConfigError(f"a label map goes with exactly one volume, not {sum(is_volume)}", path=label,
-                          fix="tile each volume with its own --label")
+        raise ConfigError(
+            f"a label map goes with exactly one volume, not {sum(is_volume)}",
+            path=label,
+            fix="tile each volume with its own --label",
+        )
     jobs = [
         TileJob(
-            slide=str(p), out_dir=str(out_dir), tile=tile or TileSpec(), tissue=tissue or TissueSpec(),
-            store=store or StoreSpec(), backend=backend, mpp=mpp, roi=None if roi is None else str(roi),
-            roi_classes=tuple(roi_classes) if roi_classes else None, fast_read=fast_read,
-            encode_threads=encode_threads, force=force, slide_id=sid,
+            slide=str(p),
+            out_dir=str(out_dir),
+            tile=tile or TileSpec(),
+            tissue=tissue or TissueSpec(),
+            store=store or StoreSpec(),
+            backend=backend,
+            mpp=mpp,
+            roi=None if roi is None else str(roi),
+            roi_classes=tuple(roi_classes) if roi_classes else None,
+            fast_read=fast_read,
+            encode_threads=encode_threads,
+            force=force,
+            slide_id=sid,
         )
-        for p, sid, vol in zip(paths, ids, is_volume)
+        for p, sid, vol in zip(paths, ids, is_volume, strict=False)
         if not vol
     ]
     jobs, refused, warnings = _resolve_mpps(jobs)
@@ -229,19 +265,32 @@ def tile_slides(
         if jobs:
             slide_results = _run_inline(jobs, progress) if workers == 1 else _run_pool(jobs, workers, progress)
             done = {(r.slide, r.slide_id): r for r in slide_results}
-        volumes = [(p, sid) for p, sid, vol in zip(paths, ids, is_volume) if vol]
+        volumes = [(p, sid) for p, sid, vol in zip(paths, ids, is_volume, strict=False) if vol]
         if volumes:
-            done.update(_tile_volumes(volumes, Path(out_dir), volume, store or StoreSpec(),
-                                      None if label is None else Path(label), timepoint, force, workers, progress))
+            done.update(
+                _tile_volumes(
+                    volumes,
+                    Path(out_dir),
+                    volume,
+                    store or StoreSpec(),
+                    None if label is None else Path(label),
+                    timepoint,
+                    force,
+                    workers,
+                    progress,
+                )
+            )
         for key, warning in warnings.items():
             done[key].warning = warning
-        return [done[(str(p), sid)] for p, sid in zip(paths, ids)]
+        return [done[(str(p), sid)] for p, sid in zip(paths, ids, strict=False)]
     finally:
         sweep_partials(tiles_dir)  # again: writers of a killed run that were still exiting at the start are gone now
         remove_if_empty(created)  # leave no empty output folders behind when nothing was written
 
 
-def _resolve_mpps(jobs: list[TileJob]) -> tuple[list[TileJob], dict[tuple[str, str], TileResult], dict[tuple[str, str], str]]:
+def _resolve_mpps(
+    jobs: list[TileJob],
+) -> tuple[list[TileJob], dict[tuple[str, str], TileResult], dict[tuple[str, str], str]]:
     """``mpp="estimate"`` and ``TileSpec.mpp_check``, resolved here before any planning (nothing is
     estimated when neither is asked for): the jobs to run, the slides refused (``--strict-mpp``, or no
     estimate possible) and a warning per slide whose resolution disagrees with its pixels."""
@@ -253,7 +302,9 @@ def _resolve_mpps(jobs: list[TileJob]) -> tuple[list[TileJob], dict[tuple[str, s
     for job in jobs:
         use_estimate = job.mpp == "estimate"
         if isinstance(job.mpp, str) and not use_estimate:
-            raise ConfigError(f"mpp must be a number (um/px) or 'estimate', got {job.mpp!r}", fix="pass e.g. --mpp 0.25")
+            raise ConfigError(
+                f"mpp must be a number (um/px) or 'estimate', got {job.mpp!r}", fix="pass e.g. --mpp 0.25"
+            )
         if not use_estimate and job.tile.mpp_check == "off":
             kept.append(job)
             continue
@@ -270,9 +321,17 @@ def _resolve_mpps(jobs: list[TileJob]) -> tuple[list[TileJob], dict[tuple[str, s
     return kept, refused, warnings
 
 
-def _tile_volumes(volumes: list[tuple[Path, str]], out_dir: Path, spec: VolumeSpec | None, store: StoreSpec,
-                  label: Path | None, timepoint: int | None, force: bool, workers: int,
-                  progress: bool) -> dict[tuple[str, str], TileResult]:
+def _tile_volumes(
+    volumes: list[tuple[Path, str]],
+    out_dir: Path,
+    spec: VolumeSpec | None,
+    store: StoreSpec,
+    label: Path | None,
+    timepoint: int | None,
+    force: bool,
+    workers: int,
+    progress: bool,
+) -> dict[tuple[str, str], TileResult]:
     """Tile volumes one per worker process (in this process when there is one worker or one volume,
     with a per-volume progress bar); each result records its own failure, so one bad volume does not
     stop the others."""
@@ -281,16 +340,26 @@ def _tile_volumes(volumes: list[tuple[Path, str]], out_dir: Path, spec: VolumeSp
 
     spec = spec or VolumeSpec()
     if workers == 1 or len(volumes) == 1:
-        return {(str(p), sid): tile_volume_job(p, sid, out_dir, spec, store, label, timepoint, force, progress)
-                for p, sid in volumes}
+        return {
+            (str(p), sid): tile_volume_job(p, sid, out_dir, spec, store, label, timepoint, force, progress)
+            for p, sid in volumes
+        }
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     done: dict[tuple[str, str], TileResult] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(volumes)), mp_context=_pool_context(),
-                             initializer=exit_with_owner, initargs=owner_args()) as pool, \
-            progress_bar(len(volumes), "tiling volumes", progress, unit="volumes") as advance:
-        futures = {pool.submit(tile_volume_job, p, sid, out_dir, spec, store, label, timepoint, force, False): (p, sid)
-                   for p, sid in volumes}
+    with (
+        ProcessPoolExecutor(
+            max_workers=min(workers, len(volumes)),
+            mp_context=_pool_context(),
+            initializer=exit_with_owner,
+            initargs=owner_args(),
+        ) as pool,
+        progress_bar(len(volumes), "tiling volumes", progress, unit="volumes") as advance,
+    ):
+        futures = {
+            pool.submit(tile_volume_job, p, sid, out_dir, spec, store, label, timepoint, force, False): (p, sid)
+            for p, sid in volumes
+        }
         try:
             for fut in as_completed(futures):
                 p, sid = futures[fut]
@@ -362,9 +431,16 @@ def plan_tiling(job: TileJob) -> TilePlan:
 
         def key_for(fingerprint: dict[str, Any]) -> str:
             return _provenance.cache_key(
-                format=FORMAT_VERSION, slide=fingerprint["content_hash"], tile=as_dict(job.tile),
-                tissue=as_dict(job.tissue) if job.roi is None else None, roi=roi_hash, roi_classes=job.roi_classes,
-                store=as_dict(job.store), backend=job.backend, mpp=job.mpp, fast_read=job.fast_read,
+                format=FORMAT_VERSION,
+                slide=fingerprint["content_hash"],
+                tile=as_dict(job.tile),
+                tissue=as_dict(job.tissue) if job.roi is None else None,
+                roi=roi_hash,
+                roi_classes=job.roi_classes,
+                store=as_dict(job.store),
+                backend=job.backend,
+                mpp=job.mpp,
+                fast_read=job.fast_read,
             )
 
         def up_to_date(key: str) -> bool:
@@ -375,8 +451,9 @@ def plan_tiling(job: TileJob) -> TilePlan:
 
         fast = TiffTileReader.for_slide(slide) if job.fast_read else None  # decodes the thumbnail level ~5x faster
         try:
-            mask = segment_tissue(slide, job.tissue, roi=job.roi, roi_classes=list(job.roi_classes or []) or None,
-                                  reader=fast)
+            mask = segment_tissue(
+                slide, job.tissue, roi=job.roi, roi_classes=list(job.roi_classes or []) or None, reader=fast
+            )
         finally:
             if fast is not None:
                 fast.close()
@@ -389,26 +466,42 @@ def plan_tiling(job: TileJob) -> TilePlan:
         attrs = {
             "cache_key": key,
             "slide": {
-                "path": str(slide.path.resolve()), "slide_id": job.slide_id, "fingerprint": fingerprint,
-                "backend": slide.backend, "reader": _reader_name(slide, job), "vendor": slide.vendor,
-                "dimensions": list(slide.dimensions), "level_count": slide.level_count,
+                "path": str(slide.path.resolve()),
+                "slide_id": job.slide_id,
+                "fingerprint": fingerprint,
+                "backend": slide.backend,
+                "reader": _reader_name(slide, job),
+                "vendor": slide.vendor,
+                "dimensions": list(slide.dimensions),
+                "level_count": slide.level_count,
                 "level_dimensions": [list(d) for d in slide.level_dimensions],
-                "level_downsamples": list(slide.level_downsamples), "objective_power": slide.objective_power,
+                "level_downsamples": list(slide.level_downsamples),
+                "objective_power": slide.objective_power,
             },
             "mpp": {
-                "level0": list(slide.mpp or ()), "source": slide.mpp_source,
-                "metadata": list(slide.metadata_mpp or ()) or None, "target": job.tile.target_mpp,
-                "level": choice.level, "level_mpp": list(choice.level_mpp),
-                "level_downsample": list(grid.level_downsample), "achieved": list(choice.achieved_mpp),
+                "level0": list(slide.mpp or ()),
+                "source": slide.mpp_source,
+                "metadata": list(slide.metadata_mpp or ()) or None,
+                "target": job.tile.target_mpp,
+                "level": choice.level,
+                "level_mpp": list(choice.level_mpp),
+                "level_downsample": list(grid.level_downsample),
+                "achieved": list(choice.achieved_mpp),
             },
             "tile": {
-                **as_dict(job.tile), "stride_px": job.tile.stride_px, "read_px": choice.read_px,
-                "stride_level_px": choice.stride_level_px, "resized": choice.resize,
-                "grid_shape": list(grid.grid_shape), "n_tiles": len(grid),
+                **as_dict(job.tile),
+                "stride_px": job.tile.stride_px,
+                "read_px": choice.read_px,
+                "stride_level_px": choice.stride_level_px,
+                "resized": choice.resize,
+                "grid_shape": list(grid.grid_shape),
+                "n_tiles": len(grid),
                 "coords": "level-0 top-left (x, y) pixels",
             },
             "tissue": {
-                "method": mask.method, "params": mask.params, "mask_downsample": list(mask.downsample),
+                "method": mask.method,
+                "params": mask.params,
+                "mask_downsample": list(mask.downsample),
                 "slide_tissue_fraction": mask.tissue_fraction,
             },
             "storage": as_dict(job.store),
@@ -419,10 +512,16 @@ def plan_tiling(job: TileJob) -> TilePlan:
         tmp = lifecycle.begin(job.final_path)
         try:
             create_store(
-                tmp, len(grid), job.tile.patch_px, job.store,
+                tmp,
+                len(grid),
+                job.tile.patch_px,
+                job.store,
                 arrays={
-                    "coords": grid.coords, "grid_index": grid.grid_index, "tissue_fraction": grid.tissue_fraction,
-                    "tissue_mask": mask.mask.astype(np.uint8), "thumbnail": mask.thumbnail,
+                    "coords": grid.coords,
+                    "grid_index": grid.grid_index,
+                    "tissue_fraction": grid.tissue_fraction,
+                    "tissue_mask": mask.mask.astype(np.uint8),
+                    "thumbnail": mask.thumbnail,
                 },
                 attrs=attrs,
             )
@@ -432,8 +531,14 @@ def plan_tiling(job: TileJob) -> TilePlan:
         from .store import shard_tiles_of
 
         return TilePlan(
-            job=job, key=key, n_tiles=len(grid), shard_tiles=shard_tiles_of(tmp), tmp=str(tmp),
-            level=choice.level, read_px=choice.read_px, stride_level_px=choice.stride_level_px,
+            job=job,
+            key=key,
+            n_tiles=len(grid),
+            shard_tiles=shard_tiles_of(tmp),
+            tmp=str(tmp),
+            level=choice.level,
+            read_px=choice.read_px,
+            stride_level_px=choice.stride_level_px,
             level_downsample=grid.level_downsample,
         )
 
@@ -527,7 +632,7 @@ def _cut_tiles(reader: Any, slide: Slide, plan: TilePlan, level_xy: np.ndarray) 
         if not (same_row and adjacent):
             starts.append(i)
     starts.append(len(level_xy))
-    for a, b in zip(starts[:-1], starts[1:]):
+    for a, b in zip(starts[:-1], starts[1:], strict=False):
         x0, y0 = int(level_xy[a, 0]), int(level_xy[a, 1])
         region = reader.read(plan.level, x0, y0, int(level_xy[b - 1, 0]) - x0 + read, read)
         for i in range(a, b):
@@ -579,6 +684,7 @@ def _reader_name(slide: Slide, job: TileJob) -> str:
 # --------------------------------------------------------------------------------------------------
 # running jobs
 
+
 def _fail(job: TileJob, exc: BaseException, started: float) -> TileResult:
     """A failed result; an unexpected error (not a PathweakError) is reported with its type too."""
     text = failure_text(job.slide, exc)
@@ -602,7 +708,9 @@ def _run_inline(jobs: list[TileJob], progress: bool) -> list[TileResult]:
                 tile_shards(plan, 0, plan.n_shards, on_shard=lambda n: advance(n))
                 final = finish_tiling(plan)
                 results.append(
-                    TileResult(job.slide, job.slide_id, "tiled", str(final), plan.n_tiles, time.perf_counter() - started)
+                    TileResult(
+                        job.slide, job.slide_id, "tiled", str(final), plan.n_tiles, time.perf_counter() - started
+                    )
                 )
             except KeyboardInterrupt:
                 discard(plan)
@@ -621,10 +729,12 @@ def _run_pool(jobs: list[TileJob], workers: int, progress: bool) -> list[TileRes
     workers start, so a single large slide does not wait for the pool before its planning begins."""
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=exit_with_owner,
-                             initargs=owner_args()) as pool, progress_bar(
-        0, "tiling", progress
-    ) as advance:
+    with (
+        ProcessPoolExecutor(
+            max_workers=workers, mp_context=_pool_context(), initializer=exit_with_owner, initargs=owner_args()
+        ) as pool,
+        progress_bar(0, "tiling", progress) as advance,
+    ):
         run = _PoolRun(pool, jobs, workers, advance)
         try:
             run.go()
@@ -648,9 +758,8 @@ class _PoolRun:
         self.futures: dict[Future[Any], tuple[str, str]] = {}
 
     def go(self) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         import threading
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         # start the workers (the forkserver's start blocks for a moment) while this thread plans slide 1
         starter = threading.Thread(target=lambda: [self.pool.submit(_warm_up) for _ in range(self.workers)])
@@ -790,7 +899,7 @@ def _slide_ids(paths: list[Path]) -> list[str]:
             name = p.stem if p.suffix and not p.is_dir() else p.name
         ids.append(name)
     seen: dict[str, Path] = {}
-    for sid, p in zip(ids, paths):
+    for sid, p in zip(ids, paths, strict=False):
         if sid in seen and seen[sid] != p:
             raise ConfigError(
                 f"two slides share the id {sid!r} ({seen[sid]} and {p})",

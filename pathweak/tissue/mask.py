@@ -50,9 +50,7 @@ class TissueMask:
         h, w = self.mask.shape
         fx0, fx1 = np.clip(np.asarray(x0) / sx, 0, w), np.clip(np.asarray(x1) / sx, 0, w)
         fy0, fy1 = np.clip(np.asarray(y0) / sy, 0, h), np.clip(np.asarray(y1) / sy, 0, h)
-        total = (
-            self._area(fx1, fy1) - self._area(fx0, fy1) - self._area(fx1, fy0) + self._area(fx0, fy0)
-        )
+        total = self._area(fx1, fy1) - self._area(fx0, fy1) - self._area(fx1, fy0) + self._area(fx0, fy0)
         box = (np.asarray(x1) - np.asarray(x0)) / sx * (np.asarray(y1) - np.asarray(y0)) / sy
         return np.clip(np.where(box > 0, total / np.maximum(box, 1e-12), 0.0), 0.0, 1.0)
 
@@ -68,7 +66,9 @@ class TissueMask:
         return a00 * (1 - tx) * (1 - ty) + a01 * tx * (1 - ty) + a10 * (1 - tx) * ty + a11 * tx * ty
 
 
-def clean_mask(mask: np.ndarray, px_um: float, closing_um: float, min_area_um2: float, max_hole_area_um2: float) -> np.ndarray:
+def clean_mask(
+    mask: np.ndarray, px_um: float, closing_um: float, min_area_um2: float, max_hole_area_um2: float
+) -> np.ndarray:
     """Morphological clean-up at a mask resolution of ``px_um`` microns per pixel: closing (joins
     fragments), removal of objects smaller than ``min_area_um2`` and filling of holes smaller than
     ``max_hole_area_um2``."""

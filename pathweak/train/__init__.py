@@ -9,10 +9,22 @@ packaged model. See docs/training.md.
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "config", "read_labels": "labels", "LabelTable": "labels", "make_folds": "splits", "Fold": "splits",
-    "fit_head": "fit", "FitResult": "fit", "train_cohort": "run", "TrainRun": "run", "predict_slides": "predict",
-    "load_model": "package", "load_models": "package", "save_model": "package", "PackagedModel": "package",
-    "predict_bag": "infer", "BagPrediction": "infer",
+    "TrainConfig": "config",
+    "read_labels": "labels",
+    "LabelTable": "labels",
+    "make_folds": "splits",
+    "Fold": "splits",
+    "fit_head": "fit",
+    "FitResult": "fit",
+    "train_cohort": "run",
+    "TrainRun": "run",
+    "predict_slides": "predict",
+    "load_model": "package",
+    "load_models": "package",
+    "save_model": "package",
+    "PackagedModel": "package",
+    "predict_bag": "infer",
+    "BagPrediction": "infer",
 }
 
 __all__ = sorted(_EXPORTS)

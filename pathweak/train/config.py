@@ -65,7 +65,9 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
         if self.folds < 2:
-            raise ConfigError(f"cross-validation needs at least 2 folds, got {self.folds}", fix="pass --folds 3 or more")
+            raise ConfigError(
+                f"cross-validation needs at least 2 folds, got {self.folds}", fix="pass --folds 3 or more"
+            )
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val fraction must be in (0, 1), got {self.val_fraction}")
         if not self.seeds:
@@ -77,12 +79,16 @@ class TrainConfig:
         if self.survival_loss not in SURVIVAL_LOSSES:
             raise ConfigError(f"unknown survival loss {self.survival_loss!r}", fix="use cox or discrete")
         if self.survival_bins < 2:
-            raise ConfigError(f"the discrete-time survival loss needs at least 2 time bins, got {self.survival_bins}",
-                              fix="pass e.g. --survival-bins 4")
+            raise ConfigError(
+                f"the discrete-time survival loss needs at least 2 time bins, got {self.survival_bins}",
+                fix="pass e.g. --survival-bins 4",
+            )
         if self.eval_times is not None:
             times = tuple(float(t) for t in self.eval_times)
             if not times or any(t <= 0 for t in times):
-                raise ConfigError(f"evaluation times must be positive, got {self.eval_times}", fix="e.g. --eval-times 12,24")
+                raise ConfigError(
+                    f"evaluation times must be positive, got {self.eval_times}", fix="e.g. --eval-times 12,24"
+                )
             object.__setattr__(self, "eval_times", times)
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if self.classes is not None:

@@ -50,8 +50,9 @@ def rank_trainer_options(find_unused_parameters: bool = True) -> dict[str, Any]:
     from lightning.pytorch.strategies import DDPStrategy
 
     cuda = _RANK["device"].startswith("cuda")
-    strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo",
-                           find_unused_parameters=find_unused_parameters)
+    strategy = DDPStrategy(
+        process_group_backend="nccl" if cuda else "gloo", find_unused_parameters=find_unused_parameters
+    )
     return {"accelerator": "gpu" if cuda else "cpu", "devices": _RANK["world"], "strategy": strategy}
 
 
@@ -67,8 +68,10 @@ def rank_devices(world: int) -> list[str]:
     if not torch.cuda.is_available():
         return ["cpu"] * world
     if torch.cuda.device_count() < world:
-        raise ConfigError(f"--devices {world} asks for more GPUs than the {torch.cuda.device_count()} present",
-                          fix=f"pass --devices {torch.cuda.device_count()}")
+        raise ConfigError(
+            f"--devices {world} asks for more GPUs than the {torch.cuda.device_count()} present",
+            fix=f"pass --devices {torch.cuda.device_count()}",
+        )
     return [f"cuda:{r}" for r in range(world)]
 
 
@@ -80,16 +83,29 @@ def run_ranks(fn: Any, args: tuple, devices: list[str]) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="pathweak-ddp-") as tmp:
         result = Path(tmp) / "rank0.pt"
-        mp.start_processes(_rank_main, args=(len(devices), _free_port(), devices, fn, args, str(result)),
-                           nprocs=len(devices), start_method="spawn", join=True)
+        mp.start_processes(
+            _rank_main,
+            args=(len(devices), _free_port(), devices, fn, args, str(result)),
+            nprocs=len(devices),
+            start_method="spawn",
+            join=True,
+        )
         return torch.load(result, map_location="cpu", weights_only=False)
 
 
 def _rank_main(rank: int, world: int, port: int, devices: list[str], fn: Any, args: tuple, result: str) -> None:
     import torch
 
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
-                       "LOCAL_RANK": str(rank), "NODE_RANK": "0", "GROUP_RANK": "0"})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "NODE_RANK": "0",
+            "GROUP_RANK": "0",
+        }
+    )
     for key in ("SLURM_NTASKS", "SLURM_JOB_NAME"):  # not a SLURM job step of its own
         os.environ.pop(key, None)
     _RANK.update(world=world, device=devices[rank], rank=rank)

@@ -29,26 +29,41 @@ def survival_columns(df: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     for name, text in (("time", time_text), ("event", event_text)):
         empty = [i for i, v in enumerate(text) if v == "" or v.lower() in ("na", "nan", "none", "null")]
         if empty:
-            raise LabelsError(f"{_rows(empty)} {'has' if len(empty) == 1 else 'have'} no {name} (missing value)", path=path,
-                              fix=f"fill in the {name} of every slide (event 1 = event observed, 0 = censored) or remove the rows")
+            raise LabelsError(
+                f"{_rows(empty)} {'has' if len(empty) == 1 else 'have'} no {name} (missing value)",
+                path=path,
+                fix=f"fill in the {name} of every slide (event 1 = event observed, 0 = censored) or remove the rows",
+            )
     times = _numbers(time_text)
     bad = np.nonzero(~np.isfinite(times))[0]
     if len(bad):
-        raise LabelsError(f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} time {time_text[bad[0]]!r}, not a number",
-                          path=path, fix="write follow-up times as numbers (e.g. months)")
+        raise LabelsError(
+            f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} time {time_text[bad[0]]!r}, not a number",
+            path=path,
+            fix="write follow-up times as numbers (e.g. months)",
+        )
     neg = np.nonzero(times < 0)[0]
     if len(neg):
-        raise LabelsError(f"{_rows(neg)} {'has a' if len(neg) == 1 else 'have'} negative time ({time_text[neg[0]]})",
-                          path=path, fix="times are follow-up durations from diagnosis: 0 or more")
+        raise LabelsError(
+            f"{_rows(neg)} {'has a' if len(neg) == 1 else 'have'} negative time ({time_text[neg[0]]})",
+            path=path,
+            fix="times are follow-up durations from diagnosis: 0 or more",
+        )
     bad_events = [i for i, v in enumerate(event_text) if v not in TRUE_EVENTS]
     if bad_events:
-        raise LabelsError(f"{_rows(bad_events)} {'has' if len(bad_events) == 1 else 'have'} event "
-                          f"{event_text[bad_events[0]]!r}, not 0 or 1", path=path,
-                          fix="write event as 1 (event observed) or 0 (censored)")
+        raise LabelsError(
+            f"{_rows(bad_events)} {'has' if len(bad_events) == 1 else 'have'} event "
+            f"{event_text[bad_events[0]]!r}, not 0 or 1",
+            path=path,
+            fix="write event as 1 (event observed) or 0 (censored)",
+        )
     events = np.array([TRUE_EVENTS[v] for v in event_text], np.int64)
     if not events.any():
-        raise LabelsError("no slide has an event (every event is 0)", path=path,
-                          fix="survival models need observed events (event = 1) among the slides")
+        raise LabelsError(
+            "no slide has an event (every event is 0)",
+            path=path,
+            fix="survival models need observed events (event = 1) among the slides",
+        )
     return times, events
 
 
@@ -57,13 +72,19 @@ def proportion_column(labels: list[str], path: Path) -> np.ndarray:
     values = _numbers(labels)
     bad = np.nonzero(~np.isfinite(values))[0]
     if len(bad):
-        raise LabelsError(f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} label {labels[bad[0]]!r}, not a number",
-                          path=path, fix="a proportion label is the share of the slide's positive tiles, in [0, 1]")
+        raise LabelsError(
+            f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} label {labels[bad[0]]!r}, not a number",
+            path=path,
+            fix="a proportion label is the share of the slide's positive tiles, in [0, 1]",
+        )
     out = np.nonzero((values < 0) | (values > 1))[0]
     if len(out):
         pct = " (percentages? divide by 100)" if np.all(values[out] <= 100) and np.all(values >= 0) else ""
-        raise LabelsError(f"{_rows(out)} {'has' if len(out) == 1 else 'have'} label {labels[out[0]]}, outside [0, 1]{pct}",
-                          path=path, fix="write the share of positive tiles as a number from 0 to 1")
+        raise LabelsError(
+            f"{_rows(out)} {'has' if len(out) == 1 else 'have'} label {labels[out[0]]}, outside [0, 1]{pct}",
+            path=path,
+            fix="write the share of positive tiles as a number from 0 to 1",
+        )
     return values
 
 

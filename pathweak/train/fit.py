@@ -33,8 +33,16 @@ class FitResult:
     time_bins: list[float] | None = None  # survival, discrete-time loss: inner bin edges
 
 
-def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, *, log_dir: Path | None = None,
-             advance: Any = None) -> FitResult:
+def fit_head(
+    bank: Any,
+    table: LabelTable,
+    fold: Fold,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    log_dir: Path | None = None,
+    advance: Any = None,
+) -> FitResult:
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
     With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
     import lightning as L
@@ -43,7 +51,6 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
 
     from .._lightning import quiet_lightning
     from .ddp import trainer_options, world_size
-
     from .module import EpochProgress, KeepBest, MILModule, bag_loader, resolve_precision
 
     if world_size(getattr(cfg, "devices", 1)) > 1:
@@ -56,30 +63,55 @@ def fit_head(bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: i
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
     if table.task in ("survival", "proportion") and head.tracks_instances:
-        raise ConfigError(f"the {cfg.head} head learns from class pseudo-labels: it cannot train a {table.task} task",
-                          fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)")
+        raise ConfigError(
+            f"the {cfg.head} head learns from class pseudo-labels: it cannot train a {table.task} task",
+            fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)",
+        )
     module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
     keep = KeepBest()
     callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience, mode="min"), keep]
     if advance is not None:
         callbacks.append(EpochProgress(advance))
-    logger: Any = CSVLogger(str(log_dir.parent), name=log_dir.name, version=f"seed{seed}_fold{fold.index}") if log_dir else False
+    logger: Any = (
+        CSVLogger(str(log_dir.parent), name=log_dir.name, version=f"seed{seed}_fold{fold.index}") if log_dir else False
+    )
     with quiet_lightning():
         trainer = L.Trainer(
-            **trainer_options(bank.device), precision=resolve_precision(cfg.precision, bank.device),
-            max_epochs=cfg.max_epochs, min_epochs=cfg.min_epochs, callbacks=callbacks, logger=logger,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            log_every_n_steps=1, default_root_dir=str(log_dir) if log_dir else None,
+            **trainer_options(bank.device),
+            precision=resolve_precision(cfg.precision, bank.device),
+            max_epochs=cfg.max_epochs,
+            min_epochs=cfg.min_epochs,
+            callbacks=callbacks,
+            logger=logger,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+            default_root_dir=str(log_dir) if log_dir else None,
         )
-        trainer.fit(module, bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed),
-                    bag_loader(bank, fold.val, targets, cfg.step_bags))
+        trainer.fit(
+            module,
+            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed),
+            bag_loader(bank, fold.val, targets, cfg.step_bags),
+        )
     keep.restore(module)
     epochs = int(trainer.current_epoch)
     if advance is not None and epochs < cfg.max_epochs:
         advance(cfg.max_epochs - epochs)  # early stop: skip the bar to this fit's end
     head = module.head.to(bank.device).eval()
-    return FitResult(head, seed, fold.index, keep.epoch, epochs, keep.best, scale, time.perf_counter() - started,
-                     module.history, None if edges is None else [float(e) for e in edges])
+    return FitResult(
+        head,
+        seed,
+        fold.index,
+        keep.epoch,
+        epochs,
+        keep.best,
+        scale,
+        time.perf_counter() - started,
+        module.history,
+        None if edges is None else [float(e) for e in edges],
+    )
 
 
 def head_outputs(table: LabelTable, cfg: TrainConfig) -> int:
@@ -98,8 +130,9 @@ def survival_edges(table: LabelTable, train_rows: np.ndarray, cfg: TrainConfig) 
     return time_bins(table.times[train_rows], table.events[train_rows], cfg.survival_bins)  # type: ignore[index]
 
 
-def training_targets(table: LabelTable, train_rows: np.ndarray,
-                     edges: np.ndarray | None = None) -> tuple[torch.Tensor, tuple[float, float] | None]:
+def training_targets(
+    table: LabelTable, train_rows: np.ndarray, edges: np.ndarray | None = None
+) -> tuple[torch.Tensor, tuple[float, float] | None]:
     """Targets of every row as a tensor: class indices; (time, event, time bin) rows for survival; the
     share for proportion; or the regression target standardised with the training rows' mean and standard
     deviation (returned as the scale to undo it)."""
@@ -125,22 +158,28 @@ def class_weights(table: LabelTable, train_rows: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(w, dtype=torch.float32)
 
 
-def fit_distributed(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None,
-                    advance: Any = None) -> Any:
+def fit_distributed(
+    bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None, advance: Any = None
+) -> Any:
     """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
     from .ddp import rank_devices, run_ranks, world_size
 
     world = world_size(cfg.devices)
     if not bank.resident:
-        raise ConfigError("training on several devices needs the cohort resident in memory (not streamed)",
-                          fix="pass --devices 1, or --stream no with a cohort that fits")
+        raise ConfigError(
+            "training on several devices needs the cohort resident in memory (not streamed)",
+            fix="pass --devices 1, or --stream no with a cohort that fits",
+        )
     head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
     if head.tracks_instances:
-        raise ConfigError(f"head {cfg.head} keeps per-tile state across epochs and trains on one device",
-                          fix="pass --devices 1")
+        raise ConfigError(
+            f"head {cfg.head} keeps per-tile state across epochs and trains on one device", fix="pass --devices 1"
+        )
     if table.task == "survival" and cfg.survival_loss == "cox":
-        raise ConfigError("the Cox loss ranks the bags of one step against each other, and each device would see only "
-                          "its own bags", fix="pass --devices 1, or --survival-loss discrete for several devices")
+        raise ConfigError(
+            "the Cox loss ranks the bags of one step against each other, and each device would see only its own bags",
+            fix="pass --devices 1, or --survival-loss discrete for several devices",
+        )
     cuda = bank.device.type == "cuda"
     if cuda:
         rank_devices(world)  # enough GPUs?
@@ -161,6 +200,8 @@ def _fit_rank(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, log_dir: Pa
         bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing
     fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
     state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
-    fields = {k: getattr(fit, k) for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale",
-                                           "seconds", "history")}
+    fields = {
+        k: getattr(fit, k)
+        for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale", "seconds", "history")
+    }
     return {"state": state, **fields}

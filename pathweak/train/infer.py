@@ -25,8 +25,13 @@ class BagPrediction:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def predict_bag(head: MILHead, x: torch.Tensor, grid: torch.Tensor | None, task: str,
-                target_scale: tuple[float, float] | None = None) -> BagPrediction:
+def predict_bag(
+    head: MILHead,
+    x: torch.Tensor,
+    grid: torch.Tensor | None,
+    task: str,
+    target_scale: tuple[float, float] | None = None,
+) -> BagPrediction:
     """Run ``head`` on one bag (features (N, D) on the head's device)."""
     head.eval()
     with torch.inference_mode():
@@ -51,8 +56,17 @@ def predict_bag(head: MILHead, x: torch.Tensor, grid: torch.Tensor | None, task:
     return BagPrediction(slide.cpu().numpy(), inst.cpu().numpy(), attn, extra)
 
 
-def predict_rows(head: MILHead, bank: object, rows: np.ndarray, task: str,
-                 target_scale: tuple[float, float] | None = None) -> np.ndarray:
+def predict_rows(
+    head: MILHead, bank: object, rows: np.ndarray, task: str, target_scale: tuple[float, float] | None = None
+) -> np.ndarray:
     """Slide-level outputs (len(rows), C) of bank rows."""
-    return np.stack([predict_bag(head, bank.bag(int(i)), bank.grid(int(i)), task, target_scale).slide  # type: ignore[attr-defined]
-                     for i in rows]) if len(rows) else np.zeros((0, 1 if task in ("survival", "proportion") else head.n_outputs), np.float32)
+    return (
+        np.stack(
+            [
+                predict_bag(head, bank.bag(int(i)), bank.grid(int(i)), task, target_scale).slide  # type: ignore[attr-defined]
+                for i in rows
+            ]
+        )
+        if len(rows)
+        else np.zeros((0, 1 if task in ("survival", "proportion") else head.n_outputs), np.float32)
+    )

@@ -32,8 +32,11 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray) -> Metrics:
     present = np.unique(y)
     recall = [np.mean(pred[y == c] == c) for c in present]
     f1 = [_f1(y == c, pred == c) for c in range(n_classes)]
-    return {"auc": auc, "balanced_accuracy": float(np.mean(recall)) if len(recall) else math.nan,
-            "f1": f1[1] if n_classes == 2 else float(np.mean(f1))}
+    return {
+        "auc": auc,
+        "balanced_accuracy": float(np.mean(recall)) if len(recall) else math.nan,
+        "f1": f1[1] if n_classes == 2 else float(np.mean(f1)),
+    }
 
 
 def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
@@ -98,6 +101,11 @@ def spread(values: list[Metrics]) -> dict[str, dict[str, float]]:
         v = np.array([m[name] for m in values], np.float64)
         v = v[~np.isnan(v)]
         if len(v):
-            out[name] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                         "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+            out[name] = {
+                "mean": float(v.mean()),
+                "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                "min": float(v.min()),
+                "max": float(v.max()),
+                "n": int(len(v)),
+            }
     return out

@@ -79,13 +79,15 @@ class RankSampler(torch.utils.data.Sampler[int]):
         return -(-self.n // world)
 
 
-def bag_loader(bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False,
-               seed: int = 0) -> torch.utils.data.DataLoader:
+def bag_loader(
+    bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False, seed: int = 0
+) -> torch.utils.data.DataLoader:
     """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory)."""
     targets = targets.to(bank.device)  # once, so a step moves nothing to the device
     sampler = RankSampler(len(rows), seed) if shuffle else None
-    return torch.utils.data.DataLoader(BagIndex(bank, rows, targets), batch_size=bags_per_step, sampler=sampler,
-                                       collate_fn=list, num_workers=0)
+    return torch.utils.data.DataLoader(
+        BagIndex(bank, rows, targets), batch_size=bags_per_step, sampler=sampler, collate_fn=list, num_workers=0
+    )
 
 
 def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
@@ -113,8 +115,15 @@ def head_input(x: torch.Tensor) -> torch.Tensor:
 class MILModule(L.LightningModule):
     """Trains ``head`` with AdamW on bags; logs ``train_loss`` and ``val_loss`` once per epoch."""
 
-    def __init__(self, head: MILHead, task: str, class_weights: torch.Tensor | None = None, lr: float = 2e-4,
-                 weight_decay: float = 1e-4, survival_loss: str = "cox"):
+    def __init__(
+        self,
+        head: MILHead,
+        task: str,
+        class_weights: torch.Tensor | None = None,
+        lr: float = 2e-4,
+        weight_decay: float = 1e-4,
+        survival_loss: str = "cox",
+    ):
         super().__init__()
         self.head = head
         self.task = task
@@ -147,14 +156,17 @@ class MILModule(L.LightningModule):
 
     def training_step(self, batch: list[Bag], batch_idx: int) -> torch.Tensor:
         if self.task in SET_TASKS:
-            loss = self.set_loss([self.streams(self.head(head_input(x), grid)) for x, grid, _, _ in batch],
-                                 torch.stack([b[2] for b in batch]))
+            loss = self.set_loss(
+                [self.streams(self.head(head_input(x), grid)) for x, grid, _, _ in batch],
+                torch.stack([b[2] for b in batch]),
+            )
             self._train_losses.append(loss.detach())
             return loss
         track = self.head.tracks_instances
-        losses = [self.head.loss(self.head(head_input(x), grid, y, **({"bag_id": i} if track else {})), y,
-                                 self.criterion)
-                  for x, grid, y, i in batch]
+        losses = [
+            self.head.loss(self.head(head_input(x), grid, y, **({"bag_id": i} if track else {})), y, self.criterion)
+            for x, grid, y, i in batch
+        ]
         loss = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
         self._train_losses.append(loss.detach())
         return loss
@@ -220,7 +232,7 @@ class EpochProgress(L.Callback):
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bf16 mixed precision on a CUDA device that supports it (else fp16 mixed), fp32 on the CPU."""
+    """ "auto": bf16 mixed precision on a CUDA device that supports it (else fp16 mixed), fp32 on the CPU."""
     if precision != "auto":
         return precision
     if device.type == "cuda":

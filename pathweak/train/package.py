@@ -59,8 +59,16 @@ class PackagedModel:
         return predict_bag(self.head, x, grid, self.task, self.target_scale)
 
 
-def save_model(folder: str | Path, head: MILHead, *, task: str, classes: list[str] | None, encoder: dict[str, Any],
-               target_scale: tuple[float, float] | None = None, training: dict[str, Any] | None = None) -> Path:
+def save_model(
+    folder: str | Path,
+    head: MILHead,
+    *,
+    task: str,
+    classes: list[str] | None,
+    encoder: dict[str, Any],
+    target_scale: tuple[float, float] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/model.json`` (the folder appears atomically)."""
     from safetensors.torch import save_file
 
@@ -104,12 +112,18 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Packag
         folder = folder.parent
     meta_path, weights = folder / "model.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights.is_file():
-        raise ConfigError("not a packaged model (model.json and model.safetensors expected)", path=folder,
-                          fix="pass a model folder written by `pathweak train` (OUT/models/<seed_fold>) or the run folder")
+        raise ConfigError(
+            "not a packaged model (model.json and model.safetensors expected)",
+            path=folder,
+            fix="pass a model folder written by `pathweak train` (OUT/models/<seed_fold>) or the run folder",
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
-        raise ConfigError(f"model format {meta.get('format')!r} is not {FORMAT}", path=meta_path,
-                          fix="re-train the model with this version of pathweak")
+        raise ConfigError(
+            f"model format {meta.get('format')!r} is not {FORMAT}",
+            path=meta_path,
+            fix="re-train the model with this version of pathweak",
+        )
     head = create_head(meta["head"], int(meta["feature_dim"]), int(meta["n_outputs"]), **meta.get("head_options", {}))
     head.load_state_dict(load_file(str(weights)))
     return PackagedModel(head.to(device).eval(), meta, folder)
@@ -122,13 +136,19 @@ def load_models(path: str | Path, device: torch.device | str = "cpu") -> list[Pa
         return [load_model(path, device)]
     folders = sorted(p.parent for p in path.glob("models/*/model.json"))
     if not folders:
-        raise ConfigError("no packaged model here", path=path,
-                          fix="pass a training run folder (from `pathweak train`) or one of its models/<seed_fold> folders")
+        raise ConfigError(
+            "no packaged model here",
+            path=path,
+            fix="pass a training run folder (from `pathweak train`) or one of its models/<seed_fold> folders",
+        )
     models = [load_model(f, device) for f in folders]
     keys = {(m.task, tuple(m.classes or []), m.encoder_id, m.head.in_dim) for m in models}
     if len(keys) > 1:
-        raise ConfigError("the models in this run disagree on task, classes, encoder or feature size", path=path,
-                          fix="pass a single model folder")
+        raise ConfigError(
+            "the models in this run disagree on task, classes, encoder or feature size",
+            path=path,
+            fix="pass a single model folder",
+        )
     return models
 
 

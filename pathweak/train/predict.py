@@ -36,8 +36,15 @@ class SlidePrediction:
     predicted: str | None
 
 
-def predict_slides(model: str | Path, features: list[str | Path], out_dir: str | Path | None = None, *,
-                   name: str | None = None, device: str = "auto", progress: bool = True) -> list[SlidePrediction]:
+def predict_slides(
+    model: str | Path,
+    features: list[str | Path],
+    out_dir: str | Path | None = None,
+    *,
+    name: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[SlidePrediction]:
     """Predict every FeatureStore in ``features`` with ``model`` (a model folder or a training run).
     ``out_dir`` overrides the folder that receives ``results/<name>/``; ``name`` the model id used there."""
     import torch
@@ -52,10 +59,15 @@ def predict_slides(model: str | Path, features: list[str | Path], out_dir: str |
     stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
     for s in stores:
         if s.encoder_id != first.encoder_id:
-            raise ConfigError(f"the features come from encoder {s.encoder_id}, the model was trained on {first.encoder_id}",
-                              path=s.path, fix="extract features with the model's encoder (see model.json: encoder)")
+            raise ConfigError(
+                f"the features come from encoder {s.encoder_id}, the model was trained on {first.encoder_id}",
+                path=s.path,
+                fix="extract features with the model's encoder (see model.json: encoder)",
+            )
         if s.embed_dim != first.head.in_dim:
-            raise ConfigError(f"features have {s.embed_dim} dimensions, the model expects {first.head.in_dim}", path=s.path)
+            raise ConfigError(
+                f"features have {s.embed_dim} dimensions, the model expects {first.head.in_dim}", path=s.path
+            )
     name = name or _model_name(Path(model), models)
     rows_by_root: dict[Path, list[dict[str, Any]]] = {}
     results = []
@@ -67,17 +79,39 @@ def predict_slides(model: str | Path, features: list[str | Path], out_dir: str |
             root = Path(out_dir) if out_dir is not None else default_root(store.path)
             path = root / "results" / name / f"{store.slide_id}.zarr"
             columns = score_columns(first.classes, first.task)
-            slide_scores = {c: float(v) for c, v in zip(columns, slide)}
+            slide_scores = {c: float(v) for c, v in zip(columns, slide, strict=False)}
             predicted = None if first.classes is None else first.classes[int(np.argmax(slide))]
-            attrs = {"model": {"model_id": name, "head": first.meta["head"], "task": first.task, "classes": first.classes,
-                               "members": [m.model_id for m in models], "encoder_id": first.encoder_id},
-                     "feature_store": str(store.path.resolve()), "slide_scores": slide_scores, "predicted": predicted}
+            attrs = {
+                "model": {
+                    "model_id": name,
+                    "head": first.meta["head"],
+                    "task": first.task,
+                    "classes": first.classes,
+                    "members": [m.model_id for m in models],
+                    "encoder_id": first.encoder_id,
+                },
+                "feature_store": str(store.path.resolve()),
+                "slide_scores": slide_scores,
+                "predicted": predicted,
+            }
             if "tokens" in store.attrs:  # rows are tokens inside tiles: exports draw boxes of this level-0 size
                 attrs["extent"] = store.attrs["tokens"]["extent"]
-            write_results(path, store.coords, tile_scores, tile_store=store.attrs["tile_store"]["path"],
-                          slide_id=store.slide_id, attrs=attrs)
-            rows_by_root.setdefault(root, []).append({"slide_id": store.slide_id, "model": name, **slide_scores,
-                                                      **({"predicted": predicted} if predicted else {})})
+            write_results(
+                path,
+                store.coords,
+                tile_scores,
+                tile_store=store.attrs["tile_store"]["path"],
+                slide_id=store.slide_id,
+                attrs=attrs,
+            )
+            rows_by_root.setdefault(root, []).append(
+                {
+                    "slide_id": store.slide_id,
+                    "model": name,
+                    **slide_scores,
+                    **({"predicted": predicted} if predicted else {}),
+                }
+            )
             results.append(SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted))
             advance(1)
     for root, rows in rows_by_root.items():

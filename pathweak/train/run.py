@@ -44,8 +44,15 @@ class TrainRun:
     predictions: Any = field(default=None, repr=False)  # pandas DataFrame
 
 
-def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None,
-                 *, progress: bool = True, bank: Any = None) -> TrainRun:
+def train_cohort(
+    features: list[str | Path],
+    labels: str | Path,
+    out_dir: str | Path,
+    cfg: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    bank: Any = None,
+) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
     ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's."""
@@ -60,8 +67,9 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
         stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
         table = read_labels(labels, [s.slide_id for s in stores], cfg.task, cfg.classes)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
-        bank = load_feature_bank(stores, slide_ids=table.slide_ids, device=cfg.device, dtype=cfg.dtype, stream=cfg.stream,
-                                 progress=progress)
+        bank = load_feature_bank(
+            stores, slide_ids=table.slide_ids, device=cfg.device, dtype=cfg.dtype, stream=cfg.stream, progress=progress
+        )
     else:
         table = read_labels(labels, list(bank.slide_ids), cfg.task, cfg.classes)
         if table.slide_ids != list(bank.slide_ids):
@@ -87,7 +95,9 @@ def train_cohort(features: list[str | Path], labels: str | Path, out_dir: str | 
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
         if getattr(bank, "paths", None) is not None:  # where each slide's features are (for `pathweak report`)
-            summary["feature_stores"] = {sid: str(Path(p).resolve()) for sid, p in zip(bank.slide_ids, bank.paths)}
+            summary["feature_stores"] = {
+                sid: str(Path(p).resolve()) for sid, p in zip(bank.slide_ids, bank.paths, strict=False)
+            }
         (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
         lifecycle.commit(tmp, out, marker="run.json", what="a training run")
     except BaseException:
@@ -123,22 +133,45 @@ def _save_fold(tmp: Path, fit: FitResult, bank: Any, table: LabelTable, fold: Fo
 
     name = f"seed{fit.seed}_fold{fold.index}"
     training = {
-        "seed": fit.seed, "fold": fold.index, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
-        "best_val_loss": fit.best_val_loss, "n_train": len(fold.train), "n_val": len(fold.val), "n_test": len(fold.test),
-        "labels": str(table.path.resolve()), "config": asdict(cfg), "seconds": round(fit.seconds, 2),
+        "seed": fit.seed,
+        "fold": fold.index,
+        "best_epoch": fit.best_epoch,
+        "epochs": fit.epochs,
+        "best_val_loss": fit.best_val_loss,
+        "n_train": len(fold.train),
+        "n_val": len(fold.val),
+        "n_test": len(fold.test),
+        "labels": str(table.path.resolve()),
+        "config": asdict(cfg),
+        "seconds": round(fit.seconds, 2),
         "versions": _provenance.versions("torch", "lightning"),
-        **({"survival": {"loss": cfg.survival_loss, "time_bins": fit.time_bins, "risk": _RISK[cfg.survival_loss]}}
-           if table.task == "survival" else {}),
+        **(
+            {"survival": {"loss": cfg.survival_loss, "time_bins": fit.time_bins, "risk": _RISK[cfg.survival_loss]}}
+            if table.task == "survival"
+            else {}
+        ),
     }
-    folder = save_model(tmp / "models" / name, fit.head, task=table.task, classes=table.classes, encoder=bank.encoder,
-                        target_scale=fit.target_scale, training=training)
+    folder = save_model(
+        tmp / "models" / name,
+        fit.head,
+        task=table.task,
+        classes=table.classes,
+        encoder=bank.encoder,
+        target_scale=fit.target_scale,
+        training=training,
+    )
     model_id = json.loads((folder / "model.json").read_text())["model_id"]
     out = predict_rows(fit.head, bank, fold.test, table.task, fit.target_scale)
     rows = fold.test
-    frame = pd.DataFrame({
-        "slide_id": [table.slide_ids[i] for i in rows], "patient_id": [table.patient_ids[i] for i in rows],
-        "seed": fit.seed, "fold": fold.index, "model": model_id,
-    })
+    frame = pd.DataFrame(
+        {
+            "slide_id": [table.slide_ids[i] for i in rows],
+            "patient_id": [table.patient_ids[i] for i in rows],
+            "seed": fit.seed,
+            "fold": fold.index,
+            "model": model_id,
+        }
+    )
     for j, col in enumerate(score_columns(table.classes, table.task)):
         frame[col] = out[:, j] if len(rows) else []
     if table.classes is not None:
@@ -190,8 +223,15 @@ def _y_scores(table: LabelTable, frame: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, frame[score_columns(table.classes, table.task)].to_numpy(np.float64)
 
 
-def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[FitResult], predictions: Any,
-             bank: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _summary(
+    cfg: TrainConfig,
+    table: LabelTable,
+    folds: list[Fold],
+    fits: list[FitResult],
+    predictions: Any,
+    bank: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
     metric_fn = metric_function(table, cfg)
     per_seed: dict[str, Any] = {}
     for seed in cfg.seeds:
@@ -200,13 +240,22 @@ def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[
         fold_rows = []
         for fit in (f for f in fits if f.seed == seed):
             part = frame[frame["fold"] == fit.fold]
-            fold_rows.append({"fold": fit.fold, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
-                              "best_val_loss": fit.best_val_loss, "seconds": round(fit.seconds, 2),
-                              "metrics": evaluate(table, part, cfg) if len(part) else {}, "history": fit.history})
+            fold_rows.append(
+                {
+                    "fold": fit.fold,
+                    "best_epoch": fit.best_epoch,
+                    "epochs": fit.epochs,
+                    "best_val_loss": fit.best_val_loss,
+                    "seconds": round(fit.seconds, 2),
+                    "metrics": evaluate(table, part, cfg) if len(part) else {},
+                    "history": fit.history,
+                }
+            )
         per_seed[str(seed)] = {
             "metrics": metric_fn(y, scores),
             "ci95": bootstrap_ci(metric_fn, y, scores, frame["patient_id"].to_numpy(), n=cfg.bootstrap, seed=seed)
-            if cfg.bootstrap else {},
+            if cfg.bootstrap
+            else {},
             "fold_spread": spread([r["metrics"] for r in fold_rows if r["metrics"]]),
             "folds": fold_rows,
         }
@@ -221,21 +270,41 @@ def _summary(cfg: TrainConfig, table: LabelTable, folds: list[Fold], fits: list[
         "task": table.task,
         "classes": table.classes,
         "positive_class": table.classes[-1] if table.classes and len(table.classes) == 2 else None,
-        "labels": {"path": str(table.path.resolve()), "slides": len(table), "patients": len(set(table.patient_ids)),
-                   "class_counts": counts},
+        "labels": {
+            "path": str(table.path.resolve()),
+            "slides": len(table),
+            "patients": len(set(table.patient_ids)),
+            "class_counts": counts,
+        },
         "features": bank,
-        "splits": {"source": "split column" if table.split is not None else f"{len(folds)}-fold stratified by patient",
-                   "split_seed": cfg.split_seed,
-                   "sizes": [{"fold": f.index, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds]},
+        "splits": {
+            "source": "split column" if table.split is not None else f"{len(folds)}-fold stratified by patient",
+            "split_seed": cfg.split_seed,
+            "sizes": [{"fold": f.index, "train": len(f.train), "val": len(f.val), "test": len(f.test)} for f in folds],
+        },
         "metrics": spread([per_seed[str(s)]["metrics"] for s in cfg.seeds]),
-        **({"survival": {"loss": cfg.survival_loss, "risk": _RISK[cfg.survival_loss], "bags_per_step": cfg.step_bags,
-                         "eval_times": list(eval_times(table, cfg)),
-                         "library": "torchsurv (Cox loss), scikit-survival (metrics)"}} if table.task == "survival" else {}),
+        **(
+            {
+                "survival": {
+                    "loss": cfg.survival_loss,
+                    "risk": _RISK[cfg.survival_loss],
+                    "bags_per_step": cfg.step_bags,
+                    "eval_times": list(eval_times(table, cfg)),
+                    "library": "torchsurv (Cox loss), scikit-survival (metrics)",
+                }
+            }
+            if table.task == "survival"
+            else {}
+        ),
         "seeds": per_seed,
         "config": asdict(cfg),
         "seconds": round(seconds, 1),
-        "versions": _provenance.versions("torch", "lightning", "scikit-learn",
-                                         *(("torchsurv", "scikit-survival") if table.task == "survival" else ())),
+        "versions": _provenance.versions(
+            "torch",
+            "lightning",
+            "scikit-learn",
+            *(("torchsurv", "scikit-survival") if table.task == "survival" else ()),
+        ),
     }
 
 

@@ -45,8 +45,11 @@ def make_folds(table: LabelTable, folds: int = 5, seed: int = 0, val_fraction: f
 
         n_patients = len(set(table.patient_ids))
         if n_patients < folds:
-            raise LabelsError(f"{n_patients} patients cannot fill {folds} folds", path=table.path,
-                              fix=f"pass --folds {max(2, n_patients)} or fewer, or label more patients")
+            raise LabelsError(
+                f"{n_patients} patients cannot fill {folds} folds",
+                path=table.path,
+                fix=f"pass --folds {max(2, n_patients)} or fewer, or label more patients",
+            )
         _check_class_patients(table, folds, "--folds")
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         out = []
@@ -67,28 +70,41 @@ def check_folds(folds: list[Fold], table: LabelTable) -> None:
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
             shared = sides[a] & sides[b]
             if shared:
-                raise LabelsError(f"patient {sorted(shared)[0]!r} has slides in both {a} and {b} (fold {f.index})",
-                                  path=table.path, fix="put all slides of a patient in the same split")
+                raise LabelsError(
+                    f"patient {sorted(shared)[0]!r} has slides in both {a} and {b} (fold {f.index})",
+                    path=table.path,
+                    fix="put all slides of a patient in the same split",
+                )
         if not len(f.train) or not len(f.val):
-            raise LabelsError(f"fold {f.index} has no {'training' if not len(f.train) else 'validation'} slides",
-                              path=table.path, fix="label more patients or use fewer folds")
+            raise LabelsError(
+                f"fold {f.index} has no {'training' if not len(f.train) else 'validation'} slides",
+                path=table.path,
+                fix="label more patients or use fewer folds",
+            )
         for p in sides["test"]:
             if p in seen_test:
-                raise LabelsError(f"patient {p!r} is in the test sets of folds {seen_test[p]} and {f.index}",
-                                  path=table.path, fix="put all slides of a patient in the same fold")
+                raise LabelsError(
+                    f"patient {p!r} is in the test sets of folds {seen_test[p]} and {f.index}",
+                    path=table.path,
+                    fix="put all slides of a patient in the same fold",
+                )
             seen_test[p] = f.index
 
 
-def _carve(rows: np.ndarray, strata: np.ndarray, patients: np.ndarray, fraction: float, seed: int,
-           table: LabelTable) -> tuple[np.ndarray, np.ndarray]:
+def _carve(
+    rows: np.ndarray, strata: np.ndarray, patients: np.ndarray, fraction: float, seed: int, table: LabelTable
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``rows`` into (train, val) by patient, stratified, with about ``fraction`` in val."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_splits = max(2, int(round(1 / fraction)))
     n_patients = len(set(patients[rows]))
     if n_patients < 2:
-        raise LabelsError("too few training patients to hold some out for validation", path=table.path,
-                          fix="label more patients, or give val slides in the split column")
+        raise LabelsError(
+            "too few training patients to hold some out for validation",
+            path=table.path,
+            fix="label more patients, or give val slides in the split column",
+        )
     per_class = np.bincount(strata[rows])
     n_splits = max(2, min(n_splits, n_patients, int(per_class.max())))
     import warnings
@@ -121,8 +137,11 @@ def _check_class_patients(table: LabelTable, folds: int, option: str) -> None:
     if table.task == "survival":
         n = len(set(np.asarray(table.patient_ids)[table.events == 1]))
         if n < folds:
-            raise LabelsError(f"{n} patient(s) have an event, fewer than the {folds} folds", path=table.path,
-                              fix=f"pass {option} {max(2, n)} or label more patients with events")
+            raise LabelsError(
+                f"{n} patient(s) have an event, fewer than the {folds} folds",
+                path=table.path,
+                fix=f"pass {option} {max(2, n)} or label more patients with events",
+            )
         return
     if table.classes is None:
         return
@@ -130,5 +149,8 @@ def _check_class_patients(table: LabelTable, folds: int, option: str) -> None:
     for c, name in enumerate(table.classes):
         n = len(set(patients[table.targets == c]))
         if n < folds:
-            raise LabelsError(f"class {name!r} has {n} patient(s), fewer than the {folds} folds", path=table.path,
-                              fix=f"pass {option} {max(2, n)} or label more patients of that class")
+            raise LabelsError(
+                f"class {name!r} has {n} patient(s), fewer than the {folds} folds",
+                path=table.path,
+                fix=f"pass {option} {max(2, n)} or label more patients of that class",
+            )

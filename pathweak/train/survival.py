@@ -38,8 +38,9 @@ def cox_loss(log_hz: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> t
     event = event.bool()
     if not bool(event.any()):
         return log_hz.sum() * 0.0
-    return neg_partial_log_likelihood(log_hz.float().reshape(-1), event, time.float(), ties_method="efron",
-                                      reduction="mean")
+    return neg_partial_log_likelihood(
+        log_hz.float().reshape(-1), event, time.float(), ties_method="efron", reduction="mean"
+    )
 
 
 def discrete_nll(logits: torch.Tensor, bins: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
@@ -90,8 +91,11 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     from sksurv.metrics import concordance_index_censored
 
     try:
-        return float(concordance_index_censored(np.asarray(event) > 0.5, np.asarray(time, np.float64),
-                                                np.asarray(risk, np.float64))[0])
+        return float(
+            concordance_index_censored(
+                np.asarray(event) > 0.5, np.asarray(time, np.float64), np.asarray(risk, np.float64)
+            )[0]
+        )
     except (ValueError, ZeroDivisionError):
         return math.nan
 

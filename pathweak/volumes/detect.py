@@ -12,8 +12,14 @@ from pathlib import Path
 # DICOM VL Whole Slide Microscopy Image Storage: a slide, read by OpenSlide, not a volume
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
-VOLUME_SUFFIXES = {".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage",
-                   ".mhd": "metaimage"}
+VOLUME_SUFFIXES = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+}
 
 
 def volume_suffix(path: str | Path) -> str | None:

@@ -27,23 +27,27 @@ def patch_boxes(store: TileStore) -> tuple[np.ndarray, np.ndarray]:
     return starts, extents
 
 
-def score_volume(store: TileStore, scores: np.ndarray, reduce: Literal["mean", "max"] = "mean",
-                 background: float = np.nan) -> np.ndarray:
+def score_volume(
+    store: TileStore, scores: np.ndarray, reduce: Literal["mean", "max"] = "mean", background: float = np.nan
+) -> np.ndarray:
     """Scores (N,) or (N, C) painted onto the store's grid (z, y, x[, C]) as float32; voxels covered by
     several patches get their mean (or max), voxels covered by none ``background``."""
     starts, extents = patch_boxes(store)
     values = np.asarray(scores, np.float32)
     if values.shape[:1] != (len(starts),) or values.ndim not in (1, 2):
-        raise ConfigError(f"{values.shape} scores for a store of {len(starts)} patches", path=store.path,
-                          fix="pass one score (or one row of scores) per patch, in the store's order")
+        raise ConfigError(
+            f"{values.shape} scores for a store of {len(starts)} patches",
+            path=store.path,
+            fix="pass one score (or one row of scores) per patch, in the store's order",
+        )
     if reduce not in ("mean", "max"):
         raise ConfigError(f"unknown reduction {reduce!r}", fix="use 'mean' or 'max'")
     grid = Grid.from_attrs(store.attrs["volume"]["grid"])
     channels = values.shape[1:]
     acc = np.full((*grid.shape, *channels), -np.inf if reduce == "max" else 0.0, np.float32)
     count = np.zeros(grid.shape, np.int32)
-    for start, extent, value in zip(starts, extents, values):
-        box = tuple(slice(int(s), int(s) + int(e)) for s, e in zip(start, extent))
+    for start, extent, value in zip(starts, extents, values, strict=False):
+        box = tuple(slice(int(s), int(s) + int(e)) for s, e in zip(start, extent, strict=False))
         if reduce == "max":
             np.maximum(acc[box], value, out=acc[box])
         else:
@@ -56,8 +60,13 @@ def score_volume(store: TileStore, scores: np.ndarray, reduce: Literal["mean", "
     return acc
 
 
-def scores_to_nifti(store: TileStore | str | Path, scores: np.ndarray, out_path: str | Path,
-                    reduce: Literal["mean", "max"] = "mean", background: float = np.nan) -> Path:
+def scores_to_nifti(
+    store: TileStore | str | Path,
+    scores: np.ndarray,
+    out_path: str | Path,
+    reduce: Literal["mean", "max"] = "mean",
+    background: float = np.nan,
+) -> Path:
     """Write per-patch ``scores`` of a volume store as a NIfTI heatmap with the source volume's affine.
 
     The heatmap has the source file's shape and voxel order (a 4th axis for (N, C) scores), so it
@@ -70,9 +79,17 @@ def scores_to_nifti(store: TileStore | str | Path, scores: np.ndarray, out_path:
     if not isinstance(store, TileStore):
         store = TileStore.open(store)
     out_path = Path(out_path)
-    suffix = ".nii.gz" if out_path.name.lower().endswith(".nii.gz") else ".nii" if out_path.suffix.lower() == ".nii" else None
+    suffix = (
+        ".nii.gz"
+        if out_path.name.lower().endswith(".nii.gz")
+        else ".nii"
+        if out_path.suffix.lower() == ".nii"
+        else None
+    )
     if suffix is None:
-        raise ConfigError("a NIfTI heatmap needs a .nii or .nii.gz name", path=out_path, fix="name it e.g. heatmap.nii.gz")
+        raise ConfigError(
+            "a NIfTI heatmap needs a .nii or .nii.gz name", path=out_path, fix="name it e.g. heatmap.nii.gz"
+        )
     _require_volume(store)
     on_grid = score_volume(store, scores, reduce, background)
     attrs = store.attrs["volume"]
@@ -117,8 +134,11 @@ def _to_grid(data: np.ndarray, source: Grid, target: Grid, background: float) ->
 
 def _require_volume(store: TileStore) -> None:
     if not store.is_volume:
-        raise ConfigError("not a volume TileStore (it was tiled from a slide)", path=store.path,
-                          fix="use the 2D heatmap exporters for slides")
+        raise ConfigError(
+            "not a volume TileStore (it was tiled from a slide)",
+            path=store.path,
+            fix="use the 2D heatmap exporters for slides",
+        )
 
 
 def is_volume_results(source: str | Path) -> bool:
@@ -152,8 +172,11 @@ def volume_results(source: str | Path, store: str | Path | None = None) -> tuple
     index = {tuple(c): i for i, c in enumerate(np.asarray(volume.coords, np.int64).tolist())}
     rows = [index.get(tuple(c)) for c in np.asarray(table.coords, np.int64).tolist()]
     if any(r is None for r in rows):
-        raise ConfigError("the results list patches that are not in the TileStore", path=source,
-                          fix="pass the TileStore the features were extracted from with --store")
+        raise ConfigError(
+            "the results list patches that are not in the TileStore",
+            path=source,
+            fix="pass the TileStore the features were extracted from with --store",
+        )
     order = np.asarray(rows, np.int64)
     scores = {}
     for name, values in table.scores.items():
@@ -162,8 +185,13 @@ def volume_results(source: str | Path, store: str | Path | None = None) -> tuple
     return volume, scores, str(table.slide_id or volume.slide_id)
 
 
-def results_to_nifti(source: str | Path, out_path: str | Path, score: str | None = None,
-                     store: str | Path | None = None, reduce: Literal["mean", "max"] = "mean") -> Path:
+def results_to_nifti(
+    source: str | Path,
+    out_path: str | Path,
+    score: str | None = None,
+    store: str | Path | None = None,
+    reduce: Literal["mean", "max"] = "mean",
+) -> Path:
     """One score of a volume's results store (``pathweak predict`` output) as a NIfTI heatmap over the
     source volume (see :func:`scores_to_nifti`); ``store`` overrides the TileStore the results name."""
     volume, scores, _ = volume_results(source, store)
@@ -174,10 +202,16 @@ def pick_score(scores: dict[str, np.ndarray], score: str | None, source: str | P
     """The named score, or the only one; anything else is a clear error."""
     names = list(scores)
     if score is None and len(names) != 1:
-        raise ConfigError(f"a NIfTI heatmap shows one score and there are {len(names)} ({', '.join(names)})",
-                          path=source, fix="pick one with --score")
+        raise ConfigError(
+            f"a NIfTI heatmap shows one score and there are {len(names)} ({', '.join(names)})",
+            path=source,
+            fix="pick one with --score",
+        )
     name = score or names[0]
     if name not in scores:
-        raise ConfigError(f"no score named {name} (the scores are: {', '.join(names)})", path=source,
-                          fix="pick one of those with --score")
+        raise ConfigError(
+            f"no score named {name} (the scores are: {', '.join(names)})",
+            path=source,
+            fix="pick one of those with --score",
+        )
     return scores[name]

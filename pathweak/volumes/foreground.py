@@ -38,18 +38,26 @@ def everything(image: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     return np.ones(image.shape, bool), {}
 
 
-def foreground_mask(image: np.ndarray, spacing_zyx: tuple[float, float, float], spec: VolumeSpec) -> tuple[np.ndarray, dict[str, Any]]:
+def foreground_mask(
+    image: np.ndarray, spacing_zyx: tuple[float, float, float], spec: VolumeSpec
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The cleaned foreground mask of ``image`` (z, y, x) and a JSON-ready record of how it was made."""
     mask, params = FOREGROUND_METHODS.get(spec.foreground)(image)
     if spec.foreground != "all":
         mask = clean_volume_mask(mask, spacing_zyx, spec.closing_mm, spec.min_component_mm3)
-    record = {"method": spec.foreground, **params, "closing_mm": spec.closing_mm,
-              "min_component_mm3": spec.min_component_mm3, "fraction": float(mask.mean()) if mask.size else 0.0}
+    record = {
+        "method": spec.foreground,
+        **params,
+        "closing_mm": spec.closing_mm,
+        "min_component_mm3": spec.min_component_mm3,
+        "fraction": float(mask.mean()) if mask.size else 0.0,
+    }
     return mask, record
 
 
-def clean_volume_mask(mask: np.ndarray, spacing_zyx: tuple[float, float, float], closing_mm: float,
-                      min_component_mm3: float) -> np.ndarray:
+def clean_volume_mask(
+    mask: np.ndarray, spacing_zyx: tuple[float, float, float], closing_mm: float, min_component_mm3: float
+) -> np.ndarray:
     """Small components removed, gaps closed (a ball of radius ``closing_mm``), holes filled."""
     from scipy import ndimage
 

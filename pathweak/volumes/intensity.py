@@ -20,7 +20,10 @@ from ..config import VolumeSpec
 def intensity_range(image: np.ndarray, foreground: np.ndarray, spec: VolumeSpec) -> dict[str, Any]:
     """The ``[lo, hi]`` range of ``spec.normalize`` and what it was computed from (a JSON-ready record)."""
     values = image[foreground] if foreground.any() else image.ravel()
-    record: dict[str, Any] = {"method": spec.normalize, "statistics_over": "foreground" if foreground.any() else "all voxels"}
+    record: dict[str, Any] = {
+        "method": spec.normalize,
+        "statistics_over": "foreground" if foreground.any() else "all voxels",
+    }
     if spec.normalize == "window":
         assert spec.window is not None
         lo, hi = spec.window

@@ -47,7 +47,7 @@ def patch_grid(shape: tuple[int, int, int], spec: VolumeSpec) -> PatchGrid:
     stride = spec.stride
     if spec.mode == "3d":
         patch = spec.patch_shape
-        axes = [axis_starts(n, p, s) for n, p, s in zip(shape, patch, stride)]
+        axes = [axis_starts(n, p, s) for n, p, s in zip(shape, patch, stride, strict=False)]
         starts = _product(axes)
         extents = np.broadcast_to(np.asarray(patch, np.int64), starts.shape).copy()
         plane = np.full(len(starts), -1, np.int8)
@@ -56,7 +56,7 @@ def patch_grid(shape: tuple[int, int, int], spec: VolumeSpec) -> PatchGrid:
         parts = []
         for name in spec.planes:
             axis = PLANE_AXIS[name]
-            axes = [axis_starts(n, px, s) for n, s in zip(shape, stride)]
+            axes = [axis_starts(n, px, s) for n, s in zip(shape, stride, strict=False)]
             axes[axis] = np.arange(0, shape[axis], spec.slice_step, dtype=np.int64)
             extent = [px, px, px]
             extent[axis] = 1
@@ -89,7 +89,7 @@ def box_fractions(mask: np.ndarray, starts: np.ndarray, extents: np.ndarray) -> 
 def crop(volume: np.ndarray, start: np.ndarray, extent: np.ndarray, fill: int = 0) -> np.ndarray:
     """The box ``start`` + ``extent`` of ``volume``; the part past the far faces is ``fill``."""
     out = np.full(tuple(int(e) for e in extent), fill, volume.dtype)
-    region = volume[tuple(slice(int(s), int(s) + int(e)) for s, e in zip(start, extent))]
+    region = volume[tuple(slice(int(s), int(s) + int(e)) for s, e in zip(start, extent, strict=False))]
     out[tuple(slice(0, n) for n in region.shape)] = region
     return out
 

@@ -54,7 +54,9 @@ def read_nibabel(path: Path) -> RawVolume:
         shape = shape[:-1]
     if len(shape) > 4:
         raise UnsupportedSlideError(
-            f"a {len(shape)}D image ({'x'.join(map(str, shape))})", path=path, fix="pathweak reads 3D volumes and 4D series"
+            f"a {len(shape)}D image ({'x'.join(map(str, shape))})",
+            path=path,
+            fix="pathweak reads 3D volumes and 4D series",
         )
     _check_nifti_size(path, img)
     spatial = (shape + (1, 1))[:3]
@@ -85,13 +87,16 @@ def read_simpleitk(path: Path) -> RawVolume:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise SlideFormatError(
-            f"not a volume SimpleITK can read ({_itk_message(exc)})", path=path, fix=f"check the file; pathweak reads {SUPPORTED}"
+            f"not a volume SimpleITK can read ({_itk_message(exc)})",
+            path=path,
+            fix=f"check the file; pathweak reads {SUPPORTED}",
         ) from None
     size = tuple(int(s) for s in reader.GetSize())
     if reader.GetNumberOfComponents() != 1:
         raise UnsupportedSlideError(
             f"an image with {reader.GetNumberOfComponents()} components per voxel (colour or vector data)",
-            path=path, fix="pathweak tiles single-channel (grey-value) volumes; export one channel",
+            path=path,
+            fix="pathweak tiles single-channel (grey-value) volumes; export one channel",
         )
     if len(size) > 4:
         raise UnsupportedSlideError(f"a {len(size)}D image", path=path, fix="pathweak reads 3D volumes and 4D series")
@@ -113,8 +118,11 @@ def _read_dicom_series(folder: Path) -> RawVolume:
 
     ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not ids:
-        raise SlideFormatError("the folder holds no DICOM image series", path=folder,
-                               fix="point to a folder of DICOM slices of one series, or to a volume file")
+        raise SlideFormatError(
+            "the folder holds no DICOM image series",
+            path=folder,
+            fix="point to a folder of DICOM slices of one series, or to a volume file",
+        )
     if len(ids) > 1:
         raise UnsupportedSlideError(
             f"the folder holds {len(ids)} DICOM series", path=folder, fix="put each series in its own folder"
@@ -142,7 +150,8 @@ def _check_nifti_size(path: Path, img: object) -> None:
     if path.is_file() and path.stat().st_size < needed:
         raise CorruptSlideError(
             f"the file is truncated: {path.stat().st_size} bytes, its header promises {needed}",
-            path=path, fix="the copy is incomplete; copy or export the volume again",
+            path=path,
+            fix="the copy is incomplete; copy or export the volume again",
         )
 
 
@@ -155,7 +164,8 @@ def _reading(path: Path, read: Callable[[], T]) -> T:
     except Exception as exc:
         text = _itk_message(exc) if isinstance(exc, RuntimeError) else _short(exc)
         raise CorruptSlideError(
-            f"the voxel data cannot be read ({text})", path=path,
+            f"the voxel data cannot be read ({text})",
+            path=path,
             fix="the file is damaged or incomplete; copy or export it again",
         ) from None
 
@@ -164,9 +174,16 @@ def _itk_dtype(reader: object) -> str:
     import SimpleITK as sitk
 
     name = sitk.GetPixelIDValueAsString(reader.GetPixelID())  # type: ignore[attr-defined]
-    return {"8-bit unsigned integer": "uint8", "8-bit signed integer": "int8", "16-bit unsigned integer": "uint16",
-            "16-bit signed integer": "int16", "32-bit unsigned integer": "uint32", "32-bit signed integer": "int32",
-            "32-bit float": "float32", "64-bit float": "float64"}.get(name, name)
+    return {
+        "8-bit unsigned integer": "uint8",
+        "8-bit signed integer": "int8",
+        "16-bit unsigned integer": "uint16",
+        "16-bit signed integer": "int16",
+        "32-bit unsigned integer": "uint32",
+        "32-bit signed integer": "int32",
+        "32-bit float": "float32",
+        "64-bit float": "float64",
+    }.get(name, name)
 
 
 def _itk_message(exc: BaseException) -> str:

@@ -16,8 +16,9 @@ from .geometry import Grid
 Interpolator = Literal["linear", "nearest"]
 
 
-def resample(array: np.ndarray, source: Grid, target: Grid, interpolator: Interpolator = "linear",
-             default: float = 0.0) -> np.ndarray:
+def resample(
+    array: np.ndarray, source: Grid, target: Grid, interpolator: Interpolator = "linear", default: float = 0.0
+) -> np.ndarray:
     """``array`` (on ``source``) sampled at the voxel centres of ``target``.
 
     ``linear`` interpolation returns float32 (for images); ``nearest`` keeps the data type (for label

@@ -17,10 +17,10 @@ from .. import _provenance
 from ..config import PLANES, StoreSpec, VolumeSpec, as_dict
 from ..errors import GeometryMismatchError, UnsupportedSlideError
 from ..progress import progress_bar
-from ..tiling import codecs
-from ..tiling.shards import shard_key, write_shard
 from ..store import build as lifecycle
 from ..store.result import failure_text
+from ..tiling import codecs
+from ..tiling.shards import shard_key, write_shard
 from ..tiling.store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
 from .foreground import foreground_mask
 from .geometry import Grid, axcodes
@@ -75,7 +75,8 @@ def check_label(volume: Volume, label: Volume) -> None:
     if why:
         raise GeometryMismatchError(
             f"the label map does not lie on the grid of its image {volume.path.name}: {why}",
-            path=label.path, fix="use the label map saved on the image's grid (same size, spacing, origin and axes)",
+            path=label.path,
+            fix="use the label map saved on the image's grid (same size, spacing, origin and axes)",
         )
 
 
@@ -92,9 +93,17 @@ def patch_pixels(data: np.ndarray, start: np.ndarray, extent: np.ndarray, plane:
 # tiling into a store
 
 
-def tile_volume(path: str | Path, out_dir: str | Path, spec: VolumeSpec | None = None,
-                store: StoreSpec | None = None, *, label: str | Path | None = None, timepoint: int | None = None,
-                force: bool = False, progress: bool = True) -> Any:
+def tile_volume(
+    path: str | Path,
+    out_dir: str | Path,
+    spec: VolumeSpec | None = None,
+    store: StoreSpec | None = None,
+    *,
+    label: str | Path | None = None,
+    timepoint: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Any:
     """Tile one volume into ``<out_dir>/tiles/<volume_id>.zarr``; bad input raises a :class:`PathweakError`.
 
     Returns a :class:`~pathweak.tiling.TileResult`. Re-running skips a volume whose store is complete
@@ -102,15 +111,25 @@ def tile_volume(path: str | Path, out_dir: str | Path, spec: VolumeSpec | None =
     """
     from ..tiling import tile_slides
 
-    result = tile_slides([path], out_dir, store=store, volume=spec, label=label, timepoint=timepoint,
-                         force=force, progress=progress)[0]
+    result = tile_slides(
+        [path], out_dir, store=store, volume=spec, label=label, timepoint=timepoint, force=force, progress=progress
+    )[0]
     if result.exception is not None:
         raise result.exception
     return result
 
 
-def tile_volume_job(path: Path, volume_id: str, out_dir: Path, spec: VolumeSpec, store: StoreSpec,
-                    label: Path | None, timepoint: int | None, force: bool, progress: bool) -> Any:
+def tile_volume_job(
+    path: Path,
+    volume_id: str,
+    out_dir: Path,
+    spec: VolumeSpec,
+    store: StoreSpec,
+    label: Path | None,
+    timepoint: int | None,
+    force: bool,
+    progress: bool,
+) -> Any:
     """Tile one volume (called by :func:`pathweak.tiling.tile_slides`); returns a TileResult, never raises
     a PathweakError (it is recorded in the result)."""
     from ..tiling.tiler import TileResult
@@ -129,8 +148,12 @@ def tile_volume_job(path: Path, volume_id: str, out_dir: Path, spec: VolumeSpec,
         label_fp = _fingerprint(label_volume.path, None) if label_volume is not None else None
         store = replace(store, compression="lossless")
         key = _provenance.cache_key(
-            format=FORMAT_VERSION, kind="volume", volume=fingerprint["content_hash"],
-            label=label_fp["content_hash"] if label_fp else None, spec=as_dict(spec), store=as_dict(store),
+            format=FORMAT_VERSION,
+            kind="volume",
+            volume=fingerprint["content_hash"],
+            label=label_fp["content_hash"] if label_fp else None,
+            spec=as_dict(spec),
+            store=as_dict(store),
             timepoint=volume.timepoint,
         )
         current = lifecycle.current_store(final, key, force)
@@ -146,15 +169,31 @@ def tile_volume_job(path: Path, volume_id: str, out_dir: Path, spec: VolumeSpec,
         tmp = lifecycle.begin(final)
         tile_shape = spec.patch_shape if spec.mode == "3d" else (spec.patch_shape[1], spec.patch_shape[2], 3)
         names = ("tile", "z", "y", "x") if spec.mode == "3d" else ("tile", "y", "x", "rgb")
-        create_store(tmp, len(patches), spec.patch_shape[1], store, arrays, attrs, tile_shape=tile_shape,
-                     fill_value=0, dimension_names=names, source="volume")
+        create_store(
+            tmp,
+            len(patches),
+            spec.patch_shape[1],
+            store,
+            arrays,
+            attrs,
+            tile_shape=tile_shape,
+            fill_value=0,
+            dimension_names=names,
+            source="volume",
+        )
         _write_tiles(tmp, prepared.data, patches, progress, volume_id)
         lifecycle.commit(tmp, final, store=True)
         return TileResult(str(path), volume_id, "tiled", str(final), len(patches), time.perf_counter() - started)
     except Exception as exc:
         lifecycle.discard(tmp)
-        return TileResult(str(path), volume_id, "failed", seconds=time.perf_counter() - started,
-                          error=failure_text(path, exc), exception=exc)
+        return TileResult(
+            str(path),
+            volume_id,
+            "failed",
+            seconds=time.perf_counter() - started,
+            error=failure_text(path, exc),
+            exception=exc,
+        )
 
 
 def _write_tiles(tmp: Path, data: np.ndarray, patches: PatchGrid, progress: bool, name: str) -> None:
@@ -170,7 +209,9 @@ def _write_tiles(tmp: Path, data: np.ndarray, patches: PatchGrid, progress: bool
             advance(hi - lo)
 
 
-def _arrays(prepared: PreparedVolume, patches: PatchGrid, fraction: np.ndarray, spec: VolumeSpec) -> dict[str, np.ndarray]:
+def _arrays(
+    prepared: PreparedVolume, patches: PatchGrid, fraction: np.ndarray, spec: VolumeSpec
+) -> dict[str, np.ndarray]:
     arrays = {
         "coords": patches.starts.astype(np.int64),
         "grid_index": patches.grid_index,
@@ -182,58 +223,103 @@ def _arrays(prepared: PreparedVolume, patches: PatchGrid, fraction: np.ndarray, 
         arrays["plane"] = patches.plane
     if prepared.label is not None:
         columns = [box_fractions(prepared.label == v, patches.starts, patches.extents) for v in prepared.label_values]
-        arrays["label_fraction"] = (np.stack(columns, axis=1) if columns else np.zeros((len(patches), 0))).astype(np.float32)
+        arrays["label_fraction"] = (np.stack(columns, axis=1) if columns else np.zeros((len(patches), 0))).astype(
+            np.float32
+        )
     return arrays
 
 
-def _attrs(volume: Volume, label: Volume | None, prepared: PreparedVolume, patches: PatchGrid, spec: VolumeSpec,
-           store: StoreSpec, key: str, fingerprint: dict[str, Any], label_fp: dict[str, Any] | None,
-           volume_id: str) -> dict[str, Any]:
+def _attrs(
+    volume: Volume,
+    label: Volume | None,
+    prepared: PreparedVolume,
+    patches: PatchGrid,
+    spec: VolumeSpec,
+    store: StoreSpec,
+    key: str,
+    fingerprint: dict[str, Any],
+    label_fp: dict[str, Any] | None,
+    volume_id: str,
+) -> dict[str, Any]:
     d, h, w = spec.patch_shape
     in_plane_um = [prepared.grid.spacing[2] * 1000, prepared.grid.spacing[1] * 1000]
     return {
         "cache_key": key,
         "slide": {
-            "path": str(volume.path.resolve()), "slide_id": volume_id, "fingerprint": fingerprint,
-            "backend": volume.reader, "reader": volume.reader, "vendor": volume.format,
-            "dimensions": list(volume.shape[::-1]), "level_count": 1,
+            "path": str(volume.path.resolve()),
+            "slide_id": volume_id,
+            "fingerprint": fingerprint,
+            "backend": volume.reader,
+            "reader": volume.reader,
+            "vendor": volume.format,
+            "dimensions": list(volume.shape[::-1]),
+            "level_count": 1,
             # single-level "pyramid" of the patch grid, for consumers that read slide geometry (x, y)
-            "level_dimensions": [[prepared.grid.shape[2], prepared.grid.shape[1]]], "level_downsamples": [1.0],
+            "level_dimensions": [[prepared.grid.shape[2], prepared.grid.shape[1]]],
+            "level_downsamples": [1.0],
         },
         "volume": {
-            "format": volume.format, "reader": volume.reader, "orientation": ORIENTATION,
+            "format": volume.format,
+            "reader": volume.reader,
+            "orientation": ORIENTATION,
             "convention": "arrays and coords (z, y, x); affine maps voxel (x, y, z, 1) to RAS mm of the voxel centre",
             "source": {
-                "shape_ijk": list(volume.source_shape), "affine": np.round(volume.source_affine, 12).tolist(),
-                "axes": "".join(axcodes(volume.source_affine)), "dtype": volume.dtype,
-                "timepoints": volume.n_timepoints, "timepoint": volume.timepoint,
+                "shape_ijk": list(volume.source_shape),
+                "affine": np.round(volume.source_affine, 12).tolist(),
+                "axes": "".join(axcodes(volume.source_affine)),
+                "dtype": volume.dtype,
+                "timepoints": volume.n_timepoints,
+                "timepoint": volume.timepoint,
                 "orientation_transform": volume.ornt.astype(int).tolist(),
             },
             "canonical": volume.grid.to_attrs(),
             "grid": prepared.grid.to_attrs(),
-            "spacing": list(prepared.grid.spacing), "origin": list(prepared.grid.origin),
+            "spacing": list(prepared.grid.spacing),
+            "origin": list(prepared.grid.origin),
             "direction": prepared.grid.direction.tolist(),
-            "resample": {"library": "SimpleITK", "image": "linear", "label": "nearest",
-                         "target_spacing_zyx": list(spec.spacing_mm) if spec.spacing_mm else None},
+            "resample": {
+                "library": "SimpleITK",
+                "image": "linear",
+                "label": "nearest",
+                "target_spacing_zyx": list(spec.spacing_mm) if spec.spacing_mm else None,
+            },
             "intensity": prepared.intensity,
             "foreground": prepared.foreground_record,
-            "label": None if label is None else {
-                "path": str(label.path.resolve()), "fingerprint": label_fp, "values": list(prepared.label_values),
+            "label": None
+            if label is None
+            else {
+                "path": str(label.path.resolve()),
+                "fingerprint": label_fp,
+                "values": list(prepared.label_values),
                 "fraction_columns": "label_fraction[:, c] = fraction of the patch's voxels with label values[c]",
             },
         },
         "mpp": {  # for code that reads a resolution off any store: the grid's in-plane voxel size in um
-            "achieved": in_plane_um, "level_mpp": in_plane_um, "target": None, "level": 0,
-            "level_downsample": [1.0, 1.0], "source": "volume spacing",
+            "achieved": in_plane_um,
+            "level_mpp": in_plane_um,
+            "target": None,
+            "level": 0,
+            "level_downsample": [1.0, 1.0],
+            "source": "volume spacing",
         },
         "tile": {
-            **as_dict(spec), "layout": "zyx" if spec.mode == "3d" else "yxc", "patch_shape": [d, h, w],
-            "patch_px": h, "read_px": h, "stride": list(spec.stride), "planes": list(spec.planes) if spec.mode == "slices" else None,
-            "plane_names": list(PLANES), "n_tiles": len(patches), "min_tissue": spec.min_foreground,
+            **as_dict(spec),
+            "layout": "zyx" if spec.mode == "3d" else "yxc",
+            "patch_shape": [d, h, w],
+            "patch_px": h,
+            "read_px": h,
+            "stride": list(spec.stride),
+            "planes": list(spec.planes) if spec.mode == "slices" else None,
+            "plane_names": list(PLANES),
+            "n_tiles": len(patches),
+            "min_tissue": spec.min_foreground,
             "coords": "(z, y, x) voxel index of the patch's first voxel on volume.grid",
         },
-        "tissue": {"method": prepared.foreground_record["method"], "params": prepared.foreground_record,
-                   "slide_tissue_fraction": prepared.foreground_record["fraction"]},
+        "tissue": {
+            "method": prepared.foreground_record["method"],
+            "params": prepared.foreground_record,
+            "slide_tissue_fraction": prepared.foreground_record["fraction"],
+        },
         "storage": {**as_dict(store), "dtype": "uint8", "fill": 0},
         "versions": _provenance.versions("nibabel", "SimpleITK", "zarr", "scipy", "scikit-image"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -267,5 +353,9 @@ def _fingerprint(path: Path, previous: dict[str, Any] | None) -> dict[str, Any]:
         return _provenance.file_fingerprint(path, previous)
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     hashes = [_provenance.content_hash(p) for p in files]
-    return {"path": str(path.resolve()), "files": len(files), "size": sum(p.stat().st_size for p in files),
-            "content_hash": "series:" + _provenance.cache_key(files=[p.name for p in files], hashes=hashes)}
+    return {
+        "path": str(path.resolve()),
+        "files": len(files),
+        "size": sum(p.stat().st_size for p in files),
+        "content_hash": "series:" + _provenance.cache_key(files=[p.name for p in files], hashes=hashes),
+    }

@@ -88,7 +88,8 @@ class Volume:
             raise UnsupportedSlideError(
                 f"a 4D series of {self.n_timepoints} timepoints "
                 f"({'x'.join(map(str, self.source_shape))}x{self.n_timepoints}); pathweak tiles one 3D volume",
-                path=self.path, fix=f"pass --timepoint N (0..{self.n_timepoints - 1}) to tile one timepoint",
+                path=self.path,
+                fix=f"pass --timepoint N (0..{self.n_timepoints - 1}) to tile one timepoint",
             )
 
     def to_source_order(self, data_zyx: np.ndarray) -> np.ndarray:
@@ -142,6 +143,7 @@ def open_volume(path: str | Path, timepoint: int | None = None, reader: str = "a
     elif timepoint is not None and not 0 <= timepoint < raw.n_timepoints:
         raise ConfigError(
             f"timepoint {timepoint} is out of range: the series has {raw.n_timepoints} (0..{raw.n_timepoints - 1})",
-            path=path, fix=f"pass --timepoint between 0 and {raw.n_timepoints - 1}",
+            path=path,
+            fix=f"pass --timepoint between 0 and {raw.n_timepoints - 1}",
         )
     return Volume(path, fmt, reader, raw, timepoint)
