@@ -46,7 +46,7 @@ def plan(dry: bool, minutes: float) -> list[dict]:
     if dry:
         return [
             {"name": "pytest_gpu", "timeout": 300,
-             "cmd": [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_decode.py",
+             "cmd": [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/features/test_decode.py",
                      "tests/test_gpu_transfers.py"]},
             {"name": "extract", "timeout": 400,
              "cmd": [PY, "benchmarks/extract.py", "--device", "cpu", "--encoder", "timm:vit_tiny_patch16_224",

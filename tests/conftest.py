@@ -14,6 +14,12 @@ WSI = SHARED / "wsi"
 SVS = WSI / "CMU-1-Small-Region.svs"
 PYRAMID_TIFF = WSI / "pathml_small_HE_levels.tiff"
 DICOM = WSI / "slidetool_test_dicom_wsi.dcm"
+VOLUMES = SHARED / "volumes"
+ANATOMICAL = VOLUMES / "nibabel_anatomical.nii"
+FMRI_4D = VOLUMES / "nibabel_example4d.nii.gz"
+BRAIN1 = VOLUMES / "pyradiomics_brain1_image.nrrd"
+BRAIN1_LABEL = VOLUMES / "pyradiomics_brain1_label.nrrd"
+CT_SLICE = VOLUMES / "pydicom_CT_small.dcm"
 
 
 def need_shared(*paths: Path) -> None:

@@ -26,7 +26,7 @@ def test_the_plan_is_the_issues_four_steps():
     steps = {s["name"]: " ".join(map(str, s["cmd"])) for s in load().plan(dry=False, minutes=3.0)}
     assert list(steps) == ["pytest_gpu", "extract", "mil_speed", "pretrain"]
     assert "-m gpu" in steps["pytest_gpu"] and "tests/test_gpu_transfers.py" in steps["pytest_gpu"]
-    assert "tests/test_volume_io.py" not in steps["pytest_gpu"]  # only files with gpu tests are collected
+    assert "tests/volumes/test_volume_io.py" not in steps["pytest_gpu"]  # only files with gpu tests are collected
     assert "--device cuda" in steps["extract"] and "vit_large_patch16_224" in steps["extract"]
     assert "--decode cpu gpu" in steps["extract"] and "--weights random" in steps["extract"]
     assert "benchmarks/mil_speed.py --device cuda" in steps["mil_speed"]

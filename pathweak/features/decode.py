@@ -13,7 +13,7 @@ fallback and is the only path on machines without CUDA, for lossless stores and 
 
 Tolerance: nvJPEG and libjpeg-turbo may round the inverse DCT and colour conversion differently, by a
 grey level (|difference| <= 1 per channel, rarely 2); features then agree to about 1e-2 (float16
-features of a ViT; see tests/test_decode.py, which checks the raw-byte path decoded by
+features of a ViT; see tests/features/test_decode.py, which checks the raw-byte path decoded by
 torchvision on the CPU against the simplejpeg path).
 """
 

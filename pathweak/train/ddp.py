@@ -10,7 +10,7 @@ GPU on CUDA, so steps still move nothing between host and device.
 Data: :class:`~pathweak.train.module.RankSampler` shuffles the training bags with the seed and epoch
 and gives rank ``r`` every ``N``-th bag of that order, so a step of ``N`` processes with one bag each
 sees exactly the bags one process sees with ``bags_per_step=N`` (DDP averages the gradients); the
-loss curves agree (tests/test_devices_train.py). Every rank validates on all validation bags, so
+loss curves agree (tests/train/test_devices_train.py). Every rank validates on all validation bags, so
 early stopping and the best epoch are the same everywhere. Rank 0 hands the result back in a file.
 
 Heads that keep per-tile state across epochs (``tracks_instances``, e.g. INS) train on one device.

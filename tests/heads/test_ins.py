@@ -2,7 +2,7 @@
 pseudo-labels of negative bags stay negative and its tumour prototype moves towards the tumour tiles;
 the weakly supervised segmentation map has the slide grid's geometry; both heads package, reload and
 predict identically, prediction writes their per-tile scores into the results stores, and the mask's
-polygons lie in tissue. (That their training loss falls is tests/test_mil_heads.py, over every head.)"""
+polygons lie in tissue. (That their training loss falls is tests/heads/test_mil_heads.py, over every head.)"""
 
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import LC25000, need_shared
-from test_volume_io import BRAIN1
+from conftest import BRAIN1, LC25000, need_shared
 
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.errors import ConfigError

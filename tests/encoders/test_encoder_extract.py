@@ -19,7 +19,7 @@ from pathweak.features import FeatureStore, extract_features
 from pathweak.tiling import shards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def encoders():

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SVS, need_shared
+from conftest import BRAIN1, SVS, need_shared
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
 from pathweak.features import FeatureStore, extract_features
 from pathweak.tiling import TileStore
 from pathweak.volumes import tile_volume
-from test_volume_io import BRAIN1
 
 SPEC = VolumeSpec(spacing_mm=(2.0, 2.0, 2.0), patch_px=16, min_foreground=0.25)
 

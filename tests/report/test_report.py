@@ -143,6 +143,6 @@ def test_report_renders_in_headless_chromium(binary_run, tmp_path):
     assert img.shape[:2] == (2400, 1280)
     colours = len(np.unique(img.reshape(-1, 3)[::7], axis=0))
     assert colours > 500, colours  # the figures and tiles were drawn, not just text on white
-    keep = Path(__file__).resolve().parents[1] / "runs" / "report_screenshot.png"  # for a person to look at
+    keep = Path(__file__).resolve().parents[2] / "runs" / "report_screenshot.png"  # for a person to look at
     keep.parent.mkdir(exist_ok=True)
     shutil.copy(shot, keep)

@@ -8,16 +8,10 @@ import gzip
 import numpy as np
 import pytest
 
-from conftest import SHARED, need_shared
+from conftest import ANATOMICAL, BRAIN1, BRAIN1_LABEL, CT_SLICE, FMRI_4D, SHARED, VOLUMES, need_shared
 from pathweak.errors import ConfigError, CorruptSlideError, SlideFormatError, UnsupportedSlideError
 from pathweak.volumes import open_volume, volume_format
 
-VOLUMES = SHARED / "volumes"
-ANATOMICAL = VOLUMES / "nibabel_anatomical.nii"
-FMRI_4D = VOLUMES / "nibabel_example4d.nii.gz"
-BRAIN1 = VOLUMES / "pyradiomics_brain1_image.nrrd"
-BRAIN1_LABEL = VOLUMES / "pyradiomics_brain1_label.nrrd"
-CT_SLICE = VOLUMES / "pydicom_CT_small.dcm"
 
 
 def write_dicom_series(image, folder, suffix: str = ".dcm") -> None:
