@@ -8,6 +8,14 @@ from contextlib import contextmanager
 from typing import Protocol
 
 
+def show_progress(enabled: bool = True) -> bool:
+    """Whether to draw progress: asked for, and stderr is a terminal (a log file never gets bars).
+
+    The one rule for every progress display pathweak runs: its own rich bars and Lightning's
+    ``enable_progress_bar``."""
+    return bool(enabled) and sys.stderr.isatty()
+
+
 class Advance(Protocol):
     def __call__(self, n: int = 1, description: str | None = None, total: int | None = None) -> None: ...
 
@@ -16,7 +24,7 @@ class Advance(Protocol):
 def progress_bar(total: int, description: str, enabled: bool = True, unit: str = "tiles") -> Iterator[Advance]:
     """Yield ``advance(n, description=None, total=None)`` (``total`` adds to the bar's total, for work
     discovered as it goes); draws a rich bar on a terminal when ``enabled``, else does nothing."""
-    if not enabled or not sys.stderr.isatty():
+    if not show_progress(enabled):
         yield lambda n=1, description=None, total=None: None
         return
     from rich.console import Console

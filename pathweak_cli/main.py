@@ -6,8 +6,6 @@ timm, lightning or monai.
 
 from __future__ import annotations
 
-import sys
-
 from . import (
     cohorts,  # noqa: F401,E402
     heatmaps,  # noqa: F401,E402
@@ -24,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

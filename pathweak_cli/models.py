@@ -9,13 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import _err, app, handle_errors
+from pathweak.config import StoreSpec, TileSpec
+
+from ._app import app, handle_errors
+from ._conventions import Command, default, deprecated, explicit, inputs, names, paths, ssl_default
 
 encoders_app = typer.Typer(help="Encoders that turn tiles into features.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(encoders_app, name="encoders")
 
 
-@encoders_app.command("list")
+@encoders_app.command("list", cls=Command)
 @handle_errors
 def encoders_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the presets (and families) as JSON.")] = False,
@@ -62,13 +65,14 @@ def encoders_list(
     console.print(families)
 
 
-@encoders_app.command("info")
+@encoders_app.command("info", cls=Command)
 @handle_errors
 def encoders_info(
     name: Annotated[str, typer.Argument(help="A preset name (see `pathweak encoders list`).")],
     weights: Annotated[
         str | None, typer.Option(help="Where to look first: a weights file or a hub snapshot folder.")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the only form of this record).")] = True,
 ) -> None:
     """The full record of a preset as JSON: architecture and constructor arguments, input, resolution,
     mean/std, embedding rule and size, precision, licence, hub repo and files, the download command, and
@@ -78,34 +82,88 @@ def encoders_info(
     typer.echo(json.dumps(preset_info(name, weights), indent=2))
 
 
-@app.command()
+StoresArg = Annotated[
+    list[str] | None, typer.Argument(help="TileStores (<slide>.zarr), tiles/ folders or globs.", show_default=False)
+]
+OldStores = Annotated[list[str] | None, deprecated("--stores", "the STORES arguments")]
+JsonAlways = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (its only form; accepted by every command).")
+]
+_STORES_EXAMPLE = "runs/x/tiles/"
+
+
+def _ssl_values(ctx: typer.Context, config: Path | None, given: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """SSLConfig fields by the one precedence rule: an option given on the command line > the config file's
+    ``ssl:`` section > the default (SSLConfig's, or ``SSLConfig.tiny()``'s with --tiny). ``given`` maps
+    option name -> (SSLConfig field, value)."""
+    from pathweak.config import load_yaml
+
+    values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
+    on_command_line = explicit(ctx)
+    for name, (key, value) in given.items():
+        if name in on_command_line:
+            values[key] = str(value) if isinstance(value, Path) else value
+    for key in ("global_scale", "local_scale", "mae_scale"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return values
+
+
+def _print_pretrain(result: Any, **extra: Any) -> None:
+    typer.echo(
+        json.dumps(
+            {
+                "encoder": f"pathweak:{result.encoder_dir}",
+                **extra,
+                "steps": result.steps,
+                "epochs": result.epochs,
+                "best_checkpoint": result.best_checkpoint,
+                "rankme": result.rankme,
+            },
+            indent=2,
+        )
+    )
+
+
+@app.command(cls=Command)
 @handle_errors
 def pretrain(
-    stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
+    ctx: typer.Context,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: encoder.safetensors, encoder.json, checkpoints/, logs/.")
     ],
+    stores: StoresArg = None,
     method: Annotated[
         str, typer.Option(help="dino or mae (2D tiles), or mae3d (a 3D ViT on the 3D patches of volume stores).")
-    ] = "dino",
-    arch: Annotated[str, typer.Option(help="vit_tiny, vit_small or vit_base (timm, patch 16).")] = "vit_small",
+    ] = ssl_default("method"),
+    arch: Annotated[str, typer.Option(help=f"{names('archs')} (timm, patch 16).")] = ssl_default("arch"),
     config: Annotated[
-        Path | None, typer.Option(help="YAML with an ssl: section (see configs/ssl_*.yaml); options given here win.")
+        Path | None,
+        typer.Option(help="YAML with an ssl: section (see configs/ssl_*.yaml); options given on the command line win."),
     ] = None,
-    tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block ViT-Tiny at 112 px).")] = False,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step (per device).")] = None,
+    tiny: Annotated[
+        bool, typer.Option(help="Start from the CPU-sized preset (6-block ViT-Tiny at 112 px, batch 32).")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = ssl_default("max_epochs"),
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = ssl_default(
+        "max_minutes"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Images per step (per device; --tiny: 32).")] = ssl_default(
+        "batch_size"
+    ),
     img_size: Annotated[
-        int | None, typer.Option(help="Input size (multiple of 16; for mae3d the cube side, a multiple of --patch-3d).")
-    ] = None,
-    patch_3d: Annotated[
-        int | None, typer.Option(help="mae3d: voxels per side of one token's cube (default 4).")
-    ] = None,
-    mask_ratio: Annotated[float | None, typer.Option(help="MAE masking ratio.")] = None,
+        int,
+        typer.Option(
+            help="Input size (multiple of 16; --tiny: 112; for mae3d the cube side, a multiple of --patch-3d)."
+        ),
+    ] = ssl_default("img_size"),
+    patch_3d: Annotated[int, typer.Option(help="mae3d: voxels per side of one token's cube.")] = ssl_default(
+        "patch_3d"
+    ),
+    mask_ratio: Annotated[float, typer.Option(help="MAE masking ratio.")] = ssl_default("mask_ratio"),
     fourier_style: Annotated[
-        float | None, typer.Option(help="Probability of Fourier amplitude swaps within a batch.")
-    ] = None,
+        float, typer.Option(help="Probability of Fourier amplitude swaps within a batch.")
+    ] = ssl_default("fourier_style"),
     adapt_from: Annotated[
         Path | None, typer.Option(help="Adapt this encoder (pathweak dir or state dict) ExPLoRA-style.")
     ] = None,
@@ -114,149 +172,139 @@ def pretrain(
         typer.Option(
             help="Processes (Lightning DDP, one per device): auto (every GPU, else 1), N or all; on a CPU N gloo processes."
         ),
-    ] = "auto",
-    strategy: Annotated[str, typer.Option(help="Lightning strategy (auto, ddp, ...).")] = "auto",
-    workers: Annotated[int | None, typer.Option(help="Loader worker processes decoding tiles.")] = None,
+    ] = str(ssl_default("devices")),
+    strategy: Annotated[str, typer.Option(help="Lightning strategy (auto, ddp, ...).")] = ssl_default("strategy"),
+    workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles (--tiny: 1).")] = ssl_default(
+        "num_workers"
+    ),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
+    as_json: JsonAlways = True,
+    stores_old: OldStores = None,
 ) -> None:
     """Self-supervised pretraining (DINO or MAE) of a ViT on TileStores (MAE3D of a 3D ViT on volume
     stores of 3D patches); the checkpoint with the highest RankMe on held-out tiles is exported as
     OUT/encoder.safetensors + encoder.json (use it as --encoder pathweak:OUT)."""
-    from pathweak.config import load_yaml
     from pathweak.ssl import SSLConfig
     from pathweak.ssl import pretrain as run_pretrain
     from pathweak.tiling.store import find_tile_stores
 
-    values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
-    given = {
-        "method": method,
-        "arch": arch,
-        "max_epochs": epochs,
-        "max_minutes": max_minutes,
-        "batch_size": batch_size,
-        "img_size": img_size,
-        "patch_3d": patch_3d,
-        "mask_ratio": mask_ratio,
-        "fourier_style": fourier_style,
-        "adapt_from": str(adapt_from) if adapt_from else None,
-        "devices": devices,
-        "strategy": strategy,
-        "num_workers": workers,
-    }
-    for key, value in given.items():
-        if value is not None:
-            values[key] = value
-    for key in ("global_scale", "local_scale", "mae_scale"):
-        if key in values:
-            values[key] = tuple(values[key])
-    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
-    result = run_pretrain(find_tile_stores(stores), out, cfg, resume=resume, progress=progress)
-    typer.echo(
-        json.dumps(
-            {
-                "encoder": f"pathweak:{result.encoder_dir}",
-                "steps": result.steps,
-                "epochs": result.epochs,
-                "best_checkpoint": result.best_checkpoint,
-                "rankme": result.rankme,
-            },
-            indent=2,
-        )
+    found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
+    values = _ssl_values(
+        ctx,
+        config,
+        {
+            "method": ("method", method),
+            "arch": ("arch", arch),
+            "epochs": ("max_epochs", epochs),
+            "max_minutes": ("max_minutes", max_minutes),
+            "batch_size": ("batch_size", batch_size),
+            "img_size": ("img_size", img_size),
+            "patch_3d": ("patch_3d", patch_3d),
+            "mask_ratio": ("mask_ratio", mask_ratio),
+            "fourier_style": ("fourier_style", fourier_style),
+            "adapt_from": ("adapt_from", adapt_from),
+            "devices": ("devices", devices),
+            "strategy": ("strategy", strategy),
+            "workers": ("num_workers", workers),
+        },
     )
+    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+    result = run_pretrain(paths(found), out, cfg, resume=resume, progress=progress)
+    _print_pretrain(result)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def distill(
+    ctx: typer.Context,
     teacher: Annotated[
         str,
         typer.Option(
             help="The encoder to distil: pathweak:<dir>, timm:<model>, a preset (see `pathweak encoders list`)."
         ),
     ],
-    stores: Annotated[
-        list[str],
-        typer.Option(
-            "--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs: the tiles the student learns on."
-        ),
-    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: encoder.safetensors, encoder.json, checkpoints/, logs/.")
     ],
+    stores: StoresArg = None,
     student: Annotated[
-        str, typer.Option(help="Student architecture: vit_tiny, vit_small or vit_base (timm, patch 16).")
+        str, typer.Option(help=f"Student architecture: {names('archs')} (timm, patch 16).")
     ] = "vit_tiny",
     teacher_weights: Annotated[str | None, typer.Option(help="Local weights file of a timm/preset teacher.")] = None,
     depth: Annotated[
         int | None, typer.Option(help="Student transformer blocks (default: the architecture's 12; 6 with --tiny).")
-    ] = None,
-    img_size: Annotated[
-        int | None, typer.Option(help="Student input size (multiple of 16); default 224, 112 with --tiny.")
-    ] = None,
+    ] = ssl_default("depth"),
+    img_size: Annotated[int, typer.Option(help="Student input size (multiple of 16; --tiny: 112).")] = ssl_default(
+        "img_size"
+    ),
     token_weight: Annotated[
-        float | None, typer.Option(help="Weight of the patch-token loss for ViT teachers (0: embedding only).")
-    ] = None,
+        float, typer.Option(help="Weight of the patch-token loss for ViT teachers (0: embedding only).")
+    ] = ssl_default("token_weight"),
     tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block student at 112 px).")] = False,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step (per device).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate per 256 images.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Loader worker processes decoding tiles.")] = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = ssl_default("max_epochs"),
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = ssl_default(
+        "max_minutes"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Images per step (per device; --tiny: 32).")] = ssl_default(
+        "batch_size"
+    ),
+    lr: Annotated[float, typer.Option(help="Learning rate per 256 images (--tiny: 0.001).")] = ssl_default("lr"),
+    workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles (--tiny: 1).")] = ssl_default(
+        "num_workers"
+    ),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
+    as_json: JsonAlways = True,
+    stores_old: OldStores = None,
 ) -> None:
     """Distil a (big) encoder into a small ViT: the student learns to reproduce the teacher's embedding
     (and a ViT teacher's patch tokens) on augmented views of the tiles; cosine + L2 through a projection.
-    Exports the checkpoint with the highest RankMe as a pathweak:OUT encoder that records its teacher."""
+    Exports the checkpoint with the highest RankMe as a pathweak:OUT encoder that records its teacher.
+
+    The student defaults to vit_tiny here (pretraining's architecture default is vit_small): a distilled
+    encoder is meant to be small."""
     from pathweak.ssl import SSLConfig
     from pathweak.ssl.distill import distill as run_distill
     from pathweak.tiling.store import find_tile_stores
 
-    given = {
-        "arch": student,
-        "teacher": teacher,
-        "teacher_weights": teacher_weights,
-        "depth": depth,
-        "img_size": img_size,
-        "token_weight": token_weight,
-        "max_epochs": epochs,
-        "max_minutes": max_minutes,
-        "batch_size": batch_size,
-        "lr": lr,
-        "num_workers": workers,
-    }
-    values = {k: v for k, v in given.items() if v is not None}
-    cfg = SSLConfig.tiny("distill", **values) if tiny else SSLConfig(method="distill", **values)
-    result = run_distill(find_tile_stores(stores), out, cfg, resume=resume, progress=progress)
-    typer.echo(
-        json.dumps(
-            {
-                "encoder": f"pathweak:{result.encoder_dir}",
-                "teacher": teacher,
-                "steps": result.steps,
-                "epochs": result.epochs,
-                "best_checkpoint": result.best_checkpoint,
-                "rankme": result.rankme,
-            },
-            indent=2,
-        )
+    found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
+    values = _ssl_values(
+        ctx,
+        None,
+        {
+            "teacher_weights": ("teacher_weights", teacher_weights),
+            "depth": ("depth", depth),
+            "img_size": ("img_size", img_size),
+            "token_weight": ("token_weight", token_weight),
+            "epochs": ("max_epochs", epochs),
+            "max_minutes": ("max_minutes", max_minutes),
+            "batch_size": ("batch_size", batch_size),
+            "lr": ("lr", lr),
+            "workers": ("num_workers", workers),
+        },
     )
+    values.update(arch=student, teacher=teacher)
+    cfg = SSLConfig.tiny("distill", **values) if tiny else SSLConfig(method="distill", **values)
+    result = run_distill(paths(found), out, cfg, resume=resume, progress=progress)
+    _print_pretrain(result, teacher=teacher)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def extract(
-    stores: Annotated[list[str], typer.Option("--stores", help="TileStores (<slide>.zarr), tiles/ folders or globs.")],
     encoder: Annotated[
         list[str],
         typer.Option(
-            help="A preset (uni2-h, virchow2, conch, ...), pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc, or monai:resnet10|18|34|50 for 3D volume patches (see `pathweak encoders list`). Repeat it to embed with several encoders in one pass (each tile read and decoded once)."
+            help=f"An encoder: a preset, pathweak:<dir>, timm:<model>, torchvision:resnet50_trunc, or "
+            f"monai:resnet10|18|34|50 for 3D volume patches ({names('encoders')}; see `pathweak encoders list`). "
+            "Repeat it to embed with several encoders in one pass (each tile read and decoded once)."
         ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/features/<encoder_id>/<slide_id>.zarr.")
     ],
+    stores: StoresArg = None,
     weights: Annotated[
         list[str] | None,
         typer.Option(
@@ -271,7 +319,7 @@ def extract(
     decode: Annotated[
         str,
         typer.Option(
-            help="Where JPEG tiles are decoded: auto (on the GPU with nvJPEG when the model runs on CUDA, else CPU), cpu, or gpu (an error without CUDA)."
+            help=f"Where JPEG tiles are decoded ({names('decodes')}): auto (on the GPU with nvJPEG when the model runs on CUDA, else CPU), cpu, or gpu (an error without CUDA)."
         ),
     ] = "auto",
     devices: Annotated[
@@ -291,17 +339,20 @@ def extract(
             help="ViT encoders: one row per patch token inside each tile (N x N tokens averaged, e.g. 2: a 7x7 map per 224 px tile) for sub-tile wsseg maps, under OUT/features/<encoder_id>-tokens<N>/; 0: one row per tile."
         ),
     ] = 0,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    stores_old: OldStores = None,
 ) -> None:
     """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside;
     with --tokens, one row per patch token inside each tile)."""
+    from pathweak.errors import ConfigError
     from pathweak.features import extract_features
     from pathweak.tiling.store import find_tile_stores
 
-    if devices is not None and len(encoder) > 1:
-        from pathweak.errors import ConfigError
+    from .slides import report_failures
 
+    found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
+    if devices is not None and len(encoder) > 1:
         raise ConfigError(
             "--devices runs one encoder at a time",
             fix="give one --encoder with --devices, or drop --devices to embed with several encoders in one pass",
@@ -321,41 +372,43 @@ def extract(
         from pathweak.features.devices import extract_on_devices
 
         kwargs["weights"] = weights[0] if weights else None
-        results = extract_on_devices(find_tile_stores(stores), encoder[0], out, devices=devices, **kwargs)
+        results = extract_on_devices(paths(found), encoder[0], out, devices=devices, **kwargs)
     else:
-        results = extract_features(find_tile_stores(stores), encoder, out, **kwargs)
+        results = extract_features(paths(found), encoder, out, **kwargs)
     rows = [r.as_row() for r in results]
     for warning in dict.fromkeys(w for r in results for w in r.warnings):
         typer.echo(f"warning: {warning}", err=True)
+    failed = [r for r in results if r.status == "failed"]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            typer.echo(
-                f"{r['slide_id']}: {r['status']} {r['n_tiles']} {'tokens' if tokens else 'tiles'} -> {r['store'] or r['error']}"
-            )
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        for r in failed:
-            _err(r.error or "failed")
-        # bad input everywhere (e.g. a damaged TileStore) exits 2 like any PathweakError; a partial failure 1
-        bad_input = len(failed) == len(results) and all(r.exit_code == 2 for r in failed)
-        raise typer.Exit(2 if bad_input else 1)
+    elif len(failed) < len(results):
+        unit = "tokens" if tokens else "tiles"
+        for r in rows:  # a failure's message is printed once, on stderr, below
+            typer.echo(f"{r['slide_id']}: {r['status']} {r['n_tiles']} {unit} -> {r['store'] or '-'}")
+    # every store bad input (e.g. a damaged TileStore) exits 2 like any PathweakError; a partial failure 1
+    report_failures([(r.error or "failed", r.exit_code) for r in failed], len(results), "stores")
 
 
-@app.command("import-images")
+@app.command("import-images", cls=Command)
 @handle_errors
 def import_images(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of images (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The TileStore to write, e.g. runs/x/tiles/lc25000.zarr.")],
-    patch: Annotated[int, typer.Option(help="Tile side; images are centre-cropped square and resized to it.")] = 224,
+    patch: Annotated[
+        int, typer.Option(help="Tile side; images are centre-cropped square and resized to it.")
+    ] = default(TileSpec, "patch_px"),
     mpp: Annotated[float | None, typer.Option(help="Microns per pixel of the images, when known.")] = None,
-    lossless: Annotated[bool, typer.Option(help="Store losslessly (zstd) instead of JPEG 95.")] = False,
+    lossless: Annotated[bool, typer.Option(help="Store losslessly (zstd) instead of JPEG 95.")] = (
+        default(StoreSpec, "compression") == "lossless"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the store and its tile count as JSON.")] = False,
 ) -> None:
     """Put pre-cut tile images (a patch dataset such as LC25000) into one TileStore for pretraining and extraction."""
-    from pathweak.config import StoreSpec
     from pathweak.tiling.images import images_to_store, list_images
 
-    files = [f for p in inputs for f in (list_images(p) if p.is_dir() else [p])]
+    files = paths(f for p in inputs for f in (list_images(p) if p.is_dir() else [p]))
     store = images_to_store(files, out, patch, StoreSpec(compression="lossless" if lossless else "jpeg"), mpp)
+    if as_json:
+        typer.echo(json.dumps({"store": str(store.path), "n_tiles": len(store)}, indent=2))
+        return
     typer.echo(f"{len(store)} tiles in {store.path}")

@@ -8,10 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
+from pathweak.config import StoreSpec, TileSpec, TissueSpec, VolumeSpec
+
 from ._app import _err, app, handle_errors
+from ._conventions import Command, default, deprecated, explicit, joined, merged, names, paths
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def info(
     slide: Annotated[
@@ -20,7 +23,9 @@ def info(
             help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder)."
         ),
     ],
-    backend: Annotated[str, typer.Option(help="Reader: auto, openslide or tiffslide.")] = "auto",
+    backend: Annotated[
+        str, typer.Option(help=f"Reader: {names('backends')} (auto: OpenSlide where it can read the file).")
+    ] = "auto",
     mpp: Annotated[float | None, typer.Option(help="Override the level-0 microns per pixel.")] = None,
     estimate_mpp: Annotated[
         bool,
@@ -73,17 +78,27 @@ def _describe_estimate(e: dict[str, Any]) -> str:
     return f"{e['mpp']:.3g} um/px (range {e['low']:.3g}-{e['high']:.3g}, {e['n_nuclei']} nuclei, {e['seconds']:.2f} s)"
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def tile(
     ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(help="Slide files, folders of slides, or glob patterns.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/tiles/<slide_id>.zarr.")],
-    target_mpp: Annotated[float, typer.Option(help="Microns per pixel of the stored patches.")] = 0.5,
-    patch: Annotated[int, typer.Option(help="Patch side in pixels.")] = 224,
-    overlap: Annotated[int, typer.Option(help="Overlap between neighbouring patches, in pixels.")] = 0,
-    min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept patch (0-1).")] = 0.25,
-    backend: Annotated[str, typer.Option(help="Reader: auto (OpenSlide where it can), openslide, tiffslide.")] = "auto",
+    target_mpp: Annotated[float, typer.Option(help="Microns per pixel of the stored patches.")] = default(
+        TileSpec, "target_mpp"
+    ),
+    patch: Annotated[
+        int, typer.Option(help="Patch side in pixels (volumes: 64 in 3d mode, 224 in slices mode, unless given).")
+    ] = default(TileSpec, "patch_px"),
+    overlap: Annotated[int, typer.Option(help="Overlap between neighbouring patches, in pixels.")] = default(
+        TileSpec, "overlap_px"
+    ),
+    min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept patch (0-1).")] = default(
+        TileSpec, "min_tissue"
+    ),
+    backend: Annotated[
+        str, typer.Option(help=f"Reader: {names('backends')} (auto: OpenSlide where it can read the file).")
+    ] = "auto",
     mpp: Annotated[
         str | None,
         typer.Option(
@@ -109,11 +124,15 @@ def tile(
             help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them)."
         ),
     ] = None,
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = 95,
-    lossless: Annotated[bool, typer.Option(help="Store tiles losslessly (zstd) instead of JPEG.")] = False,
-    tissue_method: Annotated[
-        str, typer.Option(help="Tissue detector: otsu_saturation, otsu_gray or all.")
-    ] = "otsu_saturation",
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = default(
+        StoreSpec, "jpeg_quality"
+    ),
+    lossless: Annotated[bool, typer.Option(help="Store tiles losslessly (zstd) instead of JPEG.")] = (
+        default(StoreSpec, "compression") == "lossless"
+    ),
+    tissue_method: Annotated[str, typer.Option(help=f"Tissue detector: {names('tissue_methods')}.")] = default(
+        TissueSpec, "method"
+    ),
     roi: Annotated[Path | None, typer.Option(help="QuPath GeoJSON whose annotations replace tissue detection.")] = None,
     roi_class: Annotated[
         list[str] | None, typer.Option(help="Keep only ROI annotations of this class (repeatable).")
@@ -124,25 +143,39 @@ def tile(
     force: Annotated[bool, typer.Option(help="Re-tile even when an up-to-date store exists.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    mode: Annotated[str, typer.Option(help="Volumes: 3d (voxel patches) or slices (2D RGB patches of slices).")] = "3d",
+    mode: Annotated[
+        str, typer.Option(help="Volumes: 3d (voxel patches) or slices (2D RGB patches of slices).")
+    ] = default(VolumeSpec, "mode"),
     spacing: Annotated[
         str, typer.Option(help="Volumes: voxel size of the patches in mm, one value or z,y,x, or 'native'.")
-    ] = "1",
+    ] = joined(default(VolumeSpec, "spacing_mm")),
     patch_depth: Annotated[
         int | None, typer.Option(help="Volumes, 3d: patch depth in voxels (default: --patch).")
     ] = None,
-    planes: Annotated[str, typer.Option(help="Volumes, slices: planes to cut, from axial,coronal,sagittal.")] = "axial",
-    slice_step: Annotated[int, typer.Option(help="Volumes, slices: use every N-th slice.")] = 1,
+    plane: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plane",
+            help=f"Volumes, slices: a plane to cut, one of {names('planes')} (repeatable; default: "
+            f"{', '.join(default(VolumeSpec, 'planes'))}).",
+        ),
+    ] = None,
+    planes_old: Annotated[list[str] | None, deprecated("--planes", "--plane")] = None,
+    slice_step: Annotated[int, typer.Option(help="Volumes, slices: use every N-th slice.")] = default(
+        VolumeSpec, "slice_step"
+    ),
     normalize: Annotated[
         str, typer.Option(help="Volumes: intensity to uint8 by percentile, window or zscore.")
-    ] = "percentile",
+    ] = default(VolumeSpec, "normalize"),
     window: Annotated[
         str | None, typer.Option(help="Volumes: intensity window LO,HI for --normalize window (e.g. -1000,1000 HU).")
     ] = None,
     percentiles: Annotated[
         str, typer.Option(help="Volumes: foreground percentiles LO,HI for --normalize percentile.")
-    ] = "0.5,99.5",
-    foreground: Annotated[str, typer.Option(help="Volumes: foreground detector, otsu or all.")] = "otsu",
+    ] = joined(default(VolumeSpec, "percentiles")),
+    foreground: Annotated[str, typer.Option(help=f"Volumes: foreground detector: {names('foreground')}.")] = default(
+        VolumeSpec, "foreground"
+    ),
     label: Annotated[
         Path | None,
         typer.Option(help="Volumes: a label map on the volume's grid; per-patch label fractions are stored."),
@@ -159,12 +192,15 @@ def tile(
     store is up to date; a changed slide or spec is re-tiled. A folder run goes on past a bad slide and
     lists the failures at the end (exit status 1).
     """
-    from pathweak.config import StoreSpec, TileSpec, TissueSpec, from_dict, load_yaml
+    from pathweak.config import from_dict, load_yaml
     from pathweak.tiling import expand_slide_paths, tile_slides
 
     from .volume_options import volume_spec_from_options
 
-    explicit = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+    given = explicit(ctx)
+    planes = merged(plane, planes_old, "--planes", "--plane")
+    if planes:
+        given.add("planes")
     sections = load_yaml(config) if config else {}
     tile_cfg = dict(sections.get("tile", {}))
     tissue_cfg = dict(sections.get("tissue", {}))
@@ -175,20 +211,20 @@ def tile(
         ("overlap", "overlap_px", overlap),
         ("min_tissue", "min_tissue", min_tissue),
     ]:
-        if name in explicit or key not in tile_cfg:
+        if name in given or key not in tile_cfg:
             tile_cfg[key] = value
     if strict_mpp or check_mpp:
         tile_cfg["mpp_check"] = "strict" if strict_mpp else "warn"
-    if "tissue_method" in explicit or "method" not in tissue_cfg:
+    if "tissue_method" in given or "method" not in tissue_cfg:
         tissue_cfg["method"] = tissue_method
-    if "lossless" in explicit or "compression" not in store_cfg:
+    if "lossless" in given or "compression" not in store_cfg:
         store_cfg["compression"] = "lossless" if lossless else "jpeg"
-    if "jpeg_quality" in explicit or "jpeg_quality" not in store_cfg:
+    if "jpeg_quality" in given or "jpeg_quality" not in store_cfg:
         store_cfg["jpeg_quality"] = jpeg_quality
 
     volume_spec = volume_spec_from_options(
         sections.get("volume", {}),
-        explicit,
+        given,
         config,
         mode=mode,
         spacing=spacing,
@@ -196,16 +232,16 @@ def tile(
         patch_depth=patch_depth,
         overlap=overlap,
         min_tissue=min_tissue,
-        planes=planes,
+        planes=",".join(planes) or ",".join(default(VolumeSpec, "planes")),
         slice_step=slice_step,
         normalize=normalize,
         window=window,
         percentiles=percentiles,
         foreground=foreground,
     )
-    slides = expand_slide_paths(inputs)
+    slides = expand_slide_paths(paths(inputs))
     results = tile_slides(
-        slides,
+        paths(slides),
         out,
         from_dict(TileSpec, tile_cfg, config),
         from_dict(TissueSpec, tissue_cfg, config),
@@ -222,22 +258,32 @@ def tile(
         label=label,
         timepoint=timepoint,
     )
+    failed = [r for r in results if r.status == "failed"]
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "exception"} for r in results], indent=2))
-    else:
+    elif len(failed) < len(results):
         _print_results(results)
     for r in results:
         if r.warning:
             typer.echo(f"warning: {r.warning}", err=True)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        if len(results) == 1:
-            _err(failed[0].error or "failed")
-            raise typer.Exit(getattr(failed[0].exception, "exit_code", 1))
-        _err(f"{len(failed)} of {len(results)} slides failed:")
-        for r in failed:
-            typer.echo(f"  {r.error}", err=True)
-        raise typer.Exit(1)
+    report_failures(
+        [(r.error or "failed", getattr(r.exception, "exit_code", 1)) for r in failed], len(results), "slides"
+    )
+
+
+def report_failures(failures: list[tuple[str, int]], n_inputs: int, what: str) -> None:
+    """Each failure once on stderr, then exit: 2 when every input failed on bad input (as one input's
+    error does), else 1 when any failed. Nothing when none failed."""
+    if not failures:
+        return
+    if len(failures) == 1 and n_inputs == 1:
+        _err(failures[0][0])
+    else:
+        _err(f"{len(failures)} of {n_inputs} {what} failed:")
+        for message, _code in failures:
+            typer.echo(f"  {message}", err=True)
+    every_bad_input = len(failures) == n_inputs and all(code == 2 for _m, code in failures)
+    raise typer.Exit(2 if every_bad_input else 1)
 
 
 def _mpp_option(value: str | None) -> float | str | None:
@@ -263,21 +309,48 @@ def _print_results(results: list[Any]) -> None:
     from rich.table import Table
 
     table = Table("slide", "status", "tiles", "seconds", "store")
-    for r in results:
-        table.add_row(r.slide_id, r.status, str(r.n_tiles), f"{r.seconds:.1f}", r.store or (r.error or ""))
+    for r in results:  # a failure's message is printed once, on stderr, after the table
+        table.add_row(r.slide_id, r.status, str(r.n_tiles), f"{r.seconds:.1f}", r.store or "-")
     Console().print(table)
 
 
-@app.command("sample-data")
+SAMPLE_COHORT = Path("sample_data/cohort")
+
+
+@app.command("sample-data", cls=Command)
 @handle_errors
 def sample_data(
-    out: Annotated[Path, typer.Argument(help="Folder for the generated cohort.")] = Path("sample_data/cohort"),
+    out_old: Annotated[
+        Path | None, typer.Argument(hidden=True, help="Deprecated: the folder as an argument (use -o/--out).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated cohort.")] = SAMPLE_COHORT,
     n_slides: Annotated[int, typer.Option(help="Number of slides (every other one has tumour).")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same slides.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Regenerate slides that already exist.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the slides written as JSON.")] = False,
 ) -> None:
     """Generate the small synthetic H&E-like cohort (pyramidal JPEG TIFFs, labels.csv, tumour GeoJSON)."""
     from pathweak.synthetic import make_sample_cohort
 
+    from ._conventions import warn
+
+    if out_old is not None:
+        warn("the folder as an argument is deprecated and will be removed in the next release; use -o/--out")
+        out = out_old
     slides = make_sample_cohort(out, n_slides=n_slides, seed=seed, overwrite=overwrite)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "labels": str(out / "labels.csv"),
+                    "slides": [
+                        {"slide_id": x.slide_id, "patient_id": x.patient_id, "label": x.label, "path": str(x.path)}
+                        for x in slides
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
     typer.echo(f"{len(slides)} slides, labels and tumour outlines in {out}")

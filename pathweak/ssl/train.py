@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import _provenance
 from .._lightning import quiet_lightning
+from ..progress import show_progress
 from ..errors import ConfigError
 from .config import SSLConfig
 
@@ -106,7 +107,7 @@ def pretrain(
             gradient_clip_val=cfg.grad_clip,
             num_sanity_val_steps=0,
             log_every_n_steps=1,
-            enable_progress_bar=progress,
+            enable_progress_bar=show_progress(progress),  # never into a log file
             enable_model_summary=False,
         )
         last = ckpt_dir / "last.ckpt"

@@ -84,7 +84,7 @@ def fit_head(
             callbacks=callbacks,
             logger=logger,
             enable_checkpointing=False,
-            enable_progress_bar=False,
+            enable_progress_bar=False,  # its epochs advance pathweak's own bar (progress_bar: terminals only)
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=1,
