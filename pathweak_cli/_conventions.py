@@ -59,14 +59,23 @@ def source_defaults(module: str, cls: str) -> dict[str, Any]:
     raise KeyError(f"pathweak.{module} has no class {cls}")
 
 
+@cache
+def function_defaults(module: str, function: str) -> dict[str, Any]:
+    """The literal keyword defaults of ``function`` in ``pathweak.<module>``, read from the source (for
+    API functions whose module is slow to import at CLI start, e.g. ``cohort.demo.demo_settings``)."""
+    tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            args = node.args.posonlyargs + node.args.args
+            pairs = list(zip(args[len(args) - len(node.args.defaults) :], node.args.defaults, strict=True))
+            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is not None]
+            return {a.arg: ast.literal_eval(d) for a, d in pairs}
+    raise KeyError(f"pathweak.{module} has no function {function}")
+
+
 def ssl_default(name: str) -> Any:
     """An SSLConfig field default (``pathweak pretrain`` / ``distill``)."""
     return source_defaults("ssl.config", "SSLConfig")[name]
-
-
-def export_default(name: str) -> Any:
-    """An ExportOptions field default (``pathweak heatmap`` / ``export``)."""
-    return source_defaults("heatmap.export", "ExportOptions")[name]
 
 
 def joined(values: Iterable[Any]) -> str:

@@ -9,7 +9,10 @@ import typer
 
 from pathweak.errors import PathweakError
 
-from ._app import _err, app, handle_errors
+from ._app import app, handle_errors
+from ._conventions import Command, names, source_defaults
+
+_DEFAULTS = source_defaults("heatmap.export", "ExportOptions")  # the API's defaults, read without importing it
 
 ScoresArg = Annotated[Path, typer.Argument(help="A results store (.zarr) or a CSV with x, y and score columns.")]
 StoreOpt = Annotated[
@@ -36,9 +39,7 @@ SmoothOpt = Annotated[float, typer.Option(help="Gaussian smoothing sigma in tile
 MaskOpt = Annotated[
     bool, typer.Option("--mask-tissue/--no-mask-tissue", help="Blank heatmap pixels outside the tissue mask.")
 ]
-CmapOpt = Annotated[
-    str, typer.Option(help="Colormap: viridis, magma, inferno, plasma, cividis, turbo, jet, hot, parula, twilight.")
-]
+CmapOpt = Annotated[str, typer.Option(help=f"Colormap: {names('colormaps')}.")]
 VminOpt = Annotated[
     float | None,
     typer.Option(help="Score at the bottom of the colour scale (default 0, or the minimum when scores leave [0, 1])."),
@@ -47,7 +48,8 @@ VmaxOpt = Annotated[
     float | None, typer.Option(help="Score at the top of the colour scale (default 1, or the maximum).")
 ]
 AlphaOpt = Annotated[float, typer.Option(help="Opacity of the heatmap over the thumbnail in the PNG (0-1).")]
-ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the files written as JSON.")]
 
 
 def _export_options(
@@ -78,7 +80,7 @@ def _export_options(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def export(
     scores: ScoresArg,
@@ -88,7 +90,7 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv; nifti for a volume's scores (.nii.gz over the source volume).",
+            help=f"One of {names('formats')}: geojson (QuPath), tiff (pyramidal overlay), png (over the thumbnail) or csv; nifti for a volume's scores (.nii.gz over the source volume).",
         ),
     ] = "geojson",
     store: StoreOpt = None,
@@ -96,13 +98,14 @@ def export(
     region: RegionOpt = None,
     downsample: DownsampleOpt = None,
     level: LevelOpt = None,
-    smooth: SmoothOpt = 0.0,
-    mask_tissue: MaskOpt = True,
-    cmap: CmapOpt = "viridis",
-    vmin: VminOpt = None,
-    vmax: VmaxOpt = None,
-    alpha: AlphaOpt = 0.5,
+    smooth: SmoothOpt = _DEFAULTS["smooth"],
+    mask_tissue: MaskOpt = _DEFAULTS["mask_tissue"],
+    cmap: CmapOpt = _DEFAULTS["cmap"],
+    vmin: VminOpt = _DEFAULTS["vmin"],
+    vmax: VmaxOpt = _DEFAULTS["vmax"],
+    alpha: AlphaOpt = _DEFAULTS["alpha"],
     progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Export per-tile scores of one slide in one format: QuPath GeoJSON (tiles as detections with the
     scores as measurements, --region thresholds as classified annotations), a pyramidal TIFF overlay,
@@ -122,14 +125,25 @@ def export(
             )
         if score and len(score) > 1:
             raise ConfigError("a NIfTI heatmap shows one score", fix="pass one --score")
-        typer.echo(str(results_to_nifti(scores, out, score[0] if score else None, store)))
+        _print_files([results_to_nifti(scores, out, score[0] if score else None, store)], as_json)
         return
     options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
     ts = load_scores(scores, store)
-    typer.echo(str(export_scores(ts, fmt, out, options, progress=progress)))
+    _print_files([export_scores(ts, fmt, out, options, progress=progress)], as_json)
 
 
-@app.command()
+def _print_files(files: list[Path], as_json: bool) -> None:
+    """The files a command wrote: one path a line, or ``{"files": [...]}`` with --json."""
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"files": [str(f) for f in files]}, indent=2))
+    else:
+        for f in files:
+            typer.echo(str(f))
+
+
+@app.command(cls=Command)
 @handle_errors
 def heatmap(
     inputs: Annotated[list[Path], typer.Argument(help="Results stores (.zarr) or score CSVs, one per slide.")],
@@ -139,7 +153,7 @@ def heatmap(
         typer.Option(
             "--format",
             "-f",
-            help="Formats to write (repeatable; default geojson, png and tiff; also csv; volumes: nifti, the default).",
+            help=f"A format to write, one of {names('formats')} (repeatable; default geojson, png and tiff; volumes: nifti, the default).",
         ),
     ] = None,
     store: StoreOpt = None,
@@ -147,13 +161,14 @@ def heatmap(
     region: RegionOpt = None,
     downsample: DownsampleOpt = None,
     level: LevelOpt = None,
-    smooth: SmoothOpt = 0.0,
-    mask_tissue: MaskOpt = True,
-    cmap: CmapOpt = "viridis",
-    vmin: VminOpt = None,
-    vmax: VmaxOpt = None,
-    alpha: AlphaOpt = 0.5,
+    smooth: SmoothOpt = _DEFAULTS["smooth"],
+    mask_tissue: MaskOpt = _DEFAULTS["mask_tissue"],
+    cmap: CmapOpt = _DEFAULTS["cmap"],
+    vmin: VminOpt = _DEFAULTS["vmin"],
+    vmax: VmaxOpt = _DEFAULTS["vmax"],
+    alpha: AlphaOpt = _DEFAULTS["alpha"],
     progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the heatmaps of each slide into OUT: <slide_id>.geojson (all scores, for QuPath's
     Measurement Maps), and <slide_id>.<score>.png and .tiff for each score. A bad input is reported and
@@ -166,23 +181,27 @@ def heatmap(
         raise ConfigError(
             "--store names one TileStore, so it goes with one input", fix="run one slide at a time with --store"
         )
-    failures = []
+    from .slides import report_failures
+
+    failures: list[tuple[str, int]] = []
+    written: list[Path] = []
     for source in inputs:
         try:
-            for path in write_heatmaps(source, out, fmt or None, options, store=store, progress=progress):
-                typer.echo(str(path))
+            files = list(write_heatmaps(source, out, fmt or None, options, store=store, progress=progress))
         except PathweakError as exc:
             if len(inputs) == 1:
                 raise
-            failures.append(str(exc))
-    if failures:
-        _err(f"{len(failures)} of {len(inputs)} inputs failed:")
-        for line in failures:
-            typer.echo(f"  {line}", err=True)
-        raise typer.Exit(1)
+            failures.append((str(exc), exc.exit_code))
+            continue
+        written += files
+        if not as_json:
+            _print_files(files, False)
+    if as_json:
+        _print_files(written, True)
+    report_failures(failures, len(inputs), "inputs")
 
 
-@app.command("ground-truth")
+@app.command("ground-truth", cls=Command)
 @handle_errors
 def ground_truth(
     store: Annotated[Path, typer.Argument(help="The TileStore of the slide.")],
@@ -197,6 +216,7 @@ def ground_truth(
             help="Annotation class to measure (repeatable; default: all annotations as one column 'annotation').",
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Per-tile ground truth from QuPath annotations: the fraction of each tile inside the annotations
     of each class, as a score CSV (which `pathweak export` can render)."""
@@ -209,4 +229,4 @@ def ground_truth(
         if classes
         else {"annotation": annotation_fractions(ts, annotations)}
     )
-    typer.echo(str(write_scores_csv(out, ts.coords, columns)))
+    _print_files([write_scores_csv(out, ts.coords, columns)], as_json)

@@ -72,7 +72,9 @@ def encoders_info(
     weights: Annotated[
         str | None, typer.Option(help="Where to look first: a weights file or a hub snapshot folder.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the only form of this record).")] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the record's only form; accepted for uniformity).")
+    ] = False,
 ) -> None:
     """The full record of a preset as JSON: architecture and constructor arguments, input, resolution,
     mean/std, embedding rule and size, precision, licence, hub repo and files, the download command, and
@@ -87,7 +89,7 @@ StoresArg = Annotated[
 ]
 OldStores = Annotated[list[str] | None, deprecated("--stores", "the STORES arguments")]
 JsonAlways = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON (its only form; accepted by every command).")
+    bool, typer.Option("--json", help="Print the result as JSON (its only form; accepted for uniformity).")
 ]
 _STORES_EXAMPLE = "runs/x/tiles/"
 
@@ -179,7 +181,7 @@ def pretrain(
     ),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
-    as_json: JsonAlways = True,
+    as_json: JsonAlways = False,
     stores_old: OldStores = None,
 ) -> None:
     """Self-supervised pretraining (DINO or MAE) of a ViT on TileStores (MAE3D of a 3D ViT on volume
@@ -255,7 +257,7 @@ def distill(
     ),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt when it exists.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
-    as_json: JsonAlways = True,
+    as_json: JsonAlways = False,
     stores_old: OldStores = None,
 ) -> None:
     """Distil a (big) encoder into a small ViT: the student learns to reproduce the teacher's embedding

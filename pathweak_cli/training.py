@@ -8,33 +8,50 @@ from typing import Annotated, Any
 
 import typer
 
+from pathweak.train.config import TrainConfig
+
 from ._app import app, handle_errors
+from ._conventions import Command, default, deprecated, inputs, merged, names, numbers, paths
+
+FeaturesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="FeatureStores, a features/<encoder_id>/ folder, or globs.", show_default=False),
+]
+OldFeatures = Annotated[list[str] | None, deprecated("--features", "the FEATURES arguments")]
+_FEATURES_EXAMPLE = "runs/x/features/<encoder_id>/"
+
+
+def _train_default(name: str) -> Any:
+    return default(TrainConfig, name)
+
 
 heads_app = typer.Typer(help="MIL heads trained on cached features.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(heads_app, name="heads")
 
 
-@heads_app.command("list")
+@heads_app.command("list", cls=Command)
 @handle_errors
-def heads_list() -> None:
+def heads_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the heads as JSON.")] = False,
+) -> None:
     """List the registered heads, what they do and their options (for --head and --head-opt)."""
     from rich.console import Console
     from rich.table import Table
 
     from pathweak.heads import head_info
 
+    if as_json:
+        typer.echo(json.dumps(head_info(), indent=2))
+        return
     table = Table("head", "what", "options (--head-opt KEY=VALUE)")
     for row in head_info():
         table.add_row(row["name"], row["description"], row["options"])
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def train(
-    features: Annotated[
-        list[str], typer.Option("--features", help="FeatureStores, a features/<encoder_id>/ folder, or globs.")
-    ],
     labels: Annotated[
         Path,
         typer.Option(
@@ -47,102 +64,124 @@ def train(
             "--out", "-o", help="Run folder: run.json, predictions, models/, splits.csv, logs/ (replaced if it exists)."
         ),
     ],
+    features: FeaturesArg = None,
     head: Annotated[
-        str,
-        typer.Option(
-            help="Head name (see `pathweak heads list`): mean, max, abmil, clam_sb, clam_mb, transmil, dsmil."
-        ),
-    ] = "abmil",
+        str, typer.Option(help=f"Head name: {names('heads')} (see `pathweak heads list`).")
+    ] = _train_default("head"),
     head_opt: Annotated[
         list[str] | None, typer.Option("--head-opt", help="Head option KEY=VALUE, repeatable (e.g. hidden=512).")
     ] = None,
     task: Annotated[
         str,
         typer.Option(
-            help="auto, binary, multiclass, regression, survival (time, event columns) or proportion (share of positive tiles in [0, 1]; per-tile probabilities). auto: numbers with decimals or >10 values are regression."
+            help=f"{names('tasks')}: survival needs time and event columns; proportion: the share of positive tiles in [0, 1] (per-tile probabilities). auto: numbers with decimals or >10 values are regression."
         ),
-    ] = "auto",
+    ] = _train_default("task"),
     survival_loss: Annotated[
         str,
         typer.Option(
-            help="Survival: cox (partial likelihood over the bags of a step, 16 bags per step unless --bags-per-step > 1) or discrete (time-binned likelihood)."
+            help=f"Survival loss ({names('survival_losses')}): cox (partial likelihood over the bags of a step, 16 bags per step unless --bags-per-step > 1) or discrete (time-binned likelihood)."
         ),
-    ] = "cox",
+    ] = _train_default("survival_loss"),
     survival_bins: Annotated[
         int, typer.Option(help="Survival, discrete loss: time bins (edges at quantiles of the training event times).")
-    ] = 4,
-    eval_times: Annotated[
-        str | None,
+    ] = _train_default("survival_bins"),
+    eval_time: Annotated[
+        list[str] | None,
         typer.Option(
-            help="Survival: comma-separated times of the time-dependent AUC (default: quartiles of the event times)."
+            "--eval-time",
+            help="Survival: a time of the time-dependent AUC (repeatable; default: quartiles of the event times).",
         ),
     ] = None,
-    classes: Annotated[
-        str | None,
+    class_: Annotated[
+        list[str] | None,
         typer.Option(
-            help="Class order, comma-separated; the last of two is the positive class. Other labels are an error."
+            "--class",
+            help="A class, in order (repeatable; default: sorted); the last of two is the positive class. Other labels are an error.",
         ),
     ] = None,
     folds: Annotated[
         int,
         typer.Option(help="Cross-validation folds, grouped by patient and stratified (ignored with a split column)."),
-    ] = 5,
+    ] = _train_default("folds"),
     val_fraction: Annotated[
         float, typer.Option(help="Share of each fold's training patients held out for early stopping.")
-    ] = 0.2,
-    seeds: Annotated[str, typer.Option(help="Training seeds, comma-separated; metrics report their spread.")] = "0",
-    split_seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs per fold.")] = 50,
-    min_epochs: Annotated[int, typer.Option(help="Epochs before early stopping may stop.")] = 5,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a lower validation loss.")] = 10,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-4,
+    ] = _train_default("val_fraction"),
+    seed: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--seed",
+            help=f"A training seed (repeatable, e.g. --seed 0 --seed 1 --seed 2; metrics report their spread; default: {', '.join(map(str, _train_default('seeds')))}).",
+        ),
+    ] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = _train_default("split_seed"),
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per fold.")] = _train_default("max_epochs"),
+    min_epochs: Annotated[int, typer.Option(help="Epochs before early stopping may stop.")] = _train_default(
+        "min_epochs"
+    ),
+    patience: Annotated[
+        int, typer.Option(help="Stop after this many epochs without a lower validation loss.")
+    ] = _train_default("patience"),
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = _train_default("lr"),
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _train_default("weight_decay"),
     bags_per_step: Annotated[
         int, typer.Option(help="Bags averaged per optimiser step (1 = the usual MIL batch of one slide).")
-    ] = 1,
-    balance: Annotated[bool, typer.Option(help="Weight classes by inverse frequency in the loss.")] = True,
+    ] = _train_default("bags_per_step"),
+    balance: Annotated[bool, typer.Option(help="Weight classes by inverse frequency in the loss.")] = _train_default(
+        "balance"
+    ),
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples (by patient) for the 95% CIs; 0 skips them.")
-    ] = 1000,
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
+    ] = _train_default("bootstrap"),
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = _train_default(
+        "device"
+    ),
     precision: Annotated[
         str, typer.Option(help="Lightning precision; auto: bf16-mixed on CUDA, 32-true on CPU.")
-    ] = "auto",
+    ] = _train_default("precision"),
     dtype: Annotated[
         str, typer.Option(help="Feature dtype in the bank: float16 (as stored), bfloat16 or float32.")
-    ] = "float16",
+    ] = _train_default("dtype"),
     stream: Annotated[
         str,
         typer.Option(
             help="auto: keep the cohort in memory when it fits, else read bags from disk; yes; no (error when it does not fit)."
         ),
-    ] = "auto",
+    ] = str(_train_default("stream")),
     devices: Annotated[
         str,
         typer.Option(
             help="Processes (Lightning DDP, one per device): 1, N or all (every GPU); on a CPU N gloo processes."
         ),
-    ] = "1",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ] = str(_train_default("devices")),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json's summary as JSON.")] = False,
+    features_old: OldFeatures = None,
+    seeds_old: Annotated[list[str] | None, deprecated("--seeds", "--seed")] = None,
+    classes_old: Annotated[list[str] | None, deprecated("--classes", "--class")] = None,
+    eval_times_old: Annotated[list[str] | None, deprecated("--eval-times", "--eval-time")] = None,
 ) -> None:
     """Train a MIL head on cached features with patient-level cross-validation; writes metrics (with
     bootstrap 95% CIs and the spread across seeds), per-fold predictions and packaged models
     (see docs/training.md)."""
     from pathweak.errors import ConfigError
-    from pathweak.train import TrainConfig, train_cohort
+    from pathweak.train import train_cohort
 
-    streams = {"auto": "auto", "yes": True, "no": False}
+    found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
+    streams: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
     if stream not in streams:
         raise ConfigError(f"unknown --stream {stream!r}", fix="use auto, yes or no")
+    seeds = merged(seed, seeds_old, "--seeds", "--seed")
+    classes = merged(class_, classes_old, "--classes", "--class")
+    eval_times = merged(eval_time, eval_times_old, "--eval-times", "--eval-time")
     cfg = TrainConfig(
         head=head,
         head_options=_options(head_opt or []),
         task=task,
-        classes=tuple(c.strip() for c in classes.split(",")) if classes else None,
+        classes=tuple(classes) if classes else None,
         folds=folds,
         val_fraction=val_fraction,
-        seeds=_ints(seeds, "--seeds"),
+        seeds=numbers(seeds, "--seed", int) if seeds else _train_default("seeds"),
         split_seed=split_seed,
         max_epochs=epochs,
         min_epochs=min_epochs,
@@ -159,9 +198,9 @@ def train(
         devices=devices,
         survival_loss=survival_loss,
         survival_bins=survival_bins,
-        eval_times=_floats(eval_times, "--eval-times") if eval_times else None,
+        eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
     )
-    run = train_cohort(features, labels, out, cfg, progress=progress)
+    run = train_cohort(paths(found), labels, out, cfg, progress=progress)
     s = run.summary
     if as_json:
         typer.echo(
@@ -182,35 +221,35 @@ def train(
         ci_text = f"  (seed {next(iter(s['seeds']))} 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         typer.echo(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f}{ci_text}")
     typer.echo(
-        f"run: {run.out_dir} (predict with: pathweak predict --model {run.out_dir} --features ...; "
+        f"run: {run.out_dir} (predict with: pathweak predict FEATURES... --model {run.out_dir}; "
         f"report: pathweak report {run.out_dir})"
     )
 
 
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def predict(
     model: Annotated[
         Path,
         typer.Option(help="A training run folder (its fold models are averaged) or one models/<seed_fold> folder."),
     ],
-    features: Annotated[
-        list[str], typer.Option("--features", help="FeatureStores, a features/<encoder_id>/ folder, or globs.")
-    ],
+    features: FeaturesArg = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Folder receiving results/<model_id>/ (default: beside features/)."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Name of the results folder (default: the model id).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+    features_old: OldFeatures = None,
 ) -> None:
     """Slide scores plus per-tile scores and attention of a trained model, written as results stores
     (docs/results_format.md) that `pathweak heatmap` and `pathweak export` read."""
     from pathweak.train import predict_slides
 
-    results = predict_slides(model, features, out, name=name, device=device, progress=progress)
+    found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
+    results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
     if as_json:
         typer.echo(json.dumps([vars(r) for r in results], indent=2))
         return
@@ -234,29 +273,7 @@ def _options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _floats(text: str, option: str) -> tuple[float, ...]:
-    from pathweak.errors import ConfigError
-
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not a comma-separated list of numbers", fix=f"e.g. {option} 12,24"
-        ) from None
-
-
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    from pathweak.errors import ConfigError
-
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r} is not a comma-separated list of integers", fix=f"e.g. {option} 0,1,2"
-        ) from None
-
-
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 def report(
     run: Annotated[
@@ -274,12 +291,26 @@ def report(
             help="FeatureStores of the slides, when the run does not record them (runs before this version).",
         ),
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder receiving report.html and report_files/ (default: the run's folder)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report's path as JSON.")] = False,
 ) -> None:
     """Write RUN/report.html (self-contained, opens offline in a browser) and its PNGs in RUN/report_files/:
     the metrics table; ROC and PR curves with bootstrap bands, calibration and the confusion matrix
     (classification); Kaplan-Meier curves of predicted risk groups with the log-rank p (survival); predicted
     vs true (regression, proportion); training curves per fold; and for a sample of slides the heatmap next
     to the highest- and lowest-scoring tiles (see docs/training.md)."""
-    from pathweak.report import write_report
+    from dataclasses import replace
 
-    typer.echo(str(write_report(run, slides=slides, tiles=tiles, bootstrap=bootstrap, features=features)))
+    from pathweak.report import write_report
+    from pathweak.report.build import find_run
+
+    source = find_run(run)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        source = replace(source, out=out)
+    found = paths(features) if features else None
+    page = write_report(source, slides=slides, tiles=tiles, bootstrap=bootstrap, features=found)
+    typer.echo(json.dumps({"report": str(page)}, indent=2) if as_json else str(page))
