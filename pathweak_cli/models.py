@@ -85,7 +85,8 @@ def encoders_info(
 
 
 StoresArg = Annotated[
-    list[str] | None, typer.Argument(help="TileStores (<slide>.zarr), tiles/ folders or globs.", show_default=False)
+    list[str] | None,
+    typer.Argument(metavar="STORES", help="TileStores (<slide>.zarr), tiles/ folders or globs.", show_default=False),
 ]
 OldStores = Annotated[list[str] | None, deprecated("--stores", "the STORES arguments")]
 JsonAlways = Annotated[

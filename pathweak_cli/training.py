@@ -15,7 +15,9 @@ from ._conventions import Command, default, deprecated, inputs, merged, names, n
 
 FeaturesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="FeatureStores, a features/<encoder_id>/ folder, or globs.", show_default=False),
+    typer.Argument(
+        metavar="FEATURES", help="FeatureStores, a features/<encoder_id>/ folder, or globs.", show_default=False
+    ),
 ]
 OldFeatures = Annotated[list[str] | None, deprecated("--features", "the FEATURES arguments")]
 _FEATURES_EXAMPLE = "runs/x/features/<encoder_id>/"
