@@ -155,7 +155,7 @@ class VolumeSpec:
         if not planes or any(p not in PLANES for p in planes):
             raise ConfigError(
                 f"planes must be among {', '.join(PLANES)}, got {', '.join(planes) or 'none'}",
-                fix="pass e.g. --planes axial,coronal",
+                fix="pass e.g. --plane axial --plane coronal",
             )
         for name in ("patch_px", "patch_depth"):
             value = getattr(self, name)

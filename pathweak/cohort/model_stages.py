@@ -61,7 +61,7 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
             raise ConfigError(
                 "no labelled slide has features to train on",
                 path=spec.manifest,
-                fix="fill in the manifest's label column, or run with --stages tile,extract",
+                fix="fill in the manifest's label column, or run with --stage tile --stage extract",
             )
 
         def build() -> bool:

@@ -103,7 +103,7 @@ class WSSeg(MILHead):
         if len(torch.unique(cells)) != len(cells):
             raise ConfigError(
                 "several tiles share one grid cell (e.g. volume slice patches of several planes)",
-                fix="segment features of one plane at a time (tile volumes with --planes axial)",
+                fix="segment features of one plane at a time (tile volumes with --plane axial)",
             )
         n_cells = math.prod(shape)
         occupied = torch.zeros(n_cells, device=h.device, dtype=h.dtype).index_fill_(0, cells, 1).view(1, 1, *shape)

@@ -19,7 +19,7 @@ class TileIndex:
     def __init__(self, stores: list[str | Path]):
         if not stores:
             raise ConfigError(
-                "no TileStores given", fix="pass --stores with one or more <slide>.zarr or a tiles/ folder"
+                "no TileStores given", fix="pass one or more <slide>.zarr or a tiles/ folder as arguments"
             )
         self.paths = [Path(p) for p in stores]
         sizes, keys = [], []

@@ -71,7 +71,7 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val fraction must be in (0, 1), got {self.val_fraction}")
         if not self.seeds:
-            raise ConfigError("no seeds given", fix="pass e.g. --seeds 0,1,2")
+            raise ConfigError("no seeds given", fix="pass e.g. --seed 0 --seed 1 --seed 2")
         if self.max_epochs < 1 or self.min_epochs < 0 or self.patience < 1 or self.bags_per_step < 1:
             raise ConfigError("epochs, patience and bags per step must be positive")
         if self.lr <= 0:
@@ -87,7 +87,8 @@ class TrainConfig:
             times = tuple(float(t) for t in self.eval_times)
             if not times or any(t <= 0 for t in times):
                 raise ConfigError(
-                    f"evaluation times must be positive, got {self.eval_times}", fix="e.g. --eval-times 12,24"
+                    f"evaluation times must be positive, got {self.eval_times}",
+                    fix="e.g. --eval-time 12 --eval-time 24",
                 )
             object.__setattr__(self, "eval_times", times)
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))

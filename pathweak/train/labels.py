@@ -176,7 +176,7 @@ def _targets(
             raise LabelsError(
                 f"row {unknown[0][0] + 2} has unknown label {unknown[0][1]!r} (known: {', '.join(class_list)})",
                 path=path,
-                fix="fix the label or add it to --classes",
+                fix="fix the label or add it with --class",
             )
     else:
         distinct = sorted(set(labels))
@@ -191,7 +191,7 @@ def _targets(
         raise LabelsError(
             f"a binary task needs 2 classes, the labels have {len(class_list)} ({', '.join(class_list[:5])})",
             path=path,
-            fix="pass --task multiclass, or --classes to name the two",
+            fix="pass --task multiclass, or --class twice to name the two",
         )
     if task == "classification":
         task = "binary" if len(class_list) == 2 else "multiclass"
