@@ -349,7 +349,6 @@ def extract(
     """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside;
     with --tokens, one row per patch token inside each tile)."""
     from pathweak.errors import ConfigError
-    from pathweak.features import extract_features
     from pathweak.tiling.store import find_tile_stores
 
     from .slides import report_failures
@@ -371,6 +370,8 @@ def extract(
         tokens=tokens,
         decode=decode,
     )
+    from pathweak.features import extract_features  # torch: after the options are checked
+
     if devices is not None:
         from pathweak.features.devices import extract_on_devices
 

@@ -167,7 +167,6 @@ def train(
     bootstrap 95% CIs and the spread across seeds), per-fold predictions and packaged models
     (see docs/training.md)."""
     from pathweak.errors import ConfigError
-    from pathweak.train import train_cohort
 
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     streams: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
@@ -202,6 +201,8 @@ def train(
         survival_bins=survival_bins,
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
     )
+    from pathweak.train import train_cohort  # torch: after the options are checked
+
     run = train_cohort(paths(found), labels, out, cfg, progress=progress)
     s = run.summary
     if as_json:
