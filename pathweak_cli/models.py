@@ -12,7 +12,7 @@ import typer
 from pathweak.config import StoreSpec, TileSpec
 
 from ._app import app, handle_errors
-from ._conventions import Command, default, deprecated, explicit, inputs, names, paths, ssl_default
+from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
 
 encoders_app = typer.Typer(help="Encoders that turn tiles into features.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(encoders_app, name="encoders")
@@ -93,6 +93,7 @@ JsonAlways = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (its only form; accepted for uniformity).")
 ]
 _STORES_EXAMPLE = "runs/x/tiles/"
+_EXTRACT = function_defaults("features.extract", "extract_features")  # the API's defaults, read without torch
 
 
 def _ssl_values(ctx: typer.Context, config: Path | None, given: dict[str, tuple[str, Any]]) -> dict[str, Any]:
@@ -317,31 +318,35 @@ def extract(
     batch_size: Annotated[
         int | None,
         typer.Option(help="Model batch size (default: 64 on CPU, 8 for 3D encoders; adaptive from 512 on GPU)."),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    ] = _EXTRACT["batch_size"],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = _EXTRACT["device"],
     decode: Annotated[
         str,
         typer.Option(
             help=f"Where JPEG tiles are decoded ({names('decodes')}): auto (on the GPU with nvJPEG when the model runs on CUDA, else CPU), cpu, or gpu (an error without CUDA)."
         ),
-    ] = "auto",
+    ] = _EXTRACT["decode"],
     devices: Annotated[
         str | None,
         typer.Option(
             help="Shard slides over N devices, one process each: N or all (every GPU; on a CPU-only machine N processes)."
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles ahead of the model.")] = 1,
+    workers: Annotated[int, typer.Option(help="Loader worker processes decoding tiles ahead of the model.")] = _EXTRACT[
+        "num_workers"
+    ],
     export_h5: Annotated[
         bool, typer.Option(help="Also write CLAM/TRIDENT-style h5 files to OUT/h5_files/<encoder_id>/.")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Re-extract even when the FeatureStore is up to date.")] = False,
+    ] = _EXTRACT["export_h5_files"],
+    force: Annotated[bool, typer.Option(help="Re-extract even when the FeatureStore is up to date.")] = _EXTRACT[
+        "force"
+    ],
     tokens: Annotated[
         int,
         typer.Option(
             help="ViT encoders: one row per patch token inside each tile (N x N tokens averaged, e.g. 2: a 7x7 map per 224 px tile) for sub-tile wsseg maps, under OUT/features/<encoder_id>-tokens<N>/; 0: one row per tile."
         ),
-    ] = 0,
+    ] = _EXTRACT["tokens"],
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     stores_old: OldStores = None,

@@ -11,7 +11,7 @@ import typer
 from pathweak.train.config import TrainConfig
 
 from ._app import app, handle_errors
-from ._conventions import Command, default, deprecated, inputs, merged, names, numbers, paths
+from ._conventions import Command, default, deprecated, function_defaults, inputs, merged, names, numbers, paths
 
 FeaturesArg = Annotated[
     list[str] | None,
@@ -21,6 +21,9 @@ FeaturesArg = Annotated[
 ]
 OldFeatures = Annotated[list[str] | None, deprecated("--features", "the FEATURES arguments")]
 _FEATURES_EXAMPLE = "runs/x/features/<encoder_id>/"
+
+
+_PREDICT = function_defaults("train.predict", "predict_slides")  # the API's defaults, read without torch
 
 
 def _train_default(name: str) -> Any:
@@ -242,7 +245,7 @@ def predict(
         typer.Option("--out", "-o", help="Folder receiving results/<model_id>/ (default: beside features/)."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Name of the results folder (default: the model id).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = _PREDICT["device"],
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
     features_old: OldFeatures = None,

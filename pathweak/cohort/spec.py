@@ -124,7 +124,9 @@ class CohortSpec:
 
 
 def train_config(spec: CohortSpec) -> Any:
-    """The spec's ``train:`` section as a TrainConfig (default head abmil, 3 folds)."""
+    """The spec's ``train:`` section as a TrainConfig: TrainConfig's defaults, except 3 folds instead of 5
+    (cohort specs are first written for small cohorts, with too few patients per class for 5 folds;
+    docs/cohorts.md "Defaults")."""
     from ..train.config import TrainConfig
 
     values = {"folds": 3, **spec.train}

@@ -206,8 +206,20 @@ def test_source_read_defaults_equal_the_dataclasses():
         assert {k for k, v in real.items() if isinstance(v, (int, float, str, tuple, type(None)))} <= set(read)
     import inspect
 
-    signature = inspect.signature(demo_settings).parameters
-    assert function_defaults("cohort.demo", "demo_settings") == {k: p.default for k, p in signature.items()}
+    from pathweak.features.extract import extract_features
+    from pathweak.train.predict import predict_slides
+
+    for module, fn in (("cohort.demo", demo_settings), ("features.extract", extract_features),
+                       ("train.predict", predict_slides)):  # fmt: skip
+        signature = inspect.signature(fn).parameters
+        real = {k: p.default for k, p in signature.items() if p.default is not inspect.Parameter.empty}
+        assert function_defaults(module, fn.__name__) == real, fn.__name__
+    # and the CLI uses them
+    extract, predict = _options(COMMANDS[("extract",)]), _options(COMMANDS[("predict",)])
+    for option, name in (("--device", "device"), ("--decode", "decode"), ("--workers", "num_workers"),
+                         ("--tokens", "tokens"), ("--export-h5", "export_h5_files"), ("--force", "force")):  # fmt: skip
+        assert extract[option].default == inspect.signature(extract_features).parameters[name].default, option
+    assert predict["--device"].default == inspect.signature(predict_slides).parameters["device"].default
 
 
 WRITES_NOTHING = {("info",), ("heads", "list"), ("encoders", "list"), ("encoders", "info")}
