@@ -42,7 +42,10 @@ _DEMO = function_defaults("cohort.demo", "demo_settings")  # the demo spec's def
 @handle_errors
 def cohort_run(
     spec: Annotated[
-        Path, typer.Argument(help="The cohort YAML (manifest, out, and stage settings; see docs/cohorts.md).")
+        Path,
+        typer.Argument(
+            metavar="SPEC", help="The cohort YAML (manifest, out, and stage settings; see docs/cohorts.md)."
+        ),
     ],
     retry_failed: Annotated[bool, typer.Option(help="Retry slides that failed in an earlier run.")] = False,
     executor: Annotated[str | None, typer.Option(help="local (process pool) or dask.")] = None,
@@ -127,7 +130,7 @@ def demo(
 @cohort_app.command("status", cls=Command)
 @handle_errors
 def cohort_status(
-    spec: Annotated[Path, typer.Argument(help="The cohort YAML.")],
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The cohort YAML.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="The run folder, when `cohort run -o` moved it from the spec's.")
     ] = None,

@@ -14,7 +14,9 @@ from ._conventions import Command, names, source_defaults
 
 _DEFAULTS = source_defaults("heatmap.export", "ExportOptions")  # the API's defaults, read without importing it
 
-ScoresArg = Annotated[Path, typer.Argument(help="A results store (.zarr) or a CSV with x, y and score columns.")]
+ScoresArg = Annotated[
+    Path, typer.Argument(metavar="SCORES", help="A results store (.zarr) or a CSV with x, y and score columns.")
+]
 StoreOpt = Annotated[
     Path | None,
     typer.Option(
@@ -146,7 +148,9 @@ def _print_files(files: list[Path], as_json: bool) -> None:
 @app.command(cls=Command)
 @handle_errors
 def heatmap(
-    inputs: Annotated[list[Path], typer.Argument(help="Results stores (.zarr) or score CSVs, one per slide.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUTS", help="Results stores (.zarr) or score CSVs, one per slide.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     fmt: Annotated[
         list[str] | None,
@@ -204,8 +208,10 @@ def heatmap(
 @app.command("ground-truth", cls=Command)
 @handle_errors
 def ground_truth(
-    store: Annotated[Path, typer.Argument(help="The TileStore of the slide.")],
-    annotations: Annotated[Path, typer.Argument(help="QuPath GeoJSON with the annotations (level-0 pixels).")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The TileStore of the slide.")],
+    annotations: Annotated[
+        Path, typer.Argument(metavar="ANNOTATIONS", help="QuPath GeoJSON with the annotations (level-0 pixels).")
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output CSV: x, y and one overlap-fraction column per class.")
     ],

@@ -68,7 +68,7 @@ def encoders_list(
 @encoders_app.command("info", cls=Command)
 @handle_errors
 def encoders_info(
-    name: Annotated[str, typer.Argument(help="A preset name (see `pathweak encoders list`).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A preset name (see `pathweak encoders list`).")],
     weights: Annotated[
         str | None, typer.Option(help="Where to look first: a weights file or a hub snapshot folder.")
     ] = None,
@@ -401,7 +401,9 @@ def extract(
 @app.command("import-images", cls=Command)
 @handle_errors
 def import_images(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders of images (searched recursively).")],
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="INPUTS", help="Image files or folders of images (searched recursively).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The TileStore to write, e.g. runs/x/tiles/lc25000.zarr.")],
     patch: Annotated[
         int, typer.Option(help="Tile side; images are centre-cropped square and resized to it.")

@@ -20,7 +20,8 @@ def info(
     slide: Annotated[
         Path,
         typer.Argument(
-            help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder)."
+            metavar="SLIDE",
+            help="A slide file (or a DICOM-WSI folder), or a 3D volume (NIfTI, NRRD, MetaImage, DICOM file or series folder).",
         ),
     ],
     backend: Annotated[
@@ -82,7 +83,9 @@ def _describe_estimate(e: dict[str, Any]) -> str:
 @handle_errors
 def tile(
     ctx: typer.Context,
-    inputs: Annotated[list[str], typer.Argument(help="Slide files, folders of slides, or glob patterns.")],
+    inputs: Annotated[
+        list[str], typer.Argument(metavar="INPUTS", help="Slide files, folders of slides, or glob patterns.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; stores go to OUT/tiles/<slide_id>.zarr.")],
     target_mpp: Annotated[float, typer.Option(help="Microns per pixel of the stored patches.")] = default(
         TileSpec, "target_mpp"

@@ -283,7 +283,10 @@ def _options(items: list[str]) -> dict[str, Any]:
 @handle_errors
 def report(
     run: Annotated[
-        Path, typer.Argument(help="A training run folder (pathweak train -o RUN) or a cohort run's out folder.")
+        Path,
+        typer.Argument(
+            metavar="RUN", help="A training run folder (pathweak train -o RUN) or a cohort run's out folder."
+        ),
     ],
     slides: Annotated[
         int, typer.Option(help="Slides shown with a heatmap and a gallery of their highest- and lowest-scoring tiles.")
