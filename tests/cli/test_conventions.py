@@ -276,3 +276,21 @@ def test_every_input_failing_prints_each_error_once(tmp_path):
     # heatmaps: every input failing is exit 2, each error once
     maps = run_cli("heatmap", *(str(tmp_path / f"{n}.zarr") for n in "ab"), "-o", str(tmp_path / "m"))
     assert maps.returncode == 2 and maps.stderr.count("a.zarr") == 1 and maps.stderr.count("b.zarr") == 1
+
+
+def test_progress_is_drawn_on_a_terminal_only():
+    """The one rule for pathweak's bars and Lightning's (``show_progress``): asked for, and stderr a terminal."""
+    import os
+    import pty
+
+    code = "from pathweak.progress import show_progress; print(show_progress(True), show_progress(False))"
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert piped.stdout.split() == ["False", "False"]
+    leader, follower = pty.openpty()
+    try:
+        tty = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=follower, text=True,
+                             check=True, cwd=REPO)  # fmt: skip
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert tty.stdout.split() == ["True", "False"]

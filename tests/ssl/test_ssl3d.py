@@ -124,7 +124,7 @@ def test_cli_offers_mae3d_and_distill():
     pretrain_help = run_cli("pretrain", "--help").stdout
     assert "mae3d" in pretrain_help and "--patch-3d" in pretrain_help
     distill_help = run_cli("distill", "--help").stdout
-    for opt in ("--teacher", "--student", "--stores", "--token-weight", "--max-minutes", "--resume"):
+    for opt in ("--teacher", "--student", "STORES", "--token-weight", "--max-minutes", "--resume"):
         assert opt in distill_help
 
 

@@ -78,7 +78,7 @@ def test_unknown_label_and_task_checks(tmp_path):
 def test_cli_bad_labels_exits_nonzero_with_one_line_and_no_output(mil_cohort, tmp_path):
     labels = _write(tmp_path, "slide_id,patient_id,label\ntrain_000,p1,normal\ntrain_000,p2,tumour\n")
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--features", str(mil_cohort["features"]), "--labels", str(labels),
+    result = runner.invoke(app, ["train", str(mil_cohort["features"]), "--labels", str(labels),
                                  "-o", str(out), "--no-progress"])
     assert result.exit_code != 0
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
@@ -92,7 +92,7 @@ def test_train_never_replaces_a_folder_that_is_not_a_training_run(abmil_run, mil
     out = tmp_path / "project"
     (out / "tiles").mkdir(parents=True)
     (out / "tiles" / "keep.txt").write_text("slide tiles")
-    result = runner.invoke(app, ["train", "--features", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]),
+    result = runner.invoke(app, ["train", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]),
                                  "-o", str(out), "--epochs", "1", "--no-progress"])
     assert result.exit_code != 0 and "does not hold a training run (it has no run.json)" in result.output
     assert (out / "tiles" / "keep.txt").read_text() == "slide tiles" and not list(tmp_path.glob(".project*"))
@@ -215,13 +215,13 @@ def test_predict_writes_results_that_heatmaps_read(abmil_run, mil_cohort, tmp_pa
 
 def test_cli_train_predict_heatmap(mil_cohort, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--features", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]),
+    result = runner.invoke(app, ["train", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]),
                                  "-o", str(out), "--head", "mean", "--epochs", "3", "--bootstrap", "50",
                                  "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "balanced_accuracy" in result.output and (out / "run.json").exists()
-    result = runner.invoke(app, ["predict", "--model", str(out / "models" / "seed0_fold0"), "--features",
-                                 str(mil_cohort["features"]), "-o", str(tmp_path), "--name", "m", "--no-progress"])
+    result = runner.invoke(app, ["predict", str(mil_cohort["features"]), "--model",
+                                 str(out / "models" / "seed0_fold0"), "-o", str(tmp_path), "--name", "m", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "results" / "m").glob("*.zarr"))) == 12
     result = runner.invoke(app, ["heatmap", str(tmp_path / "results" / "m" / "test_003.zarr"), "--out",

@@ -285,7 +285,7 @@ def test_predict_writes_a_risk_per_slide_and_per_tile(survival_run, mil_cohort, 
 
 def test_cli_survival_bad_labels_exit_2_one_line(mil_cohort, tmp_path):
     labels = _write(tmp_path, "slide_id,patient_id,time,event\ntrain_000,p1,-2,1\ntrain_001,p2,3,1\n")
-    result = runner.invoke(app, ["train", "--features", str(mil_cohort["features"]), "--labels", str(labels),
+    result = runner.invoke(app, ["train", str(mil_cohort["features"]), "--labels", str(labels),
                                  "--task", "survival", "-o", str(tmp_path / "run"), "--no-progress"])
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "row 2 has a negative time (-2)" in lines[0]
