@@ -159,3 +159,17 @@ def test_cohort_run_out_and_repeated_stage(sample_cohort, tmp_path):
     assert {s["tile"] for s in json.loads(status.stdout).values()} == {"done"}
     old = run_cli("cohort", "run", str(spec), "--stages", "tile", "-o", str(moved), "--no-progress")
     assert old.returncode == 0 and len(warnings_of(old)) == 1 and "--stage" in warnings_of(old)[0]
+
+
+def test_tile_planes_repeated_and_the_old_comma_list(tmp_path):
+    from conftest import FMRI_4D, need_shared
+
+    need_shared(FMRI_4D)
+    base = ["--timepoint", "1", "--mode", "slices", "--patch", "64", "--json", "--no-progress"]
+    two = run_cli("tile", str(FMRI_4D), "-o", str(tmp_path / "a"), "--plane", "axial", "--plane", "coronal", *base)
+    one = run_cli("tile", str(FMRI_4D), "-o", str(tmp_path / "b"), *base)  # the default: axial
+    old = run_cli("tile", str(FMRI_4D), "-o", str(tmp_path / "c"), "--planes", "axial,coronal", *base)
+    assert two.returncode == one.returncode == old.returncode == 0, (two.stderr, one.stderr, old.stderr)
+    n = {k: json.loads(p.stdout)[0]["n_tiles"] for k, p in (("two", two), ("one", one), ("old", old))}
+    assert n["two"] == n["old"] > n["one"] > 0
+    assert not warnings_of(two) and len(warnings_of(old)) == 1 and "use --plane" in warnings_of(old)[0]
