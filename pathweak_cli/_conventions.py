@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
+import importlib
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -131,18 +131,22 @@ def source_keys(module: str, name: str) -> tuple[str, ...]:
 
 @cache
 def standalone(module: str) -> ModuleType:
-    """``pathweak.<module>`` when it is imported, else its file run alone under a private name, without its
-    package's ``__init__`` (``encoders.presets`` imports nothing, but ``pathweak.encoders`` imports torch)."""
+    """``pathweak.<module>`` when it is imported, else the same file imported through a stand-in for its
+    package that does not run the package's ``__init__`` (``encoders.presets`` imports only its siblings,
+    but ``pathweak.encoders`` imports torch). Relative imports inside it resolve as usual."""
     name = f"pathweak.{module}"
     if name in sys.modules:
         return sys.modules[name]
-    private = f"{name.rpartition('.')[0]}._cli_{name.rpartition('.')[2]}"
-    spec = importlib.util.spec_from_file_location(private, PACKAGE / (module.replace(".", "/") + ".py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[private] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    package, _, leaf = module.rpartition(".")
+    if not package or "." in package:
+        raise ValueError(f"standalone() takes a module of a first-level subpackage, got {module!r}")
+    alias = f"pathweak._cli_{package}"
+    if alias not in sys.modules:
+        stand_in = ModuleType(alias)
+        stand_in.__path__ = [str(PACKAGE / package)]
+        stand_in.__package__ = alias
+        sys.modules[alias] = stand_in
+    return importlib.import_module(f"{alias}.{leaf}")
 
 
 def _tissue_methods() -> Sequence[str]:
