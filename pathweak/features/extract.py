@@ -387,18 +387,38 @@ def _attrs(tile_store: TileStore, enc: Any, key: str) -> dict[str, Any]:
         "embed_dim": enc.embed_dim,
         "encoder": enc.info.as_dict(),
         "tile_store": {"path": str(Path(tile_store.path).resolve()), "cache_key": ta.get("cache_key")},
-        "geometry": {
-            "patch_px": ta["tile"]["patch_px"],
-            "read_px": ta["tile"]["read_px"],
-            "level": ta["mpp"]["level"],
-            "level_downsample": ta["mpp"]["level_downsample"],
-            "target_mpp": ta["mpp"]["target"],
-            "achieved_mpp": ta["mpp"]["achieved"],
-            "level_dim": ta["slide"]["level_dimensions"][ta["mpp"]["level"]],
-            "slide_path": ta["slide"]["path"],
-        },
+        "geometry": _geometry(tile_store),
         "versions": _provenance.versions("torch", "timm", "zarr"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _geometry(tile_store: TileStore) -> dict[str, Any]:
+    """Where the features' tiles lie, by the TileStore's source kind: a slide's pyramid level and µm/px (what
+    the h5 export writes for CLAM and TRIDENT), images read as they are, or a volume's voxel spacing."""
+    ta = tile_store.attrs
+    common = {"source": tile_store.source, "patch_px": ta["tile"]["patch_px"], "read_px": ta["tile"]["read_px"]}
+    if tile_store.source == "volume":
+        return {**common, "spacing_mm": ta["volume"]["spacing"]}
+    mpp = ta.get("mpp") or {}
+    if tile_store.source == "images":  # separate images at their own scale: level 0, no downsampling
+        return {
+            **common,
+            "level": 0,
+            "level_downsample": [1.0, 1.0],
+            "target_mpp": mpp.get("target"),
+            "achieved_mpp": mpp.get("achieved"),
+            "level_dim": None,
+            "slide_path": None,
+        }
+    return {
+        **common,
+        "level": mpp["level"],
+        "level_downsample": mpp["level_downsample"],
+        "target_mpp": mpp["target"],
+        "achieved_mpp": mpp["achieved"],
+        "level_dim": ta["slide"]["level_dimensions"][mpp["level"]],
+        "slide_path": ta["slide"]["path"],
     }
 
 
