@@ -323,7 +323,7 @@ def _loader(tile_store: TileStore, num_workers: int, dev: Any) -> Any:
 
     data = _TileBatches(tile_store.path, len(tile_store), LOADER_BATCH)
     return DataLoader(
-        data,
+        data,  # type: ignore[arg-type]  # any map-style dataset works; torch types it as its Dataset class
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ class PretrainResult:
 
 
 def pretrain(
-    stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True, progress: bool = True
+    stores: Sequence[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True, progress: bool = True
 ) -> PretrainResult:
     """Pretrain ``cfg.arch`` with ``cfg.method`` on the tiles of ``stores``; write the encoder to ``out_dir``.
 

@@ -78,7 +78,7 @@ def fit_head(
     with quiet_lightning():
         trainer = L.Trainer(
             **trainer_options(bank.device),
-            precision=resolve_precision(cfg.precision, bank.device),
+            precision=resolve_precision(cfg.precision, bank.device),  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
             max_epochs=cfg.max_epochs,
             min_epochs=cfg.min_epochs,
             callbacks=callbacks,
@@ -127,7 +127,8 @@ def survival_edges(table: LabelTable, train_rows: np.ndarray, cfg: TrainConfig) 
         return None
     from .survival import time_bins
 
-    return time_bins(table.times[train_rows], table.events[train_rows], cfg.survival_bins)  # type: ignore[index]
+    times, events = table.survival_columns()
+    return time_bins(times[train_rows], events[train_rows], cfg.survival_bins)
 
 
 def training_targets(
@@ -139,8 +140,9 @@ def training_targets(
     if table.task == "survival":
         from .survival import bin_index
 
-        bins = bin_index(table.times, edges) if edges is not None else np.zeros(len(table))  # type: ignore[arg-type]
-        rows = np.column_stack([table.times, table.events, bins]).astype(np.float32)
+        times, events = table.survival_columns()
+        bins = bin_index(times, edges) if edges is not None else np.zeros(len(table))
+        rows = np.column_stack([times, events, bins]).astype(np.float32)
         return torch.as_tensor(rows), None
     if table.task == "proportion":
         return torch.as_tensor(table.targets, dtype=torch.float32), None

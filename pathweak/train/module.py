@@ -186,15 +186,15 @@ class MILModule(L.LightningModule):
         if self.task in SET_TASKS:
             val_loss = self.set_loss([v[0] for v in self._val], targets)  # type: ignore[misc]
         else:
+            assert self.criterion is not None  # every task outside SET_TASKS has one (__init__)
             val_loss = self.criterion(torch.stack([v[0] for v in self._val]), targets)
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
         train = torch.stack(self._train_losses).mean() if self._train_losses else torch.tensor(math.nan)
         if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (train/ddp.py)
             train = self.trainer.strategy.reduce(train.to(self.device), reduce_op="mean")
-        train = float(train)
         self._train_losses.clear()
-        self.history.append({"epoch": int(self.current_epoch), "train_loss": train, "val_loss": float(val_loss)})
+        self.history.append({"epoch": int(self.current_epoch), "train_loss": float(train), "val_loss": float(val_loss)})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -208,7 +208,9 @@ class KeepBest(L.Callback):
         self.epoch = -1
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_end(self, trainer: L.Trainer, module: MILModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not isinstance(module, MILModule):
+            raise TypeError(f"KeepBest keeps the weights of a MILModule's head, not of a {type(module).__name__}")
         value = trainer.callback_metrics.get("val_loss")
         if value is None or not torch.isfinite(value):
             return

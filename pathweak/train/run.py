@@ -237,7 +237,7 @@ def _summary(
     for seed in cfg.seeds:
         frame = predictions[predictions["seed"] == seed]
         y, scores = _y_scores(table, frame)
-        fold_rows = []
+        fold_rows: list[dict[str, Any]] = []
         for fit in (f for f in fits if f.seed == seed):
             part = frame[frame["fold"] == fit.fold]
             fold_rows.append(
