@@ -46,11 +46,13 @@ class TileEncoder(Protocol):
 @runtime_checkable
 class ModuleEncoder(TileEncoder, Protocol):
     """An encoder handed to ``extract_features``: a :class:`TileEncoder` that is also a torch module, moved
-    to the extraction device and put in eval mode first."""
+    to the extraction device and put in eval mode first (and to the CPU before it is sent to device workers)."""
 
     def to(self, device: torch.device) -> Self: ...
 
     def eval(self) -> Self: ...
+
+    def cpu(self) -> Self: ...
 
 
 @runtime_checkable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,10 @@ from ..heads import MILHead, create_head
 from .config import TrainConfig
 from .labels import LabelTable
 from .splits import Fold
+
+if TYPE_CHECKING:
+    from ..features.bank import FeatureBank
+    from ..protocols import Advance, BagSource
 
 
 @dataclass
@@ -34,14 +38,14 @@ class FitResult:
 
 
 def fit_head(
-    bank: Any,
+    bank: BagSource,
     table: LabelTable,
     fold: Fold,
     cfg: TrainConfig,
     seed: int,
     *,
     log_dir: Path | None = None,
-    advance: Any = None,
+    advance: Advance | None = None,
 ) -> FitResult:
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
     With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
@@ -161,8 +165,15 @@ def class_weights(table: LabelTable, train_rows: np.ndarray) -> torch.Tensor:
 
 
 def fit_distributed(
-    bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None, advance: Any = None
-) -> Any:
+    bank: BagSource,
+    table: LabelTable,
+    fold: Fold,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    log_dir: Path | None = None,
+    advance: Advance | None = None,
+) -> FitResult:
     """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
     from .ddp import rank_devices, run_ranks, world_size
 
@@ -193,7 +204,9 @@ def fit_distributed(
     return FitResult(head.to(bank.device).eval(), **out)
 
 
-def _fit_rank(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, log_dir: Path | None) -> dict[str, Any]:
+def _fit_rank(
+    bank: FeatureBank, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, log_dir: Path | None
+) -> dict[str, Any]:
     import torch
 
     from .ddp import _RANK
