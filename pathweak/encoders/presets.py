@@ -48,7 +48,7 @@ UNSUPPORTED: dict[str, dict[str, str]] = {
 
 def markdown_table() -> str:
     """The presets table of docs/encoders.md, generated from the records."""
-    stats = {
+    stats: dict[tuple[float, ...], str] = {
         IMAGENET[0]: "ImageNet",
         HALF[0]: "0.5/0.5",
         CLIP[0]: "OpenAI CLIP",

@@ -89,7 +89,7 @@ def create_store(
             dtype=data.dtype,
             chunks=chunks or "auto",
             compressors=(ZstdCodec(), Crc32cCodec()),
-            config={"write_empty_chunks": True},
+            config={"write_empty_chunks": True},  # type: ignore[arg-type]  # zarr's NotRequired keys (typing, 3.11+) read as required at 3.10
         )
         if data.size:
             arr[...] = data
