@@ -7,7 +7,8 @@ Images with known resolution: CMU-1-Small-Region.svs (0.499 um/px, Aperio metada
 sample tiles (0.5, dataset documentation), the GlaS colon images (0.62005, GlaS challenge) and the
 DICOM-WSI test slide (2.004, its metadata; it is visibly blurred, see docs/resolution.md). Slides are
 resampled with OpenCV (INTER_AREA down, INTER_CUBIC up) and written as tiled TIFFs with tifffile, then
-opened with pathweak.open_slide like any slide; tiles and GlaS images are passed as arrays. Prints JSON:
+opened with pathweak.open_slide like any slide; tiles and GlaS images are passed as arrays, one at a
+time, and the NCT tiles also all together (a list of arrays: tiles of one dataset share a pixel size). Prints JSON:
 per image and scale the estimate, its range, the ratio estimate / truth and the CPU seconds; per set the
 count within 1.3x, the count off by 2x or more (ratio beyond sqrt 2, "20x vs 40x confusion"), the worst
 factor and "cannot tell" answers; ``overall`` the same over every case, the answers outside 1.3x and the
@@ -91,6 +92,12 @@ def run(data: Path, glas_every: int) -> dict:
                     records.append({"set": "wsi", **record(fname, truth * f, scale, est, cpu)})
         sets = [("nct_crc_he", 0.5, sorted(glob.glob(str(data / "tiles/nct_crc_he_100k_samples/*.tif")))),
                 ("glas_colon", 0.62005, sorted(glob.glob(str(data / "labeled/glas_colon/*/*.jpg")))[::glas_every])]
+        nct = [read_rgb(f) for f in sets[0][2]]
+        if nct:  # the tiles of one dataset share one pixel size: measured together, one answer per scale
+            for scale, f in SCALES.items():
+                est, cpu = timed(estimate_mpp, [resample(rgb, f) for rgb in nct])
+                name = f"{len(nct)} NCT-CRC-HE tiles pooled"
+                records.append({"set": "nct_pooled", **record(name, 0.5 * f, scale, est, cpu)})
         for set_name, truth, files in sets:
             for fpath in files:
                 rgb = read_rgb(fpath)

@@ -113,23 +113,27 @@ class MppEstimate:
 
 
 def estimate_mpp(
-    source: Slide | str | Path | np.ndarray,
+    source: Slide | str | Path | np.ndarray | list[np.ndarray],
     *,
     n_regions: int = N_REGIONS,
     region_px: int = REGION_PX,
     seed: int = 0,
 ) -> MppEstimate:
     """Estimate level-0 microns per pixel of an H&E slide (a :class:`~pathweak.io.Slide`, a slide path,
-    or an RGB uint8 image array) from the size of its nuclei; no model, no metadata used.
+    an RGB uint8 image array, or a list of such arrays that share one pixel size, e.g. tiles of one
+    slide or dataset, measured together) from the size of its nuclei; no model, no metadata used.
 
     Up to ``n_regions`` level-0 regions of ``region_px`` pixels are read where the thumbnail shows
-    tissue (an array smaller than a region is used whole). The answer is an :class:`MppEstimate`;
+    tissue (an array smaller than a region is used whole). A single 224 px tile rarely holds enough
+    whole nuclei to tell; a few dozen tiles pooled usually do. The answer is an :class:`MppEstimate`;
     its ``mpp`` is None ("cannot tell") with a ``reason`` instead of a guess for non-H&E stains, too
     little tissue, blurred images or nuclei too small to measure.
     """
     started = time.perf_counter()
     if isinstance(source, np.ndarray):
         images = _split(_rgb(source), region_px)
+    elif isinstance(source, (list, tuple)):
+        images = [part for image in source for part in _split(_rgb(image), region_px)]
     elif isinstance(source, (str, Path)):
         from ..io import open_slide
 

@@ -131,3 +131,16 @@ def test_single_nct_tiles_never_confuse_20x_and_40x(factor):
         else:
             assert est.reason
     assert answered >= 1  # the dense lymphocyte tile is measured at both scales
+
+
+def test_pooled_nct_tiles_give_one_estimate_within_the_factor():
+    """Tiles that share a pixel size (here the nine NCT-CRC-HE class tiles) are measured together: one
+    tile alone mostly cannot tell, the nine together can, and rescaling them rescales the answer."""
+    tiles = [_nct(p) for p in ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")]
+    est = estimate_mpp(tiles)
+    assert est.ok, est.reason
+    assert 1 / 1.3 <= est.mpp / NCT_MPP <= 1.3 and est.low < NCT_MPP < est.high
+    assert est.n_nuclei > sum(estimate_mpp(t).n_nuclei for t in tiles[:3])  # more than any few alone
+    coarse = estimate_mpp([_resample(t, 2.0) for t in tiles])
+    assert coarse.ok, coarse.reason
+    assert 1 / 1.2 <= (coarse.mpp / est.mpp) / 2.0 <= 1.2
