@@ -1,11 +1,13 @@
 """``estimate_mpp``: level-0 microns per pixel from the image content, with an uncertainty range.
 
-Method (docs/resolution.md): sample a few dozen level-0 regions from the tissue on the thumbnail, unmix
+Method (docs/resolution.md): sample a dozen level-0 regions from the tissue on the thumbnail, unmix
 their haematoxylin (colour deconvolution), segment nucleus profiles twice (first with a 1 px blur, then
-with a blur proportional to the first size found) and compare their area-weighted median diameter in
-pixels with the physical size of nucleus profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers
-"cannot tell" (``mpp`` None and a ``reason``) for non-H&E stains, too little tissue or too few nuclei,
-blurred or upsampled images, and images too coarse to show nuclei.
+with a blur proportional to the first size found, on an upsampled copy where nuclei are small), drop
+giant blobs, and compare the area-weighted median diameter in pixels with the physical size of nucleus
+profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers "cannot tell" (``mpp`` None and a
+``reason``) for non-H&E stains, too little tissue or too few nuclei, blurred or upsampled images, images
+too coarse to show nuclei, ragged or fragmented nuclei, sizes that change under resampling, and ranges
+too wide to tell 20x from 40x.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ MAX_RANGE_FACTOR = 2 * math.sqrt(2)
 # 0.09 and mucus 0.21-0.22; averaging lowers it on coarser images (GlaS 4x coarser: 0.18-0.30).
 MIN_NUCLEAR_H = 0.25
 FINE_PX = 8.0  # first-pass nuclei narrower than this are measured on an upsampled copy
-MAX_UPSAMPLE = 4
+MAX_UPSAMPLE = 4  # (a 2 px nucleus is measured on a 4x copy)
 CHECK_MIN_PX = 8.0  # nuclei at least this wide are measured again at half the resolution ...
 CHECK_FACTOR = 1.25  # ... and the two sizes must agree within this factor
-CHECK_REGIONS = 4
+CHECK_REGIONS = 4  # ... on at most this many regions
 CHECK_MIN_NUCLEI = 10  # (the half-resolution view of a small image holds fewer measurable nuclei)
 # Whole, isolated profiles must hold this share of the nuclear (above-threshold, off-border) area; below it
 # the "nuclei" are specks left over from ragged or touching ones (NCT smooth muscle 2x finer: 3-6%).
