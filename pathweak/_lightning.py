@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class quiet_lightning:
     """Silences Lightning's start-up banners (accelerator lines, tips, time-limit notices) and warnings that
@@ -22,7 +24,7 @@ class quiet_lightning:
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         import logging
 
         self._warnings.__exit__(*exc)

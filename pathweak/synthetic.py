@@ -76,7 +76,7 @@ def _tissue_mask(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
     w, h = size
-    small = rng.random((h // 64, w // 64)).astype(np.float32)
+    small: np.ndarray = rng.random((h // 64, w // 64)).astype(np.float32)
     small = cv2.GaussianBlur(small, (0, 0), 2.5)
     field = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -126,7 +126,7 @@ def render_slide(rng: np.random.Generator, tissue: np.ndarray, regions: list[lis
     img[tissue] = stroma[tissue]
     img[tumour] = 0.75 * stroma[tumour] + 0.25 * np.array([200, 140, 200], np.float32)
 
-    canvas = np.clip(img, 0, 255).astype(np.uint8)
+    canvas: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
     _draw_nuclei(canvas, rng, tissue & ~tumour, density=1 / 900, radius=(2.5, 4.5), color=NUCLEUS)
     _draw_nuclei(canvas, rng, tumour, density=1 / 260, radius=(5.0, 8.5), color=TUMOUR_NUCLEUS)
     canvas = cv2.GaussianBlur(canvas, (0, 0), 0.8)

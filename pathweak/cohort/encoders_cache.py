@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_CACHE: dict[tuple[Any, ...], Any] = {}
+if TYPE_CHECKING:
+    from ..encoders.base import Encoder
+
+_CACHE: dict[tuple[Any, ...], Encoder] = {}
 
 
-def cached_encoder(name: str, weights: str | None) -> Any:
+def cached_encoder(name: str, weights: str | None) -> Encoder:
     """The encoder ``name`` (with ``weights``), created once per process and again when its weights
     file changes (a re-run of pretraining)."""
     from pathlib import Path

@@ -50,8 +50,8 @@ class LocalExecutor:
             )
         futures = {self._pool.submit(fn, *task): task for task in tasks}
         for fut in as_completed(futures):
-            exc = fut.exception()
-            yield futures[fut], None if exc else fut.result(), exc
+            error = fut.exception()
+            yield futures[fut], None if error else fut.result(), error
 
     def close(self) -> None:
         if self._pool is not None:
@@ -90,8 +90,8 @@ class DaskExecutor:
         tasks = list(tasks)
         futures = {self.client.submit(fn, *task, pure=False): task for task in tasks}
         for fut in as_completed(list(futures)):
-            exc = fut.exception()
-            yield futures[fut], None if exc else fut.result(), exc
+            error = fut.exception()
+            yield futures[fut], None if error else fut.result(), error
 
     def close(self) -> None:
         self.client.close()

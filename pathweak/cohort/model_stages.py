@@ -111,7 +111,7 @@ def predict_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, prog
 
         preds = build_once(out, lambda: read_stamp(spec.out, "predict", key) is not None, build)
         done = preds is None
-        if done:
+        if preds is None:
             report.skipped.extend(features)
         else:
             report.done.extend(p.slide_id for p in preds)

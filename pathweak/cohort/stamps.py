@@ -5,6 +5,7 @@ and redoes it when anything did or a file is gone."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def read_stamp(out: Path, name: str, key: str) -> dict[str, Any] | None:
     return data
 
 
-def write_stamp(out: Path, name: str, key: str, files: list[str | Path], **info: Any) -> None:
+def write_stamp(out: Path, name: str, key: str, files: Sequence[str | Path], **info: Any) -> None:
     """Record that ``files`` were made from ``key`` (written atomically, after the files)."""
     path = stamp_path(out, name)
     with atomic_file(path) as fh:

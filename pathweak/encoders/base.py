@@ -41,6 +41,9 @@ class Encoder(nn.Module):
     scale, normalise); ``embed`` does both under no-grad, with bf16 autocast on CUDA.
     """
 
+    mean: torch.Tensor  # buffers (1, C, 1, 1[, 1]) of the input normalisation
+    std: torch.Tensor
+
     def __init__(self, backbone: nn.Module, info: EncoderInfo):
         super().__init__()
         self.backbone = backbone
@@ -114,6 +117,13 @@ class Encoder(nn.Module):
                 fix="use a ViT encoder (pathweak:<dir> or timm:vit_*) for token-level maps",
             )
 
+    @property
+    def token_patch_size(self) -> tuple[int, int]:
+        """(height, width) in input pixels of one patch token of the ViT backbone (:attr:`has_tokens`)."""
+        vit: Any = self.backbone  # a timm ViT (has_tokens): nn.Module's typing does not know its PatchEmbed
+        ph, pw = vit.patch_embed.patch_size
+        return int(ph), int(pw)
+
     @torch.no_grad()
     def token_map(self, tiles: torch.Tensor) -> torch.Tensor:
         """Patch-token embeddings (B, D, h, w) float32 of uint8 tiles (B, H, W, 3): one D-vector per
@@ -121,10 +131,11 @@ class Encoder(nn.Module):
         self.require_tokens()
         x = self.preprocess(tiles)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda and self.info.precision == "bf16"):
-            out = self.backbone.forward_features(x)
+            vit: Any = self.backbone  # a timm ViT (require_tokens): nn.Module's typing does not know forward_features
+            out = vit.forward_features(x)
         prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
         tokens = out[:, prefix:].float()
-        ph, pw = self.backbone.patch_embed.patch_size
+        ph, pw = self.token_patch_size
         h, w = x.shape[-2] // ph, x.shape[-1] // pw
         return tokens.transpose(1, 2).reshape(len(tokens), -1, h, w)
 

@@ -112,9 +112,10 @@ def create_preset(name: str, weights: str | Path | None = None, **overrides: Any
     text = None if weights is None else str(weights)
     seed = random_seed(text)
     located: Located | None = None if seed is not None else resolve(preset, weights)
-    hub_config = _read_json(located.config) if located and located.config else None
-    if hub_config is not None:
-        _check_hub_config(preset, hub_config, located.config)  # type: ignore[union-attr]
+    config_path = located.config if located is not None else None
+    hub_config = _read_json(config_path) if config_path else None
+    if hub_config is not None and config_path is not None:
+        _check_hub_config(preset, hub_config, config_path)
     net = _empty_network(preset, overrides, hub_config) if located is not None else None
     if net is None:
         with seeded(seed if seed is not None else 0):

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
 from ..errors import ConfigError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo
 from .weights import encoder_id as _encoder_id
 from .weights import jsonable as _jsonable
+
+if TYPE_CHECKING:
+    from torch import nn
 from .weights import load_state_dict_file, seeded
 from .weights import random_seed as _random_seed
 from .weights import weights_hash as _weights_hash
@@ -38,6 +41,7 @@ def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     if img_size:
         kwargs["img_size"] = img_size
     seed = _random_seed(weights)
+    net: Any  # a timm model: num_features and pretrained_cfg are beyond nn.Module's typing
     with seeded(seed):
         net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
     if seed is None:
@@ -49,8 +53,8 @@ def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
         encoder_id=_encoder_id("timm", model, weights, kwargs),
         embed_dim=int(net.num_features),
         img_size=size,
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
         weights=weights,
         weights_hash=_weights_hash(weights),
         extra={"timm_kwargs": _jsonable(kwargs)},
@@ -160,6 +164,7 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
         )
     cfg = json.loads(config_path.read_text())
     volume = cfg.get("input") == "volume"  # a 3D ViT of `pathweak pretrain --method mae3d`
+    net: nn.Module
     if volume:
         from ..ssl.vit3d import build_vit3d
 
@@ -172,8 +177,8 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
         encoder_id=_encoder_id("pathweak", cfg.get("run_name") or folder.name, str(weights_path)),
         embed_dim=int(cfg["embed_dim"]),
         img_size=int(cfg["img_size"]),
-        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(cfg["std"]),  # type: ignore[arg-type]
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
         weights=str(weights_path),
         weights_hash=_weights_hash(str(weights_path)),
         extra={"pretrain": cfg.get("training", {}), **({"cpu_batch": 8} if volume else {})},

@@ -22,7 +22,7 @@ class _TrunkTokens(nn.Module):
     """What token maps (``Encoder.token_map``) read of a wrapped timm ViT ``trunk``: its patch embedding,
     prefix-token count and token features."""
 
-    trunk: nn.Module
+    trunk: Any  # a timm ViT (forward_features, patch_embed, num_prefix_tokens: beyond nn.Module's typing)
 
     @property
     def patch_embed(self) -> Any:
@@ -108,7 +108,7 @@ class ConvStem(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         layers: list[nn.Module] = []
         cin, cout = in_chans, embed_dim // 8
-        for _ in range(2):
+        for _conv in range(2):
             layers += [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
             cin, cout = cout, cout * 2
         layers.append(nn.Conv2d(cin, embed_dim, 1))

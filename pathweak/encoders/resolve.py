@@ -68,9 +68,9 @@ def locate(preset: Preset, weights: str | Path | None) -> tuple[Located | None, 
         for repo in (preset.repo, *preset.repo_aliases):
             folder = repo_folder(cache, repo, preset.repo_type)
             looked.append(f"{folder}/snapshots/*/{{{','.join(preset.files)}}}")
-            found = _in_cache(cache, repo, preset)
-            if found:
-                return found, looked
+            cached = _in_cache(cache, repo, preset)
+            if cached:
+                return cached, looked
     return None, looked
 
 

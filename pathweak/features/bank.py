@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..errors import ConfigError, MemoryBudgetError, StoreError
 from ..progress import progress_bar
 from .store import FeatureStore, find_feature_stores
 from .store import grid_positions as grid_positions  # re-exported: the bank's grid layout
+
+if TYPE_CHECKING:
+    from ..protocols import FeatureBankLike
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +322,7 @@ def _check_compatible(stores: list[FeatureStore]) -> None:
             )
 
 
-def bank_summary(bank: Any) -> dict[str, Any]:
+def bank_summary(bank: FeatureBankLike) -> dict[str, Any]:
     """A JSON-able description of a bank (for run records)."""
     return {
         "slides": len(bank),

@@ -111,7 +111,7 @@ class RawTileBatches:
 
         idx = np.arange(start, stop)
         shards = idx // self.shard_tiles
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         spans: list[tuple[int, int] | None] = []
         base = 0
         for shard in np.unique(shards):

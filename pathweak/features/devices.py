@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..protocols import ModuleEncoder
 
 ENV = "PATHWEAK_DEVICE"  # set in a worker process: the device it owns
 
@@ -86,7 +89,7 @@ def worker_report(delay: float = 0.0) -> tuple[int, str]:
     return os.getpid(), worker_device("unpinned")
 
 
-def pin_worker(devices: Any, threads: int, encoder: Any = None) -> None:
+def pin_worker(devices: Any, threads: int, encoder: tuple[str, str | None] | ModuleEncoder | None = None) -> None:
     """Pool initializer: take one device from the queue ``devices``, own it, and use ``threads`` torch
     threads; keep ``encoder`` (a name with its weights, or an Encoder) for the tasks."""
     import torch
@@ -100,7 +103,9 @@ def pin_worker(devices: Any, threads: int, encoder: Any = None) -> None:
         torch.cuda.set_device(torch.device(dev))
 
 
-def device_pool(devs: list[str], context: Any = None, encoder: Any = None) -> Any:
+def device_pool(
+    devs: list[str], context: Any = None, encoder: tuple[str, str | None] | ModuleEncoder | None = None
+) -> Any:
     """A ProcessPoolExecutor with one worker per device in ``devs``, each pinned to its device (and
     holding ``encoder``, sent once per worker)."""
     import multiprocessing as mp
@@ -117,7 +122,7 @@ def device_pool(devs: list[str], context: Any = None, encoder: Any = None) -> An
 
 def extract_on_devices(
     stores: list[str | Path],
-    encoder: Any,
+    encoder: str | ModuleEncoder,
     out_dir: str | Path,
     *,
     devices: str | int | None = "all",
@@ -144,7 +149,7 @@ def extract_on_devices(
     weights = kwargs.pop("weights", None)
     if isinstance(encoder, str):
         encoder_id = create_encoder(encoder, weights).encoder_id  # fails here, once, on a bad name or weights
-        spec: Any = (encoder, weights)
+        spec: tuple[str, str | None] | ModuleEncoder = (encoder, weights)
     else:
         encoder_id, spec = encoder.encoder_id, encoder.cpu()
     folder = (

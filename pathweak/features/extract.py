@@ -11,9 +11,10 @@ expected resolution gets a warning in its results.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -31,6 +32,12 @@ from .store import (
     create_feature_store,
     feature_store_path,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..encoders.base import Encoder, EncoderInfo
+    from ..protocols import Advance, ModuleEncoder, TileEncoder
 
 LOADER_BATCH = 256  # tiles decoded per loader item
 
@@ -53,7 +60,7 @@ class ExtractResult(StageResult):
 
 def extract_features(
     stores: list[str | Path],
-    encoder: Any,
+    encoder: str | ModuleEncoder | Sequence[str | ModuleEncoder],
     out_dir: str | Path,
     *,
     weights: str | Path | list[str | Path | None] | None = None,
@@ -86,11 +93,12 @@ def extract_features(
     from .decode import check_decode
 
     check_decode(decode, dev)
-    encs = [e.to(dev).eval() for e in _encoders(encoder, weights)]
+    modules = [e.to(dev).eval() for e in _encoders(encoder, weights)]
+    encs: list[TileEncoder] = list(modules)
     if tokens:
         from .tokens import TokenRows  # torch-importing, so not at module level
 
-        encs = [TokenRows(e, tokens) for e in encs]
+        encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
     results = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in folders:
@@ -123,11 +131,15 @@ def extract_features(
     return results
 
 
-def _encoders(encoder: Any, weights: Any) -> list[Any]:
+def _encoders(
+    encoder: str | ModuleEncoder | Sequence[str | ModuleEncoder],
+    weights: str | Path | list[str | Path | None] | None,
+) -> list[ModuleEncoder]:
     """The encoders of ``extract_features``' arguments: names created (with their weights), objects as given."""
     from ..encoders import create_encoder
 
-    given = list(encoder) if isinstance(encoder, (list, tuple)) else [encoder]
+    # anything but a list or tuple is one encoder (a name or an encoder object)
+    given = list(encoder) if isinstance(encoder, (list, tuple)) else [cast("str | ModuleEncoder", encoder)]
     if not given:
         raise ConfigError("no encoder given", fix="pass --encoder NAME (once per encoder)")
     listed = list(weights) if isinstance(weights, (list, tuple)) else [weights] * len(given)
@@ -145,7 +157,19 @@ def _encoders(encoder: Any, weights: Any) -> list[Any]:
     return encs
 
 
-def feature_cache_key(tile_store: TileStore, info: Any) -> str:
+def _token_encoder(enc: ModuleEncoder) -> Encoder:
+    """``enc`` as the pathweak :class:`~pathweak.encoders.Encoder` that token rows need (its ViT's patch tokens)."""
+    from ..encoders.base import Encoder
+
+    if not isinstance(enc, Encoder):
+        raise ConfigError(
+            f"token rows need a pathweak Encoder (a ViT), not a {type(enc).__name__}",
+            fix="pass an encoder made by pathweak.encoders.create_encoder, or extract without --tokens",
+        )
+    return enc
+
+
+def feature_cache_key(tile_store: TileStore, info: EncoderInfo) -> str:
     """What a FeatureStore depends on: the TileStore's content and the encoder's weights and transform."""
     transform = {}
     if getattr(info, "interpolation", "bilinear") != "bilinear" or getattr(info, "crop_pct", 1.0) != 1.0:
@@ -162,7 +186,7 @@ def feature_cache_key(tile_store: TileStore, info: Any) -> str:
     )
 
 
-def resolution_warning(tile_store: TileStore, info: Any) -> str | None:
+def resolution_warning(tile_store: TileStore, info: EncoderInfo) -> str | None:
     """A sentence when the TileStore's µm/px (or tile field of view) is far (> 25 %) from what the
     encoder preset expects; None when they agree or either is unknown. Tiles are not resampled."""
     want_mpp, want_px = info.extra.get("mpp"), info.extra.get("patch_px")
@@ -188,7 +212,7 @@ def resolution_warning(tile_store: TileStore, info: Any) -> str | None:
 class _Writer:
     """One encoder's FeatureStore under construction for one TileStore (written under a temporary name)."""
 
-    def __init__(self, tile_store: TileStore, enc: Any, out_dir: str | Path, key: str, final: Path):
+    def __init__(self, tile_store: TileStore, enc: TileEncoder, out_dir: str | Path, key: str, final: Path):
         from .tokens import TokenRows
 
         self.enc, self.final, self.tmp = enc, final, begin(final)
@@ -233,14 +257,14 @@ class _Writer:
 
 def _extract_store(
     tile_store: TileStore,
-    encs: list[Any],
+    encs: list[TileEncoder],
     out_dir: str | Path,
-    dev: Any,
+    dev: torch.device,
     batch_size: int | None,
     num_workers: int,
     export: bool,
     force: bool,
-    advance: Any,
+    advance: Advance,
     decode: str = "auto",
 ) -> list[ExtractResult]:
     """All encoders on one TileStore: up-to-date FeatureStores skipped, the others fed from one pass
@@ -323,7 +347,7 @@ def _loader(tile_store: TileStore, num_workers: int, dev: Any) -> Any:
 
     data = _TileBatches(tile_store.path, len(tile_store), LOADER_BATCH)
     return DataLoader(
-        data,
+        data,  # type: ignore[arg-type]  # any map-style dataset works; torch types it as its Dataset class
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -335,7 +359,7 @@ def _loader(tile_store: TileStore, num_workers: int, dev: Any) -> Any:
 _CUDA_BATCH: dict[str, int] = {}
 
 
-def _embed(enc: Any, tiles: Any, dev: Any, batch_size: int | None) -> np.ndarray:
+def _embed(enc: TileEncoder, tiles: torch.Tensor, dev: torch.device, batch_size: int | None) -> np.ndarray:
     """Features (k, D) float16 of a loader batch, in sub-batches; on CUDA the sub-batch size starts at
     512 (or ``batch_size``) and halves on out-of-memory until it fits."""
     import torch
@@ -378,7 +402,7 @@ def _open_tile_store(path: str | Path) -> TileStore | BaseException:
         return exc
 
 
-def _attrs(tile_store: TileStore, enc: Any, key: str) -> dict[str, Any]:
+def _attrs(tile_store: TileStore, enc: TileEncoder, key: str) -> dict[str, Any]:
     ta = tile_store.attrs
     return {
         "cache_key": key,
@@ -387,18 +411,38 @@ def _attrs(tile_store: TileStore, enc: Any, key: str) -> dict[str, Any]:
         "embed_dim": enc.embed_dim,
         "encoder": enc.info.as_dict(),
         "tile_store": {"path": str(Path(tile_store.path).resolve()), "cache_key": ta.get("cache_key")},
-        "geometry": {
-            "patch_px": ta["tile"]["patch_px"],
-            "read_px": ta["tile"]["read_px"],
-            "level": ta["mpp"]["level"],
-            "level_downsample": ta["mpp"]["level_downsample"],
-            "target_mpp": ta["mpp"]["target"],
-            "achieved_mpp": ta["mpp"]["achieved"],
-            "level_dim": ta["slide"]["level_dimensions"][ta["mpp"]["level"]],
-            "slide_path": ta["slide"]["path"],
-        },
+        "geometry": _geometry(tile_store),
         "versions": _provenance.versions("torch", "timm", "zarr"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _geometry(tile_store: TileStore) -> dict[str, Any]:
+    """Where the features' tiles lie, by the TileStore's source kind: a slide's pyramid level and µm/px (what
+    the h5 export writes for CLAM and TRIDENT), images read as they are, or a volume's voxel spacing."""
+    ta = tile_store.attrs
+    common = {"source": tile_store.source, "patch_px": ta["tile"]["patch_px"], "read_px": ta["tile"]["read_px"]}
+    if tile_store.source == "volume":
+        return {**common, "spacing_mm": ta["volume"]["spacing"]}
+    mpp = ta.get("mpp") or {}
+    if tile_store.source == "images":  # separate images at their own scale: level 0, no downsampling
+        return {
+            **common,
+            "level": 0,
+            "level_downsample": [1.0, 1.0],
+            "target_mpp": mpp.get("target"),
+            "achieved_mpp": mpp.get("achieved"),
+            "level_dim": None,
+            "slide_path": None,
+        }
+    return {
+        **common,
+        "level": mpp["level"],
+        "level_downsample": mpp["level_downsample"],
+        "target_mpp": mpp["target"],
+        "achieved_mpp": mpp["achieved"],
+        "level_dim": ta["slide"]["level_dimensions"][mpp["level"]],
+        "slide_path": ta["slide"]["path"],
     }
 
 

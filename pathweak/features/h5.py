@@ -19,9 +19,16 @@ def export_h5(store: FeatureStore, out_path: str | Path) -> Path:
     import h5py
 
     from .._atomic import atomic_path
+    from ..errors import ConfigError
 
     out_path = Path(out_path)
     geo = store.attrs["geometry"]
+    if geo.get("source") == "volume" or "level" not in geo:
+        raise ConfigError(
+            "the h5 layout CLAM and TRIDENT read is for 2D tiles; these are features of 3D volume patches",
+            path=store.path,
+            fix="read the FeatureStore itself (pathweak.features.FeatureStore.open)",
+        )
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=store.features.astype(np.float32))
@@ -29,10 +36,12 @@ def export_h5(store: FeatureStore, out_path: str | Path) -> Path:
             coords.attrs["patch_size"] = int(geo["read_px"])
             coords.attrs["patch_level"] = int(geo["level"])
             coords.attrs["downsample"] = np.asarray(geo["level_downsample"], dtype=np.float64)
-            coords.attrs["downsampled_level_dim"] = np.asarray(geo["level_dim"], dtype=np.int64)
-            coords.attrs["level_dim"] = np.asarray(geo["level_dim"], dtype=np.int64)
+            if geo["level_dim"] is not None:  # separate images have no slide level
+                coords.attrs["downsampled_level_dim"] = np.asarray(geo["level_dim"], dtype=np.int64)
+                coords.attrs["level_dim"] = np.asarray(geo["level_dim"], dtype=np.int64)
             coords.attrs["patch_size_level0"] = int(round(geo["read_px"] * geo["level_downsample"][0]))
-            coords.attrs["target_mpp"] = float(geo["target_mpp"])
+            if geo["target_mpp"] is not None:
+                coords.attrs["target_mpp"] = float(geo["target_mpp"])
             coords.attrs["name"] = store.slide_id
             f.attrs["encoder"] = store.encoder_id
             f.attrs["pathweak_feature_store"] = str(store.path)

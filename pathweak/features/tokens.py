@@ -10,8 +10,9 @@ tile's tokens placed at ``tile grid position x token map size + token position``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +20,12 @@ import torch
 from ..errors import ConfigError
 from ..progress import progress_bar
 
+if TYPE_CHECKING:
+    from ..encoders.base import Encoder
+
 
 def encode_tokens(
-    encoder: Any, tiles: np.ndarray, *, batch_size: int = 64, pool: int = 1, device: str | torch.device = "cpu"
+    encoder: Encoder, tiles: np.ndarray, *, batch_size: int = 64, pool: int = 1, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
     """Token maps (N, h, w, D) float16 on the CPU of uint8 tiles (N, H, W, 3), ``pool``-averaged."""
     if pool < 1:
@@ -34,7 +38,7 @@ def encode_tokens(
     return torch.cat(out)
 
 
-def pooled_token_maps(encoder: Any, tiles: torch.Tensor, pool: int = 1) -> torch.Tensor:
+def pooled_token_maps(encoder: Encoder, tiles: torch.Tensor, pool: int = 1) -> torch.Tensor:
     """Token maps (B, h, w, D) float32 of uint8 tiles (B, H, W, 3) on their device, ``pool``-averaged
     (``ceil_mode``: a partial block at the edge is the mean of what it holds)."""
     maps = encoder.token_map(tiles)
@@ -56,7 +60,7 @@ class TokenRows:
     batch of tiles to ``h x w`` rows per tile (tile by tile, row-major). Its ``encoder_id`` is the
     encoder's plus ``-tokens<POOL>``, so token features never mix with tile features."""
 
-    def __init__(self, encoder: Any, pool: int = 1):
+    def __init__(self, encoder: Encoder, pool: int = 1):
         from dataclasses import replace
 
         if pool < 1:
@@ -64,7 +68,7 @@ class TokenRows:
         encoder.require_tokens()
         self.encoder, self.pool = encoder, pool
         size = encoder.info.img_size
-        ph, pw = encoder.backbone.patch_embed.patch_size
+        ph, pw = encoder.token_patch_size
         self.full = (size // ph, size // pw)  # tokens per tile side before pooling
         self.map_shape = (-(-self.full[0] // pool), -(-self.full[1] // pool))
         self.info = replace(
@@ -142,7 +146,7 @@ class TokenBank:
     @classmethod
     def from_tiles(
         cls,
-        encoder: Any,
+        encoder: Encoder,
         tiles: np.ndarray,
         names: list[str],
         *,
@@ -163,7 +167,7 @@ class TokenBank:
     @classmethod
     def from_tile_stores(
         cls,
-        encoder: Any,
+        encoder: Encoder,
         stores: list[str | Path],
         *,
         pool: int = 1,
@@ -195,7 +199,14 @@ class TokenBank:
 
 
 def _encode_in_chunks(
-    encoder: Any, n: int, read: Any, label: str, pool: int, batch_size: int, device: str | torch.device, progress: bool
+    encoder: Encoder,
+    n: int,
+    read: Callable[[int, int], np.ndarray],
+    label: str,
+    pool: int,
+    batch_size: int,
+    device: str | torch.device,
+    progress: bool,
 ) -> torch.Tensor:
     """Token maps (n, h, w, D) of ``read(start, stop)``'s tiles, a few batches at a time, with a progress bar."""
     maps = []

@@ -45,6 +45,10 @@ class INS(MILHead):
     """Instance classifier on prototype pseudo-labels with momentum contrastive learning (INS-style)."""
 
     tracks_instances = True
+    prototypes: torch.Tensor  # buffers: (C, proj_dim) prototypes and their update counts (C,)
+    proto_count: torch.Tensor
+    queue: torch.Tensor  # (queue_size, proj_dim) keys and their labels (-1: empty slot)
+    queue_labels: torch.Tensor
 
     def __init__(
         self,

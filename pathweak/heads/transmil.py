@@ -164,7 +164,7 @@ class TransMIL(MILHead):
         seq, attn = self.layer2(seq, query_index=0)
         seq = self.norm(seq)[0]
         tokens = seq[1 : n + 1]
-        a = attn[0, 1 : n + 1].float().clamp_min(0)  # type: ignore[index]
+        a = attn[0, 1 : n + 1].float().clamp_min(0)
         a = (a / a.sum().clamp_min(1e-12))[:, None]
         inst = self.classifier(tokens)
         if order is not None:  # back to the bag's order

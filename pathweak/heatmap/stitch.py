@@ -83,11 +83,11 @@ def stitch(
     k = max(1, math.ceil(4 * max(dx / ts.extent[0], dy / ts.extent[1])))
     ok = np.isfinite(values)
     scored = values[ok]
-    boxes = [b[ok] for b in ts.boxes()]
+    x0, y0, x1, y1 = (b[ok] for b in ts.boxes())
     fine, fine_ds = (h * k, w * k), (dx / k, dy / k)
 
     def paint(v: np.ndarray) -> np.ndarray:
-        grid = _paint(v, *boxes, fine, fine_ds)
+        grid = _paint(v, x0, y0, x1, y1, fine, fine_ds)
         return grid.reshape(h, k, w, k).sum(axis=(1, 3)) if k > 1 else grid
 
     count = paint(np.ones(scored.size, np.int64))

@@ -54,7 +54,7 @@ class TiffTileReader:
         except Exception:
             return None
         pages: dict[int, Any] = {}
-        candidates = [p for p in tif.pages if _usable(p)]
+        candidates = [p for p in tif.pages if isinstance(p, tifffile.TiffPage) and _usable(p)]
         for level, (w, h) in enumerate(slide.level_dimensions):
             match = [p for p in candidates if (p.imagewidth, p.imagelength) == (w, h)]
             if len(match) != 1:

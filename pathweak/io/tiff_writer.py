@@ -39,16 +39,18 @@ def write_pyramidal_tiff(
     import tifffile
 
     path = Path(path)
+    read: RegionFn
     if isinstance(source, np.ndarray):
         arr = source
         width, height = arr.shape[1], arr.shape[0]
 
-        def read(x: int, y: int, w: int, h: int) -> np.ndarray:
+        def read_array(x: int, y: int, w: int, h: int) -> np.ndarray:
             out = np.full((h, w, 3), 255, np.uint8)
             sub = arr[y : y + h, x : x + w, :3]
             out[: sub.shape[0], : sub.shape[1]] = sub
             return out
 
+        read = read_array
     else:
         if size is None:
             raise ValueError("size=(width, height) is required with a region function")

@@ -1,6 +1,6 @@
 """The metadata check: does the slide's recorded resolution agree with the one its pixels show?
 
-``MISMATCH_FACTOR`` (1.6x) lies between the estimate's own spread (its ~95% range is about 1.3x either
+``MISMATCH_FACTOR`` (1.6x) lies between the estimate's own spread (its ~95% range is at least 1.35x either
 side) and the 2x step between 20x (~0.5 um/px) and 40x (~0.25 um/px) scans, so a 2x, 4x or 10x error is
 caught while an estimate that is merely imprecise is not called a disagreement.
 """

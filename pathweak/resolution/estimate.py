@@ -1,11 +1,13 @@
 """``estimate_mpp``: level-0 microns per pixel from the image content, with an uncertainty range.
 
-Method (docs/resolution.md): sample a few dozen level-0 regions from the tissue on the thumbnail, unmix
+Method (docs/resolution.md): sample a dozen level-0 regions from the tissue on the thumbnail, unmix
 their haematoxylin (colour deconvolution), segment nucleus profiles twice (first with a 1 px blur, then
-with a blur proportional to the first size found) and compare their area-weighted median diameter in
-pixels with the physical size of nucleus profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers
-"cannot tell" (``mpp`` None and a ``reason``) for non-H&E stains, too little tissue or too few nuclei,
-blurred or upsampled images, and images too coarse to show nuclei.
+with a blur proportional to the first size found, on an upsampled copy where nuclei are small), drop
+giant blobs, and compare the area-weighted median diameter in pixels with the physical size of nucleus
+profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers "cannot tell" (``mpp`` None and a
+``reason``) for non-H&E stains, too little tissue or too few nuclei, blurred or upsampled images, images
+too coarse to show nuclei, ragged or fragmented nuclei, sizes that change under resampling, and ranges
+too wide to tell 20x from 40x.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from .nuclei import (
     detail_scale,
     nucleus_profiles,
     pooled_threshold,
+    rescale,
     weighted_median,
+    without_giants,
 )
-from .stain import TISSUE_OD, check_he, haematoxylin, optical_density
+from .stain import TISSUE_OD, StainCheck, check_he, haematoxylin, optical_density, total_od
 
 if TYPE_CHECKING:
     from ..io.base import Slide
@@ -36,20 +40,38 @@ if TYPE_CHECKING:
 # section cuts a sphere of diameter D in profiles of mean diameter pi/4 D (Wicksell 1925), so ~7.5 um
 # nuclei show pi/4 x 7.5 = 5.9 um profiles. See docs/resolution.md for the sources and the measured spread.
 NUCLEUS_PROFILE_UM = 5.9
+FIRST_PASS_BLUR = 1.0  # px (0.5 keeps more nuclei apart in coarse images, but lets specks decide in fine ones)
 SECOND_PASS_BLUR = 0.1  # blur sigma of the second pass, as a fraction of the first-pass diameter
-SYSTEMATIC_LOG_SD = 0.12  # spread (log) of the profile size between tissues, added to the sampling spread
+# spread (log) of the median profile size between tissues, added to the sampling spread: lymphocyte-rich
+# tissue shows ~4.5 um profiles, large tumour nuclei ~8 um, +-0.3 in log around 5.9 taken as +-2 sd
+SYSTEMATIC_LOG_SD = 0.15
 MIN_NUCLEI = 20
+GIANT_FACTOR = 3.0  # profiles wider than 3x the area-weighted median are clumps, not nuclei
 MIN_NUCLEUS_PX = 2.5  # nuclei narrower than this cannot be measured
 MAX_DETAIL_PX = 2.6  # finest detail wider than this: blurred or upsampled, nuclei not resolved
 MIN_TISSUE_PX = 2_000
-MAX_RANGE_FACTOR = 6.0  # a ~95% range wider than high/low = 6: the sizes disagree between regions, no answer
+# A ~95% range wider than high/low = 2 sqrt(2) cannot tell 20x from 40x (a 2x step, +-sqrt 2 either side): no answer
+MAX_RANGE_FACTOR = 2 * math.sqrt(2)
 # Nuclei are the most haematoxylin-dense structures: where Otsu's split of the haematoxylin lies below this
 # (natural-log OD through skimage's hed_from_rgb), the "dense" part is mucin, debris or faint cytoplasm,
 # not nuclei. Measured here: nuclear tissue at its own scale 0.27-2.0 (GlaS 0.27-0.62, CMU-1 1.18), NCT debris
 # 0.09 and mucus 0.21-0.22; averaging lowers it on coarser images (GlaS 4x coarser: 0.18-0.30).
 MIN_NUCLEAR_H = 0.25
+FINE_PX = 8.0  # first-pass nuclei narrower than this are measured on an upsampled copy
+MAX_UPSAMPLE = 4  # (a 2 px nucleus is measured on a 4x copy)
+CHECK_MIN_PX = 8.0  # nuclei at least this wide are measured again at half the resolution ...
+CHECK_FACTOR = 1.25  # ... and the two sizes must agree within this factor
+CHECK_REGIONS = 4  # ... on at most this many regions
+CHECK_MIN_NUCLEI = 10  # (the half-resolution view of a small image holds fewer measurable nuclei)
+# Whole, isolated profiles must hold this share of the nuclear (above-threshold, off-border) area; below it
+# the "nuclei" are specks left over from ragged or touching ones (NCT smooth muscle 2x finer: 3-6%).
+MIN_COVERAGE = 0.08
+MIN_MPP, MAX_MPP = 0.1, 10.0  # the pixel sizes of histology scans (80x ... 1x); outside: not nuclei
 REGION_PX = 512
-N_REGIONS = 24
+STAIN_PIXELS = 50_000  # tissue pixels (an even subsample over the regions) for the H&E check
+N_REGIONS = 12
+FIRST_PASS_REGIONS = 4  # the first pass looks at this many of them
+WHOLE_READ_PX = 16_000_000  # a slide without pyramid levels up to this size is read once, whole
 
 
 @dataclass(frozen=True)
@@ -69,8 +91,9 @@ class MppEstimate:
     nucleus_px: float | None = None
     he_fraction: float | None = None
     detail_px: float | None = None
+    coverage: float | None = None
     seconds: float = 0.0
-    method: str = "nuclei-v1"
+    method: str = "nuclei-v2"
 
     @property
     def ok(self) -> bool:
@@ -92,23 +115,27 @@ class MppEstimate:
 
 
 def estimate_mpp(
-    source: Slide | str | Path | np.ndarray,
+    source: Slide | str | Path | np.ndarray | list[np.ndarray],
     *,
     n_regions: int = N_REGIONS,
     region_px: int = REGION_PX,
     seed: int = 0,
 ) -> MppEstimate:
     """Estimate level-0 microns per pixel of an H&E slide (a :class:`~pathweak.io.Slide`, a slide path,
-    or an RGB uint8 image array) from the size of its nuclei; no model, no metadata used.
+    an RGB uint8 image array, or a list of such arrays that share one pixel size, e.g. tiles of one
+    slide or dataset, measured together) from the size of its nuclei; no model, no metadata used.
 
     Up to ``n_regions`` level-0 regions of ``region_px`` pixels are read where the thumbnail shows
-    tissue (an array smaller than a region is used whole). The answer is an :class:`MppEstimate`;
+    tissue (an array smaller than a region is used whole). A single 224 px tile rarely holds enough
+    whole nuclei to tell; a few dozen tiles pooled usually do. The answer is an :class:`MppEstimate`;
     its ``mpp`` is None ("cannot tell") with a ``reason`` instead of a guess for non-H&E stains, too
     little tissue, blurred images or nuclei too small to measure.
     """
     started = time.perf_counter()
     if isinstance(source, np.ndarray):
         images = _split(_rgb(source), region_px)
+    elif isinstance(source, (list, tuple)):
+        images = [part for image in source for part in _split(_rgb(image), region_px)]
     elif isinstance(source, (str, Path)):
         from ..io import open_slide
 
@@ -122,21 +149,24 @@ def estimate_mpp(
 
 def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
     """The estimate from RGB regions that all share the same (unknown) pixel size."""
-    regions, detail, od_all, tissue_all = [], [], [], []
+    regions, detail, stain_px = [], [], []
+    per_region = STAIN_PIXELS // max(1, len(images))
     for rgb in images:
         od = optical_density(rgb)
-        tissue = od.sum(-1) > TISSUE_OD
+        gray = total_od(od)
+        tissue = gray > TISSUE_OD
+        n = int(np.count_nonzero(tissue))
         regions.append(Region(haematoxylin(od), tissue))
-        if tissue.sum() > 100:
-            detail.append((detail_scale(od.sum(-1), tissue), int(tissue.sum())))
-        od_all.append(od)
-        tissue_all.append(tissue)
-    n_tissue = int(sum(int(t.sum()) for t in tissue_all))
+        if n > 100:
+            detail.append((detail_scale(gray, tissue), n))
+        px = od[tissue]
+        stain_px.append(px[:: max(1, n // per_region)])
+    n_tissue = int(sum(int(np.count_nonzero(r.tissue)) for r in regions))
     if n_tissue < MIN_TISSUE_PX:
         return MppEstimate(
             None, reason=f"too little tissue ({n_tissue} stained pixels, need {MIN_TISSUE_PX})", n_regions=len(images)
         )
-    stain = _pooled_stain(od_all, tissue_all)
+    stain = _pooled_stain(stain_px)
     if not stain.is_he:
         return MppEstimate(
             None,
@@ -148,7 +178,7 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
     vals = np.array([d for d, _ in detail])
     wts = np.array([w for _, w in detail], float)
     detail_px = float(np.exp(np.average(np.log(vals), weights=wts))) if len(vals) else float("nan")
-    base = {"n_regions": len(images), "he_fraction": stain.he_fraction, "detail_px": detail_px}
+    base: dict[str, Any] = {"n_regions": len(images), "he_fraction": stain.he_fraction, "detail_px": detail_px}
     if detail_px > MAX_DETAIL_PX:
         return MppEstimate(
             None,
@@ -156,48 +186,86 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
             "nuclei are not resolved",
             **base,
         )
-    level = pooled_threshold(regions, 1.0)
-    if level < MIN_NUCLEAR_H:
-        return MppEstimate(
-            None,
-            reason=f"no haematoxylin-dense nuclei (Otsu level {level:.2f}, need {MIN_NUCLEAR_H}): "
-            "mucin, debris or faint staining",
-            **base,
-        )
-    first = nucleus_profiles(regions, 1.0)
-    if len(first) < MIN_NUCLEI:
-        return MppEstimate(
-            None, reason=f"too few nuclei ({len(first)}, need {MIN_NUCLEI})", n_nuclei=len(first), **base
-        )
-    d1 = weighted_median(first.diameter, first.area)
-    prof = nucleus_profiles(regions, SECOND_PASS_BLUR * d1)
-    if len(prof) < MIN_NUCLEI:
-        return MppEstimate(None, reason=f"too few nuclei ({len(prof)}, need {MIN_NUCLEI})", n_nuclei=len(prof), **base)
-    d = weighted_median(prof.diameter, prof.area)
+    found = measure(regions)
+    if isinstance(found, str):
+        return MppEstimate(None, reason=found, **base)
+    prof, d = found
+    measured: dict[str, Any] = {"n_nuclei": len(prof), "nucleus_px": d, "coverage": round(prof.coverage, 3), **base}
     if d < MIN_NUCLEUS_PX:
         return MppEstimate(
             None,
             reason=f"nuclei are only {d:.1f} px wide: the image is too coarse to measure them "
             f"(coarser than ~{NUCLEUS_PROFILE_UM / MIN_NUCLEUS_PX:.1f} um/px)",
-            n_nuclei=len(prof),
-            nucleus_px=d,
-            **base,
+            **measured,
         )
+    if not MIN_MPP <= NUCLEUS_PROFILE_UM / d <= MAX_MPP:
+        return MppEstimate(
+            None,
+            reason=f"the profiles measured ({d:.1f} px) would mean {NUCLEUS_PROFILE_UM / d:.3g} um/px, outside "
+            f"the {MIN_MPP:g}-{MAX_MPP:g} um/px of histology scans: they are not nuclei",
+            **measured,
+        )
+    if prof.coverage < MIN_COVERAGE:
+        return MppEstimate(
+            None,
+            reason=f"the whole, isolated profiles hold only {prof.coverage:.0%} of the nuclear area (need "
+            f"{MIN_COVERAGE:.0%}): ragged, touching or fragmented nuclei",
+            **measured,
+        )
+    if d >= CHECK_MIN_PX:
+        step = max(1, math.ceil(len(regions) / CHECK_REGIONS))  # the check looks at a few regions
+        half = measure(rescale(regions[::step], 0.5), CHECK_MIN_NUCLEI)
+        same = (prof.region // 4) % step == 0
+        d_same = weighted_median(prof.diameter[same], prof.area[same]) if same.any() else d
+        # a half-resolution view too coarse to answer does not count against the estimate
+        if not isinstance(half, str) and abs(math.log(2 * half[1] / d_same)) > math.log(CHECK_FACTOR):
+            return MppEstimate(
+                None,
+                reason=f"the nucleus size is not stable under resampling ({d_same:.1f} px, and "
+                f"{2 * half[1]:.1f} px at half the resolution): fragments or merged nuclei, not whole ones",
+                **measured,
+            )
     mpp = NUCLEUS_PROFILE_UM / d
     sd = math.hypot(SYSTEMATIC_LOG_SD, _sampling_log_sd(prof))
     if math.exp(4 * sd) > MAX_RANGE_FACTOR:
         return MppEstimate(
             None,
             reason=f"the nucleus sizes are inconsistent (range {mpp * math.exp(-2 * sd):.3g}-"
-            f"{mpp * math.exp(2 * sd):.3g} um/px, wider than {MAX_RANGE_FACTOR:g}x): touching or "
-            "merged nuclei",
-            n_nuclei=len(prof),
-            nucleus_px=d,
-            **base,
+            f"{mpp * math.exp(2 * sd):.3g} um/px, wider than {MAX_RANGE_FACTOR:.2g}x, which cannot tell 20x "
+            "from 40x): too few nuclei, or sizes that disagree between regions",
+            **measured,
         )
-    return MppEstimate(
-        mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), n_nuclei=len(prof), nucleus_px=d, **base
-    )
+    return MppEstimate(mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), **measured)
+
+
+def measure(regions: list[Region], min_nuclei: int = MIN_NUCLEI) -> tuple[Profiles, float] | str:
+    """The nucleus profiles of the regions and their area-weighted median diameter (px), or why not.
+
+    Two passes: blur ``FIRST_PASS_BLUR`` px, then ``SECOND_PASS_BLUR`` x the first size. Where the first size is under
+    ``FINE_PX`` the regions are upsampled (at most ``MAX_UPSAMPLE`` x) before the second pass, and the
+    sizes scaled back, so that small nuclei are measured to a fraction of a pixel.
+    """
+    level = pooled_threshold(regions, 1.0)
+    if level < MIN_NUCLEAR_H:
+        return (
+            f"no haematoxylin-dense nuclei (Otsu level {level:.2f}, need {MIN_NUCLEAR_H}): "
+            "mucin, debris or faint staining"
+        )
+    step = max(1, math.ceil(len(regions) / FIRST_PASS_REGIONS))  # the first pass only sets the blur
+    first = without_giants(nucleus_profiles(regions[::step], FIRST_PASS_BLUR), GIANT_FACTOR)
+    if len(first) < min_nuclei and step > 1:
+        first = without_giants(nucleus_profiles(regions, FIRST_PASS_BLUR), GIANT_FACTOR)
+    if len(first) < min_nuclei:
+        return f"too few nuclei ({len(first)}, need {min_nuclei})"
+    d1 = weighted_median(first.diameter, first.area)
+    k = int(min(MAX_UPSAMPLE, max(1, math.ceil(FINE_PX / d1))))
+    if k > 1:
+        regions = rescale(regions, k)
+    prof = without_giants(nucleus_profiles(regions, SECOND_PASS_BLUR * d1 * k), GIANT_FACTOR)
+    if len(prof) < min_nuclei:
+        return f"too few nuclei ({len(prof)}, need {min_nuclei})"
+    prof = Profiles(prof.diameter / k, prof.area / k**2, prof.region, prof.candidate_area / k**2)
+    return prof, weighted_median(prof.diameter, prof.area)
 
 
 def sample_regions(
@@ -210,8 +278,16 @@ def sample_regions(
     w0, h0 = slide.dimensions
     if w0 <= region_px * 2 and h0 <= region_px * 2:
         return _split(slide.read_region((0, 0), 0, (w0, h0)), region_px)
-    thumb = slide.get_thumbnail(1024)
-    tissue = (optical_density(thumb).sum(-1) > TISSUE_OD).astype(np.float32)
+    full = None
+    if max(slide.level_downsamples) < 4 and w0 * h0 <= WHOLE_READ_PX:
+        # no pyramid level to take a thumbnail from: the thumbnail would read level 0 anyway, so read it once
+        full = slide.read_region((0, 0), 0, (w0, h0))
+        scale = min(1.0, 1024 / max(w0, h0))
+        size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))
+        thumb = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
+    else:
+        thumb = slide.get_thumbnail(1024)
+    tissue = (total_od(optical_density(thumb)) > TISSUE_OD).astype(np.float32)
     nx, ny = max(1, w0 // region_px), max(1, h0 // region_px)
     cover = cv2.resize(
         tissue[: tissue.shape[0] * ny * region_px // h0 or None, : tissue.shape[1] * nx * region_px // w0 or None],
@@ -223,11 +299,11 @@ def sample_regions(
     if len(good) < n_regions:
         good = order[cover.ravel()[order] > 0.05][: max(n_regions, len(good))]
     rng = np.random.default_rng(seed)
-    pick = rng.choice(good, size=min(n_regions, len(good)), replace=False) if len(good) else []
-    return [
-        slide.read_region((int(i % nx) * region_px, int(i // nx) * region_px), 0, (region_px, region_px))
-        for i in sorted(pick)
-    ]
+    pick: Any = rng.choice(good, size=min(n_regions, len(good)), replace=False) if len(good) else []
+    boxes = [(int(i % nx) * region_px, int(i // nx) * region_px) for i in sorted(pick)]
+    if full is not None:
+        return [np.ascontiguousarray(full[y : y + region_px, x : x + region_px]) for x, y in boxes]
+    return [slide.read_region((x, y), 0, (region_px, region_px)) for x, y in boxes]
 
 
 def _split(rgb: np.ndarray, region_px: int) -> list[np.ndarray]:
@@ -252,8 +328,8 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
-def _pooled_stain(od_all: list[np.ndarray], tissue_all: list[np.ndarray]):
-    od = np.concatenate([o[t] for o, t in zip(od_all, tissue_all, strict=False)])
+def _pooled_stain(stain_px: list[np.ndarray]) -> StainCheck:
+    od = np.concatenate(stain_px)
     return check_he(od[:, None, :], np.ones((len(od), 1), bool))
 
 

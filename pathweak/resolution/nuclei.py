@@ -34,16 +34,51 @@ class Profiles:
     diameter: np.ndarray
     area: np.ndarray
     region: np.ndarray
+    candidate_area: float = 0.0  # pixels of all regions above the threshold not touching a border
+
+    @property
+    def coverage(self) -> float:
+        """The share of the candidate area that the accepted (convex, isolated) profiles hold."""
+        return float(self.area.sum() / self.candidate_area) if self.candidate_area else 0.0
 
     def __len__(self) -> int:
         return len(self.diameter)
 
 
-def pooled_threshold(regions: list[Region], sigma: float, max_pixels: int = 400_000) -> float:
-    """Otsu's threshold (256-bin histogram) of the blurred haematoxylin over the tissue of all regions."""
-    values = np.concatenate([_blur(r.h, sigma)[r.tissue] for r in regions])
-    if len(values) > max_pixels:
-        values = values[:: len(values) // max_pixels]
+def rescale(regions: list[Region], factor: float) -> list[Region]:
+    """The regions resampled by ``factor`` (> 1: upsampled, cubic; < 1: downsampled, area average).
+
+    Upsampling coarse images before segmentation lets a nucleus of 2-3 px be measured in fractions of a
+    pixel (its area is no longer a count of a handful of pixels), and keeps ``MIN_AREA_PX`` below a pixel
+    of the original image; downsampling gives the cross-check its second, coarser view.
+    """
+    import cv2
+
+    if factor == 1.0:
+        return regions
+    out = []
+    for r in regions:
+        h, w = r.h.shape
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        mode = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
+        hh = np.maximum(cv2.resize(r.h, size, interpolation=mode), 0.0)
+        tissue = cv2.resize(r.tissue.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.5
+        out.append(Region(hh, tissue))
+    return out
+
+
+def pooled_threshold(
+    regions: list[Region], sigma: float, max_pixels: int = 400_000, blurred: list[np.ndarray] | None = None
+) -> float:
+    """Otsu's threshold (256-bin histogram) of the blurred haematoxylin over the tissue of all regions
+    (``blurred``: the regions' haematoxylin already blurred by ``sigma``), on an even subsample of at most
+    ``max_pixels`` of the tissue."""
+    blurred = blurred if blurred is not None else [_blur(r.h, sigma) for r in regions]
+    total = sum(b.size for b in blurred)
+    step = max(1, int(np.sqrt(total / max_pixels)))  # every step-th row and column
+    values = np.concatenate(
+        [b[::step, ::step][r.tissue[::step, ::step]] for b, r in zip(blurred, regions, strict=True)]
+    )
     if len(values) == 0 or float(values.max()) == float(values.min()):
         return float("inf")
     hist, edges = np.histogram(values, bins=256)
@@ -60,10 +95,12 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
     """The nucleus profiles of every region at blur ``sigma`` (px)."""
     import cv2
 
-    t = pooled_threshold(regions, sigma)
+    blurred = [_blur(r.h, sigma) for r in regions]
+    t = pooled_threshold(regions, sigma, blurred=blurred)
     diam, area, which = [], [], []
-    for i, r in enumerate(regions):
-        binary = _fill_holes(((_blur(r.h, sigma) > t) & r.tissue).astype(np.uint8))
+    candidate = 0.0
+    for i, (r, b) in enumerate(zip(regions, blurred, strict=True)):
+        binary = _fill_holes(((b > t) & r.tissue).astype(np.uint8))
         n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
         if n <= 1:
             continue
@@ -71,6 +108,7 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
         x, y, bw, bh, px = (stats[:, k] for k in range(5))
         keep = (px >= MIN_AREA_PX) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
         keep[0] = False
+        candidate += float(px[keep].sum())
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         for c in contours:
             label = labels[c[0, 0, 1], c[0, 0, 0]]
@@ -84,7 +122,21 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
                 area.append(px[label])
                 cx, cy = centroids[label]
                 which.append(4 * i + 2 * int(cy >= h / 2) + int(cx >= w / 2))  # region and quadrant
-    return Profiles(np.asarray(diam, float), np.asarray(area, float), np.asarray(which, int))
+    return Profiles(np.asarray(diam, float), np.asarray(area, float), np.asarray(which, int), candidate)
+
+
+def without_giants(prof: Profiles, factor: float, rounds: int = 2) -> Profiles:
+    """The profiles without the giants: those wider than ``factor`` x the area-weighted median diameter
+    (recomputed ``rounds`` times). Nucleus profiles of one tissue vary by 2-3x; a blob several times wider
+    is a clump, a fold or a stain deposit, and by its area alone it can move the area-weighted median."""
+    for _ in range(rounds):
+        if len(prof) == 0:
+            return prof
+        keep = prof.diameter <= factor * weighted_median(prof.diameter, prof.area)
+        if keep.all():
+            break
+        prof = Profiles(prof.diameter[keep], prof.area[keep], prof.region[keep], prof.candidate_area)
+    return prof
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

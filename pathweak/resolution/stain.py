@@ -35,13 +35,28 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return _OD_LUT[np.ascontiguousarray(rgb[..., :3])]
 
 
+def total_od(od: np.ndarray) -> np.ndarray:
+    """The summed optical density (h, w) of the three channels."""
+    return _mix(od, np.ones(3, np.float32))
+
+
 def haematoxylin(od: np.ndarray) -> np.ndarray:
     """The haematoxylin amount (h, w) of an optical-density image: the H channel of scikit-image's
     colour deconvolution (``hed_from_rgb``, H, E and DAB unmixed), negative amounts clipped to 0."""
     from skimage.color import hed_from_rgb
 
-    h = od @ hed_from_rgb[:, 0].astype(np.float32)
+    h = _mix(od, hed_from_rgb[:, 0].astype(np.float32))
     return np.maximum(h, 0.0, out=h)
+
+
+def _mix(od: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``od @ weights`` over the channel axis (OpenCV's per-pixel transform: faster than numpy's strided sum)."""
+    import cv2
+
+    if od.ndim != 3 or od.shape[0] * od.shape[1] == 0:
+        return np.asarray(od @ weights, np.float32)
+    out = cv2.transform(np.ascontiguousarray(od, np.float32), weights.reshape(1, 3).astype(np.float32))
+    return out.reshape(od.shape[:2])
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@ Fourier batch style standardisation (torch, on a batch in the training step)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # Ruifrok & Johnston stain vectors (as in scikit-image's hed_from_rgb): rows H, E, D in RGB OD space
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32)
@@ -90,7 +95,7 @@ def pathology_view(
     return gaussian_blur(v, rng, getattr(cfg, "blur_prob", 0.0))
 
 
-def to_tensor(view: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:  # noqa: F821
+def to_tensor(view: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (H, W, 3) → normalised float (3, H, W)."""
     import torch
 
@@ -98,7 +103,7 @@ def to_tensor(view: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...])
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
-def fourier_style_swap(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:  # noqa: F821
+def fourier_style_swap(x: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Batch style standardisation: with probability ``prob`` per image, replace its amplitude
     spectrum by that of another image of the batch, keeping its own phase (content). Colour and
     texture statistics ("style": stain, scanner) get mixed while structures stay in place."""

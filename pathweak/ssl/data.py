@@ -3,6 +3,7 @@ workers, each opening the stores it needs), never loading a cohort into memory."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .augment import pathology_view, to_tensor
 class TileIndex:
     """A global index over the tiles of several TileStores: ``locate(i) -> (store, local index)``."""
 
-    def __init__(self, stores: list[str | Path]):
+    def __init__(self, stores: Sequence[str | Path]):
         if not stores:
             raise ConfigError(
                 "no TileStores given", fix="pass one or more <slide>.zarr or a tiles/ folder as arguments"

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..tiling.store import TileStore
 from .data import TileIndex, _StoreCache
+
+if TYPE_CHECKING:
+    import torch
 
 VOLUME_MEAN, VOLUME_STD = 0.5, 0.25  # as the monai: and pathweak: volume encoders normalise (encoders.VOLUME_MEAN)
 
@@ -32,7 +35,7 @@ def check_stores_kind(index: TileIndex, want_3d: bool) -> None:
                 )
 
 
-def to_volume_tensor(patch: np.ndarray, size: int) -> torch.Tensor:  # noqa: F821
+def to_volume_tensor(patch: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (D, H, W) -> normalised float (1, size, size, size) (trilinear resize when needed)."""
     import torch
 

@@ -26,6 +26,8 @@ class DINOHead(nn.Module):
 class DINOLoss(nn.Module):
     """Cross-entropy between the teacher's centred/sharpened global views and the student's other views."""
 
+    center: torch.Tensor  # buffer (1, out_dim)
+
     def __init__(self, out_dim: int, student_temp: float, teacher_temp: float, center_momentum: float):
         super().__init__()
         self.student_temp, self.teacher_temp, self.center_momentum = student_temp, teacher_temp, center_momentum
@@ -34,13 +36,17 @@ class DINOLoss(nn.Module):
     def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
         t = [F.softmax((o - self.center) / self.teacher_temp, dim=-1).detach() for o in teacher]
         s = [F.log_softmax(o / self.student_temp, dim=-1) for o in student]
-        total, pairs = 0.0, 0
+        total: torch.Tensor | None = None
+        pairs = 0
         for ti, tp in enumerate(t):
             for si, sp in enumerate(s):
                 if si == ti:
                     continue
-                total = total + (-tp * sp).sum(dim=-1).mean()
+                term = (-tp * sp).sum(dim=-1).mean()
+                total = term if total is None else total + term
                 pairs += 1
+        if total is None:
+            raise ValueError("the DINO loss needs two views or more")
         self._update_center(torch.cat(teacher))
         return total / pairs
 

@@ -10,7 +10,7 @@ schedules, time budget, resume, RankMe and export; the written ``pathweak:`` enc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,11 @@ from torch import nn
 
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from ..encoders.base import Encoder
 
-def load_teacher(cfg: Any) -> Any:
+
+def load_teacher(cfg: Any) -> Encoder:
     """The frozen teacher :class:`~pathweak.encoders.Encoder` named by ``cfg.teacher``."""
     from ..encoders import create_encoder
 
@@ -44,7 +47,12 @@ def match_loss(pred: torch.Tensor, target: torch.Tensor, l2_weight: float) -> to
 class Distiller(nn.Module):
     """The student, its projection heads and (unregistered, so not in checkpoints) the frozen teacher."""
 
-    def __init__(self, student: nn.Module, cfg: Any, teacher: Any | None = None):
+    student: Any  # a timm ViT: forward_features, forward_head, num_features, patch_embed (beyond nn.Module's typing)
+    teacher: Encoder
+    view_mean: torch.Tensor  # buffers (1, 3, 1, 1)
+    view_std: torch.Tensor
+
+    def __init__(self, student: nn.Module, cfg: Any, teacher: Encoder | None = None):
         super().__init__()
         from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
 
@@ -52,7 +60,7 @@ class Distiller(nn.Module):
         self.student = student
         teacher = teacher if teacher is not None else load_teacher(cfg)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: stays out of state_dict and the optimiser
-        ds, dt = int(student.num_features), int(teacher.embed_dim)
+        ds, dt = int(self.student.num_features), int(teacher.embed_dim)
         self.proj_embed = nn.Linear(ds, dt) if ds != dt else nn.Identity()
         self.use_tokens = cfg.token_weight > 0 and teacher.has_tokens
         self.proj_tokens = (nn.Linear(ds, dt) if ds != dt else nn.Identity()) if self.use_tokens else None
@@ -76,11 +84,11 @@ class Distiller(nn.Module):
         x = (self.resize(x, teacher.info.img_size) - teacher.mean) / teacher.std
         if not self.use_tokens:
             return teacher.backbone(x).float(), None
-        net = teacher.backbone
+        net: Any = teacher.backbone  # a timm ViT (use_tokens needs has_tokens): beyond nn.Module's typing
         feats = net.forward_features(x)
         embed = net.forward_head(feats, pre_logits=True) if hasattr(net, "forward_head") else net(x)
         prefix = int(getattr(net, "num_prefix_tokens", 0))
-        ph, pw = net.patch_embed.patch_size
+        ph, pw = teacher.token_patch_size
         h, w = x.shape[-2] // ph, x.shape[-1] // pw
         tokens = feats[:, prefix:].float().transpose(1, 2).reshape(len(x), -1, h, w)
         return embed.float(), tokens

@@ -4,6 +4,7 @@ updates to the attention projections of the others; ``merge_lora`` folds them ba
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,9 +38,10 @@ class LoRALinear(nn.Module):
 def apply_explora(vit: nn.Module, unfreeze_last: int, rank: int) -> dict[str, int]:
     """Freeze a timm ViT, unfreeze its last ``unfreeze_last`` blocks and final norm, and put LoRA on the
     qkv and output projections of the other blocks. Returns trainable/total parameter counts."""
-    for p in vit.parameters():
+    net: Any = vit  # a timm ViT: blocks and norm are beyond nn.Module's typing
+    for p in net.parameters():
         p.requires_grad_(False)
-    blocks = list(vit.blocks)
+    blocks = list(net.blocks)
     cut = len(blocks) - unfreeze_last
     for i, block in enumerate(blocks):
         if i >= cut:
@@ -48,7 +50,7 @@ def apply_explora(vit: nn.Module, unfreeze_last: int, rank: int) -> dict[str, in
         else:
             block.attn.qkv = LoRALinear(block.attn.qkv, rank)
             block.attn.proj = LoRALinear(block.attn.proj, rank)
-    for p in vit.norm.parameters():
+    for p in net.norm.parameters():
         p.requires_grad_(True)
     trainable = sum(p.numel() for p in vit.parameters() if p.requires_grad)
     return {"trainable": trainable, "total": sum(p.numel() for p in vit.parameters())}

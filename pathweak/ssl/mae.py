@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -23,6 +25,9 @@ def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
 class MAE(nn.Module):
     """Masked autoencoder around a timm VisionTransformer ``encoder`` (class token, learned pos-embed)."""
 
+    encoder: Any  # a timm VisionTransformer (or ViT3D): patch_embed, pos_embed, cls_token, blocks... beyond nn.Module
+    decoder_pos: torch.Tensor  # buffer (1, n, decoder_dim)
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -36,10 +41,10 @@ class MAE(nn.Module):
         from timm.models.vision_transformer import Block
 
         self.encoder = encoder
-        self.patch = encoder.patch_embed.patch_size[0]
+        self.patch = int(self.encoder.patch_embed.patch_size[0])
         self.grid = img_size // self.patch
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
-        dim = encoder.embed_dim
+        dim = self.encoder.embed_dim
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_pos", sincos_pos_embed(decoder_dim, self.grid).unsqueeze(0), persistent=False)

@@ -38,7 +38,7 @@ class MAE3D(MAE):
         norm_pix_loss: bool = True,
     ):
         super().__init__(encoder, img_size, mask_ratio, decoder_dim, decoder_depth, norm_pix_loss)
-        self.in_chans = encoder.patch_embed.proj.in_channels
+        self.in_chans = int(self.encoder.patch_embed.proj.in_channels)
         self.register_buffer("decoder_pos", sincos_pos_embed_3d(decoder_dim, self.grid).unsqueeze(0), persistent=False)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch**3 * self.in_chans)
 

@@ -73,7 +73,7 @@ class SSLModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.total_steps = max(1, total_steps)
-        backbone = build_backbone(cfg)
+        backbone: Any = build_backbone(cfg)  # a timm ViT or ViT3D: embed_dim is beyond nn.Module's typing
         if init_state is not None:
             backbone.load_state_dict(init_state, strict=False)
         self.adapt_stats = apply_explora(backbone, cfg.unfreeze_last, cfg.lora_rank) if cfg.adapt_from else None
@@ -88,7 +88,7 @@ class SSLModule(L.LightningModule):
         elif cfg.method == "mae3d":
             from .mae3d import MAE3D
 
-            self.mae = MAE3D(
+            self.mae: MAE = MAE3D(
                 backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss
             )
         elif cfg.method == "distill":

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ class PretrainResult:
 
 
 def pretrain(
-    stores: list[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True, progress: bool = True
+    stores: Sequence[str | Path], out_dir: str | Path, cfg: SSLConfig, *, resume: bool = True, progress: bool = True
 ) -> PretrainResult:
     """Pretrain ``cfg.arch`` with ``cfg.method`` on the tiles of ``stores``; write the encoder to ``out_dir``.
 
@@ -97,10 +99,10 @@ def pretrain(
     with quiet_lightning():
         trainer = L.Trainer(
             **_hardware(cfg, ddp),
-            precision=precision,
+            precision=precision,  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
             max_epochs=cfg.max_epochs,
             max_steps=cfg.max_steps,
-            max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+            max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
             callbacks=[best],
             logger=CSVLogger(out, name="logs"),
             default_root_dir=out,
@@ -155,7 +157,7 @@ def export_encoder(
     from .lora import merge_lora
     from .module import backbone_kwargs, merge_export_fields
 
-    encoder = merge_lora(copy.deepcopy(module.encoder)).cpu()
+    encoder: Any = merge_lora(copy.deepcopy(module.encoder)).cpu()  # a timm ViT or ViT3D (num_features)
     state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
     with atomic_path(out / "encoder.safetensors") as tmp:
         save_file(state, str(tmp))

@@ -113,13 +113,36 @@ def _break(lock: Path, owner: dict[str, Any] | None) -> None:
         return
     os.close(fd)
     try:
-        # A missing lock is not broken: between this look and the unlink another run may create its lock
-        # (nothing serialises a live holder's release and the next create). An unreadable lock only turns
-        # into a readable one after it is removed, which needs this breaker file, so removing it is safe.
-        if lock_owner(lock) == owner and (owner is not None or lock.exists()):
+        if _still_names(lock, owner):
             lock.unlink(missing_ok=True)
     finally:
         breaker.unlink(missing_ok=True)
+
+
+def _still_names(lock: Path, owner: dict[str, Any] | None) -> bool:
+    """True when the file now at ``lock`` is the stale one: it names ``owner`` (or, for ``owner`` None, is
+    unreadable), read through one open file that is still the one at the path.
+
+    A missing lock is never broken: a run may create its lock between any look at the path and the
+    unlink (testing "missing" and then "exists" would remove that run's live lock). Only the breaker
+    holder removes a stale lock, and a stale lock's owner is dead (an unreadable one is left alone while
+    it is young), so the file read here is still the one at the path when it is unlinked.
+    """
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "r") as fh:
+            try:
+                found = json.loads(fh.read())
+            except ValueError:
+                found = None
+            inode = os.fstat(fh.fileno()).st_ino
+        found = found if isinstance(found, dict) else None
+        return found == owner and os.stat(lock).st_ino == inode
+    except OSError:
+        return False
 
 
 def _young(path: Path, seconds: float = 5.0) -> bool:

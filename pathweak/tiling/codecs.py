@@ -42,7 +42,7 @@ def encode_zstd(tile: np.ndarray) -> bytes:
     """A tile's raw bytes, zstd-compressed (Zarr's ``bytes`` + ``zstd`` codec chain)."""
     import imagecodecs
 
-    return imagecodecs.zstd_encode(np.ascontiguousarray(tile).tobytes(), level=ZSTD_LEVEL)
+    return imagecodecs.zstd_encode(np.ascontiguousarray(tile).tobytes(), level=ZSTD_LEVEL)  # type: ignore[return-value]  # bytes when no out= is given
 
 
 def decode_zstd(data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
@@ -69,14 +69,15 @@ class JpegCodec(ArrayBytesCodec):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JpegCodec:
         _, config = parse_named_configuration(data, JPEG_CODEC_NAME, require_configuration=False)
-        return cls(**(config or {}))
+        options: dict[str, Any] = dict(config or {})  # JSON values, as to_dict wrote them
+        return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": JPEG_CODEC_NAME, "configuration": {"quality": self.quality}}
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         tile = decode_jpeg(chunk_bytes.as_numpy_array().tobytes())
-        return chunk_spec.prototype.nd_buffer.from_ndarray_like(tile.reshape(chunk_spec.shape))
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(tile.reshape(chunk_spec.shape))  # type: ignore[arg-type]  # zarr's NDArrayLike protocol does not match numpy's stubs
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         arr = chunk_array.as_ndarray_like()

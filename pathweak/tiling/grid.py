@@ -113,8 +113,7 @@ def tile_grid(slide: Slide, mask: TissueMask, spec: TileSpec | None = None) -> T
     read, stride = choice.read_px, choice.stride_level_px
     cols = (lw - read) // stride + 1 if lw >= read else 0
     rows = (lh - read) // stride + 1 if lh >= read else 0
-    rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    rr, cc = rr.ravel(), cc.ravel()
+    rr, cc = (a.ravel() for a in np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"))
     x_l, y_l = cc * stride, rr * stride
     x0, y0 = x_l * dsx, y_l * dsy
     frac = mask.fraction_in_boxes(x0, y0, x0 + read * dsx, y0 + read * dsy) if rr.size else np.zeros(0)

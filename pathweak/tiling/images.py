@@ -54,21 +54,11 @@ def images_to_store(
     n = len(paths)
     attrs: dict[str, Any] = {
         "cache_key": key,
-        "slide": {
-            "path": str(paths[0].parent.resolve()),
-            "slide_id": out_path.stem,
-            "source": "images",
-            "backend": "images",
-            "reader": "images",
-            "level_dimensions": [[patch_px, patch_px * n]],
-        },
-        "mpp": {
+        "source_id": out_path.stem,
+        "mpp": {  # the images' own resolution, when the user gives it (they are read as they are)
             "level0": [mpp, mpp] if mpp else None,
             "source": "user" if mpp else None,
             "target": mpp,
-            "level": 0,
-            "level_mpp": [mpp, mpp] if mpp else None,
-            "level_downsample": [1.0, 1.0],
             "achieved": [mpp, mpp] if mpp else None,
         },
         "tile": {

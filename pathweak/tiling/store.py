@@ -89,7 +89,7 @@ def create_store(
             dtype=data.dtype,
             chunks=chunks or "auto",
             compressors=(ZstdCodec(), Crc32cCodec()),
-            config={"write_empty_chunks": True},
+            config={"write_empty_chunks": True},  # type: ignore[arg-type]  # zarr's NotRequired keys (typing, 3.11+) read as required at 3.10
         )
         if data.size:
             arr[...] = data
@@ -201,6 +201,10 @@ class TileStore:
     # -- facts -----------------------------------------------------------------------------------
     @property
     def slide_id(self) -> str:
+        """The id of the source: the slide's, or the volume's or image set's (``source_id``; stores written
+        before the store layer gave those a made-up ``slide`` block)."""
+        if self.source != "slide" and "source_id" in self.attrs:
+            return str(self.attrs["source_id"])
         return str(self.attrs["slide"]["slide_id"])
 
     @property
@@ -233,8 +237,11 @@ class TileStore:
 
     @property
     def tile_extent(self) -> tuple[float, float]:
-        """Level-0 size (w, h) of the region each slide tile covers: the read size times the level's downsample."""
+        """Level-0 size (w, h) of the region each tile covers: for a slide, the read size times the level's
+        downsample; for images and volume patches, the read size (they are not read from a pyramid)."""
         read = float(self.attrs["tile"]["read_px"])
+        if self.source != "slide":
+            return read, read
         ds = self.attrs["mpp"]["level_downsample"]
         return read * float(ds[0]), read * float(ds[1])
 

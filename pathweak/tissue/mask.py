@@ -22,7 +22,7 @@ class TissueMask:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.mask.shape  # type: ignore[return-value]
+        return self.mask.shape
 
     @property
     def tissue_fraction(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,10 @@ from ..heads import MILHead, create_head
 from .config import TrainConfig
 from .labels import LabelTable
 from .splits import Fold
+
+if TYPE_CHECKING:
+    from ..features.bank import FeatureBank
+    from ..protocols import Advance, BagSource
 
 
 @dataclass
@@ -34,14 +38,14 @@ class FitResult:
 
 
 def fit_head(
-    bank: Any,
+    bank: BagSource,
     table: LabelTable,
     fold: Fold,
     cfg: TrainConfig,
     seed: int,
     *,
     log_dir: Path | None = None,
-    advance: Any = None,
+    advance: Advance | None = None,
 ) -> FitResult:
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
     With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
@@ -78,7 +82,7 @@ def fit_head(
     with quiet_lightning():
         trainer = L.Trainer(
             **trainer_options(bank.device),
-            precision=resolve_precision(cfg.precision, bank.device),
+            precision=resolve_precision(cfg.precision, bank.device),  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
             max_epochs=cfg.max_epochs,
             min_epochs=cfg.min_epochs,
             callbacks=callbacks,
@@ -127,7 +131,8 @@ def survival_edges(table: LabelTable, train_rows: np.ndarray, cfg: TrainConfig) 
         return None
     from .survival import time_bins
 
-    return time_bins(table.times[train_rows], table.events[train_rows], cfg.survival_bins)  # type: ignore[index]
+    times, events = table.survival_columns()
+    return time_bins(times[train_rows], events[train_rows], cfg.survival_bins)
 
 
 def training_targets(
@@ -139,8 +144,9 @@ def training_targets(
     if table.task == "survival":
         from .survival import bin_index
 
-        bins = bin_index(table.times, edges) if edges is not None else np.zeros(len(table))  # type: ignore[arg-type]
-        rows = np.column_stack([table.times, table.events, bins]).astype(np.float32)
+        times, events = table.survival_columns()
+        bins = bin_index(times, edges) if edges is not None else np.zeros(len(table))
+        rows = np.column_stack([times, events, bins]).astype(np.float32)
         return torch.as_tensor(rows), None
     if table.task == "proportion":
         return torch.as_tensor(table.targets, dtype=torch.float32), None
@@ -159,8 +165,15 @@ def class_weights(table: LabelTable, train_rows: np.ndarray) -> torch.Tensor:
 
 
 def fit_distributed(
-    bank: Any, table: Any, fold: Any, cfg: Any, seed: int, *, log_dir: Path | None = None, advance: Any = None
-) -> Any:
+    bank: BagSource,
+    table: LabelTable,
+    fold: Fold,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    log_dir: Path | None = None,
+    advance: Advance | None = None,
+) -> FitResult:
     """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
     from .ddp import rank_devices, run_ranks, world_size
 
@@ -191,7 +204,9 @@ def fit_distributed(
     return FitResult(head.to(bank.device).eval(), **out)
 
 
-def _fit_rank(bank: Any, table: Any, fold: Any, cfg: Any, seed: int, log_dir: Path | None) -> dict[str, Any]:
+def _fit_rank(
+    bank: FeatureBank, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, log_dir: Path | None
+) -> dict[str, Any]:
     import torch
 
     from .ddp import _RANK

@@ -5,11 +5,15 @@ the benchmarks, always in float32 and eval mode so results do not depend on the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..heads import MILHead
+
+if TYPE_CHECKING:
+    from ..protocols import BagSource
 
 
 @dataclass
@@ -57,16 +61,11 @@ def predict_bag(
 
 
 def predict_rows(
-    head: MILHead, bank: object, rows: np.ndarray, task: str, target_scale: tuple[float, float] | None = None
+    head: MILHead, bank: BagSource, rows: np.ndarray, task: str, target_scale: tuple[float, float] | None = None
 ) -> np.ndarray:
     """Slide-level outputs (len(rows), C) of bank rows."""
     return (
-        np.stack(
-            [
-                predict_bag(head, bank.bag(int(i)), bank.grid(int(i)), task, target_scale).slide  # type: ignore[attr-defined]
-                for i in rows
-            ]
-        )
+        np.stack([predict_bag(head, bank.bag(int(i)), bank.grid(int(i)), task, target_scale).slide for i in rows])
         if len(rows)
         else np.zeros((0, 1 if task in ("survival", "proportion") else head.n_outputs), np.float32)
     )

@@ -41,6 +41,12 @@ class LabelTable:
         """Head outputs: classes, or 1 (regression, proportion, Cox survival; see ``head_outputs`` in fit)."""
         return 1 if self.classes is None else len(self.classes)
 
+    def survival_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times, events) of a survival table; a ``ValueError`` for a table of another task."""
+        if self.times is None or self.events is None:
+            raise ValueError(f"{self.path}: a {self.task} label table has no survival times and events")
+        return self.times, self.events
+
 
 def read_labels(
     path: str | Path,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -28,6 +28,9 @@ from ..heads import HeadOutput, MILHead
 from .proportion import bag_proportion, proportion_loss
 from .survival import cox_loss, discrete_nll
 
+if TYPE_CHECKING:
+    from ..protocols import Advance, BagSource
+
 SET_TASKS = ("survival", "proportion")  # losses over the bags of a step, not per bag
 
 Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
@@ -36,7 +39,7 @@ Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
 class BagIndex(torch.utils.data.Dataset):
     """Positions into a bank with their targets; items are bags read from the bank."""
 
-    def __init__(self, bank: Any, rows: np.ndarray, targets: torch.Tensor):
+    def __init__(self, bank: BagSource, rows: np.ndarray, targets: torch.Tensor):
         self.bank, self.rows, self.targets = bank, np.asarray(rows, np.int64), targets
 
     def __len__(self) -> int:
@@ -80,7 +83,12 @@ class RankSampler(torch.utils.data.Sampler[int]):
 
 
 def bag_loader(
-    bank: Any, rows: np.ndarray, targets: torch.Tensor, bags_per_step: int = 1, shuffle: bool = False, seed: int = 0
+    bank: BagSource,
+    rows: np.ndarray,
+    targets: torch.Tensor,
+    bags_per_step: int = 1,
+    shuffle: bool = False,
+    seed: int = 0,
 ) -> torch.utils.data.DataLoader:
     """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory)."""
     targets = targets.to(bank.device)  # once, so a step moves nothing to the device
@@ -186,15 +194,15 @@ class MILModule(L.LightningModule):
         if self.task in SET_TASKS:
             val_loss = self.set_loss([v[0] for v in self._val], targets)  # type: ignore[misc]
         else:
+            assert self.criterion is not None  # every task outside SET_TASKS has one (__init__)
             val_loss = self.criterion(torch.stack([v[0] for v in self._val]), targets)
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
         train = torch.stack(self._train_losses).mean() if self._train_losses else torch.tensor(math.nan)
         if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (train/ddp.py)
             train = self.trainer.strategy.reduce(train.to(self.device), reduce_op="mean")
-        train = float(train)
         self._train_losses.clear()
-        self.history.append({"epoch": int(self.current_epoch), "train_loss": train, "val_loss": float(val_loss)})
+        self.history.append({"epoch": int(self.current_epoch), "train_loss": float(train), "val_loss": float(val_loss)})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -208,7 +216,9 @@ class KeepBest(L.Callback):
         self.epoch = -1
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_end(self, trainer: L.Trainer, module: MILModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not isinstance(module, MILModule):
+            raise TypeError(f"KeepBest keeps the weights of a MILModule's head, not of a {type(module).__name__}")
         value = trainer.callback_metrics.get("val_loss")
         if value is None or not torch.isfinite(value):
             return
@@ -224,7 +234,7 @@ class KeepBest(L.Callback):
 class EpochProgress(L.Callback):
     """Advances a progress bar once per training epoch."""
 
-    def __init__(self, advance: Any):
+    def __init__(self, advance: Advance):
         self.advance = advance
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

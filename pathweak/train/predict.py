@@ -127,7 +127,7 @@ def ensemble(models: list[Any], x: Any, grid: Any) -> tuple[np.ndarray, dict[str
     instance = np.mean([p.instance for p in preds], axis=0)
     scores = {c: instance[:, j] for j, c in enumerate(tile_score_columns(first.classes, first.task))}
     attns = [p.attention for p in preds]
-    if all(a is not None for a in attns) and len({a.shape for a in attns}) == 1:  # type: ignore[union-attr]
+    if all(a is not None for a in attns) and len({a.shape for a in attns}) == 1:
         attn = np.mean(attns, axis=0)
         if attn.shape[1] == 1:
             scores["attention"] = attn[:, 0]

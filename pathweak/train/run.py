@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .fit import FitResult, fit_head
 from .labels import LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
 from .splits import Fold, make_folds
+
+if TYPE_CHECKING:
+    from ..protocols import FeatureBankLike
 
 RUN_FORMAT = "pathweak-train-run/1"
 
@@ -51,7 +54,7 @@ def train_cohort(
     cfg: TrainConfig | None = None,
     *,
     progress: bool = True,
-    bank: Any = None,
+    bank: FeatureBankLike | None = None,
 ) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
@@ -94,9 +97,10 @@ def train_cohort(
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
-        if getattr(bank, "paths", None) is not None:  # where each slide's features are (for `pathweak report`)
+        paths = getattr(bank, "paths", None)
+        if paths is not None:  # where each slide's features are (for `pathweak report`)
             summary["feature_stores"] = {
-                sid: str(Path(p).resolve()) for sid, p in zip(bank.slide_ids, bank.paths, strict=False)
+                sid: str(Path(p).resolve()) for sid, p in zip(bank.slide_ids, paths, strict=False)
             }
         (tmp / "run.json").write_text(json.dumps(summary, indent=2, default=str))
         lifecycle.commit(tmp, out, marker="run.json", what="a training run")
@@ -124,7 +128,9 @@ def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
-def _save_fold(tmp: Path, fit: FitResult, bank: Any, table: LabelTable, fold: Fold, cfg: TrainConfig) -> Any:
+def _save_fold(
+    tmp: Path, fit: FitResult, bank: FeatureBankLike, table: LabelTable, fold: Fold, cfg: TrainConfig
+) -> Any:
     """Package the fold's model and write its test predictions; returns them as a DataFrame."""
     import pandas as pd
 
@@ -237,7 +243,7 @@ def _summary(
     for seed in cfg.seeds:
         frame = predictions[predictions["seed"] == seed]
         y, scores = _y_scores(table, frame)
-        fold_rows = []
+        fold_rows: list[dict[str, Any]] = []
         for fit in (f for f in fits if f.seed == seed):
             part = frame[frame["fold"] == fit.fold]
             fold_rows.append(

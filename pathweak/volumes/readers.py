@@ -42,6 +42,7 @@ VOLUME_READERS: Registry[Callable[[Path], RawVolume]] = Registry("volume reader"
 def read_nibabel(path: Path) -> RawVolume:
     """NIfTI-1/2 (and Analyze) through nibabel; its ``affine`` (sform, else qform) is RAS already."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     try:
         img = nib.load(str(path))
@@ -49,6 +50,10 @@ def read_nibabel(path: Path) -> RawVolume:
         raise SlideFormatError(
             f"not a readable NIfTI file ({_short(exc)})", path=path, fix=f"check the file; pathweak reads {SUPPORTED}"
         ) from None
+    if not isinstance(img, SpatialImage):  # a GIFTI surface or CIFTI matrix: no voxel grid, no affine
+        raise UnsupportedSlideError(
+            f"a {type(img).__name__} has no voxel grid", path=path, fix=f"pathweak reads volumes: {SUPPORTED}"
+        )
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
@@ -64,7 +69,7 @@ def read_nibabel(path: Path) -> RawVolume:
 
     def load(t: int) -> np.ndarray:
         proxy = img.dataobj
-        index = (slice(None),) * len(img.shape)
+        index: tuple[slice | int, ...] = (slice(None),) * len(img.shape)
         if len(img.shape) >= 4:
             index = (slice(None),) * 3 + (t,) + (0,) * (len(img.shape) - 4)
         data = _reading(path, lambda: np.asanyarray(proxy[index]))
@@ -135,7 +140,7 @@ def _read_dicom_series(folder: Path) -> RawVolume:
         raise UnsupportedSlideError("the DICOM series is not a grey-value 3D volume", path=folder)
     affine = lps_to_ras(itk_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection()))
     data = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
-    return RawVolume(tuple(data.shape), affine, 1, str(data.dtype), lambda t: data)  # type: ignore[arg-type]
+    return RawVolume(tuple(data.shape), affine, 1, str(data.dtype), lambda t: data)
 
 
 def _check_nifti_size(path: Path, img: object) -> None:

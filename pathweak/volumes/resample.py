@@ -7,11 +7,14 @@ as they are: ITK never looks at which world frame (RAS here) the numbers are in.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .geometry import Grid
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 Interpolator = Literal["linear", "nearest"]
 
@@ -48,7 +51,7 @@ def resample(
     return result.astype(array.dtype) if array.dtype == np.bool_ else result
 
 
-def _to_itk(data: np.ndarray, grid: Grid):  # type: ignore[no-untyped-def]
+def _to_itk(data: np.ndarray, grid: Grid) -> sitk.Image:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(data))

@@ -144,7 +144,7 @@ def tile_volume_job(
         if label_volume is not None:
             check_label(volume, label_volume)
         existing = read_attrs(final)
-        fingerprint = _fingerprint(volume.path, (existing or {}).get("slide", {}).get("fingerprint"))
+        fingerprint = _fingerprint(volume.path, _recorded_fingerprint(existing))
         label_fp = _fingerprint(label_volume.path, None) if label_volume is not None else None
         store = replace(store, compression="lossless")
         key = _provenance.cache_key(
@@ -242,25 +242,15 @@ def _attrs(
     volume_id: str,
 ) -> dict[str, Any]:
     d, h, w = spec.patch_shape
-    in_plane_um = [prepared.grid.spacing[2] * 1000, prepared.grid.spacing[1] * 1000]
     return {
         "cache_key": key,
-        "slide": {
-            "path": str(volume.path.resolve()),
-            "slide_id": volume_id,
-            "fingerprint": fingerprint,
-            "backend": volume.reader,
-            "reader": volume.reader,
-            "vendor": volume.format,
-            "dimensions": list(volume.shape[::-1]),
-            "level_count": 1,
-            # single-level "pyramid" of the patch grid, for consumers that read slide geometry (x, y)
-            "level_dimensions": [[prepared.grid.shape[2], prepared.grid.shape[1]]],
-            "level_downsamples": [1.0],
-        },
+        "source_id": volume_id,
         "volume": {
+            "path": str(volume.path.resolve()),
+            "fingerprint": fingerprint,
             "format": volume.format,
             "reader": volume.reader,
+            "dimensions": list(volume.shape[::-1]),
             "orientation": ORIENTATION,
             "convention": "arrays and coords (z, y, x); affine maps voxel (x, y, z, 1) to RAS mm of the voxel centre",
             "source": {
@@ -294,14 +284,6 @@ def _attrs(
                 "fraction_columns": "label_fraction[:, c] = fraction of the patch's voxels with label values[c]",
             },
         },
-        "mpp": {  # for code that reads a resolution off any store: the grid's in-plane voxel size in um
-            "achieved": in_plane_um,
-            "level_mpp": in_plane_um,
-            "target": None,
-            "level": 0,
-            "level_downsample": [1.0, 1.0],
-            "source": "volume spacing",
-        },
         "tile": {
             **as_dict(spec),
             "layout": "zyx" if spec.mode == "3d" else "yxc",
@@ -324,6 +306,13 @@ def _attrs(
         "versions": _provenance.versions("nibabel", "SimpleITK", "zarr", "scipy", "scikit-image"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _recorded_fingerprint(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The source fingerprint an existing volume store records (stores written before the store layer kept it in a
+    made-up ``slide`` block)."""
+    attrs = attrs or {}
+    return (attrs.get("volume") or {}).get("fingerprint") or (attrs.get("slide") or {}).get("fingerprint")
 
 
 def _thumbnail(data: np.ndarray) -> np.ndarray:

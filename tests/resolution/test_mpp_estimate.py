@@ -94,3 +94,53 @@ def test_strict_resolution_refuses_a_slide_whose_metadata_is_4x_off(svs):
         override, record, warning = resolve_tiling_mpp(s, use_estimate=False, mode="warn")
         assert override is None and record["check"]["status"] == "disagrees" and "disagrees" in warning
         assert resolve_tiling_mpp(s, use_estimate=False, mode="off") == (None, {}, None)  # nothing estimated
+
+
+NCT = SHARED / "tiles" / "nct_crc_he_100k_samples"
+NCT_MPP = 0.5
+
+
+def _nct(prefix: str) -> np.ndarray:
+    import cv2
+
+    need_shared(NCT)
+    (path,) = NCT.glob(f"{prefix}-*.tif")
+    return np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
+
+
+def test_ragged_muscle_nuclei_are_refused_not_measured_as_specks():
+    """NCT smooth muscle at 2x finer: its long, ragged nuclei fail the convexity test and only specks of
+    chromatin pass, which once read 4.6x too coarse; the coverage gate refuses instead."""
+    est = estimate_mpp(_resample(_nct("MUS"), 0.5))
+    assert not est.ok and "nuclear area" in est.reason
+    assert est.coverage is not None and est.coverage < 0.08
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0])
+def test_single_nct_tiles_never_confuse_20x_and_40x(factor):
+    """A single 224 px tile holds a few dozen nuclei of one tissue: the answer may be "cannot tell", but an
+    answer is never nearer the other magnification (off by more than sqrt 2)."""
+    answered = 0
+    for prefix in ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"):
+        rgb = _nct(prefix) if factor == 1.0 else _resample(_nct(prefix), factor)
+        est = estimate_mpp(rgb)
+        if est.ok:
+            answered += 1
+            assert 1 / 2**0.5 < est.mpp / (NCT_MPP * factor) < 2**0.5, (prefix, est.describe())
+            assert est.low < NCT_MPP * factor < est.high, (prefix, est.describe())
+        else:
+            assert est.reason
+    assert answered >= 1  # the dense lymphocyte tile is measured at both scales
+
+
+def test_pooled_nct_tiles_give_one_estimate_within_the_factor():
+    """Tiles that share a pixel size (here the nine NCT-CRC-HE class tiles) are measured together: one
+    tile alone mostly cannot tell, the nine together can, and rescaling them rescales the answer."""
+    tiles = [_nct(p) for p in ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")]
+    est = estimate_mpp(tiles)
+    assert est.ok, est.reason
+    assert 1 / 1.3 <= est.mpp / NCT_MPP <= 1.3 and est.low < NCT_MPP < est.high
+    assert est.n_nuclei > sum(estimate_mpp(t).n_nuclei for t in tiles[:3])  # more than any few alone
+    coarse = estimate_mpp([_resample(t, 2.0) for t in tiles])
+    assert coarse.ok, coarse.reason
+    assert 1 / 1.2 <= (coarse.mpp / est.mpp) / 2.0 <= 1.2

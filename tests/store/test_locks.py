@@ -70,3 +70,20 @@ def test_no_two_holders_at_once(tmp_path):
     for t in threads:
         t.join()
     assert worst[0] == 1
+
+
+def test_a_stale_lock_is_broken_only_while_it_is_still_the_one_at_the_path(tmp_path):
+    """Breaking reads the lock through one open file: a missing lock is never broken (a run may create its
+    lock between a look at the path and the unlink; testing "missing" then "exists" let two threads in
+    about 5 times in 100 runs of the test above), nor one that now names someone else."""
+    from pathweak.store.locks import _still_names
+
+    lock = tmp_path / "x.lock"
+    stale = {"host": socket.gethostname(), "pid": 999999999}
+    assert not _still_names(lock, None) and not _still_names(lock, stale)  # missing
+    lock.write_text("{not json")
+    assert _still_names(lock, None) and not _still_names(lock, stale)  # unreadable
+    lock.write_text(json.dumps(stale))
+    assert _still_names(lock, stale) and not _still_names(lock, None)
+    lock.write_text(json.dumps({**stale, "pid": os.getpid()}))  # taken meanwhile by a live run
+    assert not _still_names(lock, stale)
