@@ -13,8 +13,8 @@ from typing import Any
 
 from .. import _provenance
 from .._lightning import quiet_lightning
-from ..progress import show_progress
 from ..errors import ConfigError
+from ..progress import show_progress
 from .config import SSLConfig
 
 
