@@ -90,7 +90,7 @@ def reference(cohort_data, tmp_path_factory):
 def test_sigkill_during_tiling_then_rerun(cohort_data, reference, tmp_path):
     spec = write_spec(tmp_path, cohort_data, workers=1)
     out = tmp_path / "out"
-    proc = cli("cohort", "run", str(spec), "--stages", "tile", "--no-progress")
+    proc = cli("cohort", "run", str(spec), "--stage", "tile", "--no-progress")
     kill_when(proc, lambda: len(list((out / "tiles").glob("*.zarr"))) >= 2 if (out / "tiles").exists() else False)
     finished = {p.name: (p / "zarr.json").stat().st_mtime_ns for p in (out / "tiles").glob("*.zarr")}
     assert 2 <= len(finished) < 6  # killed in the middle
@@ -108,7 +108,7 @@ def test_sigkill_during_extraction_then_rerun(cohort_data, reference, tmp_path):
     spec = write_spec(tmp_path, cohort_data, workers=1)
     out = tmp_path / "out"
     run_cohort(CohortSpec.load(spec), stages=("tile", "pretrain"), progress=False)
-    proc = cli("cohort", "run", str(spec), "--stages", "extract", "--no-progress")
+    proc = cli("cohort", "run", str(spec), "--stage", "extract", "--no-progress")
 
     def some_features() -> bool:
         feats = out / "features"
@@ -148,8 +148,8 @@ def test_corrupt_slide_is_reported_and_the_others_finish(cohort_data, tmp_path):
 
 def test_two_concurrent_runs_do_not_clobber(cohort_data, reference, tmp_path):
     spec = write_spec(tmp_path, cohort_data, workers=1)
-    a = cli("cohort", "run", str(spec), "--stages", "tile,pretrain,extract", "--no-progress")
-    b = cli("cohort", "run", str(spec), "--stages", "tile,pretrain,extract", "--no-progress")
+    a = cli("cohort", "run", str(spec), "--stage", "tile", "--stage", "pretrain", "--stage", "extract", "--no-progress")
+    b = cli("cohort", "run", str(spec), "--stage", "tile", "--stage", "pretrain", "--stage", "extract", "--no-progress")
     for proc in (a, b):
         stdout, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-2000:]

@@ -79,7 +79,7 @@ def test_nothing_found_from_the_cli(hf_cache):
     from pathweak_cli.main import app
 
     store = small_tile_store(hf_cache.parent / "images")
-    result = CliRunner().invoke(app, ["extract", "--stores", str(store.path), "--encoder", "virchow2", "--out",
+    result = CliRunner().invoke(app, ["extract", str(store.path), "--encoder", "virchow2", "--out",
                                       str(hf_cache.parent / "out")])
     assert result.exit_code == 2, result.output
     assert not (hf_cache.parent / "out").exists()

@@ -68,7 +68,7 @@ def test_cli_two_encoders_and_the_resolution_warning(tmp_path):
     from pathweak_cli.main import app
 
     store = small_tile_store(tmp_path / "images", n=3, mpp=2.0, side=32)
-    result = CliRunner().invoke(app, ["extract", "--stores", str(store.path), "--encoder", "kaiko-s16",
+    result = CliRunner().invoke(app, ["extract", str(store.path), "--encoder", "kaiko-s16",
                                       "--encoder", "lunit-s16", "--weights", "random", "--out", str(tmp_path / "o"),
                                       "--workers", "0", "--no-progress", "--json"])
     assert result.exit_code == 0, result.output
@@ -76,7 +76,7 @@ def test_cli_two_encoders_and_the_resolution_warning(tmp_path):
     assert "--target-mpp 0.5 --patch 224" in result.output
     rows = json.loads(result.output[result.output.index("["):])
     assert [Path(r["store"]).parent.name.split("-random0-")[0] for r in rows] == ["kaiko-s16", "lunit-s16"]
-    bad = CliRunner().invoke(app, ["extract", "--stores", str(store.path), "--encoder", "kaiko-s16", "--encoder",
+    bad = CliRunner().invoke(app, ["extract", str(store.path), "--encoder", "kaiko-s16", "--encoder",
                                    "lunit-s16", "--weights", "random", "--weights", "random", "--weights", "random",
                                    "--out", str(tmp_path / "p")])
     assert bad.exit_code == 2 and "3 --weights for 2 encoders" in bad.output

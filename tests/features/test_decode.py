@@ -97,7 +97,7 @@ def test_lossless_stores_are_not_device_decodable(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cli_decode_gpu_without_cuda_exits_2(lc_store, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pathweak_cli.main", "extract", "--stores", str(lc_store), "--encoder",
+        [sys.executable, "-m", "pathweak_cli.main", "extract", str(lc_store), "--encoder",
          "timm:vit_tiny_patch16_224", "--weights", "random", "-o", str(tmp_path), "--decode", "gpu", "--no-progress"],
         capture_output=True, text=True, check=False,
     )

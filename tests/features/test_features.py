@@ -77,14 +77,14 @@ def test_a_missing_store_is_reported_and_others_go_on(cmu_tiles, tmp_path):
 def test_cli_extract_and_encoders_list(cmu_tiles, tmp_path):
     tiles_dir = str(__import__("pathlib").Path(cmu_tiles).parent)
     proc = subprocess.run(
-        [sys.executable, "-m", "pathweak_cli.main", "extract", "--stores", tiles_dir, "--encoder", "timm:vit_tiny_patch16_224",
+        [sys.executable, "-m", "pathweak_cli.main", "extract", tiles_dir, "--encoder", "timm:vit_tiny_patch16_224",
          "--weights", "random", "--out", str(tmp_path), "--export-h5", "--json", "--no-progress", "--workers", "0"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)
     assert row["status"] == "extracted" and row["h5"].endswith(".h5")
-    proc = subprocess.run([sys.executable, "-m", "pathweak_cli.main", "extract", "--stores", tiles_dir, "--encoder",
+    proc = subprocess.run([sys.executable, "-m", "pathweak_cli.main", "extract", tiles_dir, "--encoder",
                            "timm:vit_tiny_patch16_224", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "needs local weights" in proc.stderr and "Traceback" not in proc.stderr
     listing = subprocess.run([sys.executable, "-m", "pathweak_cli.main", "encoders", "list"], capture_output=True, text=True)

@@ -87,7 +87,7 @@ def test_extract_on_a_damaged_tile_store(stores, mode, tmp_path):
     store = copy_store(stores["tiles"], tmp_path / "in")
     damage(store, "tiles", mode)
     out = tmp_path / "out"
-    proc = run_cli("extract", "--stores", str(store), "--encoder", "timm:vit_tiny_patch16_224", "--weights", "random",
+    proc = run_cli("extract", str(store), "--encoder", "timm:vit_tiny_patch16_224", "--weights", "random",
                    "--out", str(out), "--no-progress", "--workers", "1")
     _clean_failure(proc, store, out)
 
@@ -107,7 +107,7 @@ def test_pretrain_on_a_damaged_tile_store(stores, mode, tmp_path):
                 data[i] ^= 0x21
             target.write_bytes(bytes(data))
     out = tmp_path / "enc"
-    proc = run_cli("pretrain", "--stores", str(store), "--out", str(out), "--tiny", "--epochs", "1", "--workers", "1",
+    proc = run_cli("pretrain", str(store), "--out", str(out), "--tiny", "--epochs", "1", "--workers", "1",
                    "--no-progress")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

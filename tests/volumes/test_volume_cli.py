@@ -37,7 +37,7 @@ def test_tile_volumes_from_the_command_line(tmp_path):
     assert store.tile_shape == (16, 16, 16) and store.label_fraction.shape == (len(store), 1)
     assert store.attrs["volume"]["spacing"] == [2.0, 2.0, 2.0]
     proc = run_cli("tile", str(FMRI_4D), "--out", str(out), "--timepoint", "1", "--mode", "slices", "--patch", "64",
-                   "--planes", "axial,coronal", "--json", "--no-progress")
+                   "--plane", "axial", "--plane", "coronal", "--json", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     store = TileStore.open(json.loads(proc.stdout)[0]["store"])
     assert store.tile_shape == (64, 64, 3) and store.attrs["volume"]["source"]["timepoint"] == 1
