@@ -57,6 +57,8 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Callable[[int],
                 on_shard(len(tiles))
         while pending:
             pending.popleft().result()
+    if isinstance(reader, TiffTileReader):
+        reader.drop_cache()  # the slide may stay open for a later range: keep its file, not its pixels
     return written
 
 
