@@ -64,7 +64,8 @@ _LOCK = threading.Lock()
 
 
 def _key(job: TileJob) -> tuple[Any, ...]:
-    return (job.slide, job.backend, job.mpp, job.fast_read)
+    # the store id too: one file tiled under two ids is two slides (planned and cut in different threads)
+    return (job.slide, job.slide_id, job.backend, job.mpp, job.fast_read)
 
 
 def open_cached(job: TileJob) -> OpenedSlide:
