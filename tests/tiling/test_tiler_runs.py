@@ -123,3 +123,18 @@ def test_neither_tiler_imports_the_other_and_the_dispatch_sits_above_both():
     assert {"pathweak.tiling.tiler", "pathweak.volumes.tiler"} <= _imported(REPO / "pathweak" / "tilers.py")
     for path in tiling:
         assert len(path.read_text().splitlines()) <= 400, path.name
+
+
+def test_pathweak_tile_imports_no_model_library(svs, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathweak_cli.main import app; from typer.testing import CliRunner; "
+        f"r = CliRunner().invoke(app, ['tile', r'{svs}', '-o', r'{tmp_path}', '--json', '--no-progress']); "
+        "assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'timm', 'lightning', 'monai') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
