@@ -1,11 +1,22 @@
-"""Tiling speed on a large slide: pathweak's tiler against a naive per-patch OpenSlide loop and the
-physical limit (decoding the slide's own JPEG tiles), with 1 and 2 workers, and peak memory.
+"""Tiling speed on a large slide: pathweak's tiler against a naive per-patch OpenSlide loop, fastslide's
+``read_region`` loop (when fastslide is installed: ``pip install 'pathweak[bench]'``) and the physical
+limit (decoding the slide's own JPEG tiles), with 1 and 2 workers, and peak memory.
 
 The slide (default 49152 x 49152 px, pyramidal JPEG TIFF, 0.499 um/px) is built once by mirroring the
 real tissue of CMU-1-Small-Region.svs (or generated tissue when ../shared is absent) and cached under
 benchmarks/_work/. Every figure is measured in this run, each in a fresh process. Prints JSON.
 
-    python benchmarks/tiling.py [--size 49152] [--target-mpp 0.5] [--patch 224]
+Folder mode (``--folder N``): N copies of a 30720 x 24576 Aperio-style slide, tiled by the whole
+process ``pathweak tile DIR --json`` (interpreter start and imports included) at 1 and 2 workers;
+records patches/s, the ratio to the decode limit measured in the same run, and the per-slide fixed
+costs the tiler timed from inside (TileResult ``timings``: planning, store creation, waiting for the
+plan, finishing, the pool's start).
+
+``--compare DIR`` also runs every pathweak figure with the code checked out at DIR (e.g. a
+``git worktree add /tmp/before <commit>``), alternating the two, and records after/before ratios.
+
+    python benchmarks/tiling.py [--size 49152] [--target-mpp 0.5] [--patch 224] [--compare DIR]
+    python benchmarks/tiling.py --folder 4 [--compare DIR] [--json-out benchmarks/results/x.json]
 """
 
 from __future__ import annotations
@@ -23,17 +34,21 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 WORK = HERE / "_work"
 SVS = HERE.parent.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
 TARGETS = {"vs_naive": 2.0, "vs_decode_limit_1_worker": 0.6, "speedup_1_to_2_workers": 1.8, "peak_rss_mb": 1500}
 
 
-def build_slide(size: int) -> Path:
-    """A size x size pyramidal JPEG TIFF of mirrored real tissue (cached)."""
+def build_slide(size: int, height: int | None = None, aperio: bool = False) -> Path:
+    """A size x height (default square) pyramidal JPEG TIFF of mirrored real tissue (cached); with
+    ``aperio`` its description is Aperio-style, so OpenSlide opens it with its Aperio driver."""
     from pathweak.io.tiff_writer import write_pyramidal_tiff
 
+    height = height or size
     source = "cmu" if SVS.exists() else "synthetic"
-    path = WORK / f"large_{source}_{size}.tiff"
+    name = f"{size}" if height == size else f"{size}x{height}"
+    path = WORK / f"large_{source}_{name}{'_aperio' if aperio else ''}.{'svs' if aperio else 'tiff'}"
     if path.exists():
         return path
     WORK.mkdir(parents=True, exist_ok=True)
@@ -59,7 +74,12 @@ def build_slide(size: int) -> Path:
         xs = (np.arange(x, x + w) % tw)[None, :]
         return tile4[ys, xs]
 
-    write_pyramidal_tiff(path, read, mpp, size=(size, size), tile=256, quality=85, min_level_side=1024)
+    description = ""
+    if aperio:
+        description = (f"Aperio Image Library v12.0.15\r\n{size}x{height} [0,0 {size}x{height}] (256x256) "
+                       f"JPEG/RGB Q=85|AppMag = 20|MPP = {mpp}")
+    write_pyramidal_tiff(path, read, mpp, size=(size, height), tile=256, quality=85, min_level_side=1024,
+                         description=description)
     return path
 
 
@@ -211,19 +231,112 @@ def run_decode_limit(slide: str, reference: str) -> dict:
             "source_pixels_per_patch": len(blobs) * tw * th / n}
 
 
+def run_fastslide(slide: str, reference: str) -> dict:
+    """fastslide's ``read_region`` per patch over the same grid (decodes only, writes nothing)."""
+    try:
+        import fastslide
+    except ImportError:
+        return {"skipped": "fastslide is not installed: pip install 'pathweak[bench]' (fastslide==0.8.1)"}
+    ref = TileStore_open(reference)
+    coords, level, read = ref.coords, ref.attrs["mpp"]["level"], ref.attrs["tile"]["read_px"]
+    ds = ref.attrs["mpp"]["level_downsample"]
+    _warm_imports()
+    t0 = time.perf_counter()
+    fs = fastslide.FastSlide.from_file_path(slide)
+    for x, y in coords:
+        fs.read_region((int(round(x / ds[0])), int(round(y / ds[1]))), level, (read, read)).numpy()
+    dt = time.perf_counter() - t0
+    return {"tiles": len(coords), "seconds": dt, "patches_per_s": len(coords) / dt,
+            "version": getattr(fastslide, "__version__", None)}
+
+
+def folder_of_copies(slide: Path, n: int) -> Path:
+    """``n`` byte copies of ``slide`` in a folder of their own (cached)."""
+    folder = WORK / f"folder_{slide.stem}_{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        copy = folder / f"copy{i}{slide.suffix}"
+        if not copy.exists() or copy.stat().st_size != slide.stat().st_size:
+            shutil.copyfile(slide, copy)
+    return folder
+
+
+FIXED = ("plan", "create", "wait", "finish", "pool_start")
+
+
+def run_folder_cli(folder: str, out: str, workers: int, code: str) -> dict:
+    """One whole-process ``pathweak tile DIR`` run of the code at ``code``, timed from outside; the
+    per-slide fixed costs come from the results' ``timings`` (absent in code that has none)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    cmd = [sys.executable, "-m", "pathweak_cli.main", "tile", folder, "-o", out, "--workers", str(workers),
+           "--json", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": code}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
+    dt = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    rows = json.loads(proc.stdout)
+    tiles = sum(r["n_tiles"] for r in rows)
+    timings = [r.get("timings") or {} for r in rows]
+    per_slide = {k: [round(t[k], 3) for t in timings if k in t] for k in FIXED}
+    cut = [t["cut"] for t in timings if "cut" in t]
+    result = {"slides": len(rows), "tiles": tiles, "seconds": dt, "patches_per_s": tiles / dt,
+              "statuses": sorted({r["status"] for r in rows}),
+              "fixed_costs_s": {k: {"per_slide": v, "mean": round(sum(v) / len(v), 3)} for k, v in per_slide.items() if v}}
+    if cut:
+        result["cut_s_per_slide"] = [round(c, 3) for c in cut]
+        # how close the whole process comes to the slides' inner (cutting) rate: 1.0 = no fixed cost at all
+        result["cutting_share_of_wall"] = round(sum(cut) / workers / dt, 3)
+        if workers == 1:  # everything the run spent outside cutting: start-up, imports, the exposed fixed costs
+            result["outside_cutting_s"] = round(dt - sum(cut), 3)
+    return result
+
+
+def paired(func: str, *args, repeats: int, before: str | None) -> tuple[dict, dict | None]:
+    """``func(*args)`` of this code and of the code at ``before``, alternating run by run."""
+    runs: dict[str, list[dict]] = {"after": [], "before": []}
+    for _ in range(repeats):
+        runs["after"].append(in_subprocess(func, *args, code=str(REPO)))
+        if before:
+            runs["before"].append(in_subprocess(func, *args, code=before))
+    return _median(runs["after"]), _median(runs["before"]) if before else None
+
+
+def _median(runs: list[dict]) -> dict:
+    """The run with the median time, with every run's patches/s and the best of them (on a shared VM
+    the best run is the one least disturbed by the other users)."""
+    runs = sorted(runs, key=lambda r: r.get("seconds", 0))
+    result = dict(runs[len(runs) // 2])
+    if len(runs) > 1:
+        result["runs_patches_per_s"] = [round(r["patches_per_s"], 1) for r in runs]
+        result["best_patches_per_s"] = runs[0]["patches_per_s"]
+        if "cutting_share_of_wall" in runs[0]:
+            result["best_run_cutting_share_of_wall"] = runs[0]["cutting_share_of_wall"]
+    return result
+
+
+def _best(result: dict) -> float:
+    return result.get("best_patches_per_s", result["patches_per_s"])
+
+
 def TileStore_open(path: str):  # noqa: N802 - small indirection so the subprocess imports stay lazy
     from pathweak.tiling import TileStore
 
     return TileStore.open(path)
 
 
-def in_subprocess(func: str, *args, repeats: int = 1) -> dict:
+def in_subprocess(func: str, *args, repeats: int = 1, code: str | None = None) -> dict:
     """Run ``func(*args)`` of this file in fresh interpreters, ``repeats`` times; the run with the
-    median time is returned (with every run's patches/s), since a shared 2-core VM is noisy."""
-    code = f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import tiling as b; print(json.dumps(b.{func}(*{args!r})))"
+    median time is returned (with every run's patches/s), since a shared 2-core VM is noisy.
+    ``code``: the checkout whose pathweak is imported (default: this one)."""
+    src = f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import tiling as b; print(json.dumps(b.{func}(*{args!r})))"
+    root = code or str(REPO)
+    env = {**os.environ, "PYTHONPATH": root}
     runs = []
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, cwd=root, env=env)
         if proc.returncode:
             raise RuntimeError(proc.stderr)
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -244,25 +357,110 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=224)
     ap.add_argument("--lossless", action="store_true", help="also measure the lossless (zstd) store")
     ap.add_argument("--repeats", type=int, default=3, help="runs per timing (the median is reported)")
+    ap.add_argument("--folder", type=int, default=0, metavar="N",
+                    help="folder mode: N copies of a --width x --height Aperio-style slide, whole process")
+    ap.add_argument("--width", type=int, default=30720, help="folder mode: slide width in pixels")
+    ap.add_argument("--height", type=int, default=24576, help="folder mode: slide height in pixels")
+    ap.add_argument("--compare", metavar="DIR",
+                    help="also run pathweak from the checkout at DIR (the code before a change), alternating")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = ap.parse_args()
+    res = folder_mode(args) if args.folder else single_mode(args)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
 
+
+def folder_mode(args: argparse.Namespace) -> dict:
+    """N copies, each tiled by one whole-process ``pathweak tile DIR`` run; against the decode limit."""
+    t0 = time.perf_counter()
+    slide = build_slide(args.width, args.height, aperio=True)
+    folder = folder_of_copies(slide, args.folder)
+    res: dict = {"mode": "folder", "slide": {"path": str(slide), "size": [args.width, args.height],
+                                             "bytes": os.path.getsize(slide), "copies": args.folder,
+                                             "vendor": "aperio (description)", "build_seconds": time.perf_counter() - t0},
+                 "spec": "pathweak tile DIR defaults (224 px at 0.5 um/px, JPEG q95 4:4:4)",
+                 "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()}
+    outs = {"after": str(WORK / "folder_out"), "before": str(WORK / "folder_out_before")}
+    first = sorted(folder.iterdir())[0]
+    reference = str(Path(outs["after"]) / "tiles" / f"{first.stem}.zarr")
+    limits: list[dict] = []
+    for workers in (1, 2):
+        runs: dict[str, list[dict]] = {"after": [], "before": []}
+        for _ in range(args.repeats):
+            run = run_folder_cli(str(folder), outs["after"], workers, str(REPO))
+            # the decode limit right after each run, so that each ratio compares figures of one moment of
+            # a shared VM's load (a limit measured minutes later can be off by 2x)
+            limit = in_subprocess("run_decode_limit", str(first), reference)
+            limits.append(limit)
+            run["decode_limit_patches_per_s"] = limit["patches_per_s"]
+            run["vs_adjacent_decode_limit"] = round(run["patches_per_s"] / limit["patches_per_s"], 3)
+            runs["after"].append(run)
+            if args.compare:
+                before = run_folder_cli(str(folder), outs["before"], workers, args.compare)
+                before["vs_adjacent_decode_limit"] = round(before["patches_per_s"] / limit["patches_per_s"], 3)
+                runs["before"].append(before)
+        res[f"folder_{workers}w"] = _median(runs["after"])
+        res[f"folder_{workers}w"]["runs_vs_adjacent_decode_limit"] = [r["vs_adjacent_decode_limit"] for r in runs["after"]]
+        if args.compare:
+            res[f"folder_{workers}w_before"] = _median(runs["before"])
+            res[f"folder_{workers}w_before"]["runs_vs_adjacent_decode_limit"] = [
+                r["vs_adjacent_decode_limit"] for r in runs["before"]]
+    res["decode_limit_1core"] = _median(limits)
+    res["fastslide_read_region_one_copy"] = in_subprocess("run_fastslide", str(first), reference)
+    limit = res["decode_limit_1core"]["patches_per_s"]
+    best_limit = _best(res["decode_limit_1core"])
+    ratios = {f"folder_{w}w_vs_decode_limit": res[f"folder_{w}w"]["patches_per_s"] / limit for w in (1, 2)}
+    ratios.update({f"folder_{w}w_best_run_vs_best_decode_limit": _best(res[f"folder_{w}w"]) / best_limit
+                   for w in (1, 2)})
+    for w in (1, 2):
+        adjacent = sorted(res[f"folder_{w}w"]["runs_vs_adjacent_decode_limit"])
+        ratios[f"folder_{w}w_median_vs_adjacent_decode_limit"] = adjacent[len(adjacent) // 2]
+        if args.compare:
+            adjacent = sorted(res[f"folder_{w}w_before"]["runs_vs_adjacent_decode_limit"])
+            ratios[f"folder_{w}w_before_median_vs_adjacent_decode_limit"] = adjacent[len(adjacent) // 2]
+    best = max(ratios[f"folder_{w}w_median_vs_adjacent_decode_limit"] for w in (1, 2))
+    ratios["best_vs_decode_limit"] = best  # the best worker count, median run, against its adjacent limit
+    if args.compare:
+        for w in (1, 2):
+            before = res[f"folder_{w}w_before"]["patches_per_s"]
+            ratios[f"folder_{w}w_before_vs_decode_limit"] = before / limit
+            ratios[f"folder_{w}w_after_over_before"] = res[f"folder_{w}w"]["patches_per_s"] / before
+            ratios[f"folder_{w}w_best_after_over_best_before"] = (_best(res[f"folder_{w}w"])
+                                                                   / _best(res[f"folder_{w}w_before"]))
+    res["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    res["targets"] = {"best_vs_decode_limit": {"target": 0.5, "value": round(best, 3), "met": best >= 0.5}}
+    res["load_average_end"] = os.getloadavg()
+    for out in outs.values():
+        shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def single_mode(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     slide = str(build_slide(args.size))
     build_s = time.perf_counter() - t0
     out = str(WORK / "out")
     res: dict = {"slide": {"path": slide, "size": [args.size, args.size], "bytes": os.path.getsize(slide),
                            "source": "CMU-1-Small-Region.svs mirrored" if SVS.exists() else "generated", "build_seconds": build_s},
-                 "spec": {"target_mpp": args.target_mpp, "patch_px": args.patch}, "cpu_count": os.cpu_count()}
+                 "spec": {"target_mpp": args.target_mpp, "patch_px": args.patch}, "cpu_count": os.cpu_count(),
+                 "load_average_start": os.getloadavg()}
     rep = args.repeats
     for workers in (1, 2):  # defaults: each worker decodes while encode threads (auto) encode
-        res[f"pathweak_jpeg_{workers}w"] = in_subprocess(
-            "run_pathweak", slide, out, workers, "jpeg", args.target_mpp, args.patch, repeats=rep)
+        after, before = paired("run_pathweak", slide, out, workers, "jpeg", args.target_mpp, args.patch,
+                               repeats=rep, before=args.compare)
+        res[f"pathweak_jpeg_{workers}w"] = after
+        if before is not None:
+            res[f"pathweak_jpeg_{workers}w_before"] = before
     for workers in (1, 2):  # single-threaded workers: how the process pool itself scales
         res[f"pathweak_jpeg_{workers}w_inline"] = in_subprocess(
             "run_pathweak", slide, out, workers, "jpeg", args.target_mpp, args.patch, 0, repeats=rep)
     reference = str(Path(out) / "tiles" / Path(slide).with_suffix(".zarr").name)
     res["decode_limit_1core"] = in_subprocess("run_decode_limit", slide, reference, repeats=rep)
     res["naive_openslide_per_patch"] = in_subprocess("run_naive", slide, str(WORK / "naive.zarr"), reference)
+    res["fastslide_read_region"] = in_subprocess("run_fastslide", slide, reference)
     if args.lossless:
         for workers in (1, 2):
             res[f"pathweak_lossless_{workers}w"] = in_subprocess("run_pathweak", slide, out, workers, "lossless", args.target_mpp, args.patch)
@@ -279,6 +477,12 @@ def main() -> None:
         "inline_1_worker_vs_decode_limit": one_inline / res["decode_limit_1core"]["patches_per_s"],
         "peak_rss_mb": max(v["peak_rss_mb"] for k, v in res.items() if k.startswith("memory_")),
     }
+    if "patches_per_s" in res["fastslide_read_region"]:
+        ratios["vs_fastslide"] = one / res["fastslide_read_region"]["patches_per_s"]
+    if args.compare:
+        for workers in (1, 2):
+            ratios[f"after_over_before_{workers}w"] = (res[f"pathweak_jpeg_{workers}w"]["patches_per_s"]
+                                                       / res[f"pathweak_jpeg_{workers}w_before"]["patches_per_s"])
     if args.lossless:
         l1, l2 = res["pathweak_lossless_1w"]["patches_per_s"], res["pathweak_lossless_2w"]["patches_per_s"]
         ratios["lossless_vs_decode_limit_1_worker"] = l1 / res["decode_limit_1core"]["patches_per_s"]
@@ -286,9 +490,10 @@ def main() -> None:
     res["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     res["targets"] = {k: {"target": t, "value": round(ratios[k], 3),
                           "met": ratios[k] <= t if k == "peak_rss_mb" else ratios[k] >= t} for k, t in TARGETS.items()}
+    res["load_average_end"] = os.getloadavg()
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(WORK / "naive.zarr", ignore_errors=True)
-    print(json.dumps(res, indent=2))
+    return res
 
 
 if __name__ == "__main__":

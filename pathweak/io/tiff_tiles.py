@@ -135,6 +135,11 @@ class TiffTileReader:
             )
         return np.ascontiguousarray(tile[..., :3])
 
+    def drop_cache(self) -> None:
+        """Forget the decoded tiles (the file stays open): frees their memory between uses."""
+        self._cache.clear()
+        self._cache_bytes = 0
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

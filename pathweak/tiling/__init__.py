@@ -1,8 +1,21 @@
-"""Tile grids, the tiler and the TileStore format."""
+"""Tile grids, the tiler and the TileStore format.
+
+``tile_slide`` and ``tile_slides`` are the entry point of :mod:`pathweak.tilers` (which sends 3D
+volumes to the volume tiler), re-exported here (lazily: the entry point imports this package's rooms, never the reverse at import
+time)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .grid import LevelChoice, TileGrid, choose_level, tile_grid
+from .inputs import expand_slide_paths
+from .plan import TileJob
+from .result import TileResult
 from .store import FORMAT_VERSION, TileStore
-from .tiler import TileJob, TileResult, expand_slide_paths, tile_slide, tile_slides
+
+if TYPE_CHECKING:
+    from ..tilers import tile_slide, tile_slides
 
 __all__ = [
     "FORMAT_VERSION",
@@ -17,3 +30,11 @@ __all__ = [
     "tile_slide",
     "tile_slides",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("tile_slide", "tile_slides"):
+        from .. import tilers
+
+        return getattr(tilers, name)
+    raise AttributeError(f"module 'pathweak.tiling' has no attribute {name!r}")

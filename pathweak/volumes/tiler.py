@@ -20,6 +20,8 @@ from ..progress import progress_bar
 from ..store import build as lifecycle
 from ..store.result import failure_text
 from ..tiling import codecs
+from ..tiling.inputs import slide_ids
+from ..tiling.result import TileResult, tiles_folder
 from ..tiling.shards import shard_key, write_shard
 from ..tiling.store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
 from .foreground import foreground_mask
@@ -103,17 +105,25 @@ def tile_volume(
     timepoint: int | None = None,
     force: bool = False,
     progress: bool = True,
-) -> Any:
+) -> TileResult:
     """Tile one volume into ``<out_dir>/tiles/<volume_id>.zarr``; bad input raises a :class:`PathweakError`.
 
     Returns a :class:`~pathweak.tiling.TileResult`. Re-running skips a volume whose store is complete
     and was made from the same file content(s) and settings.
     """
-    from ..tiling import tile_slides
-
-    result = tile_slides(
-        [path], out_dir, store=store, volume=spec, label=label, timepoint=timepoint, force=force, progress=progress
-    )[0]
+    path = Path(path)
+    with tiles_folder(out_dir):
+        result = tile_volume_job(
+            path,
+            slide_ids([path])[0],
+            Path(out_dir),
+            spec or VolumeSpec(),
+            store or StoreSpec(),
+            None if label is None else Path(label),
+            timepoint,
+            force,
+            progress,
+        )
     if result.exception is not None:
         raise result.exception
     return result
@@ -129,11 +139,9 @@ def tile_volume_job(
     timepoint: int | None,
     force: bool,
     progress: bool,
-) -> Any:
-    """Tile one volume (called by :func:`pathweak.tiling.tile_slides`); returns a TileResult, never raises
+) -> TileResult:
+    """Tile one volume (called by :func:`pathweak.tilers.tile_slides`); returns a TileResult, never raises
     a PathweakError (it is recorded in the result)."""
-    from ..tiling.tiler import TileResult
-
     started = time.perf_counter()
     final = out_dir / "tiles" / f"{volume_id}.zarr"
     tmp: Path | None = None

@@ -1,0 +1,216 @@
+"""The tiling entry point over both tilers: which inputs are 2D slides (:mod:`pathweak.tiling`) and
+which are 3D volumes (:mod:`pathweak.volumes.tiler`), each sent to its tiler, the results in input
+order. It sits above both tilers, so neither imports the other; ``pathweak.tiling`` re-exports it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import StoreSpec, TileSpec, TissueSpec
+from .errors import ConfigError
+from .progress import progress_bar
+from .tiling.inputs import slide_ids as default_ids
+from .tiling.plan import auto_encode_threads
+from .tiling.result import TileResult, tiles_folder
+from .tiling.tiler import tile_slide_files
+
+if TYPE_CHECKING:
+    from .config import VolumeSpec
+
+
+def tile_slide(
+    slide: str | Path,
+    out_dir: str | Path,
+    tile: TileSpec | None = None,
+    tissue: TissueSpec | None = None,
+    store: StoreSpec | None = None,
+    *,
+    backend: str = "auto",
+    mpp: float | str | None = None,
+    roi: str | Path | None = None,
+    roi_classes: list[str] | None = None,
+    workers: int = 1,
+    fast_read: bool = True,
+    encode_threads: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> TileResult:
+    """Tile one slide into ``<out_dir>/tiles/<slide_id>.zarr``; bad input raises a :class:`PathweakError`.
+
+    Re-running skips the slide when its store is complete and was made from the same file content and
+    the same specs; a changed spec or file re-tiles it. ``workers`` > 1 splits the slide's shards over
+    worker processes; in each, ``encode_threads`` threads encode tiles while the next region is decoded
+    (default: :func:`~pathweak.tiling.plan.auto_encode_threads`).
+    """
+    results = tile_slides(
+        [slide],
+        out_dir,
+        tile,
+        tissue,
+        store,
+        backend=backend,
+        mpp=mpp,
+        roi=roi,
+        roi_classes=roi_classes,
+        workers=workers,
+        fast_read=fast_read,
+        encode_threads=encode_threads,
+        force=force,
+        progress=progress,
+    )
+    result = results[0]
+    if result.exception is not None:
+        raise result.exception
+    return result
+
+
+def tile_slides(
+    slides: list[str | Path],
+    out_dir: str | Path,
+    tile: TileSpec | None = None,
+    tissue: TissueSpec | None = None,
+    store: StoreSpec | None = None,
+    *,
+    backend: str = "auto",
+    mpp: float | str | None = None,
+    roi: str | Path | None = None,
+    roi_classes: list[str] | None = None,
+    workers: int = 1,
+    fast_read: bool = True,
+    encode_threads: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    volume: VolumeSpec | None = None,
+    label: str | Path | None = None,
+    timepoint: int | None = None,
+    slide_ids: list[str] | None = None,
+) -> list[TileResult]:
+    """Tile many slides; a slide that fails is reported in its result and the others go on.
+    ``slide_ids`` names the stores (default: the file names without their extensions).
+    ``mpp`` overrides every slide's level-0 resolution; ``"estimate"`` uses the resolution estimated from
+    each slide's nuclei (:func:`pathweak.resolution.estimate_mpp`; the store records the source
+    ``estimated`` and the range). With ``tile.mpp_check`` "warn" a slide whose resolution disagrees
+    with its estimate gets a ``warning`` on its result; with "strict" it fails and nothing is written.
+
+    The slides of one call share one run: its process pool starts once, and a slide's planning and
+    finishing overlap the cutting of another (see :mod:`pathweak.tiling.pool`).
+
+    3D volumes among the inputs (NIfTI, NRRD, MetaImage, DICOM CT/MR files or series folders; see
+    :func:`pathweak.volumes.volume_format`) are tiled by :mod:`pathweak.volumes.tiler` with ``volume``
+    (default :class:`VolumeSpec`), into the same ``tiles`` folder; ``label`` (a label map on the
+    volume's grid) needs a single volume, ``timepoint`` picks one volume of 4D series.
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}", fix="pass --workers 1 or more")
+    if encode_threads is None:
+        encode_threads = auto_encode_threads(workers)
+    if encode_threads < 0:
+        raise ConfigError(
+            f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2..."
+        )
+    from .volumes.detect import volume_format
+
+    paths = [Path(s) for s in slides]
+    ids = list(slide_ids) if slide_ids is not None else default_ids(paths)
+    if len(ids) != len(paths) or len(set(ids)) != len(ids):
+        raise ConfigError("slide_ids must give one unique id per slide")
+    is_volume = [volume_format(p) is not None for p in paths]
+    if label is not None and sum(is_volume) != 1:
+        raise ConfigError(
+            f"a label map goes with exactly one volume, not {sum(is_volume)}",
+            path=label,
+            fix="tile each volume with its own --label",
+        )
+    slide_inputs = [(p, sid) for p, sid, vol in zip(paths, ids, is_volume, strict=False) if not vol]
+    volumes = [(p, sid) for p, sid, vol in zip(paths, ids, is_volume, strict=False) if vol]
+    with tiles_folder(out_dir):
+        done: dict[tuple[str, str], TileResult] = {}
+        if slide_inputs:
+            done.update(
+                tile_slide_files(
+                    slide_inputs,
+                    out_dir,
+                    tile or TileSpec(),
+                    tissue or TissueSpec(),
+                    store or StoreSpec(),
+                    backend=backend,
+                    mpp=mpp,
+                    roi=roi,
+                    roi_classes=roi_classes,
+                    workers=workers,
+                    fast_read=fast_read,
+                    encode_threads=encode_threads,
+                    force=force,
+                    progress=progress,
+                )
+            )
+        if volumes:
+            done.update(
+                _tile_volumes(
+                    volumes,
+                    Path(out_dir),
+                    volume,
+                    store or StoreSpec(),
+                    None if label is None else Path(label),
+                    timepoint,
+                    force,
+                    workers,
+                    progress,
+                )
+            )
+        return [done[(str(p), sid)] for p, sid in zip(paths, ids, strict=False)]
+
+
+def _tile_volumes(
+    volumes: list[tuple[Path, str]],
+    out_dir: Path,
+    spec: VolumeSpec | None,
+    store: StoreSpec,
+    label: Path | None,
+    timepoint: int | None,
+    force: bool,
+    workers: int,
+    progress: bool,
+) -> dict[tuple[str, str], TileResult]:
+    """Tile volumes one per worker process (in this process when there is one worker or one volume,
+    with a per-volume progress bar); each result records its own failure, so one bad volume does not
+    stop the others."""
+    from .config import VolumeSpec
+    from .volumes.tiler import tile_volume_job
+
+    spec = spec or VolumeSpec()
+    if workers == 1 or len(volumes) == 1:
+        return {
+            (str(p), sid): tile_volume_job(p, sid, out_dir, spec, store, label, timepoint, force, progress)
+            for p, sid in volumes
+        }
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ._atomic import exit_with_owner, owner_args
+    from .tiling.pool import pool_context
+
+    done: dict[tuple[str, str], TileResult] = {}
+    with (
+        ProcessPoolExecutor(
+            max_workers=min(workers, len(volumes)),
+            mp_context=pool_context(),
+            initializer=exit_with_owner,
+            initargs=owner_args(),
+        ) as pool,
+        progress_bar(len(volumes), "tiling volumes", progress, unit="volumes") as advance,
+    ):
+        futures = {
+            pool.submit(tile_volume_job, p, sid, out_dir, spec, store, label, timepoint, force, False): (p, sid)
+            for p, sid in volumes
+        }
+        try:
+            for fut in as_completed(futures):
+                p, sid = futures[fut]
+                done[(str(p), sid)] = fut.result()
+                advance(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return done
