@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import (
     cohorts,  # noqa: F401,E402
+    encoders,  # noqa: F401,E402
     heatmaps,  # noqa: F401,E402
     models,  # noqa: F401,E402
     slides,  # noqa: F401,I001  (each module registers its commands on the app, in help order)

@@ -1,9 +1,9 @@
-"""CLI commands of the model stages: pretrain, extract, encoders list/info, import-images."""
+"""CLI commands of the model stages: pretrain, distill, extract, import-images (encoders list/info are in
+``encoders``)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,76 +13,6 @@ from pathweak.config import StoreSpec, TileSpec
 
 from ._app import app, handle_errors
 from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
-
-encoders_app = typer.Typer(help="Encoders that turn tiles into features.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(encoders_app, name="encoders")
-
-
-@encoders_app.command("list", cls=Command)
-@handle_errors
-def encoders_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the presets (and families) as JSON.")] = False,
-) -> None:
-    """List the encoder presets (embedding size, input, resolution, licence, whether their weights are in
-    the local Hugging Face cache here), the models that are not supported and why, and the families.
-    Nothing is downloaded."""
-    from pathweak.encoders import FAMILIES, preset_rows
-
-    rows = preset_rows()
-    if as_json:
-        typer.echo(json.dumps({"presets": rows, "families": FAMILIES}, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("preset", "dim", "input", "µm/px @ px", "licence", "gated", "weights here", "hub repo")
-    for r in rows:
-        if r["supported"]:
-            table.add_row(
-                r["name"],
-                str(r["dim"]),
-                str(r["input"]),
-                f"{r['mpp']:g} @ {r['patch_px']}",
-                r["licence"],
-                "yes" if r["gated"] else "no",
-                r["found"] or "no",
-                r["repo"] or "(not on the hub)",
-            )
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(table)
-    console.print(
-        "Get weights with `huggingface-cli download <hub repo>` (gated: request access first); "
-        "`pathweak encoders info NAME` shows the full record and the exact command."
-    )
-    unsupported = Table("not supported", "repo", "why")
-    for r in rows:
-        if not r["supported"]:
-            unsupported.add_row(r["name"], r["repo"], r["why"])
-    console.print(unsupported)
-    families = Table("family", "weights")
-    for row in FAMILIES:
-        families.add_row(row["name"], row["weights"])
-    console.print(families)
-
-
-@encoders_app.command("info", cls=Command)
-@handle_errors
-def encoders_info(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A preset name (see `pathweak encoders list`).")],
-    weights: Annotated[
-        str | None, typer.Option(help="Where to look first: a weights file or a hub snapshot folder.")
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (the record's only form; accepted for uniformity).")
-    ] = False,
-) -> None:
-    """The full record of a preset as JSON: architecture and constructor arguments, input, resolution,
-    mean/std, embedding rule and size, precision, licence, hub repo and files, the download command, and
-    where its weights were looked for and found."""
-    from pathweak.encoders import preset_info
-
-    typer.echo(json.dumps(preset_info(name, weights), indent=2))
-
 
 StoresArg = Annotated[
     list[str] | None,

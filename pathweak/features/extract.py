@@ -20,18 +20,17 @@ import numpy as np
 
 from .. import _provenance
 from .._atomic import missing_dirs, remove_if_empty, sweep_partials
-from ..errors import ConfigError, PathweakError
+from ..errors import ConfigError
 from ..progress import progress_bar
-from ..store import StageResult, begin, commit, current_store, discard, failure_text
+from ..store import StageResult, current_store, failure_text
 from ..tiling.store import TileStore
 from .h5 import export_h5
 from .store import (
-    CHUNK_ROWS,
     FORMAT_VERSION,
     FeatureStore,
-    create_feature_store,
     feature_store_path,
 )
+from .writer import FeatureWriter
 
 if TYPE_CHECKING:
     import torch
@@ -209,52 +208,6 @@ def resolution_warning(tile_store: TileStore, info: EncoderInfo) -> str | None:
     )
 
 
-class _Writer:
-    """One encoder's FeatureStore under construction for one TileStore (written under a temporary name)."""
-
-    def __init__(self, tile_store: TileStore, enc: TileEncoder, out_dir: str | Path, key: str, final: Path):
-        from .tokens import TokenRows
-
-        self.enc, self.final, self.tmp = enc, final, begin(final)
-        n, dim = len(tile_store), enc.embed_dim
-        coords, grid, attrs = tile_store.coords, None, _attrs(tile_store, enc, key)
-        if isinstance(enc, TokenRows):  # h x w rows per tile
-            if tile_store.is_volume:
-                raise ConfigError(
-                    "token rows are for slide tiles, not volume patches",
-                    path=tile_store.path,
-                    fix="extract volume patches without --tokens",
-                )
-            grid, coords, cell = enc.layout(tile_store.grid_index, tile_store.coords, tile_store.tile_extent)
-            n = len(coords)
-            attrs.update(
-                n_tiles=n,
-                tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell), "tiles": len(tile_store)},
-            )
-        self.n = n
-        self.feats = create_feature_store(self.tmp, n, dim, coords, attrs, grid=grid, source=tile_store.source)
-        self.buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)
-        self.filled, self.row0 = 0, 0
-
-    def add(self, out: np.ndarray) -> None:
-        pos = 0
-        while pos < len(out):
-            take = min(len(out) - pos, len(self.buffer) - self.filled)
-            self.buffer[self.filled : self.filled + take] = out[pos : pos + take]
-            self.filled, pos = self.filled + take, pos + take
-            if self.filled == len(self.buffer) or self.row0 + self.filled == self.n:
-                self.feats[self.row0 : self.row0 + self.filled] = self.buffer[: self.filled]
-                self.row0, self.filled = self.row0 + self.filled, 0
-
-    def finish(self, where: Path) -> None:
-        if self.row0 != self.n:
-            raise PathweakError(f"embedded {self.row0} of {self.n} rows", path=where)
-        commit(self.tmp, self.final, store=True)
-
-    def abort(self) -> None:
-        discard(self.tmp)
-
-
 def _extract_store(
     tile_store: TileStore,
     encs: list[TileEncoder],
@@ -271,7 +224,7 @@ def _extract_store(
     over the tiles (each shard read and each tile decoded once)."""
     started = time.perf_counter()
     results: dict[int, ExtractResult] = {}
-    writers: dict[int, _Writer] = {}
+    writers: dict[int, FeatureWriter] = {}
     h5_paths = [Path(out_dir) / "h5_files" / e.encoder_id / f"{tile_store.slide_id}.h5" for e in encs]
     try:
         for i, enc in enumerate(encs):
@@ -290,7 +243,7 @@ def _extract_store(
                     h5=str(h5_paths[i]) if export else None,
                 )
             else:
-                writers[i] = _Writer(tile_store, enc, out_dir, key, final)
+                writers[i] = FeatureWriter(tile_store, enc, out_dir, key, final)
         if writers:
             from .decode import device_batches
 
@@ -400,50 +353,6 @@ def _open_tile_store(path: str | Path) -> TileStore | BaseException:
         return TileStore.open(path)
     except Exception as exc:
         return exc
-
-
-def _attrs(tile_store: TileStore, enc: TileEncoder, key: str) -> dict[str, Any]:
-    ta = tile_store.attrs
-    return {
-        "cache_key": key,
-        "slide_id": tile_store.slide_id,
-        "n_tiles": len(tile_store),
-        "embed_dim": enc.embed_dim,
-        "encoder": enc.info.as_dict(),
-        "tile_store": {"path": str(Path(tile_store.path).resolve()), "cache_key": ta.get("cache_key")},
-        "geometry": _geometry(tile_store),
-        "versions": _provenance.versions("torch", "timm", "zarr"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _geometry(tile_store: TileStore) -> dict[str, Any]:
-    """Where the features' tiles lie, by the TileStore's source kind: a slide's pyramid level and µm/px (what
-    the h5 export writes for CLAM and TRIDENT), images read as they are, or a volume's voxel spacing."""
-    ta = tile_store.attrs
-    common = {"source": tile_store.source, "patch_px": ta["tile"]["patch_px"], "read_px": ta["tile"]["read_px"]}
-    if tile_store.source == "volume":
-        return {**common, "spacing_mm": ta["volume"]["spacing"]}
-    mpp = ta.get("mpp") or {}
-    if tile_store.source == "images":  # separate images at their own scale: level 0, no downsampling
-        return {
-            **common,
-            "level": 0,
-            "level_downsample": [1.0, 1.0],
-            "target_mpp": mpp.get("target"),
-            "achieved_mpp": mpp.get("achieved"),
-            "level_dim": None,
-            "slide_path": None,
-        }
-    return {
-        **common,
-        "level": mpp["level"],
-        "level_downsample": mpp["level_downsample"],
-        "target_mpp": mpp["target"],
-        "achieved_mpp": mpp["achieved"],
-        "level_dim": ta["slide"]["level_dimensions"][mpp["level"]],
-        "slide_path": ta["slide"]["path"],
-    }
 
 
 def _failed(path: str, slide_id: str, exc: BaseException, started: float) -> ExtractResult:

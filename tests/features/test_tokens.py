@@ -109,7 +109,7 @@ def test_wsseg_segments_a_volume_on_its_3d_patch_grid(tmp_path):
     """Axial slice patches of a real MRI volume → features → a bank whose grid is (z, y, x) → wsseg with
     spatial_dims=3: the CAM spans the patch grid in 3D and one training step runs; a 2D wsseg head on the
     same features, or two patches on one cell, is a clear error."""
-    from test_volume_io import ANATOMICAL
+    from conftest import ANATOMICAL
 
     need_shared(ANATOMICAL)
     from pathweak.config import VolumeSpec
