@@ -129,3 +129,21 @@ class SSLConfig:
             base.update(img_size=16, mask_ratio=0.75)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
+
+    @classmethod
+    def cpu(cls, method: str = "dino", **overrides: object) -> SSLConfig:
+        """Many cheap steps for a few CPU cores: a 4-block ViT-Tiny on 64 px views (16 tokens), large
+        batches, two 32 px local crops (DINO), 75 % masking (MAE); see docs/pretraining_and_features.md."""
+        base: dict[str, object] = dict(
+            depth=4,
+            img_size=64,
+            local_size=32,
+            local_crops=2,
+            batch_size=128,
+            lr=2e-3,
+            warmup_steps=20,
+            mask_ratio=0.75,
+            ema_momentum=0.99,
+        )
+        base.update(overrides)
+        return cls.tiny(method, **base)

@@ -171,3 +171,17 @@ def test_cli_pretrain(lc_store, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pathweak_cli.main", "pretrain", "--stores", str(tmp_path / "none"),
                           "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no TileStore here" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cpu_preset_is_a_small_fast_model_whose_mae_loss_falls(lc_store):
+    """SSLConfig.cpu: 64 px, 4 blocks, 32 px local crops, 75 % masking, and it trains (real tiles)."""
+    cfg = SSLConfig.cpu("dino", rankme_samples=16, num_workers=0)
+    assert (cfg.img_size, cfg.depth, cfg.local_size, cfg.local_crops, cfg.arch) == (64, 4, 32, 2, "vit_tiny")
+    views = fixed_batch(lc_store, cfg, n=2)
+    assert [v.shape[-1] for v in views] == [64, 64, 32, 32]
+    assert SSLConfig.cpu("mae", depth=3).depth == 3  # overrides win
+    torch.manual_seed(0)
+    mae = SSLConfig.cpu("mae", batch_size=8, num_workers=0)
+    module = SSLModule(mae, total_steps=100)
+    losses = train_steps(module, fixed_batch(lc_store, mae), 12, ema=False)
+    assert losses[-1] < 0.7 * losses[0], losses
