@@ -218,7 +218,7 @@ def main() -> None:
         encoders[method] = create_encoder(f"pathweak:{out}")
         result["pretraining"][method]["config"] = {k: v for k, v in vars(cfg).items() if k in (
             "mask_ratio", "lr", "batch_size", "img_size", "depth", "out_dim", "local_crops", "local_size",
-            "ema_momentum", "warmup_steps")}
+            "ema_momentum", "warmup_steps", "select")}
     # the same ViT at random initialisation, built exactly as each trained encoder is (pooling included)
     for method in args.methods:
         kwargs = json.loads((args.work / f"pretrain_{method}" / "encoder.json").read_text())["timm_kwargs"]

@@ -185,3 +185,21 @@ def test_cpu_preset_is_a_small_fast_model_whose_mae_loss_falls(lc_store):
     module = SSLModule(mae, total_steps=100)
     losses = train_steps(module, fixed_batch(lc_store, mae), 12, ema=False)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_select_last_exports_the_final_weights(lc_store, tmp_path):
+    from pathweak.encoders import create_encoder
+
+    out = tmp_path / "run"
+    res = pretrain([lc_store], out, tiny("mae", max_epochs=2, select="last"), progress=False)
+    meta = json.loads((out / "encoder.json").read_text())
+    assert res.best_checkpoint is None and meta["training"]["selected_by"].startswith("last")
+    module = SSLModule(tiny("mae"), total_steps=1)
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == res.steps  # last.ckpt is the final epoch's, whatever RankMe did
+    module.load_state_dict(last["state_dict"])
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(create_encoder(f"pathweak:{out}")(x), module.encoder.eval()(x), atol=1e-5)
+    with pytest.raises(Exception, match="checkpoint selection"):
+        SSLConfig(select="best")
