@@ -115,7 +115,7 @@ def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int 
     The per-fold AUC is the metric: with few groups (GlaS: 15 patients, most holding one class) each
     fold's training class mix runs against its test fold's, so the folds' intercepts anti-correlate with
     their test composition and pooling their scores drags any encoder below chance (random-init ViTs:
-    pooled 0.36-0.39, per fold 0.48-0.51; Gaussian noise features: 0.49 / 0.51). ``class_weight="balanced"``
+    pooled 0.35-0.39, per fold 0.46-0.51; Gaussian noise features: 0.49 / 0.51). ``class_weight="balanced"``
     fits the metric (balanced accuracy) on imbalanced sets such as EBHI (557/179/55), instead of a probe
     that mostly predicts the majority class. Repeats damp the split-to-split noise of few groups."""
     from sklearn.linear_model import LogisticRegression
