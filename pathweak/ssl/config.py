@@ -68,6 +68,7 @@ class SSLConfig:
     fourier_style: float = 0.0  # probability of swapping amplitude spectra within a batch (0 = off)
     # RankMe and checkpoint selection
     rankme_samples: int = 512
+    select: str = "rankme"  # the exported weights: rankme (the epoch of highest RankMe) | last (the final ones)
     # adapting an existing encoder (ExPLoRA-style)
     adapt_from: str | None = None  # a pathweak encoder dir, or a timm state-dict file
     unfreeze_last: int = 1
@@ -95,6 +96,8 @@ class SSLConfig:
             raise ConfigError(
                 "distillation needs a teacher encoder", fix="pass --teacher pathweak:<dir> or timm:<model>"
             )
+        if self.select not in ("rankme", "last"):
+            raise ConfigError(f"unknown checkpoint selection {self.select!r}", fix="use select: rankme or last")
         if not 0 < self.mask_ratio < 1:
             raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.batch_size < 2:
@@ -129,3 +132,21 @@ class SSLConfig:
             base.update(img_size=16, mask_ratio=0.75)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
+
+    @classmethod
+    def cpu(cls, method: str = "dino", **overrides: object) -> SSLConfig:
+        """Many cheap steps for a few CPU cores: a 4-block ViT-Tiny on 64 px views (16 tokens), large
+        batches, two 32 px local crops (DINO), 75 % masking (MAE); see docs/pretraining_and_features.md."""
+        base: dict[str, object] = dict(
+            depth=4,
+            img_size=64,
+            local_size=32,
+            local_crops=2,
+            batch_size=128,
+            lr=2e-3,
+            warmup_steps=20,
+            mask_ratio=0.75,
+            ema_momentum=0.99,
+        )
+        base.update(overrides)
+        return cls.tiny(method, **base)

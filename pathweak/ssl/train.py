@@ -92,9 +92,10 @@ def pretrain(
         monitor="rankme",
         mode="max",
         save_top_k=1,
-        save_last=True,
         filename="best-{epoch}-{rankme:.2f}",
     )
+    # last.ckpt after every epoch, for --resume (Lightning's save_last only copies when the best one changes)
+    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     with quiet_lightning():
         trainer = L.Trainer(
@@ -103,7 +104,7 @@ def pretrain(
             max_epochs=cfg.max_epochs,
             max_steps=cfg.max_steps,
             max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-            callbacks=[best],
+            callbacks=[best, last_ckpt],
             logger=CSVLogger(out, name="logs"),
             default_root_dir=out,
             gradient_clip_val=cfg.grad_clip,
@@ -114,7 +115,7 @@ def pretrain(
         )
         last = ckpt_dir / "last.ckpt"
         trainer.fit(module, train_loader, hold_loader, ckpt_path=str(last) if resume and last.exists() else None)
-    best_path = best.best_model_path or None
+    best_path = (best.best_model_path or None) if cfg.select == "rankme" else None
     if best_path:
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
@@ -183,7 +184,7 @@ def export_encoder(
             "epochs": int(trainer.current_epoch),
             "seconds": round(seconds, 1),
             "best_checkpoint": best_path,
-            "selected_by": "rankme (max, held-out tiles)",
+            "selected_by": "rankme (max, held-out tiles)" if best_path else "last (the final weights)",
             "rankme": module.rankme_history,
             "adapted": module.adapt_stats,
             "versions": _provenance.versions("torch", "timm", "lightning"),

@@ -171,3 +171,35 @@ def test_cli_pretrain(lc_store, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pathweak_cli.main", "pretrain", "--stores", str(tmp_path / "none"),
                           "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no TileStore here" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cpu_preset_is_a_small_fast_model_whose_mae_loss_falls(lc_store):
+    """SSLConfig.cpu: 64 px, 4 blocks, 32 px local crops, 75 % masking, and it trains (real tiles)."""
+    cfg = SSLConfig.cpu("dino", rankme_samples=16, num_workers=0)
+    assert (cfg.img_size, cfg.depth, cfg.local_size, cfg.local_crops, cfg.arch) == (64, 4, 32, 2, "vit_tiny")
+    views = fixed_batch(lc_store, cfg, n=2)
+    assert [v.shape[-1] for v in views] == [64, 64, 32, 32]
+    assert SSLConfig.cpu("mae", depth=3).depth == 3  # overrides win
+    torch.manual_seed(0)
+    mae = SSLConfig.cpu("mae", batch_size=8, num_workers=0)
+    module = SSLModule(mae, total_steps=100)
+    losses = train_steps(module, fixed_batch(lc_store, mae), 12, ema=False)
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_select_last_exports_the_final_weights(lc_store, tmp_path):
+    from pathweak.encoders import create_encoder
+
+    out = tmp_path / "run"
+    res = pretrain([lc_store], out, tiny("mae", max_epochs=2, select="last"), progress=False)
+    meta = json.loads((out / "encoder.json").read_text())
+    assert res.best_checkpoint is None and meta["training"]["selected_by"].startswith("last")
+    module = SSLModule(tiny("mae"), total_steps=1)
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == res.steps  # last.ckpt is the final epoch's, whatever RankMe did
+    module.load_state_dict(last["state_dict"])
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(create_encoder(f"pathweak:{out}")(x), module.encoder.eval()(x), atol=1e-5)
+    with pytest.raises(Exception, match="checkpoint selection"):
+        SSLConfig(select="best")
