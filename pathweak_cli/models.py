@@ -43,6 +43,30 @@ def _ssl_values(ctx: typer.Context, config: Path | None, given: dict[str, tuple[
     return values
 
 
+CpuPreset = Annotated[
+    bool,
+    typer.Option(
+        "--cpu",
+        help="Start from the many-cheap-steps CPU recipe (4-block ViT-Tiny at 64 px, batch 128; "
+        "docs/pretraining_and_features.md). Use --select last with it.",
+    ),
+]
+_SELECT_HELP = "The exported weights: rankme (the epoch of highest RankMe on held-out tiles) or last."
+
+
+def _ssl_config(method: str, values: dict[str, Any], tiny: bool, cpu: bool) -> Any:
+    """SSLConfig from the preset chosen (--tiny, --cpu or none) and the values given."""
+    from pathweak.errors import ConfigError
+    from pathweak.ssl import SSLConfig
+
+    if tiny and cpu:
+        raise ConfigError("--tiny and --cpu are two presets", fix="pick one of them")
+    if tiny or cpu:
+        start = SSLConfig.tiny if tiny else SSLConfig.cpu
+        return start(values.pop("method", method), **values)
+    return SSLConfig(**{"method": method, **values})
+
+
 def _print_pretrain(result: Any, **extra: Any) -> None:
     typer.echo(
         json.dumps(
@@ -78,6 +102,8 @@ def pretrain(
     tiny: Annotated[
         bool, typer.Option(help="Start from the CPU-sized preset (6-block ViT-Tiny at 112 px, batch 32).")
     ] = False,
+    cpu: CpuPreset = False,
+    select: Annotated[str, typer.Option(help=_SELECT_HELP)] = ssl_default("select"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = ssl_default("max_epochs"),
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = ssl_default(
         "max_minutes"
@@ -117,9 +143,9 @@ def pretrain(
     stores_old: OldStores = None,
 ) -> None:
     """Self-supervised pretraining (DINO or MAE) of a ViT on TileStores (MAE3D of a 3D ViT on volume
-    stores of 3D patches); the checkpoint with the highest RankMe on held-out tiles is exported as
-    OUT/encoder.safetensors + encoder.json (use it as --encoder pathweak:OUT)."""
-    from pathweak.ssl import SSLConfig
+    stores of 3D patches); the checkpoint with the highest RankMe on held-out tiles (or, with --select last,
+    the final weights) is exported as OUT/encoder.safetensors + encoder.json (use it as --encoder
+    pathweak:OUT)."""
     from pathweak.ssl import pretrain as run_pretrain
     from pathweak.tiling.store import find_tile_stores
 
@@ -141,9 +167,10 @@ def pretrain(
             "devices": ("devices", devices),
             "strategy": ("strategy", strategy),
             "workers": ("num_workers", workers),
+            "select": ("select", select),
         },
     )
-    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+    cfg = _ssl_config(method, values, tiny, cpu)
     result = run_pretrain(paths(found), out, cfg, resume=resume, progress=progress)
     _print_pretrain(result)
 
@@ -176,6 +203,8 @@ def distill(
         float, typer.Option(help="Weight of the patch-token loss for ViT teachers (0: embedding only).")
     ] = ssl_default("token_weight"),
     tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block student at 112 px).")] = False,
+    cpu: CpuPreset = False,
+    select: Annotated[str, typer.Option(help=_SELECT_HELP)] = ssl_default("select"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = ssl_default("max_epochs"),
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = ssl_default(
         "max_minutes"
@@ -198,7 +227,6 @@ def distill(
 
     The student defaults to vit_tiny here (pretraining's architecture default is vit_small): a distilled
     encoder is meant to be small."""
-    from pathweak.ssl import SSLConfig
     from pathweak.ssl.distill import distill as run_distill
     from pathweak.tiling.store import find_tile_stores
 
@@ -216,10 +244,11 @@ def distill(
             "batch_size": ("batch_size", batch_size),
             "lr": ("lr", lr),
             "workers": ("num_workers", workers),
+            "select": ("select", select),
         },
     )
     values.update(arch=student, teacher=teacher)
-    cfg = SSLConfig.tiny("distill", **values) if tiny else SSLConfig(method="distill", **values)
+    cfg = _ssl_config("distill", values, tiny, cpu)
     result = run_distill(paths(found), out, cfg, resume=resume, progress=progress)
     _print_pretrain(result, teacher=teacher)
 

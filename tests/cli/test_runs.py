@@ -54,6 +54,23 @@ def test_pretrain_flag_beats_file_beats_default_and_logs_no_progress_bar(svs_til
     assert not warnings_of(proc), proc.stderr
 
 
+def test_pretrain_cpu_preset_and_select_last(svs_tiles, tmp_path):
+    """--cpu starts from SSLConfig.cpu() (file and flags still win), --select last exports the final
+    weights; --tiny and --cpu together are refused with one line."""
+    both = run_cli("pretrain", str(svs_tiles), "-o", str(tmp_path / "x"), "--tiny", "--cpu")
+    assert both.returncode == 2 and "--tiny and --cpu" in both.stderr and "Traceback" not in both.stderr
+    assert not (tmp_path / "x").exists()
+    cfg = tmp_path / "ssl.yaml"
+    cfg.write_text("ssl:\n  batch_size: 8\n  samples_per_epoch: 16\n  rankme_samples: 16\n  num_workers: 0\n")
+    out = tmp_path / "enc"
+    proc = run_cli("pretrain", str(svs_tiles), "-o", str(out), "--config", str(cfg), "--cpu", "--method", "mae",
+                   "--select", "last", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    used = json.loads((out / "encoder.json").read_text())["training"]["config"]
+    assert (used["select"], used["method"], used["batch_size"]) == ("last", "mae", 8)  # flags and file
+    assert (used["depth"], used["img_size"], used["mask_ratio"]) == (4, 64, 0.75)  # --cpu's, in neither
+
+
 def test_extract_takes_stores_as_arguments_and_the_old_spelling_warns(svs_tiles, tmp_path):
     none = run_cli("extract", "-o", str(tmp_path), "--encoder", "timm:vit_tiny_patch16_224")
     assert none.returncode == 2 and "error: no TileStores given" in none.stderr and "Traceback" not in none.stderr
