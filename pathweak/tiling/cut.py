@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..io import TiffTileReader
+from ..protocols import LevelReader
 from ..store import build as lifecycle
 from . import codecs
 from .plan import TilePlan
@@ -62,7 +63,7 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Callable[[int],
     return written
 
 
-def cut_tiles(reader: Any, plan: TilePlan, level_xy: np.ndarray) -> np.ndarray:
+def cut_tiles(reader: LevelReader, plan: TilePlan, level_xy: np.ndarray) -> np.ndarray:
     """Patches at level coordinates ``level_xy``.
 
     The direct tile reader copies each patch straight out of its cache of decoded source tiles (each

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..io import TiffTileReader, open_slide
 from ..io.base import Slide
+from ..protocols import LevelReader
 
 if TYPE_CHECKING:
     from .plan import TileJob
@@ -37,10 +38,10 @@ class OpenedSlide:
     def __init__(self, slide: Slide, fast_read: bool):
         self.slide = slide
         self._fast_read = fast_read
-        self._reader: Any = None
+        self._reader: LevelReader | None = None
 
     @property
-    def reader(self) -> Any:
+    def reader(self) -> LevelReader:
         """The direct TIFF tile reader where it applies (and ``fast_read`` is on), else the backend's."""
         if self._reader is None:
             fast = TiffTileReader.for_slide(self.slide) if self._fast_read else None
