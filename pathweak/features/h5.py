@@ -23,7 +23,7 @@ def export_h5(store: FeatureStore, out_path: str | Path) -> Path:
 
     out_path = Path(out_path)
     geo = store.attrs["geometry"]
-    if geo.get("source") == "volume" or "level" not in geo:
+    if geo.get("source") == "volume":
         raise ConfigError(
             "the h5 layout CLAM and TRIDENT read is for 2D tiles; these are features of 3D volume patches",
             path=store.path,

@@ -35,7 +35,7 @@ def _tiny():
 
 
 def test_image_store_has_no_slide_block_and_reads_by_its_source(image_store, tmp_path):
-    ts = image_store if isinstance(image_store, TileStore) else TileStore.open(image_store)
+    ts = image_store
     assert ts.source == "images" and "slide" not in ts.attrs
     assert "level_downsample" not in ts.attrs["mpp"] and ts.attrs["mpp"]["achieved"] == [0.5, 0.5]
     assert ts.slide_id == "set_a" and ts.tile_extent == (32.0, 32.0)
@@ -74,7 +74,7 @@ def test_older_volume_and_image_stores_still_give_their_id(image_store, tmp_path
     """Stores written before the store layer carried the id in a made-up slide block."""
     import shutil
 
-    src = image_store.path if isinstance(image_store, TileStore) else image_store
+    src = image_store.path
     old = tmp_path / "old.zarr"
     shutil.copytree(src, old)
     meta = json.loads((old / "zarr.json").read_text())
