@@ -52,9 +52,24 @@ def file_fingerprint(path: str | Path, previous: dict[str, Any] | None = None) -
     return fp
 
 
+def json_value(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for the values pathweak records: numpy scalars and arrays, tuples and
+    paths become plain JSON; anything else is a TypeError, so a key or a record never quietly holds a repr."""
+    import numpy as np
+
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple, set, frozenset)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable: {value!r}")
+
+
 def cache_key(**parts: Any) -> str:
-    """A stable hash of everything a stage's output depends on (JSON-serialisable parts)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    """A stable hash of everything a stage's output depends on; the parts must be JSON values (or what
+    :func:`json_value` turns into one), else TypeError."""
+    blob = json.dumps(parts, sort_keys=True, default=json_value).encode()
     return hashlib.sha256(blob).hexdigest()
 
 

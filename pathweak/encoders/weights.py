@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._provenance import json_value
 from ..errors import ConfigError
 
 WRAPPERS = ("state_dict", "model", "teacher", "student")
@@ -157,5 +158,19 @@ def encoder_id(family: str, model: str, weights: str | None, kwargs: dict[str, A
 
 
 def jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs as JSON values (anything else by its repr)."""
-    return {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else repr(v) for k, v in kwargs.items()}
+    """Constructor kwargs as JSON values: tuples as lists, numpy values and paths as plain ones (so
+    ``img_size=(224, 224)`` and ``[224, 224]`` give one id), anything else (a class, a function) by its repr."""
+    return {k: _plain(v) for k, v in kwargs.items()}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    try:
+        return _plain(json_value(value))
+    except TypeError:
+        return repr(value)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .._provenance import json_value
 from ..errors import ConfigError
 from ..heads import MILHead, create_head
 from ..store import build as lifecycle
@@ -95,7 +95,7 @@ def save_model(
             "weights_sha256": digest,
             "training": training or {},
         }
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=json_value))
         lifecycle.commit(tmp, folder, marker="model.json", what="a model")
     except BaseException:
         lifecycle.discard(tmp)
@@ -150,13 +150,3 @@ def load_models(path: str | Path, device: torch.device | str = "cpu") -> list[Pa
             fix="pass a single model folder",
         )
     return models
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, (np.ndarray, tuple)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 
 from pathweak.encoders import create_encoder, list_encoders
@@ -67,3 +68,10 @@ def test_resnet50_trunc_from_a_local_file(tmp_path):
 def test_list_names_every_family():
     names = [r["name"] for r in list_encoders()]
     assert {"pathweak:<dir>", "timm:<model name>", "torchvision:resnet50_trunc", "uni"} <= set(names)
+
+
+def test_a_tuple_and_a_list_kwarg_give_one_encoder_id():
+    from pathweak.encoders.weights import encoder_id
+
+    ids = {encoder_id("timm", "vit", "random:1", {"img_size": v}) for v in [(32, 32), [32, 32], np.array([32, 32])]}
+    assert len(ids) == 1 and ids != {encoder_id("timm", "vit", "random:1", {"img_size": [48, 48]})}

@@ -59,3 +59,14 @@ def test_heatmap_stage_key_hashes_the_options_fields():
     first = next(iter(a))
     changed = ExportOptions(**{**a, first: None if a[first] is not None else 1})
     assert cache_key(options=_settings(changed)) != cache_key(options=a)
+
+
+def test_cache_keys_refuse_values_that_are_not_json():
+    from pathlib import Path
+
+    import numpy as np
+    import pytest
+
+    assert cache_key(a=(1, 2), p=Path("x"), n=np.int64(3)) == cache_key(a=[1, 2], p="x", n=3)
+    with pytest.raises(TypeError, match="object is not JSON serialisable"):
+        cache_key(a=object())  # its repr holds an address: a key that changes every run
