@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
     from .encoders.base import EncoderInfo
 
-__all__ = ["Advance", "BagSource", "FeatureBankLike", "LevelReader", "ModuleEncoder", "TileEncoder"]
+__all__ = [
+    "Advance",
+    "BagSource",
+    "FeatureBankLike",
+    "LevelReader",
+    "ModuleEncoder",
+    "ResidentBagSource",
+    "TileEncoder",
+]
 
 
 @runtime_checkable
@@ -76,6 +84,15 @@ class BagSource(Protocol):
     def bag(self, i: int) -> torch.Tensor: ...
 
     def grid(self, i: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ResidentBagSource(BagSource, Protocol):
+    """A :class:`BagSource` held in memory that moves to a device in place (``to`` returns the bank):
+    what each rank of multi-device training needs (:class:`~pathweak.features.bank.FeatureBank`,
+    :class:`~pathweak.features.tokens.TokenBank`)."""
+
+    def to(self, device: torch.device | str) -> Self: ...
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from pathweak.protocols import BagSource, FeatureBankLike, LevelReader, ModuleEncoder, TileEncoder
+from pathweak.protocols import BagSource, FeatureBankLike, LevelReader, ModuleEncoder, ResidentBagSource, TileEncoder
 
 
 @pytest.mark.parametrize("package", ["pathweak", "pathweak_cli"])
@@ -107,6 +107,13 @@ def test_banks_satisfy_the_bank_protocols(tmp_path, svs, tiny_encoder):
     assert isinstance(tokens, BagSource)
     assert not isinstance(tokens, FeatureBankLike)  # bags of tiles, not a cohort's slides
     assert len(tokens) == 3 and tokens.bag(0).shape == (4, tiny_encoder.embed_dim)
+    # multi-device training moves each rank's copy of a resident bank in place: every resident bank can
+    for resident in (load_feature_bank([done.store], device="cpu", progress=False), tokens):
+        assert isinstance(resident, ResidentBagSource)
+        assert resident.to("meta") is resident and resident.device.type == "meta"
+        assert resident.bag(0).device.type == "meta" and resident.grid(0).device.type == "meta"
+    streamed = load_feature_bank([done.store], device="cpu", stream=True, progress=False)
+    assert not isinstance(streamed, ResidentBagSource)  # fit_distributed refuses it with the fix
 
 
 def test_tiff_tile_reader_is_a_level_reader(svs):

@@ -143,6 +143,15 @@ class TokenBank:
     def index(self, name: str) -> int:
         return self.names.index(name)
 
+    def to(self, device: str | torch.device) -> TokenBank:
+        """Move every bag and grid to ``device`` in place (what each rank of multi-device training does)."""
+        device = torch.device(device)
+        if device != self.device:
+            self._bags = [b.to(device) for b in self._bags]
+            self._grids = [g.to(device) for g in self._grids]
+        self.device = device
+        return self
+
     @classmethod
     def from_tiles(
         cls,

@@ -12,12 +12,12 @@ import torch
 
 from ..errors import ConfigError
 from ..heads import MILHead, create_head
+from ..protocols import ResidentBagSource
 from .config import TrainConfig
 from .labels import LabelTable
 from .splits import Fold
 
 if TYPE_CHECKING:
-    from ..features.bank import FeatureBank
     from ..protocols import Advance, BagSource
 
 
@@ -178,7 +178,7 @@ def fit_distributed(
     from .ddp import rank_devices, run_ranks, world_size
 
     world = world_size(cfg.devices)
-    if not bank.resident:
+    if not bank.resident or not isinstance(bank, ResidentBagSource):
         raise ConfigError(
             "training on several devices needs the cohort resident in memory (not streamed)",
             fix="pass --devices 1, or --stream no with a cohort that fits",
@@ -205,7 +205,7 @@ def fit_distributed(
 
 
 def _fit_rank(
-    bank: FeatureBank, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, log_dir: Path | None
+    bank: ResidentBagSource, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, log_dir: Path | None
 ) -> dict[str, Any]:
     import torch
 
