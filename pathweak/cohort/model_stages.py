@@ -50,8 +50,7 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
     t0 = time.perf_counter()
     cfg = train_config(spec)
     features = feature_stores(slides, state)
-    labelled = [s for s in slides if s.label and s.slide_id in features]
-    rows = [[s.slide_id, s.patient_id, s.label, *([s.split or ""] if _has_split(labelled) else [])] for s in labelled]
+    header, labelled, rows = label_rows(slides, features, survival=cfg.task == "survival")
     key = cache_key(
         cfg=asdict(cfg), labels=rows, features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled}
     )
@@ -68,7 +67,7 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
             labels = spec.out / "labels.csv"
             with atomic_file(labels, "w", newline="") as fh:
                 w = csv.writer(fh)
-                w.writerow(["slide_id", "patient_id", "label", *(["split"] if _has_split(labelled) else [])])
+                w.writerow(header)
                 w.writerows(rows)
             train_cohort([features[s.slide_id] for s in labelled], labels, out, cfg, progress=progress)
             write_stamp(spec.out, "train", key, [out / "run.json"], run=_file_hash(out / "run.json"))
@@ -147,8 +146,20 @@ def metrics_table(run_json: Path) -> str:
     return "\n".join(lines)
 
 
-def _has_split(slides: list[Slide]) -> bool:
-    return any(s.split for s in slides)
+def label_rows(
+    slides: list[Slide], features: dict[str, Path], survival: bool
+) -> tuple[list[str], list[Slide], list[list[str]]]:
+    """The labels.csv the train stage writes: its header, the labelled slides that have features, and
+    their rows (label, or time and event for survival; split when any slide has one)."""
+    targets = ["time", "event"] if survival else ["label"]
+    labelled = [s for s in slides if s.slide_id in features and all(getattr(s, t) for t in targets)]
+    split = any(s.split for s in labelled)
+    header = ["slide_id", "patient_id", *targets, *(["split"] if split else [])]
+    rows = [
+        [s.slide_id, s.patient_id, *(str(getattr(s, t)) for t in targets), *([s.split or ""] if split else [])]
+        for s in labelled
+    ]
+    return header, labelled, rows
 
 
 def _feature_key(path: Path) -> str:

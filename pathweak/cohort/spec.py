@@ -11,6 +11,7 @@ from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, from_dict, loa
 from ..errors import ConfigError
 
 MANIFEST_COLUMNS = ("path", "patient_id", "label")
+SURVIVAL_COLUMNS = ("time", "event")  # instead of label, for train: {task: survival}
 STAGES = ("tile", "pretrain", "extract", "train", "predict", "heatmaps")
 
 
@@ -23,6 +24,8 @@ class Slide:
     patient_id: str
     label: str
     split: str | None = None
+    time: str | None = None  # survival: follow-up time and event (1 event, 0 censored), as the manifest has them
+    event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,12 @@ class CohortSpec:
             executor=dict(data.get("executor") or {}),
             source=path.resolve() if path.exists() else None,
         )
+        if train_config(spec).task == "survival" and not any(sl.time and sl.event for sl in spec.slides):
+            raise ConfigError(
+                "train: {task: survival} needs each labelled slide's time and event",
+                path=manifest,
+                fix="add 'time' and 'event' columns to the manifest (event 1 = event, 0 = censored)",
+            )
         train_config(spec)  # bad training or heatmap settings fail now, not after hours of tiling
         heatmap_settings(spec)
         return spec
@@ -165,7 +174,8 @@ def heatmap_settings(spec: CohortSpec) -> tuple[list[str], Any]:
 
 
 def read_manifest(path: Path) -> list[Slide]:
-    """Manifest rows (path, slide_id, patient_id, label, optional split); slide paths relative to the CSV."""
+    """Manifest rows (path, slide_id, patient_id, label, optional split; time and event instead of, or as
+    well as, label for survival); slide paths relative to the CSV."""
     try:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -173,12 +183,13 @@ def read_manifest(path: Path) -> list[Slide]:
         raise ConfigError("manifest not found", path=path, fix="check 'manifest:' in the cohort spec") from None
     if not rows:
         raise ConfigError("the manifest has no rows", path=path, fix="list one slide per row")
-    missing = [c for c in MANIFEST_COLUMNS if c not in rows[0]]
+    survival = all(c in rows[0] for c in SURVIVAL_COLUMNS)
+    missing = [c for c in MANIFEST_COLUMNS if c not in rows[0] and not (c == "label" and survival)]
     if missing:
         raise ConfigError(
             f"the manifest lacks column(s) {', '.join(missing)}",
             path=path,
-            fix="columns: path, slide_id (optional), patient_id, label, split (optional)",
+            fix="columns: path, slide_id (optional), patient_id, label (or time and event for survival), split (optional)",
         )
     slides, seen = [], set()
     for i, row in enumerate(rows, start=2):
@@ -192,8 +203,10 @@ def read_manifest(path: Path) -> list[Slide]:
                 slide_id,
                 slide_path,
                 str(row["patient_id"]).strip(),
-                str(row["label"]).strip(),
+                str(row.get("label") or "").strip(),
                 (row.get("split") or "").strip() or None,
+                (row.get("time") or "").strip() or None,
+                (row.get("event") or "").strip() or None,
             )
         )
     return slides

@@ -231,3 +231,39 @@ def test_bad_stage_settings_fail_when_the_spec_is_read(cohort_data, tmp_path):
     spec_path.write_text(spec_path.read_text() + "heatmaps: {formats: [png, svg]}\n")
     with pytest.raises(ConfigError, match="unknown heatmap format.*svg"):
         CohortSpec.load(spec_path)
+
+
+def test_survival_cohort_trains_on_time_and_event_and_predicts_risks(cohort_data, reference, tmp_path):
+    import csv
+
+    shutil.copytree(reference, tmp_path / "out")
+    rows = list(csv.DictReader(open(cohort_data / "labels.csv")))
+    manifest = tmp_path / "survival.csv"
+    with open(manifest, "w", newline="") as fh:  # time and event instead of label: tumour slides fail sooner
+        w = csv.writer(fh)
+        w.writerow(["path", "slide_id", "patient_id", "time", "event"])
+        for i, r in enumerate(rows):
+            tumour = r["label"] == "tumour"
+            w.writerow([str((cohort_data / r["path"]).resolve()), r["slide_id"], r["patient_id"],
+                        (12 if tumour else 60) + i, int(tumour or i % 3 == 0)])
+    spec_path = write_spec(tmp_path, cohort_data, manifest=manifest)
+    spec_path.write_text(spec_path.read_text() + "train: {head: abmil, task: survival, survival_loss: discrete, "
+                         "folds: 2, seeds: [0], max_epochs: 2, min_epochs: 1, bootstrap: 10}\n")
+    report = run_cohort(CohortSpec.load(spec_path), stages=("train", "predict"), progress=False)
+    assert not report.failed_slides, report.failed_slides
+    out = tmp_path / "out"
+    labels = list(csv.DictReader(open(out / "labels.csv")))
+    assert set(labels[0]) == {"slide_id", "patient_id", "time", "event"} and len(labels) == len(rows)
+    run = json.loads((out / "models" / "abmil" / "run.json").read_text())
+    assert run["task"] == "survival" and "c_index" in " ".join(run["metrics"])
+    assert "c_index" in (out / "summary.md").read_text()
+    assert len(list((out / "results" / "abmil").glob("*.zarr"))) == len(rows)
+
+    # a survival spec over a manifest without time and event fails when it is read, naming the manifest
+    from pathweak.errors import ConfigError
+
+    plain = write_spec(tmp_path / "plain", cohort_data)
+    plain.write_text(plain.read_text() + "train: {task: survival}\n")
+    with pytest.raises(ConfigError, match="time and event") as err:
+        CohortSpec.load(plain)
+    assert str(cohort_data / "labels.csv") in str(err.value)
