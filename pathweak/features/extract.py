@@ -327,7 +327,7 @@ def _embed(enc: TileEncoder, tiles: torch.Tensor, dev: torch.device, batch_size:
     parts, i = [], 0
     while i < len(tiles):
         try:
-            parts.append(enc.embed(tiles[i : i + bs]).to(torch.float16).cpu())
+            parts.append(enc.embed(tiles[i : i + bs]).to(torch.float16))  # stays on the GPU: one copy below
             i += bs
         except torch.cuda.OutOfMemoryError:
             if bs == 1:
@@ -335,7 +335,7 @@ def _embed(enc: TileEncoder, tiles: torch.Tensor, dev: torch.device, batch_size:
             bs //= 2
             torch.cuda.empty_cache()
     _CUDA_BATCH[enc.encoder_id] = bs
-    return torch.cat(parts).numpy()
+    return torch.cat(parts).cpu().numpy()
 
 
 def _device(device: str) -> Any:
