@@ -3,8 +3,9 @@
 Method (docs/resolution.md): sample a dozen level-0 regions from the tissue on the thumbnail, unmix
 their haematoxylin (colour deconvolution), segment nucleus profiles twice (first with a 1 px blur, then
 with a blur proportional to the first size found, on an upsampled copy where nuclei are small), drop
-giant blobs, and compare the area-weighted median diameter in pixels with the physical size of nucleus
-profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers "cannot tell" (``mpp`` None and a
+giant blobs, and read each profile against a physical size: ``LYMPHOCYTE_PROFILE_UM`` for the round, dark
+profiles of small lymphocytes, ``NUCLEUS_PROFILE_UM`` for the rest; the scale is the area-weighted median
+of size / diameter (``nuclei-v3``). It answers "cannot tell" (``mpp`` None and a
 ``reason``) for non-H&E stains, too little tissue or too few nuclei, blurred or upsampled images, images
 too coarse to show nuclei, ragged or fragmented nuclei, sizes that change under resampling, and ranges
 too wide to tell 20x from 40x.
