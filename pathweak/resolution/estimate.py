@@ -3,8 +3,9 @@
 Method (docs/resolution.md): sample a dozen level-0 regions from the tissue on the thumbnail, unmix
 their haematoxylin (colour deconvolution), segment nucleus profiles twice (first with a 1 px blur, then
 with a blur proportional to the first size found, on an upsampled copy where nuclei are small), drop
-giant blobs, and compare the area-weighted median diameter in pixels with the physical size of nucleus
-profiles in H&E sections, ``NUCLEUS_PROFILE_UM``. It answers "cannot tell" (``mpp`` None and a
+giant blobs, and read each profile against a physical size: ``LYMPHOCYTE_PROFILE_UM`` for the round, dark
+profiles of small lymphocytes, ``NUCLEUS_PROFILE_UM`` for the rest; the scale is the area-weighted median
+of size / diameter (``nuclei-v3``). It answers "cannot tell" (``mpp`` None and a
 ``reason``) for non-H&E stains, too little tissue or too few nuclei, blurred or upsampled images, images
 too coarse to show nuclei, ragged or fragmented nuclei, sizes that change under resampling, and ranges
 too wide to tell 20x from 40x.
@@ -40,6 +41,14 @@ if TYPE_CHECKING:
 # section cuts a sphere of diameter D in profiles of mean diameter pi/4 D (Wicksell 1925), so ~7.5 um
 # nuclei show pi/4 x 7.5 = 5.9 um profiles. See docs/resolution.md for the sources and the measured spread.
 NUCLEUS_PROFILE_UM = 5.9
+# Small lymphocytes are a second ruler with their own size: 6-8 um cells whose round, dense (heterochromatic)
+# nucleus nearly fills them, ~5.6 um across; pi/4 x 5.6 = 4.4 um profiles. A profile is counted as one when it
+# is round (second-moment axis ratio >= LYMPHOCYTE_MIN_ROUNDNESS) and dark (mean haematoxylin, natural-log OD
+# through skimage's hed_from_rgb, >= LYMPHOCYTE_MIN_DARKNESS). The two rules were set on the GlaS train_* images
+# only (docs/resolution.md, "The lymphocyte ruler").
+LYMPHOCYTE_PROFILE_UM = 4.4
+LYMPHOCYTE_MIN_ROUNDNESS = 0.7
+LYMPHOCYTE_MIN_DARKNESS = 0.9
 FIRST_PASS_BLUR = 1.0  # px (0.5 keeps more nuclei apart in coarse images, but lets specks decide in fine ones)
 SECOND_PASS_BLUR = 0.1  # blur sigma of the second pass, as a fraction of the first-pass diameter
 # spread (log) of the median profile size between tissues, added to the sampling spread: lymphocyte-rich
@@ -92,8 +101,9 @@ class MppEstimate:
     he_fraction: float | None = None
     detail_px: float | None = None
     coverage: float | None = None
+    lymphocyte_share: float | None = None
     seconds: float = 0.0
-    method: str = "nuclei-v2"
+    method: str = "nuclei-v3"
 
     @property
     def ok(self) -> bool:
@@ -101,7 +111,7 @@ class MppEstimate:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("mpp", "low", "high", "nucleus_px", "detail_px"):
+        for k in ("mpp", "low", "high", "nucleus_px", "detail_px", "lymphocyte_share"):
             if d[k] is not None:
                 d[k] = round(float(d[k]), 4)
         d["seconds"] = round(self.seconds, 3)
@@ -225,8 +235,10 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
                 f"{2 * half[1]:.1f} px at half the resolution): fragments or merged nuclei, not whole ones",
                 **measured,
             )
-    mpp = NUCLEUS_PROFILE_UM / d
-    sd = math.hypot(SYSTEMATIC_LOG_SD, _sampling_log_sd(prof))
+    rulers = profile_rulers(prof)
+    mpp = math.exp(log_scale(prof, rulers))
+    measured["lymphocyte_share"] = round(float(np.average(rulers < NUCLEUS_PROFILE_UM, weights=prof.area)), 3)
+    sd = math.hypot(SYSTEMATIC_LOG_SD, _sampling_log_sd(prof, rulers))
     if math.exp(4 * sd) > MAX_RANGE_FACTOR:
         return MppEstimate(
             None,
@@ -236,6 +248,20 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
             **measured,
         )
     return MppEstimate(mpp, low=mpp * math.exp(-2 * sd), high=mpp * math.exp(2 * sd), **measured)
+
+
+def profile_rulers(prof: Profiles) -> np.ndarray:
+    """The physical size (um) each profile is taken to have: ``LYMPHOCYTE_PROFILE_UM`` for the round, dark
+    profiles of small lymphocytes, ``NUCLEUS_PROFILE_UM`` for the rest."""
+    assert prof.roundness is not None and prof.darkness is not None
+    lymph = (prof.roundness >= LYMPHOCYTE_MIN_ROUNDNESS) & (prof.darkness >= LYMPHOCYTE_MIN_DARKNESS)
+    return np.where(lymph, LYMPHOCYTE_PROFILE_UM, NUCLEUS_PROFILE_UM)
+
+
+def log_scale(prof: Profiles, rulers: np.ndarray) -> float:
+    """log um/px: the area-weighted median over the profiles of log(ruler / diameter), each profile read
+    against its own class's physical size."""
+    return weighted_median(np.log(rulers / prof.diameter), prof.area)
 
 
 def measure(regions: list[Region], min_nuclei: int = MIN_NUCLEI) -> tuple[Profiles, float] | str:
@@ -261,10 +287,10 @@ def measure(regions: list[Region], min_nuclei: int = MIN_NUCLEI) -> tuple[Profil
     k = int(min(MAX_UPSAMPLE, max(1, math.ceil(FINE_PX / d1))))
     if k > 1:
         regions = rescale(regions, k)
-    prof = without_giants(nucleus_profiles(regions, SECOND_PASS_BLUR * d1 * k), GIANT_FACTOR)
+    prof = without_giants(nucleus_profiles(regions, SECOND_PASS_BLUR * d1 * k, features=True), GIANT_FACTOR)
     if len(prof) < min_nuclei:
         return f"too few nuclei ({len(prof)}, need {min_nuclei})"
-    prof = Profiles(prof.diameter / k, prof.area / k**2, prof.region, prof.candidate_area / k**2)
+    prof = prof.scaled(k)
     return prof, weighted_median(prof.diameter, prof.area)
 
 
@@ -333,9 +359,9 @@ def _pooled_stain(stain_px: list[np.ndarray]) -> StainCheck:
     return check_he(od[:, None, :], np.ones((len(od), 1), bool))
 
 
-def _sampling_log_sd(prof: Profiles, n_boot: int = 200) -> float:
-    """Bootstrap spread (log) of the area-weighted median over blocks (region quadrants), else over nuclei
-    when fewer than 4 blocks hold nuclei."""
+def _sampling_log_sd(prof: Profiles, rulers: np.ndarray, n_boot: int = 200) -> float:
+    """Bootstrap spread (log) of the scale (:func:`log_scale`) over blocks (region quadrants), else over
+    nuclei when fewer than 4 blocks hold nuclei."""
     rng = np.random.default_rng(0)
     groups = np.unique(prof.region)
     members = [np.flatnonzero(prof.region == g) for g in groups]
@@ -345,5 +371,5 @@ def _sampling_log_sd(prof: Profiles, n_boot: int = 200) -> float:
             idx = np.concatenate([members[k] for k in rng.integers(0, len(groups), len(groups))])
         else:
             idx = rng.integers(0, len(prof), len(prof))
-        logs.append(math.log(weighted_median(prof.diameter[idx], prof.area[idx])))
+        logs.append(weighted_median(np.log(rulers[idx] / prof.diameter[idx]), prof.area[idx]))
     return float(np.std(logs))

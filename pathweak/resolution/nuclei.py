@@ -35,6 +35,20 @@ class Profiles:
     area: np.ndarray
     region: np.ndarray
     candidate_area: float = 0.0  # pixels of all regions above the threshold not touching a border
+    darkness: np.ndarray | None = None  # mean haematoxylin inside the profile (natural-log OD)
+    roundness: np.ndarray | None = None  # minor / major axis of the profile's second moments (1: a disc)
+
+    def subset(self, keep: np.ndarray) -> Profiles:
+        """The profiles where ``keep`` (bool mask or indices) is true."""
+        extra = {k: None if v is None else v[keep] for k, v in self._extra().items()}
+        return Profiles(self.diameter[keep], self.area[keep], self.region[keep], self.candidate_area, **extra)
+
+    def scaled(self, k: float) -> Profiles:
+        """The profiles of an image upsampled ``k`` x, in the original image's pixels."""
+        return Profiles(self.diameter / k, self.area / k**2, self.region, self.candidate_area / k**2, **self._extra())
+
+    def _extra(self) -> dict[str, np.ndarray | None]:
+        return {"darkness": self.darkness, "roundness": self.roundness}
 
     @property
     def coverage(self) -> float:
@@ -91,13 +105,14 @@ def pooled_threshold(
     return float(centers[int(np.argmax(between[:-1]))])
 
 
-def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
-    """The nucleus profiles of every region at blur ``sigma`` (px)."""
+def nucleus_profiles(regions: list[Region], sigma: float, features: bool = False) -> Profiles:
+    """The nucleus profiles of every region at blur ``sigma`` (px): their size, and with ``features`` also
+    their darkness (mean haematoxylin) and roundness (axis ratio of the second moments)."""
     import cv2
 
     blurred = [_blur(r.h, sigma) for r in regions]
     t = pooled_threshold(regions, sigma, blurred=blurred)
-    diam, area, which = [], [], []
+    diam, area, which, dark, rnd = [], [], [], [], []
     candidate = 0.0
     for i, (r, b) in enumerate(zip(regions, blurred, strict=True)):
         binary = _fill_holes(((b > t) & r.tissue).astype(np.uint8))
@@ -110,6 +125,7 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
         keep[0] = False
         candidate += float(px[keep].sum())
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        accepted = []
         for c in contours:
             label = labels[c[0, 0, 1], c[0, 0, 0]]
             if not keep[label]:
@@ -118,11 +134,44 @@ def nucleus_profiles(regions: list[Region], sigma: float) -> Profiles:
             # solidity of the pixel region: pixel count against the hull grown by half a pixel all round
             hull_px = hull + cv2.arcLength(cv2.convexHull(c), True) / 2 + 1
             if px[label] / hull_px >= MIN_SOLIDITY:
-                diam.append(2 * np.sqrt(px[label] / np.pi))
-                area.append(px[label])
-                cx, cy = centroids[label]
-                which.append(4 * i + 2 * int(cy >= h / 2) + int(cx >= w / 2))  # region and quadrant
-    return Profiles(np.asarray(diam, float), np.asarray(area, float), np.asarray(which, int), candidate)
+                accepted.append(label)
+        if not accepted:
+            continue
+        lab = np.asarray(accepted)
+        diam.append(2 * np.sqrt(px[lab] / np.pi))
+        area.append(px[lab])
+        if features:
+            d, rn = _label_stats(labels, r.h, n)
+            dark.append(d[lab])
+            rnd.append(rn[lab])
+        cx, cy = centroids[lab, 0], centroids[lab, 1]
+        which.append(4 * i + 2 * (cy >= h / 2).astype(int) + (cx >= w / 2).astype(int))  # region and quadrant
+    cat = lambda v, t: np.concatenate(v).astype(t) if v else np.zeros(0, t)  # noqa: E731
+    extra = {"darkness": cat(dark, float), "roundness": cat(rnd, float)} if features else {}
+    return Profiles(cat(diam, float), cat(area, float), cat(which, int), candidate, **extra)
+
+
+def _label_stats(labels: np.ndarray, h: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per connected region (``labels`` 0..n-1): the mean haematoxylin and the axis ratio (minor / major,
+    1 for a disc) of its second moments."""
+    fg = np.flatnonzero(labels)  # the labelled pixels only: the background holds most of a region
+    lab = labels.ravel()[fg]
+    hv = h.ravel()[fg].astype(np.float64)
+    yi, xi = np.divmod(fg, labels.shape[1])
+    yv, xv = yi.astype(np.float64), xi.astype(np.float64)
+    cnt = np.maximum(np.bincount(lab, minlength=n), 1).astype(np.float64)
+
+    def mean(v: np.ndarray) -> np.ndarray:
+        return np.bincount(lab, weights=v, minlength=n) / cnt
+
+    mh, mx, my = mean(hv), mean(xv), mean(yv)
+    cxx = mean(xv * xv) - mx * mx + 1 / 12  # + the variance of a pixel's own extent
+    cyy = mean(yv * yv) - my * my + 1 / 12
+    cxy = mean(xv * yv) - mx * my
+    half = np.sqrt(np.maximum(((cxx - cyy) / 2) ** 2 + cxy * cxy, 0.0))
+    major, minor = (cxx + cyy) / 2 + half, np.maximum((cxx + cyy) / 2 - half, 0.0)
+    roundness = np.sqrt(minor / np.maximum(major, 1e-9))
+    return mh, roundness
 
 
 def without_giants(prof: Profiles, factor: float, rounds: int = 2) -> Profiles:
@@ -135,7 +184,7 @@ def without_giants(prof: Profiles, factor: float, rounds: int = 2) -> Profiles:
         keep = prof.diameter <= factor * weighted_median(prof.diameter, prof.area)
         if keep.all():
             break
-        prof = Profiles(prof.diameter[keep], prof.area[keep], prof.region[keep], prof.candidate_area)
+        prof = prof.subset(keep)
     return prof
 
 

@@ -144,3 +144,40 @@ def test_pooled_nct_tiles_give_one_estimate_within_the_factor():
     coarse = estimate_mpp([_resample(t, 2.0) for t in tiles])
     assert coarse.ok, coarse.reason
     assert 1 / 1.2 <= (coarse.mpp / est.mpp) / 2.0 <= 1.2
+
+
+GLAS = SHARED / "labeled" / "glas_colon"
+GLAS_MPP = 0.62005
+
+
+def _glas(name: str) -> np.ndarray:
+    import cv2
+
+    paths = sorted(GLAS.glob(f"*/{name}.jpg"))
+    need_shared(*(paths or [GLAS / "benign" / f"{name}.jpg"]))
+    return np.ascontiguousarray(cv2.imread(str(paths[0]))[..., ::-1])
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_lymphocyte_rich_tissue_is_read_against_the_lymphocyte_ruler(factor):
+    """GlaS testA_2 (a held-out image: the lymphocyte rules were set on the train_* images) is mostly small
+    lymphocytes. Against the one nucleus constant it reads 1.32x too coarse; with the round, dark profiles
+    read against the lymphocyte size it lands within 1.3x, at its own scale and 2x finer."""
+    from pathweak.resolution import NUCLEUS_PROFILE_UM
+
+    rgb = _glas("testA_2")
+    est = estimate_mpp(rgb if factor == 1.0 else _resample(rgb, factor))
+    truth = GLAS_MPP * factor
+    assert est.ok, est.reason
+    assert est.lymphocyte_share is not None and est.lymphocyte_share > 0.3  # ~40% of the profile area
+    assert est.nucleus_px is not None and NUCLEUS_PROFILE_UM / est.nucleus_px / truth > 1.3  # one constant: off
+    assert 1 / 1.3 <= est.mpp / truth <= 1.3
+    assert est.low < truth < est.high
+
+
+def test_gland_tissue_is_read_mostly_against_the_nucleus_constant():
+    """Glandular epithelium (GlaS train_24, large tumour nuclei) holds few round, dark profiles: the lymphocyte
+    ruler must not decide there, so it cannot move the answer to a smaller scale."""
+    est = estimate_mpp(_glas("train_24"))
+    assert est.ok, est.reason
+    assert est.lymphocyte_share is not None and est.lymphocyte_share < 0.2
