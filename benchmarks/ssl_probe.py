@@ -3,7 +3,10 @@ on the unlabelled tiles of a labelled folder, then fit a logistic-regression pro
 and compare with the same ViT at random initialisation. Prints JSON.
 
     python benchmarks/ssl_probe.py [--data ../shared/data/labeled] [--minutes 8] [--methods dino mae]
-    python benchmarks/ssl_probe.py --tasks glas ebhi --minutes 20 --out benchmarks/results/ssl_probe_glas.json
+    python benchmarks/ssl_probe.py --tasks lc25000 ebhi --preset cpu --img-size 96 --minutes 8 \
+        --set select=last --random-seeds 3 --out benchmarks/results/ssl_probe.json
+    python benchmarks/ssl_probe.py --tasks glas ebhi --preset cpu --img-size 96 --minutes 20 \
+        --set select=last --random-seeds 3 --out benchmarks/results/ssl_probe_glas.json
 
 The folder layout is that of ../shared/data/labeled: lc25000_lung/ (groups.csv: file, label,
 source_group_id), ebhi_seg/ (pairs.csv: image, mask, class, patient_id) and glas_colon/ (groups.csv:
