@@ -3,7 +3,10 @@ on the unlabelled tiles of a labelled folder, then fit a logistic-regression pro
 and compare with the same ViT at random initialisation. Prints JSON.
 
     python benchmarks/ssl_probe.py [--data ../shared/data/labeled] [--minutes 8] [--methods dino mae]
-    python benchmarks/ssl_probe.py --tasks glas ebhi --minutes 20 --out benchmarks/results/ssl_probe_glas.json
+    python benchmarks/ssl_probe.py --tasks lc25000 ebhi --preset cpu --img-size 96 --minutes 8 \
+        --set select=last --random-seeds 3 --out benchmarks/results/ssl_probe.json
+    python benchmarks/ssl_probe.py --tasks glas ebhi --preset cpu --img-size 96 --minutes 20 \
+        --set select=last --random-seeds 3 --out benchmarks/results/ssl_probe_glas.json
 
 The folder layout is that of ../shared/data/labeled: lc25000_lung/ (groups.csv: file, label,
 source_group_id), ebhi_seg/ (pairs.csv: image, mask, class, patient_id) and glas_colon/ (groups.csv:
@@ -60,22 +63,29 @@ def load_tasks(data: Path, work: Path | None = None, only: list[str] | None = No
         rows = list(csv.DictReader(open(glas)))
         crops, owner = native_crops([glas.parent / r["file"] for r in rows], (work or Path(".")) / "glas_crops")
         tasks["glas_2class"] = {
-            "files": crops, "image_of_tile": owner, "labels": [r["label"] for r in rows],
-            "groups": [r["source_group_id"] for r in rows], "grouped_by": "patient",
+            "files": crops,
+            "image_of_tile": owner,
+            "labels": [r["label"] for r in rows],
+            "groups": [r["source_group_id"] for r in rows],
+            "grouped_by": "patient",
         }
     lc = data / "lc25000_lung" / "groups.csv"
     if lc.exists() and (only is None or "lc25000" in only):
         rows = list(csv.DictReader(open(lc)))
         tasks["lc25000_3class"] = {
-            "files": [lc.parent / r["file"] for r in rows], "labels": [r["label"] for r in rows],
-            "groups": [f"{r['label']}-{r['source_group_id']}" for r in rows], "grouped_by": "source photo",
+            "files": [lc.parent / r["file"] for r in rows],
+            "labels": [r["label"] for r in rows],
+            "groups": [f"{r['label']}-{r['source_group_id']}" for r in rows],
+            "grouped_by": "source photo",
         }
     eb = data / "ebhi_seg" / "pairs.csv"
     if eb.exists() and (only is None or "ebhi" in only):
         rows = list(csv.DictReader(open(eb)))
         tasks["ebhi_3class"] = {
-            "files": [eb.parent / r["image"] for r in rows], "labels": [r["class"] for r in rows],
-            "groups": [r["patient_id"] for r in rows], "grouped_by": "patient",
+            "files": [eb.parent / r["image"] for r in rows],
+            "labels": [r["class"] for r in rows],
+            "groups": [r["patient_id"] for r in rows],
+            "grouped_by": "patient",
         }
     if not tasks:
         raise SystemExit(f"no lc25000_lung/groups.csv, ebhi_seg/pairs.csv or glas_colon/groups.csv under {data}")
@@ -141,14 +151,40 @@ def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int 
                     fold_auc.append(roc_auc_score(y[test] == positive, oof[test]))
         if binary:
             pooled.append(roc_auc_score(y == positive, oof))
-    out = {"balanced_accuracy": round(float(np.mean(scores)), 4), "std": round(float(np.std(scores)), 4),
-           "folds": [round(float(s), 4) for s in scores], "repeats": repeats}
+    out = {
+        "balanced_accuracy": round(float(np.mean(scores)), 4),
+        "std": round(float(np.std(scores)), 4),
+        "folds": [round(float(s), 4) for s in scores],
+        "repeats": repeats,
+    }
     if binary:
         out["auc"] = round(float(np.mean(fold_auc)), 4)  # mean per-fold AUC (see above)
         out["auc_std"] = round(float(np.std(fold_auc)), 4)
         out["auc_folds"] = [round(float(a), 4) for a in fold_auc]
         out["auc_pooled"] = round(float(np.mean(pooled)), 4)  # biased low with few groups; reference only
     return out
+
+
+def _seed_summary(row: dict, method: str, n: int) -> None:
+    """Mean and spread of the random-init probe over seeds 0..n-1 and the method's gain over that mean."""
+    names = [f"random_init_{method}"] + [f"random_init_{method}_seed{s}" for s in range(1, n)]
+    summary: dict = {"seeds": n}
+    for metric in ("balanced_accuracy", "auc"):
+        if metric not in row[method]:
+            continue
+        vals = np.array([row[k][metric] for k in names])
+        summary[metric] = {
+            "mean": round(float(vals.mean()), 4),
+            "std": round(float(vals.std(ddof=1)), 4),
+            "min": round(float(vals.min()), 4),
+            "max": round(float(vals.max()), 4),
+        }
+    row[f"random_init_{method}_over_seeds"] = summary
+    row[f"{method}_gain_points_vs_seed_mean"] = round(
+        100 * (row[method]["balanced_accuracy"] - summary["balanced_accuracy"]["mean"]), 1
+    )
+    if "auc" in summary:
+        row[f"{method}_gain_auc_vs_seed_mean"] = round(row[method]["auc"] - summary["auc"]["mean"], 4)
 
 
 def _value(text: str):
@@ -168,15 +204,40 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=None, help="default: the preset's (tiny 112, cpu 64)")
     ap.add_argument("--depth", type=int, default=None, help="default: the preset's (tiny 6, cpu 4)")
     ap.add_argument("--epoch-samples", type=int, default=2048, help="tiles per epoch (one RankMe point per epoch)")
-    ap.add_argument("--tasks", nargs="+", choices=["lc25000", "ebhi", "glas"], default=None,
-                    help="labelled sets to pretrain on and probe (default: all found)")
-    ap.add_argument("--preset", choices=["tiny", "cpu"], default="tiny",
-                    help="SSLConfig preset: tiny (6 blocks, 112 px) or cpu (4 blocks, 64 px, many cheap steps)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="SSLConfig overrides for every method, e.g. --set batch_size=256 mask_ratio=0.9")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=["lc25000", "ebhi", "glas"],
+        default=None,
+        help="labelled sets to pretrain on and probe (default: all found)",
+    )
+    ap.add_argument(
+        "--preset",
+        choices=["tiny", "cpu"],
+        default="tiny",
+        help="SSLConfig preset: tiny (6 blocks, 112 px) or cpu (4 blocks, 64 px, many cheap steps)",
+    )
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SSLConfig overrides for every method, e.g. --set batch_size=256 mask_ratio=0.9",
+    )
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: fastest on a shared, oversubscribed CPU; see the result's 'threads')")
+    ap.add_argument(
+        "--random-seeds",
+        type=int,
+        default=1,
+        help="random-init baselines at seeds 0..N-1 (probe only); gains are given against seed 0 and "
+        "against the mean over the N seeds",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: fastest on a shared, oversubscribed CPU; see the result's 'threads')",
+    )
     args = ap.parse_args()
     import torch
 
@@ -187,42 +248,85 @@ def main() -> None:
 
     sets = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     t0 = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     tasks = load_tasks(args.data, args.work, args.tasks)
     stores = build_stores(tasks, args.work)
-    result: dict = {"data": str(args.data), "tiles": {k: len(v["files"]) for k, v in tasks.items()},
-                    "images": {k: len(v["labels"]) for k, v in tasks.items()},
-                    "preset": args.preset, "set": sets, "budget_minutes_per_method": args.minutes, "threads": args.threads,
-                    "store_seconds": round(time.perf_counter() - t0, 1), "probe": {}, "pretraining": {}}
+    result: dict = {
+        "data": str(args.data),
+        "tiles": {k: len(v["files"]) for k, v in tasks.items()},
+        "images": {k: len(v["labels"]) for k, v in tasks.items()},
+        "preset": args.preset,
+        "set": sets,
+        "budget_minutes_per_method": args.minutes,
+        "threads": args.threads,
+        "store_seconds": round(time.perf_counter() - t0, 1),
+        "probe": {},
+        "pretraining": {},
+    }
     encoders: dict = {}
     shape = {k: v for k, v in (("depth", args.depth), ("img_size", args.img_size)) if v is not None}
     for method in args.methods:
         if args.preset == "cpu":
-            cfg = SSLConfig.cpu(method, max_epochs=1000, max_minutes=args.minutes,
-                                samples_per_epoch=args.epoch_samples, **(shape | sets))
+            cfg = SSLConfig.cpu(
+                method,
+                max_epochs=1000,
+                max_minutes=args.minutes,
+                samples_per_epoch=args.epoch_samples,
+                **(shape | sets),
+            )
         else:  # the tiny preset with the per-method settings that learned fastest in earlier runs
             tuned = {"mae": {"mask_ratio": 0.75, "lr": 1.5e-3, "batch_size": 64}, "dino": {}}
             size = args.img_size or 112
-            cfg = SSLConfig.tiny(method, depth=args.depth or 6, img_size=size, max_epochs=1000,
-                                 max_minutes=args.minutes, samples_per_epoch=args.epoch_samples,
-                                 local_size=48 if size <= 128 else 96, **(tuned.get(method, {}) | sets))
+            cfg = SSLConfig.tiny(
+                method,
+                depth=args.depth or 6,
+                img_size=size,
+                max_epochs=1000,
+                max_minutes=args.minutes,
+                samples_per_epoch=args.epoch_samples,
+                local_size=48 if size <= 128 else 96,
+                **(tuned.get(method, {}) | sets),
+            )
         out = args.work / f"pretrain_{method}"
         res = pretrain(list(stores.values()), out, cfg, resume=False, progress=False)
         ranks = [r["rankme"] for r in res.rankme]
         result["pretraining"][method] = {
-            "steps": res.steps, "epochs": res.epochs, "seconds": round(res.seconds, 1),
+            "steps": res.steps,
+            "epochs": res.epochs,
+            "seconds": round(res.seconds, 1),
             "rankme": [round(r, 2) for r in ranks],
             "rankme_rose": bool(len(ranks) >= 2 and max(ranks[1:]) > ranks[0]),
             "loss_first_last": [round(float(np.mean(res.losses[:10])), 4), round(float(np.mean(res.losses[-10:])), 4)]
-            if res.losses else None,
+            if res.losses
+            else None,
         }
         encoders[method] = create_encoder(f"pathweak:{out}")
-        result["pretraining"][method]["config"] = {k: v for k, v in vars(cfg).items() if k in (
-            "mask_ratio", "lr", "batch_size", "img_size", "depth", "out_dim", "local_crops", "local_size",
-            "ema_momentum", "warmup_steps", "select")}
+        result["pretraining"][method]["config"] = {
+            k: v
+            for k, v in vars(cfg).items()
+            if k
+            in (
+                "mask_ratio",
+                "lr",
+                "batch_size",
+                "img_size",
+                "depth",
+                "out_dim",
+                "local_crops",
+                "local_size",
+                "ema_momentum",
+                "warmup_steps",
+                "select",
+            )
+        }
     # the same ViT at random initialisation, built exactly as each trained encoder is (pooling included)
     for method in args.methods:
         kwargs = json.loads((args.work / f"pretrain_{method}" / "encoder.json").read_text())["timm_kwargs"]
         encoders[f"random_init_{method}"] = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", **kwargs)
+        for seed in range(1, args.random_seeds):
+            encoders[f"random_init_{method}_seed{seed}"] = create_encoder(
+                "timm:vit_tiny_patch16_224", weights=f"random:{seed}", **kwargs
+            )
     for name, task in tasks.items():
         result["probe"][name] = {"grouped_by": task["grouped_by"]}
         for enc_name, enc in encoders.items():
@@ -237,11 +341,22 @@ def main() -> None:
             row[f"{method}_gain_points"] = round(100 * gain, 1)
             if "auc" in row[method]:
                 row[f"{method}_gain_auc"] = round(row[method]["auc"] - row[f"random_init_{method}"]["auc"], 4)
-    targets = {f"{m}_{t}_gain>=10": result["probe"][t][f"{m}_gain_points"] >= 10 for m in args.methods for t in tasks
-               if not t.startswith("glas")}
-    targets |= {f"{m}_{t}_auc_gain>=0.10": result["probe"][t][f"{m}_gain_auc"] >= 0.10 for m in args.methods
-                for t in tasks if t.startswith("glas")}
+            if args.random_seeds > 1:
+                _seed_summary(row, method, args.random_seeds)
+    targets = {
+        f"{m}_{t}_gain>=10": result["probe"][t][f"{m}_gain_points"] >= 10
+        for m in args.methods
+        for t in tasks
+        if not t.startswith("glas")
+    }
+    targets |= {
+        f"{m}_{t}_auc_gain>=0.10": result["probe"][t][f"{m}_gain_auc"] >= 0.10
+        for m in args.methods
+        for t in tasks
+        if t.startswith("glas")
+    }
     result["targets"] = targets | {f"{m}_rankme_rose": result["pretraining"][m]["rankme_rose"] for m in args.methods}
+    result["load_average_1_5_15"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["command"] = "python benchmarks/ssl_probe.py " + " ".join(sys.argv[1:])
     print(json.dumps(result, indent=2))
