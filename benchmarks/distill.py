@@ -171,6 +171,16 @@ def main() -> None:
     encoders |= {f"student_{v}": students[v] for v in args.variants[1:]}
     if teacher_name.startswith("pathweak:"):  # is the teacher better than its own architecture at random init?
         meta = json.loads((Path(teacher_name.removeprefix("pathweak:")) / "encoder.json").read_text())
+        training = meta.get("training", {})
+        result["teacher_pretraining"] = result.get("teacher_pretraining", {}) | {
+            "method": training.get("method"),
+            "steps": training.get("steps"),
+            "seconds": training.get("seconds"),
+            "config": {
+                k: training.get("config", {}).get(k)
+                for k in ("arch", "depth", "img_size", "batch_size", "mask_ratio", "max_minutes", "select")
+            },
+        }
         encoders["teacher_random_init"] = create_encoder(
             f"timm:{meta['timm_model']}", weights="random:0", **meta["timm_kwargs"]
         )
@@ -216,6 +226,15 @@ def main() -> None:
         | {f"{t}_student>=0.95_teacher": result["probe"][t]["student_over_teacher"] >= 0.95 for t in tasks}
         | {f"{t}_student>random_init": result["probe"][t]["student_minus_random_points"] > 0 for t in tasks}
     )
+    result["variant_targets"] = {  # the same quality targets for the other losses (size and speed are shared)
+        v: {f"{t}_student>=0.95_teacher": result["probe"][t][f"student_{v}_over_teacher"] >= 0.95 for t in tasks}
+        | {
+            f"{t}_student>random_init": result["probe"][t][f"student_{v}"]["balanced_accuracy"]
+            > result["probe"][t]["student_random_init"]["balanced_accuracy"]
+            for t in tasks
+        }
+        for v in args.variants[1:]
+    }
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["load_average_end"] = os.getloadavg()
     result["command"] = "python benchmarks/distill.py " + " ".join(sys.argv[1:])
