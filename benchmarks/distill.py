@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--teacher-depth", type=int, default=4)
     ap.add_argument("--teacher-minutes", type=float, default=20.0)
     ap.add_argument("--student-minutes", type=float, default=5.0, help="per variant")
-    ap.add_argument("--student-depth", type=int, default=4)
+    ap.add_argument("--student-depth", type=int, default=3)
     ap.add_argument("--student-embed-dim", type=int, default=128, help="student token width (ViT-Tiny: 192)")
     ap.add_argument("--student-heads", type=int, default=2)
     ap.add_argument(
