@@ -199,9 +199,22 @@ def distill(
     img_size: Annotated[int, typer.Option(help="Student input size (multiple of 16; --tiny: 112).")] = ssl_default(
         "img_size"
     ),
+    embed_dim: Annotated[
+        int | None, typer.Option(help="Student token width (default: the architecture's, 192 for vit_tiny).")
+    ] = ssl_default("embed_dim"),
+    heads: Annotated[
+        int | None, typer.Option(help="Student attention heads (default: the architecture's, 3 for vit_tiny).")
+    ] = ssl_default("num_heads"),
     token_weight: Annotated[
         float, typer.Option(help="Weight of the patch-token loss for ViT teachers (0: embedding only).")
     ] = ssl_default("token_weight"),
+    loss: Annotated[
+        str,
+        typer.Option(help="standardized (MSE to per-dimension standardised teacher features) or cosine (+ L2)."),
+    ] = ssl_default("distill_loss"),
+    relation_weight: Annotated[
+        float, typer.Option(help="Weight of the batch similarity-matrix (relational) loss (0: off).")
+    ] = ssl_default("relation_weight"),
     tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block student at 112 px).")] = False,
     cpu: CpuPreset = False,
     select: Annotated[str, typer.Option(help=_SELECT_HELP)] = ssl_default("select"),
@@ -222,8 +235,10 @@ def distill(
     stores_old: OldStores = None,
 ) -> None:
     """Distil a (big) encoder into a small ViT: the student learns to reproduce the teacher's embedding
-    (and a ViT teacher's patch tokens) on augmented views of the tiles; cosine + L2 through a projection.
-    Exports the checkpoint with the highest RankMe as a pathweak:OUT encoder that records its teacher.
+    (and a ViT teacher's patch tokens) on augmented views of the tiles: MSE to per-dimension standardised
+    teacher features through a projection (or cosine + L2 with --loss cosine).
+    Exports the checkpoint with the highest RankMe (or with --select last the final weights) as a
+    pathweak:OUT encoder that records its teacher. --embed-dim/--heads make a student narrower than vit_tiny.
 
     The student defaults to vit_tiny here (pretraining's architecture default is vit_small): a distilled
     encoder is meant to be small."""
@@ -238,7 +253,11 @@ def distill(
             "teacher_weights": ("teacher_weights", teacher_weights),
             "depth": ("depth", depth),
             "img_size": ("img_size", img_size),
+            "embed_dim": ("embed_dim", embed_dim),
+            "heads": ("num_heads", heads),
             "token_weight": ("token_weight", token_weight),
+            "loss": ("distill_loss", loss),
+            "relation_weight": ("relation_weight", relation_weight),
             "epochs": ("max_epochs", epochs),
             "max_minutes": ("max_minutes", max_minutes),
             "batch_size": ("batch_size", batch_size),

@@ -11,6 +11,8 @@ ARCHS = {
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
 }
+ARCH_DIMS = {"vit_tiny": (192, 3), "vit_small": (384, 6), "vit_base": (768, 12)}  # (embed dim, heads) of each arch
+DISTILL_LOSSES = ("standardized", "cosine")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class SSLConfig:
     method: str = "dino"  # dino | mae | mae3d (3D patches of volumes) | distill (see pathweak.ssl.distill)
     arch: str = "vit_small"  # vit_tiny | vit_small | vit_base (timm ViTs, patch 16)
     depth: int | None = None  # override the number of transformer blocks (smaller CPU models)
+    embed_dim: int | None = None  # override the token width (e.g. a student narrower than ViT-Tiny); 2D only
+    num_heads: int | None = None  # override the attention heads (default: the arch's, 3/6/12); 2D only
     img_size: int = 224
     # optimisation
     batch_size: int = 64
@@ -59,7 +63,9 @@ class SSLConfig:
     teacher_weights: str | None = None
     teacher_img_size: int | None = None  # the teacher's input side (set from the teacher)
     token_weight: float = 1.0  # weight of the patch-token loss (ViT teachers), 0 = embedding only
-    l2_weight: float = 1.0  # weight of the (normalised) L2 term beside the cosine term
+    distill_loss: str = "standardized"  # standardized (per-dimension standardised targets, MSE) | cosine
+    l2_weight: float = 1.0  # distill_loss cosine: weight of the (normalised) L2 term beside the cosine term
+    relation_weight: float = 0.0  # weight of the batch similarity-matrix (relational) loss, 0 = off
     # pathology augmentations
     hed_jitter: float = 0.05  # std of per-channel HED stain scaling (0 = off)
     color_jitter: float = 0.2  # brightness/contrast/saturation strength (0 = off)
@@ -92,6 +98,11 @@ class SSLConfig:
                 )
         elif self.img_size % 16 or self.local_size % 16:
             raise ConfigError("image sizes must be multiples of the patch size 16", fix="e.g. --img-size 224 or 112")
+        self._check_width()
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise ConfigError(
+                f"unknown distillation loss {self.distill_loss!r}", fix=f"use one of {', '.join(DISTILL_LOSSES)}"
+            )
         if self.method == "distill" and not self.teacher:
             raise ConfigError(
                 "distillation needs a teacher encoder", fix="pass --teacher pathweak:<dir> or timm:<model>"
@@ -102,6 +113,29 @@ class SSLConfig:
             raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.batch_size < 2:
             raise ConfigError("batch size must be at least 2")
+
+    def _check_width(self) -> None:
+        if self.embed_dim is None and self.num_heads is None:
+            return
+        if self.method == "mae3d":
+            raise ConfigError(
+                "embed_dim/num_heads set a 2D timm ViT's width; the 3D ViT takes the arch's",
+                fix="drop embed_dim/num_heads, or pick --arch vit_tiny|vit_small|vit_base",
+            )
+        dim, heads = self.width
+        if dim < 1 or heads < 1 or dim % heads:
+            raise ConfigError(
+                f"embed_dim {dim} must be a positive multiple of num_heads {heads}",
+                fix=f"e.g. embed_dim {heads * 32} with num_heads {heads}, or num_heads {max(1, dim // 32)}"
+                if dim > 0
+                else "use a positive embed_dim",
+            )
+
+    @property
+    def width(self) -> tuple[int, int]:
+        """(token width, attention heads) of the ViT: the arch's unless overridden."""
+        dim, heads = ARCH_DIMS[self.arch]
+        return self.embed_dim or dim, self.num_heads or heads
 
     @property
     def timm_model(self) -> str:

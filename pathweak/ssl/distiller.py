@@ -1,9 +1,21 @@
 """Feature distillation: a small timm ViT (the student) learns to reproduce a frozen teacher encoder's
 embedding and, for ViT teachers, its patch tokens, on augmented views of the TileStores' tiles.
 
-The loss is cosine distance plus a scale-free L2 (MSE over the target's mean square) between linear
-projections of the student's features (student dim -> teacher dim) and the teacher's, for the image
-embedding and for the token map (the teacher's map pooled or interpolated to the student's grid).
+The loss (``cfg.distill_loss``) compares linear projections of the student's features (student dim ->
+teacher dim) with the teacher's, for the image embedding and for the token map (the teacher's map pooled
+or interpolated to the student's grid):
+
+- ``standardized`` (default): MSE to the teacher's features standardised per dimension over the batch
+  (zero mean, unit variance), so every teacher direction counts alike and a few high-variance ones cannot
+  drown the low-variance, discriminative rest (feature normalisation of the targets as in BYOL-style and
+  feature-distillation practice: Wei et al. 2022, "Contrastive learning rivals masked image modeling in
+  fine-tuning via feature distillation"; Miles & Mikolajczyk 2024, "Understanding the role of the
+  projector in knowledge distillation").
+- ``cosine``: cosine distance plus a scale-free L2 (MSE over the target's mean square), ``l2_weight``.
+
+``relation_weight`` > 0 adds similarity-preserving distillation (Tung & Mori 2019): the batch's
+cosine-similarity matrix of the student's own embedding matches that of the standardised teacher
+embedding.
 Training runs through :func:`pathweak.ssl.train.pretrain` (``method="distill"``): same Lightning module,
 schedules, time budget, resume, RankMe and export; the written ``pathweak:`` encoder records its teacher.
 """
@@ -42,6 +54,25 @@ def match_loss(pred: torch.Tensor, target: torch.Tensor, l2_weight: float) -> to
     cos = 1 - F.cosine_similarity(pred, target, dim=-1).mean()
     l2 = F.mse_loss(pred, target) / target.pow(2).mean().clamp_min(1e-6)
     return cos + l2_weight * l2
+
+
+def standardize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x`` (..., D) with every dimension at zero mean and unit variance over all leading positions."""
+    flat = x.reshape(-1, x.shape[-1])
+    return (x - flat.mean(0)) / (flat.var(0, unbiased=False) + eps).sqrt()
+
+
+def standardized_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between ``pred`` and the per-dimension standardised ``target`` (last dimension = features)."""
+    return F.mse_loss(pred, standardize(target))
+
+
+def relation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving loss: mean squared difference of the (B, B) cosine-similarity matrices of the
+    student's embedding and the standardised teacher embedding."""
+    s = F.normalize(student, dim=-1)
+    t = F.normalize(standardize(teacher), dim=-1)
+    return F.mse_loss(s @ s.T, t @ t.T)
 
 
 class Distiller(nn.Module):
@@ -103,10 +134,18 @@ class Distiller(nn.Module):
         g = self.cfg.img_size // net.patch_embed.patch_size[0]
         return embed, feats[:, prefix:].transpose(1, 2).reshape(len(x), -1, g, g)
 
+    def match(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The configured feature-matching loss (``cfg.distill_loss``)."""
+        if self.cfg.distill_loss == "cosine":
+            return match_loss(pred, target, self.cfg.l2_weight)
+        return standardized_loss(pred, target)
+
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         t_embed, t_tokens = self.teacher_targets(views)
         s_embed, s_tokens = self.student_features(views)
-        loss = match_loss(self.proj_embed(s_embed), t_embed, self.cfg.l2_weight)
+        loss = self.match(self.proj_embed(s_embed), t_embed)
+        if self.cfg.relation_weight > 0:
+            loss = loss + self.cfg.relation_weight * relation_loss(s_embed, t_embed)
         if t_tokens is not None and self.proj_tokens is not None:
             g = s_tokens.shape[-1]
             if t_tokens.shape[-1] > g:
@@ -114,7 +153,7 @@ class Distiller(nn.Module):
             elif t_tokens.shape[-1] < g:
                 t_tokens = F.interpolate(t_tokens, size=(g, g), mode="bilinear", align_corners=False)
             s = self.proj_tokens(s_tokens.flatten(2).transpose(1, 2))
-            loss = loss + self.cfg.token_weight * match_loss(s, t_tokens.flatten(2).transpose(1, 2), self.cfg.l2_weight)
+            loss = loss + self.cfg.token_weight * self.match(s, t_tokens.flatten(2).transpose(1, 2))
         return loss
 
     def teacher_record(self) -> dict[str, Any]:
@@ -130,4 +169,6 @@ class Distiller(nn.Module):
             "parameters": sum(p.numel() for p in self.teacher.parameters()),
             "student_parameters": sum(p.numel() for p in self.student.parameters()),
             "token_loss": bool(self.use_tokens),
+            "loss": self.cfg.distill_loss,
+            "relation_weight": self.cfg.relation_weight,
         }

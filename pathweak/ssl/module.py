@@ -38,6 +38,8 @@ def backbone_kwargs(cfg: SSLConfig) -> dict[str, Any]:
         kwargs.update(global_pool="avg", fc_norm=False)
     if cfg.depth:
         kwargs["depth"] = cfg.depth
+    if cfg.embed_dim or cfg.num_heads:  # a narrower (or wider) ViT than the arch's: timm takes both
+        kwargs["embed_dim"], kwargs["num_heads"] = cfg.width
     return kwargs
 
 

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# embed dim and heads of the timm ViTs the 2D pretrainer offers (pathweak.ssl.config.ARCHS)
-VIT_DIMS = {"vit_tiny": (192, 3), "vit_small": (384, 6), "vit_base": (768, 12)}
+from .config import ARCH_DIMS as VIT_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
 
 
 class PatchEmbed3D(nn.Module):
