@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,27 @@ def need_shared(*paths: Path) -> None:
     for p in paths or (SHARED,):
         if not p.exists():
             pytest.skip(f"real test data not found: {p} (put pathweak's shared/data beside the checkout)")
+
+
+def run_cli(*args: str, cwd: Path | None = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``pathweak ARGS`` in a fresh interpreter (the installed entry point's module), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, path: Path, out: Path, *phrases: str) -> None:
+    """The bad-input contract: non-zero exit, one stderr line naming ``path`` (and ``phrases``), no
+    traceback, nothing left under ``out``."""
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert str(path) in lines[0], err
+    for phrase in phrases:
+        assert phrase in lines[0], err
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
 
 
 @pytest.fixture(scope="session")

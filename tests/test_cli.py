@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=600, cwd=cwd
-    )
+from conftest import run_cli
 
 
 def test_help_lists_commands():

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=300)
-
-
-def _assert_clean_failure(proc, path: Path, out: Path, *phrases: str) -> None:
-    assert proc.returncode != 0
-    err = proc.stderr.strip()
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert str(path) in lines[0], err
-    for phrase in phrases:
-        assert phrase in lines[0], err
-    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+from conftest import assert_clean_failure, run_cli
 
 
 def test_missing_file(tmp_path):
     path, out = tmp_path / "nope.svs", tmp_path / "out"
-    _assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "file not found", "Check the path")
+    assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "file not found", "Check the path")
 
 
 def test_text_file_renamed_svs(tmp_path):
     path, out = tmp_path / "notes.svs", tmp_path / "out"
     path.write_text("these are my notes, not a slide\n" * 20)
     proc = run_cli("tile", str(path), "--out", str(out))
-    _assert_clean_failure(proc, path, out, "not a whole-slide image", "Check that this is a slide file; pathweak reads Aperio SVS")
+    assert_clean_failure(proc, path, out, "not a whole-slide image", "Check that this is a slide file; pathweak reads Aperio SVS")
     proc = run_cli("info", str(path))
     assert proc.returncode != 0 and "not a whole-slide image" in proc.stderr
 
@@ -44,7 +26,7 @@ def test_truncated_slide(svs, tmp_path):
     path, out = tmp_path / "cut.svs", tmp_path / "out"
     data = svs.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.6)])
-    _assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "truncated", "copy")
+    assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "truncated", "copy")
 
 
 def test_corrupt_tile_data(svs, tmp_path):
@@ -60,7 +42,7 @@ def test_corrupt_tile_data(svs, tmp_path):
     data[offset + count // 2 : offset + count // 2 + 64] = bytes(64)
     path.write_bytes(bytes(data))
     # OpenSlide already refuses it while the thumbnail is read
-    _assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "damaged")
+    assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "damaged")
     # and the tiler's own strict tile decoder names the tile
     from pathweak.errors import CorruptSlideError
     from pathweak.io import TiffTileReader, open_slide
@@ -77,7 +59,7 @@ def test_slide_without_mpp(tmp_path):
     path, out = tmp_path / "nompp.tiff", tmp_path / "out"
     rng = np.random.default_rng(0)
     tifffile.imwrite(path, rng.integers(0, 255, (512, 512, 3), dtype=np.uint8), tile=(256, 256), photometric="rgb")
-    _assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "no resolution", "Pass --mpp")
+    assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "no resolution", "Pass --mpp")
     ok = run_cli("tile", str(path), "--out", str(out), "--mpp", "0.5", "--min-tissue", "0", "--tissue-method", "all", "--json")
     assert ok.returncode == 0, ok.stderr
     assert (out / "tiles" / "nompp.zarr").is_dir()
@@ -89,7 +71,7 @@ def test_multiplex_fluorescence_is_refused(tmp_path):
     path, out = tmp_path / "mif.tiff", tmp_path / "out"
     stack = np.random.default_rng(0).integers(0, 4000, (5, 512, 512), dtype=np.uint16)
     tifffile.imwrite(path, stack, tile=(256, 256), photometric="minisblack", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
-    _assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "not an RGB brightfield slide", "RGB rendering")
+    assert_clean_failure(run_cli("tile", str(path), "--out", str(out)), path, out, "not an RGB brightfield slide", "RGB rendering")
 
 
 def test_folder_run_goes_on_past_a_bad_slide(sample_cohort, tmp_path):

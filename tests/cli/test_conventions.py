@@ -5,13 +5,12 @@ processes, renamed flags keep working, and an all-failed run prints each error o
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cli
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -254,12 +253,6 @@ def test_hidden_aliases_are_hidden_and_documented():
                         shown = re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", _help(*words))
                         assert shown is None, (words, opt)
                         assert f"`{opt}`" in doc, f"the deprecated {opt} of {' '.join(words)} is not in docs/cli.md"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=600, cwd=REPO
-    )
 
 
 def test_every_input_failing_prints_each_error_once(tmp_path):

@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO
+from conftest import run_cli
 
 LIGHTNING_BAR = ("it/s", "s/it", "Epoch 0:", "━")
-
-
-def run_cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    """A real ``pathweak`` process with stdout and stderr piped (as in a log file: not a terminal)."""
-    return subprocess.run(
-        [sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=600, cwd=cwd
-    )
 
 
 def warnings_of(proc: subprocess.CompletedProcess) -> list[str]:

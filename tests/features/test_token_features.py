@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SVS, need_shared
+from conftest import SVS, need_shared, run_cli
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
 from pathweak.features import FeatureStore, extract_features
@@ -62,7 +62,6 @@ def test_wsseg_predicts_and_exports_at_token_resolution(svs_tiles, tmp_path):
     from pathweak.io.qupath_geojson import read_qupath_geojson
     from pathweak.train.package import save_model
     from pathweak.train.predict import predict_slides
-    from test_cli import run_cli
 
     enc = tiny_vit()
     (done,) = extract_features([svs_tiles], enc, tmp_path, num_workers=0, progress=False, tokens=1)

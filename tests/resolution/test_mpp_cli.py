@@ -12,12 +12,9 @@ import pytest
 
 from pathweak.io import open_slide
 from pathweak.tiling.store import read_attrs
+from conftest import run_cli
 
 CMU_MPP = 0.499
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=600, check=False)
 
 
 def _write(svs: Path, path: Path, mpp: float | None) -> Path:

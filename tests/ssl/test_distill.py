@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import LC25000, need_shared
+from conftest import LC25000, need_shared, run_cli
 
 from pathweak.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 from pathweak.errors import ConfigError
@@ -173,7 +173,6 @@ def test_bad_student_widths_and_losses_are_clear_errors():
 
 @pytest.mark.slow
 def test_distill_cli(lc_store, teacher, tmp_path):
-    from test_cli import run_cli
 
     proc = run_cli(
         "distill",

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BRAIN1, LC25000, need_shared
+from conftest import BRAIN1, LC25000, need_shared, run_cli
 
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.errors import ConfigError
@@ -119,7 +119,6 @@ def test_mae3d_refuses_2d_tiles_and_bad_sizes(tmp_path):
 
 
 def test_cli_offers_mae3d_and_distill():
-    from test_cli import run_cli
 
     pretrain_help = run_cli("pretrain", "--help").stdout
     assert "mae3d" in pretrain_help and "--patch-3d" in pretrain_help
@@ -130,7 +129,6 @@ def test_cli_offers_mae3d_and_distill():
 
 @pytest.mark.slow
 def test_cli_pretrains_mae3d_on_a_volume_store(brain_store, tmp_path):
-    from test_cli import run_cli
 
     out = tmp_path / "enc3d"
     proc = run_cli("pretrain", "--stores", str(brain_store), "-o", str(out), "--method", "mae3d", "--tiny",

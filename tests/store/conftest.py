@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, check=False,
-                          timeout=timeout)
+from conftest import run_cli as run_cli  # the one runner (tests/conftest.py), re-exported for this package
 
 
 @pytest.fixture(scope="package")

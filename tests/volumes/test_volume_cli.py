@@ -8,9 +8,7 @@ import json
 import subprocess
 import sys
 
-from conftest import need_shared
-from test_errors import _assert_clean_failure, run_cli
-from test_volume_io import ANATOMICAL, BRAIN1, BRAIN1_LABEL, FMRI_4D
+from conftest import ANATOMICAL, BRAIN1, BRAIN1_LABEL, FMRI_4D, assert_clean_failure, need_shared, run_cli
 
 
 def test_info_on_volumes():
@@ -61,10 +59,10 @@ def test_4d_without_timepoint(tmp_path):
     need_shared(FMRI_4D)
     out = tmp_path / "out"
     proc = run_cli("tile", str(FMRI_4D), "--out", str(out))
-    _assert_clean_failure(proc, FMRI_4D, out, "4D series of 2 timepoints", "Pass --timepoint N (0..1)")
+    assert_clean_failure(proc, FMRI_4D, out, "4D series of 2 timepoints", "Pass --timepoint N (0..1)")
     assert proc.returncode == 2
     proc = run_cli("tile", str(FMRI_4D), "--out", str(out), "--timepoint", "7")
-    _assert_clean_failure(proc, FMRI_4D, out, "timepoint 7 is out of range", "--timepoint between 0 and 1")
+    assert_clean_failure(proc, FMRI_4D, out, "timepoint 7 is out of range", "--timepoint between 0 and 1")
 
 
 def test_mismatched_label_geometry(tmp_path):
@@ -73,7 +71,7 @@ def test_mismatched_label_geometry(tmp_path):
     need_shared(ANATOMICAL, BRAIN1, BRAIN1_LABEL)
     out = tmp_path / "out"
     proc = run_cli("tile", str(ANATOMICAL), "--out", str(out), "--label", str(BRAIN1_LABEL))
-    _assert_clean_failure(proc, BRAIN1_LABEL, out, "does not lie on the grid of its image nibabel_anatomical.nii",
+    assert_clean_failure(proc, BRAIN1_LABEL, out, "does not lie on the grid of its image nibabel_anatomical.nii",
                           "shape (z, y, x) 25x41x33 vs 25x256x256", "Use the label map saved on the image's grid")
     # same size, shifted by 5 mm
     shifted = tmp_path / "shifted_label.nrrd"
@@ -81,7 +79,7 @@ def test_mismatched_label_geometry(tmp_path):
     label.SetOrigin(tuple(o + d for o, d in zip(label.GetOrigin(), (0.0, 0.0, 5.0))))
     sitk.WriteImage(label, str(shifted))
     proc = run_cli("tile", str(BRAIN1), "--out", str(out), "--label", str(shifted))
-    _assert_clean_failure(proc, shifted, out, "origin differs by 5 mm")
+    assert_clean_failure(proc, shifted, out, "origin differs by 5 mm")
 
 
 def test_unreadable_volume_files(tmp_path):
@@ -90,9 +88,9 @@ def test_unreadable_volume_files(tmp_path):
     text = tmp_path / "scan.nii.gz"
     text.write_text("these are notes, not a scan\n" * 30)
     proc = run_cli("tile", str(text), "--out", str(out))
-    _assert_clean_failure(proc, text, out, "not a readable NIfTI file", "Check the file; pathweak reads NIfTI")
+    assert_clean_failure(proc, text, out, "not a readable NIfTI file", "Check the file; pathweak reads NIfTI")
     assert run_cli("info", str(text)).returncode == 2
     cut = tmp_path / "cut.nii.gz"
     cut.write_bytes(gzip.compress(ANATOMICAL.read_bytes())[:30000])
     proc = run_cli("tile", str(cut), "--out", str(out))
-    _assert_clean_failure(proc, cut, out, "the voxel data cannot be read", "damaged or incomplete")
+    assert_clean_failure(proc, cut, out, "the voxel data cannot be read", "damaged or incomplete")

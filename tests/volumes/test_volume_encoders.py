@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BRAIN1, SVS, need_shared
+from conftest import ANATOMICAL, BRAIN1, SVS, need_shared, run_cli
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
@@ -103,7 +103,6 @@ def test_predict_on_volume_features_and_export_a_nifti_heatmap(brain1_patches, t
     from pathweak.train.package import save_model
     from pathweak.train.predict import predict_slides
     from pathweak.volumes import scores_to_nifti
-    from test_cli import run_cli
 
     enc = small_encoder()
     (done,) = extract_features([brain1_patches], enc, tmp_path, num_workers=0, progress=False)
@@ -144,7 +143,6 @@ def test_a_cohort_of_volumes_runs_end_to_end_into_nifti_heatmaps(tmp_path):
     import shutil
 
     from pathweak.cohort import CohortSpec, run_cohort
-    from test_volume_io import ANATOMICAL
 
     need_shared(ANATOMICAL, BRAIN1)
     rows = ["path,slide_id,patient_id,label,split"]

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import need_shared
+from conftest import ANATOMICAL, BRAIN1, BRAIN1_LABEL, need_shared
 from pathweak.config import VolumeSpec
 from pathweak.errors import ConfigError
 from pathweak.tiling import TileStore
 from pathweak.volumes import Grid, patch_boxes, scores_to_nifti, tile_volume
-from test_volume_io import ANATOMICAL, BRAIN1, BRAIN1_LABEL
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import gzip
 import numpy as np
 import pytest
 
-from conftest import ANATOMICAL, BRAIN1, BRAIN1_LABEL, CT_SLICE, FMRI_4D, SHARED, VOLUMES, need_shared
+from conftest import ANATOMICAL, BRAIN1, CT_SLICE, FMRI_4D, SHARED, VOLUMES, need_shared
 from pathweak.errors import ConfigError, CorruptSlideError, SlideFormatError, UnsupportedSlideError
 from pathweak.volumes import open_volume, volume_format
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import need_shared
+from conftest import ANATOMICAL, BRAIN1, FMRI_4D, need_shared
 from pathweak.config import VolumeSpec
 from pathweak.volumes import open_volume, prepare_volume
-from test_volume_io import ANATOMICAL, BRAIN1, FMRI_4D
 
 pytestmark = pytest.mark.slow
 

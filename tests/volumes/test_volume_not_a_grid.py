@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_clean_failure, run_cli
 
-from test_errors import _assert_clean_failure, run_cli
 
 
 def _cifti(path):
@@ -29,7 +29,7 @@ def test_cifti_matrix_is_refused_clearly(tmp_path):
     assert str(path) in str(err.value)
     proc = run_cli("info", str(path))
     assert proc.returncode == 2
-    _assert_clean_failure(proc, path, tmp_path / "none", "no voxel grid")
+    assert_clean_failure(proc, path, tmp_path / "none", "no voxel grid")
 
 
 def test_gifti_surface_is_refused_by_the_nibabel_reader(tmp_path):
