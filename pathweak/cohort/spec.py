@@ -116,13 +116,13 @@ class CohortSpec:
             executor=dict(data.get("executor") or {}),
             source=path.resolve() if path.exists() else None,
         )
+        # bad training or heatmap settings fail now, not after hours of tiling
         if train_config(spec).task == "survival" and not any(sl.time and sl.event for sl in spec.slides):
             raise ConfigError(
                 "train: {task: survival} needs each labelled slide's time and event",
                 path=manifest,
                 fix="add 'time' and 'event' columns to the manifest (event 1 = event, 0 = censored)",
             )
-        train_config(spec)  # bad training or heatmap settings fail now, not after hours of tiling
         heatmap_settings(spec)
         return spec
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ARCH_DIMS as VIT_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
+from .config import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
 
 
 class PatchEmbed3D(nn.Module):
@@ -77,7 +77,7 @@ def _init_weights(m: nn.Module) -> None:
 
 def vit3d_kwargs(arch: str, img_size: int, patch: int, depth: int | None) -> dict[str, Any]:
     """Constructor arguments of the 3D ViT for ``arch`` (recorded in encoder.json as ``vit3d``)."""
-    dim, heads = VIT_DIMS[arch]
+    dim, heads = ARCH_DIMS[arch]
     return {
         "img_size": img_size,
         "patch_size": patch,
