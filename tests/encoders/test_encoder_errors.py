@@ -8,8 +8,11 @@ import json
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
+from conftest import LC25000, need_shared
+from PIL import Image
 from test_encoder_presets import (
     HUB,
     PRESETS,
@@ -193,6 +196,27 @@ def test_preset_transform_crops_like_the_toolkits():
     x = enc.preprocess(tiles)
     centre = (tiles[:, 16:240, 16:240].permute(0, 3, 1, 2).float() / 255 - enc.mean) / enc.std
     assert x.shape == (1, 3, 224, 224) and torch.allclose(x, centre, atol=1e-5)
+
+
+def test_cpu_resize_on_uint8_matches_the_float_resize():
+    """The CPU resizes uint8 tiles before they become float: within one grey level (bilinear) of the
+    float resize, and exactly the float transform when no resize is needed."""
+    from pathweak.encoders.base import Encoder, EncoderInfo
+
+    need_shared(LC25000)
+    photo = sorted((LC25000 / "lung_aca").glob("*.jpeg"))[0]
+    enc = Encoder(torch.nn.Identity(), EncoderInfo(name="t", encoder_id="t", embed_dim=1, img_size=96))
+    tiles = torch.from_numpy(np.asarray(Image.open(photo).convert("RGB"))[:224, :224].copy())[None]
+    fast = enc.preprocess(tiles)
+    slow = torch.nn.functional.interpolate(tiles.permute(0, 3, 1, 2).float() / 255, size=(96, 96), mode="bilinear",
+                                           antialias=True, align_corners=False)
+    slow = (slow - enc.mean) / enc.std
+    assert fast.shape == slow.shape == (1, 3, 96, 96)
+    grey_levels = ((fast - slow) * enc.std * 255).abs()
+    assert grey_levels.max() <= 1.0 and grey_levels.mean() < 0.3
+    same = tiles[:, :96, :96]
+    exact = (same.permute(0, 3, 1, 2).float() / 255 - enc.mean) / enc.std
+    assert torch.allclose(enc.preprocess(same), exact, atol=1e-5)
 
 
 def test_token_maps_of_presets():
