@@ -46,7 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from mil_bench import DEFAULT_DATA, score_auc, tile, tile_truth
+from mil_bench import DEFAULT_DATA, score_auc, tile, tile_truth  # noqa: E402
 
 LAMBDA0 = 0.02  # baseline hazard per month
 BETA = 10.0  # log hazard ratio per unit of tumour burden
@@ -227,10 +227,10 @@ def run_all(args: argparse.Namespace, cohort: Path, slides: list[Any], features:
             per_seed.append(m)
         if task in ("proportion", "binary"):
             positive = 0 if task == "proportion" else run.summary["classes"].index("tumour")
-            for m, auc in zip(per_seed, instance_auc(run.out_dir, args.seeds, bank, truth, positive)):
+            for m, auc in zip(per_seed, instance_auc(run.out_dir, args.seeds, bank, truth, positive), strict=False):
                 m["instance_auc"] = auc
         result["runs"][name] = {"summary": _summary(per_seed), "seeds": [{"seed": s, **{k: round(v, 4) for k, v in m.items()}}
-                                                                         for s, m in zip(args.seeds, per_seed)],
+                                                                         for s, m in zip(args.seeds, per_seed, strict=False)],
                                 "ci95_seed0": run.summary["seeds"][str(args.seeds[0])]["ci95"], "train_seconds": seconds}
         print(name, result["runs"][name]["summary"], flush=True)
     result["seconds"] = {"prepare": prepared, "train_eval": round(time.perf_counter() - t0, 1)}
@@ -245,7 +245,10 @@ def run_all(args: argparse.Namespace, cohort: Path, slides: list[Any], features:
 
 def targets(runs: dict[str, Any]) -> dict[str, bool]:
     """The acceptance targets (means over seeds)."""
-    mean = lambda r, k: runs[r]["summary"].get(k, {}).get("mean", float("nan")) if r in runs else float("nan")
+
+    def mean(r: str, k: str) -> float:
+        return runs[r]["summary"].get(k, {}).get("mean", float("nan")) if r in runs else float("nan")
+
     survival = {
         "abmil_c_index>mean_c_index": mean("survival_abmil_cox", "c_index") > mean("survival_mean_cox", "c_index"),
         "abmil_c_index>=0.75": mean("survival_abmil_cox", "c_index") >= 0.75,

@@ -98,7 +98,7 @@ def same_features(a: Path, b: Path) -> bool:
     fa, fb = json.loads(a.read_text())["features"], json.loads(b.read_text())["features"]
     if len(fa) != len(fb):
         return False
-    for x, y in zip(fa, fb):
+    for x, y in zip(fa, fb, strict=False):
         ga, gb = x["geometry"]["coordinates"], y["geometry"]["coordinates"]
         if np.asarray(ga, float).tolist() != np.asarray(gb, float).tolist():
             return False

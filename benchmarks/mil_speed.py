@@ -245,7 +245,7 @@ def main() -> None:
                 head = create_head(name, bank.embed_dim, 2).to(device)
                 opt = torch.optim.AdamW(head.parameters(), lr=2e-4, weight_decay=1e-4)
                 for e in range(args.epochs):
-                    rows[key].append(timed(lambda: fn(head, opt, e), device))
+                    rows[key].append(timed(lambda fn=fn, head=head, opt=opt, e=e: fn(head, opt, e), device))
         med = {k: statistics.median(v) for k, v in rows.items()}
         result["heads"][name] = {
             "seconds_per_epoch": {k: round(v, 3) for k, v in med.items()},

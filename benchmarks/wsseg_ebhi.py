@@ -60,7 +60,7 @@ def patient_split(rows: list[dict[str, str]], test_fraction: float, seed: int) -
     _, test = next(splitter.split(np.zeros(len(rows)), y, groups))
     split = np.array(["train"] * len(rows), dtype=object)
     split[test] = "test"
-    assert not {groups[i] for i in test} & {g for g, s in zip(groups, split) if s == "train"}
+    assert not {groups[i] for i in test} & {g for g, s in zip(groups, split, strict=False) if s == "train"}
     return list(split)
 
 
@@ -138,7 +138,7 @@ def segment(bank: Any, rows: list[dict[str, str]], split: list[str], labels: lis
     with open(labels_csv, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["slide_id", "patient_id", "label", "split"])
-        for i, (r, lab, s) in enumerate(zip(rows, labels, split)):
+        for i, (r, lab, s) in enumerate(zip(rows, labels, split, strict=False)):
             w.writerow([bank.names[i], r["patient_id"], lab, s])
     table = read_labels(labels_csv)
     negative = table.classes.index("Normal") if "Normal" in table.classes else table.classes.index("Other")
@@ -166,13 +166,13 @@ def segment(bank: Any, rows: list[dict[str, str]], split: list[str], labels: lis
                 seed_maps.append(cam_to_pixels(prob, size))
         seed_maps_np = np.stack(seed_maps)
         maps += seed_maps_np / len(args.seeds)
-        per_seed.append(float(np.mean([dice_fg_bg(otsu_mask(m), masks[i]) for m, i in zip(seed_maps_np, test_tumour)])))
+        per_seed.append(float(np.mean([dice_fg_bg(otsu_mask(m), masks[i]) for m, i in zip(seed_maps_np, test_tumour, strict=False)])))
         from sklearn.metrics import roc_auc_score
 
         fits.append({"seed": seed, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
                      "best_val_loss": round(fit.best_val_loss, 4),
                      "image_auc_tumour_vs_rest": round(float(roc_auc_score(y, scores)), 4)})
-    dice = [dice_fg_bg(otsu_mask(m), masks[i]) for m, i in zip(maps, test_tumour)]
+    dice = [dice_fg_bg(otsu_mask(m), masks[i]) for m, i in zip(maps, test_tumour, strict=False)]
     return {"classes": table.classes, "map": f"1 - P({table.classes[negative]})",
             "train_images": len(fold.train), "val_images": len(fold.val), "test_images": len(fold.test),
             "test_tumour_images": len(test_tumour), "mean_dice": round(float(np.mean(dice)), 4),
@@ -211,7 +211,7 @@ def main() -> None:
     rows = read_pairs(args.data)
     split = patient_split(rows, args.test_fraction, seed=0)
     images, masks = load_images(args.data, rows)
-    name, enc_info = pretrain_encoder(args, [args.data / r["image"] for r, s in zip(rows, split) if s == "train"])
+    name, enc_info = pretrain_encoder(args, [args.data / r["image"] for r, s in zip(rows, split, strict=False) if s == "train"])
     encoders = {"pathweak": create_encoder(name, weights=args.weights)}
     # the baseline: the same architecture at random initialisation
     if name.startswith("pathweak:"):
@@ -221,10 +221,10 @@ def main() -> None:
         info = encoders["pathweak"].info  # a timm: encoder (or preset) records its model and kwargs
         encoders["random_init"] = create_encoder(info.name, weights="random:0", **info.extra.get("timm_kwargs", {}))
 
-    test_tumour = [i for i, (r, s) in enumerate(zip(rows, split)) if s == "test" and r["class"] == TUMOUR]
+    test_tumour = [i for i, (r, s) in enumerate(zip(rows, split, strict=False)) if s == "test" and r["class"] == TUMOUR]
     result: dict[str, Any] = {
         "data": str(args.data), "images": len(rows), "patients": len({r["patient_id"] for r in rows}),
-        "test_patients": len({r["patient_id"] for r, s in zip(rows, split) if s == "test"}),
+        "test_patients": len({r["patient_id"] for r, s in zip(rows, split, strict=False) if s == "test"}),
         "test_tumour_images": len(test_tumour), "encoder": enc_info, "seeds": args.seeds,
         "baselines": {
             "all_foreground": round(float(np.mean([dice_fg_bg(np.ones_like(masks[i]), masks[i]) for i in test_tumour])), 4),
