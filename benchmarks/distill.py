@@ -67,6 +67,12 @@ def main() -> None:
         help="distillation losses, each a student: standardized, cosine, standardized+relation "
         "(the first is the one the targets judge)",
     )
+    ap.add_argument(
+        "--whole-tile-views",
+        type=float,
+        default=0.0,
+        help="fraction of distillation views that are the whole, un-augmented tile (0: all augmented crops)",
+    )
     ap.add_argument("--img-size", type=int, default=96, help="input side of teacher and student")
     ap.add_argument("--speed-tiles", type=int, default=512)
     ap.add_argument("--lc-every", type=int, default=3, help="keep every N-th LC25000 tile (CPU budget; 1 = all)")
@@ -139,6 +145,7 @@ def main() -> None:
             select="last",
             distill_loss=loss,
             relation_weight=1.0 if extra == "relation" else 0.0,
+            whole_tile_views=args.whole_tile_views,
         )
         s_out = args.work / f"student_{variant}"
         res = distill(list(stores.values()), s_out, s_cfg, resume=False, progress=False)
@@ -146,6 +153,7 @@ def main() -> None:
         result["distillation"][variant] = {
             "loss": loss,
             "relation_weight": s_cfg.relation_weight,
+            "whole_tile_views": s_cfg.whole_tile_views,
             "minutes": args.student_minutes,
             "steps": res.steps,
             "epochs": res.epochs,

@@ -215,6 +215,13 @@ def distill(
     relation_weight: Annotated[
         float, typer.Option(help="Weight of the batch similarity-matrix (relational) loss (0: off).")
     ] = ssl_default("relation_weight"),
+    whole_tile_views: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of views that are the whole tile, un-augmented but for a flip/rotation (what extraction "
+            "sees); the rest are augmented crops (0: all augmented)."
+        ),
+    ] = ssl_default("whole_tile_views"),
     tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block student at 112 px).")] = False,
     cpu: CpuPreset = False,
     select: Annotated[str, typer.Option(help=_SELECT_HELP)] = ssl_default("select"),
@@ -258,6 +265,7 @@ def distill(
             "token_weight": ("token_weight", token_weight),
             "loss": ("distill_loss", loss),
             "relation_weight": ("relation_weight", relation_weight),
+            "whole_tile_views": ("whole_tile_views", whole_tile_views),
             "epochs": ("max_epochs", epochs),
             "max_minutes": ("max_minutes", max_minutes),
             "batch_size": ("batch_size", batch_size),

@@ -44,6 +44,17 @@ def flip_rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def whole_tile_view(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """The whole tile resized to ``size`` under one random dihedral transform: no crop, stain, colour or
+    blur, so the image extraction sees (up to orientation, which tissue does not have)."""
+    import cv2
+
+    if img.shape[0] != size or img.shape[1] != size:
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    return flip_rotate(img, rng)
+
+
 def hed_jitter(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Stain augmentation: scale and shift each of haematoxylin, eosin and DAB in optical density."""
     if sigma <= 0:

@@ -66,6 +66,8 @@ class SSLConfig:
     distill_loss: str = "standardized"  # standardized (per-dimension standardised targets, MSE) | cosine
     l2_weight: float = 1.0  # distill_loss cosine: weight of the (normalised) L2 term beside the cosine term
     relation_weight: float = 0.0  # weight of the batch similarity-matrix (relational) loss, 0 = off
+    whole_tile_views: float = 0.0  # fraction of distillation views that are the whole tile, un-augmented but
+    # for a dihedral transform (the input extraction sees); the rest are the augmented crops. 0 = all augmented
     # pathology augmentations
     hed_jitter: float = 0.05  # std of per-channel HED stain scaling (0 = off)
     color_jitter: float = 0.2  # brightness/contrast/saturation strength (0 = off)
@@ -102,6 +104,10 @@ class SSLConfig:
         if self.distill_loss not in DISTILL_LOSSES:
             raise ConfigError(
                 f"unknown distillation loss {self.distill_loss!r}", fix=f"use one of {', '.join(DISTILL_LOSSES)}"
+            )
+        if not 0 <= self.whole_tile_views <= 1:
+            raise ConfigError(
+                f"whole_tile_views is a fraction of the views, got {self.whole_tile_views}", fix="use 0 to 1"
             )
         if self.method == "distill" and not self.teacher:
             raise ConfigError(

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..tiling.store import TileStore
-from .augment import pathology_view, to_tensor
+from .augment import pathology_view, to_tensor, whole_tile_view
 
 
 class TileIndex:
@@ -84,7 +84,10 @@ class SSLViews:
             views = [pathology_view(img, rng, cfg.img_size, cfg.mae_scale, MAE_AUGMENT)]
         elif cfg.method == "distill":  # one view at the larger of the teacher's and the student's input size
             size = max(cfg.img_size, cfg.teacher_img_size or 0)
-            views = [pathology_view(img, rng, size, cfg.global_scale, cfg)]
+            whole = cfg.whole_tile_views > 0 and rng.random() < cfg.whole_tile_views  # (no draw when off)
+            views = [
+                whole_tile_view(img, rng, size) if whole else pathology_view(img, rng, size, cfg.global_scale, cfg)
+            ]
         else:
             views = [pathology_view(img, rng, cfg.img_size, cfg.global_scale, cfg) for _ in range(2)]
             views += [pathology_view(img, rng, cfg.local_size, cfg.local_scale, cfg) for _ in range(cfg.local_crops)]

@@ -171,4 +171,5 @@ class Distiller(nn.Module):
             "token_loss": bool(self.use_tokens),
             "loss": self.cfg.distill_loss,
             "relation_weight": self.cfg.relation_weight,
+            "whole_tile_views": self.cfg.whole_tile_views,
         }

@@ -115,6 +115,31 @@ def test_standardized_targets_weigh_every_direction_alike():
     assert torch.allclose(standardize(tokens).reshape(-1, 8).mean(0), torch.zeros(8), atol=1e-4)
 
 
+def test_whole_tile_views_are_the_tile_extraction_sees(lc_store):
+    import cv2
+
+    from pathweak.ssl.augment import to_tensor
+    from pathweak.tiling import TileStore
+
+    tiles = TileStore.open(lc_store).read_tiles(slice(0, 6))
+    torch.manual_seed(0)
+
+    def views(fraction):  # 48 px views of 64 px tiles: resized
+        cfg = student_cfg("pathweak:x", teacher_img_size=48, whole_tile_views=fraction)
+        ds = SSLViews(TileIndex([lc_store]), cfg, np.arange(6), IMAGENET_MEAN, IMAGENET_STD)
+        return [ds[i][0] for i in range(6)]
+
+    def distance_to_whole(view, tile):  # to the nearest of the 8 dihedral transforms of the resized tile
+        small = cv2.resize(tile, (48, 48), interpolation=cv2.INTER_AREA)
+        flips = [np.rot90(t, k) for t in (small, small[:, ::-1]) for k in range(4)]
+        return min(float((view - to_tensor(f.copy(), IMAGENET_MEAN, IMAGENET_STD)).abs().max()) for f in flips)
+
+    assert all(distance_to_whole(v, t) < 1e-5 for v, t in zip(views(1.0), tiles))
+    assert all(distance_to_whole(v, t) > 0.1 for v, t in zip(views(0.0), tiles))  # augmented crops
+    with pytest.raises(ConfigError, match="fraction of the views"):
+        student_cfg("pathweak:x", whole_tile_views=1.5)
+
+
 NARROW = dict(embed_dim=32, num_heads=2)  # narrower than any registered timm ViT
 
 
@@ -131,7 +156,7 @@ def test_student_export_resumes_round_trips_and_extracts(lc_store, teacher, tmp_
     assert meta["distilled_from"] == teacher and meta["training"]["method"] == "distill"
     record = meta["training"]["teacher"]
     assert record["embed_dim"] == 384 and record["token_loss"] and record["weights_hash"]
-    assert record["loss"] == "standardized" and record["relation_weight"] == 0
+    assert record["loss"] == "standardized" and record["relation_weight"] == 0 and record["whole_tile_views"] == 0
     assert record["student_parameters"] < record["parameters"] / 4
     assert meta["timm_kwargs"]["embed_dim"] == 32 and meta["timm_kwargs"]["num_heads"] == 2
 
@@ -199,6 +224,8 @@ def test_distill_cli(lc_store, teacher, tmp_path):
         "2",
         "--loss",
         "cosine",
+        "--whole-tile-views",
+        "0.5",
         "--select",
         "last",
         "--no-progress",
@@ -208,6 +235,7 @@ def test_distill_cli(lc_store, teacher, tmp_path):
     meta = json.loads((tmp_path / "cli" / "encoder.json").read_text())
     assert meta["embed_dim"] == 48 and meta["timm_kwargs"]["num_heads"] == 2
     assert meta["training"]["teacher"]["loss"] == "cosine" and meta["training"]["config"]["select"] == "last"
+    assert meta["training"]["teacher"]["whole_tile_views"] == 0.5
     proc = run_cli(
         "distill",
         "--teacher",
