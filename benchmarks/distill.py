@@ -10,8 +10,11 @@ or ``--teacher pathweak:<dir>`` to bring one. Student: a narrow timm ViT (``--st
 per loss in ``--variants`` (the first is the one the targets judge; the others are reported beside it).
 Probes as in benchmarks/ssl_probe.py (logistic regression, 5-fold grouped by source photo / patient) for
 the teacher, the students and the student architecture at random init; extraction speed is tiles per
-second of each encoder's ``embed`` over the same tiles, measured one after the other in this run with
-the same threads (teacher, student, teacher again).
+second of each encoder's ``embed`` over the same tiles, measured in this run with the same threads in
+``--speed-rounds`` interleaved rounds (teacher, student, teacher, student, ...); the speedup is the median
+of the rounds' student / teacher ratios, so a change of load between rounds moves one ratio, not the answer.
+``--reuse-students`` takes students already distilled in ``--work`` (their ``encoder.json`` records the
+run) and only probes and times them again.
 """
 
 from __future__ import annotations
@@ -75,6 +78,12 @@ def main() -> None:
     )
     ap.add_argument("--img-size", type=int, default=96, help="input side of teacher and student")
     ap.add_argument("--speed-tiles", type=int, default=512)
+    ap.add_argument("--speed-rounds", type=int, default=5, help="interleaved teacher/student timing rounds")
+    ap.add_argument(
+        "--reuse-students",
+        action="store_true",
+        help="probe and time the students already in --work/student_<variant> instead of distilling them again",
+    )
     ap.add_argument("--lc-every", type=int, default=3, help="keep every N-th LC25000 tile (CPU budget; 1 = all)")
     ap.add_argument(
         "--threads",
@@ -148,19 +157,26 @@ def main() -> None:
             whole_tile_views=args.whole_tile_views,
         )
         s_out = args.work / f"student_{variant}"
-        res = distill(list(stores.values()), s_out, s_cfg, resume=False, progress=False)
-        ranks = [r["rankme"] for r in res.rankme]
+        if args.reuse_students and (s_out / "encoder.json").exists():
+            training = json.loads((s_out / "encoder.json").read_text())["training"]
+            steps, epochs, losses = training["steps"], training["epochs"], []
+            ranks = [r["rankme"] for r in training["rankme"]]
+        else:
+            res = distill(list(stores.values()), s_out, s_cfg, resume=False, progress=False)
+            steps, epochs, losses = res.steps, res.epochs, res.losses
+            ranks = [r["rankme"] for r in res.rankme]
         result["distillation"][variant] = {
             "loss": loss,
             "relation_weight": s_cfg.relation_weight,
             "whole_tile_views": s_cfg.whole_tile_views,
             "minutes": args.student_minutes,
-            "steps": res.steps,
-            "epochs": res.epochs,
+            "steps": steps,
+            "epochs": epochs,
             "rankme": [round(r, 2) for r in ranks],
-            "loss_first_last": [round(float(np.mean(res.losses[:10])), 4), round(float(np.mean(res.losses[-10:])), 4)]
-            if res.losses
+            "loss_first_last": [round(float(np.mean(losses[:10])), 4), round(float(np.mean(losses[-10:])), 4)]
+            if losses
             else None,
+            "reused": bool(args.reuse_students and not losses),
         }
         students[variant] = create_encoder(f"pathweak:{s_out}")
         student_kwargs = json.loads((s_out / "encoder.json").read_text())["timm_kwargs"]
@@ -199,14 +215,19 @@ def main() -> None:
         "ratio": round(params["student"] / params["teacher"], 4),
     }
     first = next(iter(stores.values()))
-    sp = {k: speed(encoders[k], first, args.speed_tiles) for k in ("teacher", "student")}
-    sp["teacher_again"] = speed(
-        encoders["teacher"], first, args.speed_tiles
-    )  # the machine is shared: bracket the student
-    teacher_tps = (sp["teacher"] + sp["teacher_again"]) / 2
-    result["extraction_tiles_per_s"] = {k: round(v, 1) for k, v in sp.items()} | {
-        "speedup": round(sp["student"] / teacher_tps, 2),
+    rounds = [  # the machine is shared: interleave, and judge the median ratio
+        {k: speed(encoders[k], first, args.speed_tiles) for k in ("teacher", "student")}
+        for _ in range(args.speed_rounds)
+    ]
+    ratios = [r["student"] / r["teacher"] for r in rounds]
+    result["extraction_tiles_per_s"] = {
+        "teacher": round(float(np.median([r["teacher"] for r in rounds])), 1),
+        "student": round(float(np.median([r["student"] for r in rounds])), 1),
+        "speedup": round(float(np.median(ratios)), 2),
+        "speedup_per_round": [round(x, 2) for x in ratios],
         "threads": torch.get_num_threads(),
+        "tiles": args.speed_tiles,
+        "load_average": os.getloadavg(),
     }
     for name, task in tasks.items():
         row = result["probe"][name] = {"grouped_by": task["grouped_by"]}
