@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pathweak.resolution.estimate import measure
-from pathweak.resolution.sampling import SAMPLING_BIAS, drawn_discs, measured_ratio, sampling_bias
+from pathweak.resolution.discs import drawn_discs, measured_ratio
+from pathweak.resolution.sampling import SAMPLING_BIAS, sampling_bias
 
 
 def test_drawn_discs_have_the_drawn_size():
