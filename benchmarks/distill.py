@@ -159,11 +159,11 @@ def main() -> None:
         s_out = args.work / f"student_{variant}"
         if args.reuse_students and (s_out / "encoder.json").exists():
             training = json.loads((s_out / "encoder.json").read_text())["training"]
-            steps, epochs, losses = training["steps"], training["epochs"], []
+            steps, epochs, losses, reused = training["steps"], training["epochs"], [], True
             ranks = [r["rankme"] for r in training["rankme"]]
         else:
             res = distill(list(stores.values()), s_out, s_cfg, resume=False, progress=False)
-            steps, epochs, losses = res.steps, res.epochs, res.losses
+            steps, epochs, losses, reused = res.steps, res.epochs, res.losses, False
             ranks = [r["rankme"] for r in res.rankme]
         result["distillation"][variant] = {
             "loss": loss,
@@ -176,7 +176,7 @@ def main() -> None:
             "loss_first_last": [round(float(np.mean(losses[:10])), 4), round(float(np.mean(losses[-10:])), 4)]
             if losses
             else None,
-            "reused": bool(args.reuse_students and not losses),
+            "reused": reused,
         }
         students[variant] = create_encoder(f"pathweak:{s_out}")
         student_kwargs = json.loads((s_out / "encoder.json").read_text())["timm_kwargs"]

@@ -18,7 +18,6 @@ _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
 
 def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int, scale: tuple[float, float]) -> np.ndarray:
     """A crop covering a random ``scale`` fraction of the image (aspect 3/4..4/3), resized to ``size``."""
-    import cv2
 
     h, w = img.shape[:2]
     for _ in range(10):
@@ -31,9 +30,15 @@ def random_resized_crop(img: np.ndarray, rng: np.random.Generator, size: int, sc
     else:
         cw = ch = min(h, w)
         x, y = (w - cw) // 2, (h - ch) // 2
-    crop = img[y : y + ch, x : x + cw]
-    interp = cv2.INTER_AREA if cw > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
+    return resize_square(img[y : y + ch, x : x + cw], size)
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """A new array: ``img`` resized to ``size`` x ``size`` (area averaging down, bilinear up)."""
+    import cv2
+
+    interp = cv2.INTER_AREA if img.shape[1] > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
 
 
 def flip_rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -47,12 +52,7 @@ def flip_rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def whole_tile_view(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     """The whole tile resized to ``size`` under one random dihedral transform: no crop, stain, colour or
     blur, so the image extraction sees (up to orientation, which tissue does not have)."""
-    import cv2
-
-    if img.shape[0] != size or img.shape[1] != size:
-        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
-        img = cv2.resize(img, (size, size), interpolation=interp)
-    return flip_rotate(img, rng)
+    return flip_rotate(resize_square(img, size), rng)
 
 
 def hed_jitter(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
