@@ -3,10 +3,11 @@
 Method (docs/resolution.md): sample a dozen level-0 regions from the tissue on the thumbnail, unmix
 their haematoxylin (colour deconvolution), segment nucleus profiles twice (first with a 1 px blur, then
 with a blur proportional to the first size found, on an upsampled copy where nuclei are small), drop
-giant blobs, and read each profile against a physical size: ``LYMPHOCYTE_PROFILE_UM`` for the round, dark
-profiles of small lymphocytes, ``NUCLEUS_PROFILE_UM`` for the rest; the scale is the area-weighted median
-of size / diameter, with the measurement's own inflation of small profiles (taken from drawn discs of known
-size, ``sampling.py``) divided out (``nuclei-v4``). It answers "cannot tell" (``mpp`` None and a
+giant blobs, and read each profile against a physical size: ``LYMPHOCYTE_PROFILE_UM`` for the round
+profiles of small lymphocytes, dark relative to the image's own nuclear haematoxylin (``nuclei-v5``),
+``NUCLEUS_PROFILE_UM`` for the rest; the scale is the area-weighted median of size / diameter, with the
+measurement's own inflation of small profiles (taken from drawn discs of known size, ``sampling.py``)
+divided out (``nuclei-v4``). It answers "cannot tell" (``mpp`` None and a
 ``reason``) for non-H&E stains, too little tissue or too few nuclei, blurred or upsampled images, images
 too coarse to show nuclei, ragged or fragmented nuclei, sizes that change under resampling, and ranges
 too wide to tell 20x from 40x.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,10 @@ NUCLEUS_PROFILE_UM = 5.9
 # only (docs/resolution.md, "The lymphocyte ruler").
 LYMPHOCYTE_PROFILE_UM = 4.4
 LYMPHOCYTE_MIN_ROUNDNESS = 0.7
-LYMPHOCYTE_MIN_DARKNESS = 0.9
+# Dark = mean haematoxylin at least this many times the image's own nuclear level (Otsu's split of its H channel),
+# so the rule follows the strength of the stain (``nuclei-v5``; v3/v4 used an absolute 0.9 OD, set on GlaS, which read
+# the hyperchromatic tumour nuclei of other labs' darker slides as lymphocytes: MoNuSeg, docs/resolution.md).
+LYMPHOCYTE_DARKNESS_RATIO = 2.0
 FIRST_PASS_BLUR = 1.0  # px (0.5 keeps more nuclei apart in coarse images, but lets specks decide in fine ones)
 SECOND_PASS_BLUR = 0.1  # blur sigma of the second pass, as a fraction of the first-pass diameter
 # spread (log) of the median profile size between tissues, added to the sampling spread: lymphocyte-rich
@@ -106,7 +110,7 @@ class MppEstimate:
     lymphocyte_share: float | None = None
     sampling_factor: float | None = None  # the small-profile correction applied (1: none), sampling.py
     seconds: float = 0.0
-    method: str = "nuclei-v4"
+    method: str = "nuclei-v5"
 
     @property
     def ok(self) -> bool:
@@ -257,10 +261,12 @@ def estimate_from_regions(images: list[np.ndarray]) -> MppEstimate:
 
 
 def profile_rulers(prof: Profiles) -> np.ndarray:
-    """The physical size (um) each profile is taken to have: ``LYMPHOCYTE_PROFILE_UM`` for the round, dark
-    profiles of small lymphocytes, ``NUCLEUS_PROFILE_UM`` for the rest."""
+    """The physical size (um) each profile is taken to have: ``LYMPHOCYTE_PROFILE_UM`` for the round profiles
+    at least ``LYMPHOCYTE_DARKNESS_RATIO`` x the image's nuclear level dark (small lymphocytes),
+    ``NUCLEUS_PROFILE_UM`` for the rest."""
     assert prof.roundness is not None and prof.darkness is not None
-    lymph = (prof.roundness >= LYMPHOCYTE_MIN_ROUNDNESS) & (prof.darkness >= LYMPHOCYTE_MIN_DARKNESS)
+    dark = prof.darkness >= LYMPHOCYTE_DARKNESS_RATIO * prof.level
+    lymph = (prof.roundness >= LYMPHOCYTE_MIN_ROUNDNESS) & dark
     return np.where(lymph, LYMPHOCYTE_PROFILE_UM, NUCLEUS_PROFILE_UM)
 
 
@@ -296,7 +302,7 @@ def measure(regions: list[Region], min_nuclei: int = MIN_NUCLEI) -> tuple[Profil
     prof = without_giants(nucleus_profiles(regions, SECOND_PASS_BLUR * d1 * k, features=True), GIANT_FACTOR)
     if len(prof) < min_nuclei:
         return f"too few nuclei ({len(prof)}, need {min_nuclei})"
-    prof = prof.scaled(k)
+    prof = replace(prof.scaled(k), level=level)
     return prof, weighted_median(prof.diameter, prof.area)
 
 

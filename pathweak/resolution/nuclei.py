@@ -35,17 +35,22 @@ class Profiles:
     area: np.ndarray
     region: np.ndarray
     candidate_area: float = 0.0  # pixels of all regions above the threshold not touching a border
+    level: float = 0.0  # the image's nuclear H level (Otsu's split at 1 px blur, natural-log OD; set by the estimator)
     darkness: np.ndarray | None = None  # mean haematoxylin inside the profile (natural-log OD)
     roundness: np.ndarray | None = None  # minor / major axis of the profile's second moments (1: a disc)
 
     def subset(self, keep: np.ndarray) -> Profiles:
         """The profiles where ``keep`` (bool mask or indices) is true."""
         extra = {k: None if v is None else v[keep] for k, v in self._extra().items()}
-        return Profiles(self.diameter[keep], self.area[keep], self.region[keep], self.candidate_area, **extra)
+        return Profiles(
+            self.diameter[keep], self.area[keep], self.region[keep], self.candidate_area, self.level, **extra
+        )
 
     def scaled(self, k: float) -> Profiles:
         """The profiles of an image upsampled ``k`` x, in the original image's pixels."""
-        return Profiles(self.diameter / k, self.area / k**2, self.region, self.candidate_area / k**2, **self._extra())
+        return Profiles(
+            self.diameter / k, self.area / k**2, self.region, self.candidate_area / k**2, self.level, **self._extra()
+        )
 
     def _extra(self) -> dict[str, np.ndarray | None]:
         return {"darkness": self.darkness, "roundness": self.roundness}

@@ -49,7 +49,7 @@ def test_a_coarse_copy_of_the_real_slide_is_corrected_towards_its_own_scale(svs)
     native = estimate_mpp(crop)
     coarse = estimate_mpp(cv2.resize(crop, (512, 512), interpolation=cv2.INTER_AREA))
     assert native.ok and coarse.ok, (native.reason, coarse.reason)
-    assert native.sampling_factor is not None and native.sampling_factor < 1.005 and native.method == "nuclei-v4"
+    assert native.sampling_factor is not None and native.sampling_factor < 1.005 and native.method == "nuclei-v5"
     assert coarse.nucleus_px < 4 and coarse.sampling_factor > 1.04
     corrected = coarse.mpp / (4 * native.mpp)
     assert abs(np.log(corrected)) < abs(np.log(corrected / coarse.sampling_factor))
