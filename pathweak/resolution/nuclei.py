@@ -35,21 +35,26 @@ class Profiles:
     area: np.ndarray
     region: np.ndarray
     candidate_area: float = 0.0  # pixels of all regions above the threshold not touching a border
-    level: float = 0.0  # the image's nuclear H level (Otsu's split at 1 px blur, natural-log OD; set by the estimator)
     darkness: np.ndarray | None = None  # mean haematoxylin inside the profile (natural-log OD)
     roundness: np.ndarray | None = None  # minor / major axis of the profile's second moments (1: a disc)
+    level: float = 0.0  # the image's nuclear H level (Otsu's split at 1 px blur, natural-log OD; set by the estimator)
 
     def subset(self, keep: np.ndarray) -> Profiles:
         """The profiles where ``keep`` (bool mask or indices) is true."""
         extra = {k: None if v is None else v[keep] for k, v in self._extra().items()}
         return Profiles(
-            self.diameter[keep], self.area[keep], self.region[keep], self.candidate_area, self.level, **extra
+            self.diameter[keep], self.area[keep], self.region[keep], self.candidate_area, **extra, level=self.level
         )
 
     def scaled(self, k: float) -> Profiles:
         """The profiles of an image upsampled ``k`` x, in the original image's pixels."""
         return Profiles(
-            self.diameter / k, self.area / k**2, self.region, self.candidate_area / k**2, self.level, **self._extra()
+            self.diameter / k,
+            self.area / k**2,
+            self.region,
+            self.candidate_area / k**2,
+            **self._extra(),
+            level=self.level,
         )
 
     def _extra(self) -> dict[str, np.ndarray | None]:
@@ -152,8 +157,8 @@ def nucleus_profiles(regions: list[Region], sigma: float, features: bool = False
         cx, cy = centroids[lab, 0], centroids[lab, 1]
         which.append(4 * i + 2 * (cy >= h / 2).astype(int) + (cx >= w / 2).astype(int))  # region and quadrant
     cat = lambda v, t: np.concatenate(v).astype(t) if v else np.zeros(0, t)  # noqa: E731
-    extra = {"darkness": cat(dark, float), "roundness": cat(rnd, float)} if features else {}
-    return Profiles(cat(diam, float), cat(area, float), cat(which, int), candidate, **extra)
+    darkness, roundness = (cat(dark, float), cat(rnd, float)) if features else (None, None)
+    return Profiles(cat(diam, float), cat(area, float), cat(which, int), candidate, darkness, roundness)
 
 
 def _label_stats(labels: np.ndarray, h: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
