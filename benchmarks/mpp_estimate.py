@@ -14,7 +14,8 @@ count within 1.3x, the count off by 2x or more (ratio beyond sqrt 2, "20x vs 40x
 factor and "cannot tell" answers; ``overall`` the same over every case, the answers outside 1.3x and the
 cost on the real slide; ``splits`` the same for the images the method's rules were set on ("tune": GlaS
 train_*, CMU-1, NCT) and for those held out ("held_out": GlaS testA_*/testB_*, the DICOM slide), with
-the GlaS rows of ``summary`` split the same way.
+the GlaS rows of ``summary`` split the same way; ``glas_patients`` one answer per GlaS patient and scale
+(all of a patient's images measured together, like a slide's regions), apart from ``overall``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,39 @@ def run(data: Path, glas_every: int) -> dict:
                     est, cpu = timed(estimate_mpp, resample(rgb, f))
                     records.append({"set": set_name, **record(Path(fpath).name, truth * f, scale, est, cpu)})
     splits = {name: overall([r for r in records if r["split"] == name]) for name in ("tune", "held_out")}
-    return {"overall": overall(records), "splits": splits, "summary": summarise(records), "records": records}
+    pooled = glas_patients(data, sets[1][2])
+    return {
+        "overall": overall(records),
+        "splits": splits,
+        "summary": summarise(records),
+        "glas_patients": {"overall": overall(pooled), "summary": summarise(pooled), "records": pooled},
+        "records": records,
+    }
+
+
+def glas_patients(data: Path, files: list[str]) -> list[dict]:
+    """One answer per GlaS patient and scale: all of a patient's images (crops of one section, one scanner)
+    measured together, as a slide's regions would be. Kept apart from ``overall``, whose unit is one image;
+    these mix train and test images, so their split is "pooled"."""
+    import csv
+
+    groups_csv = data / "labeled" / "glas_colon" / "groups.csv"
+    if not groups_csv.exists() or not files:
+        return []
+    with groups_csv.open() as fh:
+        patient = {Path(row["file"]).name: row["source_group_id"] for row in csv.DictReader(fh)}
+    by_patient: dict[str, list[np.ndarray]] = {}
+    for fpath in files:
+        by_patient.setdefault(patient.get(Path(fpath).name, "unknown"), []).append(read_rgb(fpath))
+    from pathweak.resolution import estimate_mpp
+
+    out = []
+    for pid, images in sorted(by_patient.items()):
+        for scale, f in SCALES.items():
+            est, cpu = timed(estimate_mpp, [resample(rgb, f) for rgb in images])
+            r = record(f"{pid} ({len(images)} images)", 0.62005 * f, scale, est, cpu)
+            out.append({"set": "glas_patients", **r, "split": "pooled"})
+    return out
 
 
 def overall(records: list[dict]) -> dict:

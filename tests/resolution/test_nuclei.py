@@ -35,3 +35,16 @@ def test_features_are_kept_through_subsets_and_rescaling():
     assert len(small) == 1 and small.darkness == pytest.approx([1.2], abs=0.01)
     assert prof.scaled(2).roundness is prof.roundness and prof.scaled(2).diameter == pytest.approx(prof.diameter / 2)
     assert nucleus_profiles([_region_with([((60, 60), (12, 12), 1.2)])], 0.0).darkness is None  # only when asked
+
+
+def test_a_ring_around_a_lumen_is_not_a_nucleus():
+    """The joined nuclei around a gland's lumen fill in to one wide convex blob; it is dropped as mostly hole,
+    while a disc with a small pale centre (under 20% of it) still counts, at its filled size."""
+    import cv2
+
+    region = _region_with([((60, 60), (12, 12), 1.2), ((170, 80), (14, 14), 1.0)])
+    cv2.circle(region.h, (170, 80), 5, 0.05, thickness=-1)  # a pale centre: 13% of the disc
+    cv2.circle(region.h, (110, 180), 50, 0.9, thickness=8)  # a ring 8 px thick around a 92 px lumen
+    prof = nucleus_profiles([region], sigma=0.0)
+    assert len(prof) == 2
+    assert sorted(prof.diameter) == pytest.approx([25, 29], abs=1.5)  # the ring (~108 px) is gone
