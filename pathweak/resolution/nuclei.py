@@ -5,8 +5,7 @@ rescales the measured sizes by the same factor: no pixel-sized filters or area l
 connected regions of haematoxylin above Otsu's threshold (pooled over all regions of a slide) after a
 Gaussian blur whose width follows the size being measured (``sigma`` is chosen by the caller: first
 1 px, then a fixed fraction of the first-pass size), holes filled. Regions touching a border are dropped,
-and so are non-convex ones (solidity < ``MIN_SOLIDITY``: clusters of touching nuclei, stroma strands) and
-rings (more than ``MAX_HOLE_SHARE`` of the filled region is hole: the nuclei around a gland's lumen).
+and so are non-convex ones (solidity < ``MIN_SOLIDITY``: clusters of touching nuclei, stroma strands).
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ import numpy as np
 
 MIN_SOLIDITY = 0.85  # area / convex-hull area of a region counted as one nucleus
 MIN_AREA_PX = 4  # smaller regions have no measurable shape (noise at any scale)
-# A profile whose filled-in holes make up more than this share of it is a ring (the nuclei around a gland's
-# lumen, joined), not a nucleus with a pale centre. One such blob can hold most of an image's profile area and
-# decide the size (GlaS benign glands: 150-190 px "nuclei"; docs/resolution.md, "Gland rings", nuclei-v5).
-MAX_HOLE_SHARE = 0.2
+# In the giant filter's reference median no one profile weighs more than this share of the total area: a single
+# blob (the joined nuclei around a gland's lumen, filled in; a clump) can otherwise hold most of the area, be the
+# median itself and never count as a giant (GlaS benign glands: 150-190 px "nuclei"; docs/resolution.md, nuclei-v5).
+GIANT_REFERENCE_CAP = 0.1
 
 
 @dataclass
@@ -130,16 +129,13 @@ def nucleus_profiles(regions: list[Region], sigma: float, features: bool = False
     diam, area, which, dark, rnd = [], [], [], [], []
     candidate = 0.0
     for i, (r, b) in enumerate(zip(regions, blurred, strict=True)):
-        dense = (b > t) & r.tissue
-        binary = _fill_holes(dense.astype(np.uint8))
+        binary = _fill_holes(((b > t) & r.tissue).astype(np.uint8))
         n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
         if n <= 1:
             continue
         h, w = binary.shape
         x, y, bw, bh, px = (stats[:, k] for k in range(5))
         keep = (px >= MIN_AREA_PX) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
-        # a ring of nuclei around a gland's lumen fills in to one wide convex blob: mostly hole, not a nucleus
-        keep &= np.bincount(labels[dense], minlength=n) >= (1 - MAX_HOLE_SHARE) * px
         keep[0] = False
         candidate += float(px[keep].sum())
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -194,12 +190,14 @@ def _label_stats(labels: np.ndarray, h: np.ndarray, n: int) -> tuple[np.ndarray,
 
 def without_giants(prof: Profiles, factor: float, rounds: int = 2) -> Profiles:
     """The profiles without the giants: those wider than ``factor`` x the area-weighted median diameter
-    (recomputed ``rounds`` times). Nucleus profiles of one tissue vary by 2-3x; a blob several times wider
-    is a clump, a fold or a stain deposit, and by its area alone it can move the area-weighted median."""
+    (recomputed ``rounds`` times), in which no profile weighs more than ``GIANT_REFERENCE_CAP`` of the total.
+    Nucleus profiles of one tissue vary by 2-3x; a blob several times wider is a clump, a fold, a stain
+    deposit or a gland's ring of nuclei filled in, and by its area alone it can move the median, or be it."""
     for _ in range(rounds):
         if len(prof) == 0:
             return prof
-        keep = prof.diameter <= factor * weighted_median(prof.diameter, prof.area)
+        weights = np.minimum(prof.area, GIANT_REFERENCE_CAP * prof.area.sum())
+        keep = prof.diameter <= factor * weighted_median(prof.diameter, weights)
         if keep.all():
             break
         prof = prof.subset(keep)

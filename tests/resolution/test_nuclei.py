@@ -37,14 +37,17 @@ def test_features_are_kept_through_subsets_and_rescaling():
     assert nucleus_profiles([_region_with([((60, 60), (12, 12), 1.2)])], 0.0).darkness is None  # only when asked
 
 
-def test_a_ring_around_a_lumen_is_not_a_nucleus():
-    """The joined nuclei around a gland's lumen fill in to one wide convex blob; it is dropped as mostly hole,
-    while a disc with a small pale centre (under 20% of it) still counts, at its filled size."""
+def test_one_blob_holding_most_of_the_area_is_still_a_giant():
+    """The joined nuclei around a gland's lumen fill in to one wide convex blob holding most of the profile
+    area. By area alone it would be the median and never count as a giant; with no profile weighing more
+    than a tenth of the total in the giant filter's reference, it is dropped and the nuclei remain."""
     import cv2
 
-    region = _region_with([((60, 60), (12, 12), 1.2), ((170, 80), (14, 14), 1.0)])
-    cv2.circle(region.h, (170, 80), 5, 0.05, thickness=-1)  # a pale centre: 13% of the disc
-    cv2.circle(region.h, (110, 180), 50, 0.9, thickness=8)  # a ring 8 px thick around a 92 px lumen
+    from pathweak.resolution.nuclei import without_giants
+
+    region = _region_with([((30 + 45 * i, 30), (10, 10), 1.2) for i in range(5)])
+    cv2.circle(region.h, (128, 160), 60, 0.9, thickness=10)  # a ring 10 px thick around a lumen
     prof = nucleus_profiles([region], sigma=0.0)
-    assert len(prof) == 2
-    assert sorted(prof.diameter) == pytest.approx([25, 29], abs=1.5)  # the ring (~108 px) is gone
+    assert len(prof) == 6 and prof.area.max() > 0.8 * prof.area.sum()  # the filled ring: ~130 px wide
+    kept = without_giants(prof, 3.0)
+    assert len(kept) == 5 and kept.diameter == pytest.approx([21] * 5, abs=1.5)
