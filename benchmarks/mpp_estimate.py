@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+GLAS_MPP = 0.62005  # the GlaS challenge: 20x, Zeiss MIRAX MIDI
 SCALES = {"x2 finer": 0.5, "native": 1.0, "x2 coarser": 2.0, "x4 coarser": 4.0}  # factor on the pixel size
 
 
@@ -108,7 +109,7 @@ def run(data: Path, glas_every: int) -> dict:
                     records.append({"set": "wsi", **record(fname, truth * f, scale, est, cpu)})
         sets = [
             ("nct_crc_he", 0.5, sorted(glob.glob(str(data / "tiles/nct_crc_he_100k_samples/*.tif")))),
-            ("glas_colon", 0.62005, sorted(glob.glob(str(data / "labeled/glas_colon/*/*.jpg")))[::glas_every]),
+            ("glas_colon", GLAS_MPP, sorted(glob.glob(str(data / "labeled/glas_colon/*/*.jpg")))[::glas_every]),
         ]
         nct = [read_rgb(f) for f in sets[0][2]]
         if nct:  # the tiles of one dataset share one pixel size: measured together, one answer per scale
@@ -153,7 +154,7 @@ def glas_patients(data: Path, files: list[str]) -> list[dict]:
     for pid, images in sorted(by_patient.items()):
         for scale, f in SCALES.items():
             est, cpu = timed(estimate_mpp, [resample(rgb, f) for rgb in images])
-            r = record(f"{pid} ({len(images)} images)", 0.62005 * f, scale, est, cpu)
+            r = record(f"{pid} ({len(images)} images)", GLAS_MPP * f, scale, est, cpu)
             out.append({"set": "glas_patients", **r, "split": "pooled"})
     return out
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from mpp_estimate import overall, resample, summarise, timed  # noqa: E402
+from mpp_estimate import overall, record, resample, summarise, timed  # noqa: E402
 
 SCALES = {"native": 1.0, "x2 coarser": 2.0, "x4 coarser": 4.0}
 NOMINAL_MPP = 0.25  # MoNuSeg: "40x" TCGA scans, where no annotation records the slide's own value
@@ -83,21 +83,17 @@ def run(folder: Path) -> dict:
         split = "held_out" if stem in TEST_IMAGES else "tune"
         for scale, f in SCALES.items():
             est, cpu = timed(estimate_mpp, resample(rgb, f))
-            r = {
-                "set": f"monuseg ({'test' if split == 'held_out' else 'train'})",
-                "image": stem,
-                "scale": scale,
-                "split": split,
-                "truth": round(truth * f, 5),
-                "truth_source": "annotation MicronsPerPixel" if mpp_xml else "nominal 40x",
-                **est.as_dict(),
-                "cpu_seconds": round(cpu, 3),
-                "annotated_nuclei": n_annotated,
-                "oracle_um": None if oracle_um is None else round(oracle_um, 3),
-                "oracle_ratio": None if oracle_um is None else round(NUCLEUS_PROFILE_UM / oracle_um, 4),
-            }
-            r["ratio"] = None if est.mpp is None else round(est.mpp / (truth * f), 4)
-            records.append(r)
+            records.append(
+                {
+                    "set": f"monuseg ({'test' if split == 'held_out' else 'train'})",
+                    **record(stem, truth * f, scale, est, cpu),
+                    "split": split,
+                    "truth_source": "annotation MicronsPerPixel" if mpp_xml else "nominal 40x",
+                    "annotated_nuclei": n_annotated,
+                    "oracle_um": None if oracle_um is None else round(oracle_um, 3),
+                    "oracle_ratio": None if oracle_um is None else round(NUCLEUS_PROFILE_UM / oracle_um, 4),
+                }
+            )
     splits = {name: overall([r for r in records if r["split"] == name]) for name in ("tune", "held_out")}
     return {
         "overall": overall(records),

@@ -10,7 +10,7 @@ and so are non-convex ones (solidity < ``MIN_SOLIDITY``: clusters of touching nu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,24 +45,21 @@ class Profiles:
 
     def subset(self, keep: np.ndarray) -> Profiles:
         """The profiles where ``keep`` (bool mask or indices) is true."""
-        extra = {k: None if v is None else v[keep] for k, v in self._extra().items()}
-        return Profiles(
-            self.diameter[keep], self.area[keep], self.region[keep], self.candidate_area, **extra, level=self.level
+        pick = lambda v: None if v is None else v[keep]  # noqa: E731
+        return replace(
+            self,
+            diameter=self.diameter[keep],
+            area=self.area[keep],
+            region=self.region[keep],
+            darkness=pick(self.darkness),
+            roundness=pick(self.roundness),
         )
 
     def scaled(self, k: float) -> Profiles:
         """The profiles of an image upsampled ``k`` x, in the original image's pixels."""
-        return Profiles(
-            self.diameter / k,
-            self.area / k**2,
-            self.region,
-            self.candidate_area / k**2,
-            **self._extra(),
-            level=self.level,
+        return replace(
+            self, diameter=self.diameter / k, area=self.area / k**2, candidate_area=self.candidate_area / k**2
         )
-
-    def _extra(self) -> dict[str, np.ndarray | None]:
-        return {"darkness": self.darkness, "roundness": self.roundness}
 
     @property
     def coverage(self) -> float:
