@@ -83,6 +83,7 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
             cv_predictions=str(out / "predictions.csv"),
             metrics_text=metrics_table(out / "run.json"),
         )
+        report.warnings += json.loads((out / "run.json").read_text()).get("warnings", [])  # a skipped run's too
     except PathweakError as exc:
         report.failed["model"] = str(exc)
     report.seconds = time.perf_counter() - t0
@@ -114,6 +115,7 @@ def predict_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, prog
             report.skipped.extend(features)
         else:
             report.done.extend(p.slide_id for p in preds)
+            report.warnings += [p.warning for p in preds if p.warning]
         for sid in features:
             state.record(sid, "predict", {"status": "skipped" if done else "done", "output": str(out / f"{sid}.zarr")})
         report.outputs.update(results=str(out), predictions=str(out / "predictions.csv"))

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from ..protocols import Advance, ModuleEncoder, TileEncoder
 
 LOADER_BATCH = 256  # tiles decoded per loader item
+EMPTY_WARNING = (
+    "{store}: the tile store holds no tiles, so its FeatureStore is empty: training leaves the slide out and "
+    "prediction gives it no score; re-tile it (see the warning of `pathweak tile`)"
+)
 
 
 @dataclass
@@ -274,6 +278,8 @@ def _extract_store(
         warning = resolution_warning(tile_store, enc.info)
         if warning:
             results[i].warnings.append(warning)
+        if not len(tile_store):
+            results[i].warnings.append(EMPTY_WARNING.format(store=tile_store.path))
     return [results[i] for i in range(len(encs))]
 
 

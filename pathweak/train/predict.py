@@ -34,6 +34,7 @@ class SlidePrediction:
     results: str
     slide_scores: dict[str, float]
     predicted: str | None
+    warning: str | None = None  # e.g. an empty bag: no score (NaN)
 
 
 def predict_slides(
@@ -76,11 +77,15 @@ def predict_slides(
             x = torch.from_numpy(store.features).to(dev)
             grid = torch.from_numpy(store.grid_positions()).to(dev)
             slide, tile_scores = ensemble(models, x, grid)
+            warning = None
+            if not len(store):  # a head's output on an empty bag is its bias alone: no score at all
+                slide = np.full_like(slide, np.nan, dtype=np.float64)
+                warning = f"{store.path}: the FeatureStore holds no rows (the slide has no tiles), so it gets no score"
             root = Path(out_dir) if out_dir is not None else default_root(store.path)
             path = root / "results" / name / f"{store.slide_id}.zarr"
             columns = score_columns(first.classes, first.task)
             slide_scores = {c: float(v) for c, v in zip(columns, slide, strict=False)}
-            predicted = None if first.classes is None else first.classes[int(np.argmax(slide))]
+            predicted = None if first.classes is None or warning else first.classes[int(np.argmax(slide))]
             attrs = {
                 "model": {
                     "model_id": name,
@@ -112,7 +117,9 @@ def predict_slides(
                     **({"predicted": predicted} if predicted else {}),
                 }
             )
-            results.append(SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted))
+            results.append(
+                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, warning)
+            )
             advance(1)
     for root, rows in rows_by_root.items():
         _write_table(root / "results" / name / "predictions.csv", rows)
