@@ -174,9 +174,11 @@ def _token_encoder(enc: ModuleEncoder) -> Encoder:
 
 def feature_cache_key(tile_store: TileStore, info: EncoderInfo) -> str:
     """What a FeatureStore depends on: the TileStore's content and the encoder's weights and transform."""
-    transform = {}
+    transform: dict[str, Any] = {}
     if getattr(info, "interpolation", "bilinear") != "bilinear" or getattr(info, "crop_pct", 1.0) != 1.0:
         transform = {"interpolation": info.interpolation, "crop_pct": info.crop_pct}
+    if "tokens" in info.extra:  # token rows: their pooling and cell layout
+        transform["tokens"] = info.extra["tokens"]
     return _provenance.cache_key(
         format=FORMAT_VERSION,
         tile_store=tile_store.attrs.get("cache_key"),
