@@ -114,6 +114,31 @@ def test_rerun_right_after_sigkill_of_a_two_worker_tiling_leaves_no_partials(sam
             pass
 
 
+def test_rerun_of_train_after_sigkill_sweeps_its_partial(mil_cohort, tmp_path):
+    """As observed: `pathweak train` killed with SIGKILL left `.run.partial-*` beside its run folder and a
+    successful rerun kept it (tile and extract sweep theirs). The rerun sweeps its own output's partials only."""
+    out = tmp_path / "run"
+    other = _named(tmp_path, socket.gethostname(), 999999999, 0)  # a dead writer's partial of another output
+    args = ["train", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]), "-o", str(out),
+            "--bootstrap", "0", "--device", "cpu", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "pathweak_cli.main", *args, "--epochs", "500", "--min-epochs", "500"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not any(p.name.startswith(".run.partial-") for p in tmp_path.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never started its output"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert any(p.name.startswith(".run.partial-") for p in tmp_path.iterdir())
+        rerun = run_cli(*args, "--epochs", "1", "--min-epochs", "1")
+        assert rerun.returncode == 0, rerun.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "run"])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("fails", [False, True])
 def test_building_swaps_in_or_leaves_nothing(tmp_path, fails):
     from pathweak.store import building
