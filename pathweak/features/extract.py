@@ -104,7 +104,7 @@ def extract_features(
         encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
     results = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
-    for folder in folders:
+    for folder in [*folders, *(Path(out_dir) / "h5_files" / e.encoder_id for e in encs)]:
         sweep_partials(folder)
     created = [d for folder in folders for d in missing_dirs(folder)]
     try:

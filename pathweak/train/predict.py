@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
@@ -70,6 +70,8 @@ def predict_slides(
                 f"features have {s.embed_dim} dimensions, the model expects {first.head.in_dim}", path=s.path
             )
     name = name or _model_name(Path(model), models)
+    for root in {Path(out_dir) if out_dir is not None else default_root(s.path) for s in stores}:
+        sweep_partials(root / "results" / name)  # a killed run's leftovers
     rows_by_root: dict[Path, list[dict[str, Any]]] = {}
     results = []
     with progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance:

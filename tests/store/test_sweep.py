@@ -154,3 +154,39 @@ def test_building_swaps_in_or_leaves_nothing(tmp_path, fails):
         pass
     assert final.read_text() == ("old" if fails else "new")
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_every_writer_sweeps_its_own_crash_leftovers(mil_cohort, tmp_path):
+    """The same leftover in other places (docs/input_checks.md): prediction's results folder, the report,
+    heatmap exports and h5 exports each sweep a dead writer's partials of their own outputs."""
+    from pathweak.encoders import create_encoder
+    from pathweak.features import extract_features
+    from pathweak.heatmap.export import write_heatmaps
+    from pathweak.report import write_report
+    from pathweak.train import TrainConfig, predict_slides, train_cohort
+
+    host = socket.gethostname()
+    run = train_cohort([mil_cohort["features"]], mil_cohort["labels"], tmp_path / "run",
+                       TrainConfig(head="mean", seeds=(0,), max_epochs=1, min_epochs=1, bootstrap=0, device="cpu"),
+                       progress=False)
+    results = tmp_path / "pred" / "results" / "mean"
+    results.mkdir(parents=True)
+    leftovers = [_named(results, host, 999999999, 0)]
+    store = mil_cohort["features"] / "test_000.zarr"
+    (pred,) = predict_slides(run.out_dir, [store], tmp_path / "pred", name="mean", progress=False)
+    leftovers.append(run.out_dir / f".report_files.partial-{host}~999999999-0-0123abcd")
+    leftovers[-1].mkdir()
+    write_report(run.out_dir, slides=1, tiles=2, bootstrap=10)
+    heat = tmp_path / "heat"
+    heat.mkdir()
+    leftovers.append((heat / f".test_000.geojson.partial-{host}~999999999-0-0123abcd").resolve())
+    leftovers[-1].write_text("{")
+    write_heatmaps(pred.results, heat, ["geojson"])
+    enc = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", depth=2, img_size=64)  # mil_cohort's
+    h5 = tmp_path / "h5_files" / enc.encoder_id
+    h5.mkdir(parents=True, exist_ok=True)
+    leftovers.append(h5 / f".test_000.partial-{host}~999999999-0-0123abcd.h5")
+    leftovers[-1].write_bytes(b"\x89HDF")
+    extract_features([mil_cohort["root"] / "tiles" / "test_000.zarr"], enc, tmp_path, num_workers=0, progress=False,
+                     export_h5_files=True)
+    assert [p for p in leftovers if p.exists()] == []
