@@ -199,7 +199,6 @@ def _check_manifest_labels(spec: CohortSpec, cfg: Any) -> None:
 
     from ..train.labels import frame_labels
     from ..train.splits import make_folds
-    from .model_stages import label_rows
 
     every = {s.slide_id: s.path for s in spec.slides}
     header, labelled, rows = label_rows(list(spec.slides), every, survival=cfg.task == "survival")
@@ -238,6 +237,22 @@ def heatmap_settings(spec: CohortSpec) -> tuple[list[str], Any]:
     if isinstance(values.get("scores"), list):
         values["scores"] = tuple(values["scores"])
     return formats, from_dict(ExportOptions, values, spec.source)
+
+
+def label_rows(
+    slides: list[Slide], features: dict[str, Path], survival: bool
+) -> tuple[list[str], list[Slide], list[list[str]]]:
+    """The labels.csv the train stage writes: its header, the labelled slides that have features, and
+    their rows (label, or time and event for survival; split when any slide has one)."""
+    targets = ["time", "event"] if survival else ["label"]
+    labelled = [s for s in slides if s.slide_id in features and all(getattr(s, t) for t in targets)]
+    split = any(s.split for s in labelled)
+    header = ["slide_id", "patient_id", *targets, *(["split"] if split else [])]
+    rows = [
+        [s.slide_id, s.patient_id, *(str(getattr(s, t)) for t in targets), *([s.split or ""] if split else [])]
+        for s in labelled
+    ]
+    return header, labelled, rows
 
 
 def read_manifest(path: Path) -> list[Slide]:
