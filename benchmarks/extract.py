@@ -66,13 +66,14 @@ def main() -> None:
 
     import torch
 
+    from pathweak.devices import parse_device
     from pathweak.encoders import create_encoder
     from pathweak.features import extract_features
-    from pathweak.features.extract import _device, _embed
+    from pathweak.features.extract import _embed
     from pathweak.tiling import TileStore
 
     store_path = tile_store(args.tiles)
-    dev = _device(args.device)
+    dev = parse_device(args.device)
     enc = create_encoder(args.encoder, args.weights).to(dev).eval()
     with TileStore.open(store_path) as store:
         n = len(store)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..devices import parse_device
 from ..errors import ConfigError, MemoryBudgetError, StoreError
 from ..progress import progress_bar
 from .store import FeatureStore, find_feature_stores
@@ -203,7 +204,7 @@ def load_feature_bank(
         stores = [FeatureStore.open(p) for p in find_feature_stores(list(inputs))]  # type: ignore[arg-type]
     stores = _select(stores, slide_ids)
     _check_compatible(stores)
-    dev = resolve_device(device)
+    dev = parse_device(device)
     if dtype not in DTYPES:
         raise ConfigError(f"unknown feature dtype {dtype!r}", fix=f"use one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
@@ -254,18 +255,6 @@ def free_memory(device: torch.device) -> int:
     import os
 
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def resolve_device(device: str) -> torch.device:
-    """ "auto" → CUDA when available else CPU; asking for CUDA without one is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("no CUDA device is available", fix="pass --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}", fix="pass auto, cpu or cuda[:N]") from None
 
 
 def _checked_features(store: FeatureStore) -> np.ndarray:

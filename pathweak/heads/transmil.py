@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import devices
 from .base import HeadOutput, MILHead, register_head
 
 MAX_GRID_FILL = 4  # use the slide grid when its bounding box has at most this many cells per tile
@@ -76,7 +77,7 @@ class NystromAttention(nn.Module):
             attn1 = torch.softmax(q @ k_land.transpose(-1, -2), dim=-1)
             attn2 = torch.softmax(q_land @ k_land.transpose(-1, -2), dim=-1)
             attn3 = torch.softmax(q_land @ k.transpose(-1, -2), dim=-1)
-            with torch.autocast(x.device.type, enabled=False):  # the iteration needs full precision
+            with devices.full_precision(x.device):  # the iteration needs full precision
                 attn2_inv = pinv_iterative(attn2.float(), self.pinv_iterations).to(attn2.dtype)
             out = (attn1 @ attn2_inv) @ (attn3 @ v)
             row = (

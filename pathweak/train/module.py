@@ -239,12 +239,3 @@ class EpochProgress(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.advance(1)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto": bf16 mixed precision on a CUDA device that supports it (else fp16 mixed), fp32 on the CPU."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"

@@ -26,7 +26,7 @@ from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
-from .fit import FitResult, fit_head
+from .fit import FitResult, fit_all
 from .labels import LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
 from .splits import Fold, make_folds
@@ -81,18 +81,14 @@ def train_cohort(
     out = Path(out_dir)
     tmp = lifecycle.begin(out)
     fits: list[FitResult] = []
-    frames = []
     try:
         tmp.mkdir(parents=True)
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
         with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
-            for seed in cfg.seeds:
-                for fold in folds:
-                    fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
-                    fits.append(fit)
-                    frame = _save_fold(tmp, fit, bank, table, fold, cfg)
-                    frames.append(frame)
+            jobs = [(seed, fold) for seed in cfg.seeds for fold in folds]
+            fits = fit_all(bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance)  # --devices N: one world
+            frames = [_save_fold(tmp, fit, bank, table, fold, cfg) for fit, (_, fold) in zip(fits, jobs, strict=True)]
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
