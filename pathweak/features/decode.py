@@ -276,7 +276,7 @@ class RawTileBatches:
             except Exception as exc:  # classified below, once the traceback (and its tensors) is gone
                 kind, why = failure_kind(exc), reason(exc)
             if kind == "memory":
-                return self._decode_halves(jpegs, start, stop)
+                return self._decode_smaller(jpegs, start, stop)
             if kind == "data":
                 self._check_on_cpu(start, stop)  # raises the store's damage error when a tile is damaged
                 why = f"it fails on tiles the CPU decodes: {why}"
@@ -286,7 +286,9 @@ class RawTileBatches:
             "; ".join(self._failures) or "no batched JPEG decoder is installed (torchcodec or torchvision)"
         )
 
-    def _decode_halves(self, jpegs: list[Any], start: int, stop: int) -> list[Any]:
+    def _decode_smaller(self, jpegs: list[Any], start: int, stop: int) -> list[Any]:
+        """After an out-of-memory error: ``jpegs`` in parts of at most half as many (this batch size stays
+        for the next batches); one tile that does not fit is an error."""
         devices.empty_cache(self.device)
         if len(jpegs) <= 1:
             raise MemoryBudgetError(
@@ -294,9 +296,11 @@ class RawTileBatches:
                 path=self.path,
                 fix="free GPU memory (one process per GPU, a smaller --batch-size) or pass --decode cpu",
             )
-        half = len(jpegs) // 2
-        self.batch = max(1, min(self.batch, half))  # the next batches are smaller
-        return self._decode_jpegs(jpegs[:half], start, stop) + self._decode_jpegs(jpegs[half:], start, stop)
+        self.batch = max(1, min(self.batch, len(jpegs) // 2))
+        out: list[Any] = []
+        while len(out) < len(jpegs):
+            out += self._decode_jpegs(jpegs[len(out) : len(out) + self.batch], start, stop)
+        return out
 
     def _check_on_cpu(self, start: int, stop: int) -> None:
         self._store().read_tiles(slice(start, stop))
