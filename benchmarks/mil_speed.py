@@ -112,8 +112,8 @@ def h5_loader(files, labels, device, seed):
                       collate_fn=collate_mil, num_workers=workers, pin_memory=device.type == "cuda")
 
 
-def step(head, opt, criterion, x, grid, y):
-    loss = head.loss(head(x.float(), grid, y), y, criterion)
+def step(head, opt, criterion, x, grid, y, label=None):
+    loss = head.loss(head(x.float(), grid, y if label is None else label), y, criterion)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -137,9 +137,9 @@ def epoch_bank_loop(head, opt, criterion, bank, targets, seed, compute=True):
     if compute:
         head.train()
     for batch in bag_loader(bank, np.arange(len(bank)), targets, shuffle=True, seed=seed):
-        for x, grid, y, _ in batch:
+        for bag in batch:
             if compute:
-                step(head, opt, criterion, x, grid, y.to(x.device))
+                step(head, opt, criterion, bag.x, bag.grid, bag.target, bag.label)
     if bank.device.type == "cuda":
         torch.cuda.synchronize()
 

@@ -137,6 +137,16 @@ def autocast(device: Any, mode: str = "bf16") -> contextlib.AbstractContextManag
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
+def autocast_active(device: Any) -> bool:
+    """Whether an autocast region is active for ``device``'s type (never for types without autocast: meta)."""
+    import torch
+
+    try:
+        return bool(torch.is_autocast_enabled(torch.device(device).type))
+    except RuntimeError:
+        return False
+
+
 def full_precision(device: Any) -> contextlib.AbstractContextManager[Any]:
     """A region computed in float32 even inside an autocast region (numerically delicate iterations)."""
     import torch

@@ -23,6 +23,7 @@ import torch
 
 from ..devices import parse_device
 from ..errors import ConfigError, MemoryBudgetError, StoreError
+from ..heads.base import GridBox
 from ..progress import progress_bar
 from .store import FeatureStore, find_feature_stores
 from .store import grid_positions as grid_positions  # re-exported: the bank's grid layout
@@ -120,6 +121,7 @@ class FeatureBank(_BankBase):
         super().__init__(stores, device, dtype)
         self.features = torch.empty((self.n_tiles, self.embed_dim), dtype=dtype, device=device)
         self._grid = torch.empty((self.n_tiles, self.coord_dims), dtype=torch.int32, device=device)
+        self._grid_host = np.empty((self.n_tiles, self.coord_dims), np.int32)  # for grid_box: no device reads
         self._coords = np.empty((self.n_tiles, self.coord_dims), np.int64)
         with progress_bar(self.n_tiles, "loading features", progress) as advance:
             for i, store in enumerate(stores):
@@ -131,7 +133,8 @@ class FeatureBank(_BankBase):
                     src = src.pin_memory().to(device, non_blocking=True)
                 self.features[a:b].copy_(src)
                 self._coords[a:b] = store.coords
-                self._grid[a:b].copy_(torch.from_numpy(store.grid_positions()))
+                self._grid_host[a:b] = store.grid_positions()
+                self._grid[a:b].copy_(torch.from_numpy(self._grid_host[a:b]))
                 advance(b - a)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -146,6 +149,10 @@ class FeatureBank(_BankBase):
 
     def coords(self, i: int) -> np.ndarray:
         return self._coords[self.offsets[i] : self.offsets[i + 1]]
+
+    def grid_box(self, i: int) -> GridBox:
+        """The bounding box of slide ``i``'s grid, from the host copy (nothing read from the device)."""
+        return GridBox.of(self._grid_host[self.offsets[i] : self.offsets[i + 1]])
 
     def to(self, device: str | torch.device) -> FeatureBank:
         """Move the bank to ``device`` in place (one copy; bags stay views of the new tensors)."""
@@ -171,6 +178,9 @@ class StreamingFeatureBank(_BankBase):
 
     def grid(self, i: int) -> torch.Tensor:
         return torch.from_numpy(FeatureStore.open(self.paths[i]).grid_positions()).to(self.device)
+
+    def grid_box(self, i: int) -> GridBox:
+        return GridBox.of(FeatureStore.open(self.paths[i]).grid_positions())
 
     def coords(self, i: int) -> np.ndarray:
         return FeatureStore.open(self.paths[i]).coords

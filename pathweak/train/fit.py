@@ -97,8 +97,8 @@ def fit_head(
         )
         trainer.fit(
             module,
-            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed),
-            bag_loader(bank, fold.val, targets, cfg.step_bags),
+            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed, boxes=head.takes_box),
+            bag_loader(bank, fold.val, targets, cfg.step_bags, boxes=head.takes_box),
         )
     keep.restore(module)
     epochs = int(trainer.current_epoch)
