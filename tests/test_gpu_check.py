@@ -102,3 +102,57 @@ def test_dry_run_executes_every_step_on_the_cpu(tmp_path):
     assert report["steps"]["extract"]["result"]["by_decode"]["cpu"]["extract_tiles_per_s"] > 0
     assert report["steps"]["mil_speed"]["result"]["heads"]["mean"]["speedup_bank_vs_h5"] > 0
     assert report["steps"]["pretrain"]["result"]["steps"] > 0 and report["steps"]["pretrain"]["result"]["rankme"]
+
+
+def test_gpu_carry_needs_no_virtualenv_and_takes_several_pythons(tmp_path):
+    """benchmarks/gpu_carry.sh calls python3 (a bare `python` exists only in a virtual environment) or
+    $PYTHON, and downloads wheels for every Python version it is given (it fetched cp312 wheels only)."""
+    import shutil
+
+    from conftest import LC25000, need_shared
+
+    need_shared(LC25000)
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(REPO / "benchmarks" / "gpu_carry.sh", tmp_path / "benchmarks")
+    shared = tmp_path / "shared"
+    (shared / "labeled" / "lc25000_lung").mkdir(parents=True)
+    rows = (LC25000 / "groups.csv").read_text().splitlines()[:4]
+    (shared / "labeled" / "lc25000_lung" / "groups.csv").write_text("\n".join(rows) + "\n")
+    for row in rows[1:]:
+        name = row.split(",")[0]
+        (shared / "labeled" / "lc25000_lung" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(LC25000 / name, shared / "labeled" / "lc25000_lung" / name)
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "py"  # records pip downloads (no network in a test) and runs the script's Python parts
+    stub.write_text(f'#!/bin/sh\nif [ "$2" = pip ]; then echo "$@" >> {log}; exit 0; fi\nexec {sys.executable} "$@"\n')
+    stub.chmod(0o755)
+    proc = subprocess.run(["bash", str(tmp_path / "benchmarks" / "gpu_carry.sh"), str(shared), "3.11", "3.12"],
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHON": str(stub)}, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and "--python-version 3.11" in calls[0] and "--python-version 3.12" in calls[1]
+    assert len(list((tmp_path / ".gpu_carry" / "data" / "labeled" / "lc25000_lung").rglob("*.jpeg"))) == 3
+    script = (REPO / "benchmarks" / "gpu_carry.sh").read_text()
+    assert not [line for line in script.splitlines() if line.lstrip().startswith("python ")]
+
+
+def test_the_extraction_benchmark_times_as_many_tiles_as_asked(tmp_path):
+    """With fewer images than --tiles (the GPU machine's copy holds ~1.5k), the benchmark cycles through them
+    instead of silently timing fewer tiles."""
+    import importlib.util
+    import shutil
+
+    from conftest import LC25000, need_shared
+
+    need_shared(LC25000)
+    spec = importlib.util.spec_from_file_location("bench_extract", REPO / "benchmarks" / "extract.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for f in sorted(LC25000.rglob("*.jpeg"))[:4]:
+        shutil.copy(f, folder / f.name)
+    files = bench.tile_files(10, folder)
+    assert len(files) == 10 and len(set(files)) == 4
+    assert len(bench.tile_files(3, folder)) == 3

@@ -37,6 +37,17 @@ def worker_report(delay: float = 0.0) -> tuple[int, str]:
     return os.getpid(), worker_device("unpinned")
 
 
+def worker_cuda_device(delay: float = 0.0) -> tuple[str, int | None]:
+    """(device, current CUDA device index or None) of the process running it: a process pinned to a GPU
+    must have that GPU current (``set_device``), else pinned memory and CUDA contexts land on GPU 0."""
+    import time
+
+    import torch
+
+    time.sleep(delay)
+    return worker_device("unpinned"), torch.cuda.current_device() if torch.cuda.is_available() else None
+
+
 def pin_worker(devices: Any, threads: int, encoder: tuple[str, str | None] | ModuleEncoder | None = None) -> None:
     """Pool initializer: take one device from the queue ``devices``, own it, and use ``threads`` torch
     threads; keep ``encoder`` (a name with its weights, or an Encoder) for the tasks."""
@@ -183,23 +194,27 @@ class EncoderMemory:
         return self.weights + self.autocast_copies + self.activations
 
 
-def encoder_memory(encoder: Any, batch: int, mode: str = "bf16") -> EncoderMemory:
+def encoder_memory(encoder: Any, batch: int) -> EncoderMemory:
     """The GPU memory one process extracting with ``encoder`` (an :class:`~pathweak.encoders.Encoder`,
-    best built on the meta device: nothing is allocated) plans for a sub-batch of ``batch`` tiles:
-    weights as held, bf16 copies of its floating-point weights under "bf16" autocast, and the activations'
-    peak, measured by running the forward on the meta device (float32 there, halved for bf16)."""
+    best built on the meta device: nothing is allocated) plans for a sub-batch of ``batch`` tiles: its
+    weights as held, the copies autocast makes of its floating-point weights on CUDA (in the dtype
+    :func:`~pathweak.devices.autocast_dtype` picks for it), and the activations' peak, measured by running the
+    forward on the meta device (in float32 there, scaled to the autocast dtype)."""
     import torch
 
+    from ..devices import autocast_dtype
+
+    dtype = autocast_dtype("cuda", encoder.info.precision)
+    size = dtype.itemsize if dtype is not None else 4
     tensors = [*encoder.parameters(), *encoder.buffers()]
     weights = sum(t.numel() * t.element_size() for t in tensors)
-    copies = sum(t.numel() * 2 for t in encoder.parameters() if t.is_floating_point()) if mode == "bf16" else 0
-    size = int(encoder.info.img_size)
-    shape = (batch, 3, size, size) if encoder.info.input != "volume" else (batch, 1, size, size, size)
+    copies = sum(t.numel() * size for t in encoder.parameters() if t.is_floating_point()) if dtype is not None else 0
+    side = int(encoder.info.img_size)
+    shape = (batch, 3, side, side) if encoder.info.input != "volume" else (batch, 1, side, side, side)
     meta = encoder if all(t.is_meta for t in tensors) else copy_to_meta(encoder)
     with torch.no_grad(), _PeakBytes() as peak:
         meta.backbone(torch.empty(shape, device="meta"))
-    activations = peak.peak // 2 if mode == "bf16" else peak.peak
-    return EncoderMemory(weights, copies, activations)
+    return EncoderMemory(weights, copies, peak.peak * size // 4)
 
 
 def gpu_memory_plan(process_devices: list[str], memory: EncoderMemory) -> dict[str, dict[str, float]]:

@@ -261,3 +261,46 @@ def test_device_decode_agrees_with_cpu_decode(lc_store, tmp_path):
     fb = FeatureStore.open(b.store).features.astype(np.float32)
     assert np.abs(fa - fb).max() <= 0.1  # bf16 autocast on both sides: its rounding dominates
     assert np.array_equal(FeatureStore.open(a.store).coords, FeatureStore.open(b.store).coords)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_extraction_without_nvjpeg_falls_back_and_says_so(lc_store, tmp_path, monkeypatch):
+    """On CUDA, a decoder without nvJPEG support (torchvision's own error): --decode auto extracts with CPU
+    decoding and says so in the store's result; --decode gpu fails the store with the fix."""
+    decoder, _ = failing(RuntimeError(NO_NVJPEG))
+    monkeypatch.setattr(decode_module, "jpeg_decoders", lambda: [decoder])
+    enc = tiny_encoder()
+    try:
+        (auto,) = extract_features([lc_store], enc, tmp_path / "auto", device="cuda", decode="auto", progress=False)
+        assert auto.status == "extracted" and any("decoded on the CPU" in w and NO_NVJPEG in w for w in auto.warnings)
+        decode_module._UNAVAILABLE.clear()
+        (gpu,) = extract_features([lc_store], enc, tmp_path / "gpu", device="cuda", decode="gpu", progress=False)
+        assert gpu.status == "failed" and "--decode gpu: JPEG tiles cannot be decoded" in gpu.error
+    finally:
+        decode_module._UNAVAILABLE.clear()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_two_encoders_share_one_copy_of_each_batch(lc_store, tmp_path):
+    """Several encoders in one pass: each batch of tiles goes to the GPU once, not once per encoder."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Uploads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            src = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if (func.__name__.startswith("_to_copy") and src is not None and src.dtype == torch.uint8 and src.dim() == 4
+                    and not src.is_cuda and out.is_cuda):
+                Uploads.count += 1
+            return out
+
+    encs = [tiny_encoder(), create_encoder("timm:vit_tiny_patch16_224", weights="random:1", depth=2, img_size=112)]
+    with Uploads():
+        done = extract_features([lc_store], encs, tmp_path, device="cuda", decode="cpu", num_workers=0,
+                                progress=False)
+    assert [r.status for r in done] == ["extracted", "extracted"]
+    assert Uploads.count == 1  # 150 tiles: one loader batch, copied once for both encoders

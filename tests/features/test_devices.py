@@ -102,3 +102,19 @@ def test_dask_workers_get_one_device_each():
     finally:
         pool.close()
     assert sorted(dev for _, dev in per_worker.values()) == ["cuda:0", "cuda:1"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cohort_device_workers_own_their_gpu():
+    """The extract stage's device pool: each process has its GPU as the current CUDA device (it used to get
+    only PATHWEAK_DEVICE, so pinned memory opened a context on GPU 0 in every worker)."""
+    from pathweak.cohort.executors import LocalExecutor
+    from pathweak.features.devices import worker_cuda_device
+
+    pool = LocalExecutor(2).on_devices(["cuda:0", "cuda:1"])
+    try:
+        seen = {res for _, res, err in pool.run(worker_cuda_device, [(0.5,)] * 4)}
+    finally:
+        pool.close()
+    assert seen == {("cuda:0", 0), ("cuda:1", 1)}
