@@ -7,9 +7,10 @@ On a machine without CUDA the workers are CPU processes sharing the cores (torch
 between them), which is how CI tests this path. The FeatureStores are the same as one process writes:
 each slide is embedded whole by one worker, with the same code.
 
-The cohort runner reuses the same pinning (``extract: {devices: N|all}``): ``worker_device()`` is the
-device a worker was given (the local pool's initializer, or the Dask worker plugin in
-``cohort/dask_devices.py``: one GPU per worker), else the configured one.
+The cohort runner's extract stage on CUDA runs the same way: one process (one encoder) per GPU, each
+taking its GPU as the current CUDA device (:func:`~pathweak.devices.set_device`; the local pool's
+initializer, or the Dask worker plugin in ``cohort/dask_devices.py``). :func:`encoder_memory` and
+:func:`gpu_memory_plan` give the GPU memory such a process plans for, measured on the meta device.
 """
 
 from __future__ import annotations

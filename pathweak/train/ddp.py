@@ -1,11 +1,14 @@
 """Head training on several devices: Lightning DDP, one process per device (``--devices N``).
 
-:func:`~pathweak.train.fit.fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with CUDA). Each
-sets the environment Lightning's DDP reads for processes it did not create (``LOCAL_RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and runs :func:`~pathweak.train.fit.fit_head` itself: the
-Trainer gets ``strategy=DDPStrategy`` (gloo on CPU, NCCL on CUDA) with ``devices=N``. The bank
-reaches every process without a copy on the CPU (shared memory) and is copied once to each rank's
-GPU on CUDA, so steps still move nothing between host and device.
+:func:`~pathweak.train.fit.fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with
+CUDA), once for every seed and fold of a run. Each takes its device first (:func:`~pathweak.devices.set_device`:
+its CUDA context opens on its own GPU), sets the environment Lightning's DDP reads for processes it did not
+create (``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and runs
+:func:`~pathweak.train.fit.fit_head` for each (seed, fold) itself: the Trainer gets
+``strategy=DDPStrategy`` (gloo on CPU, NCCL on CUDA) with ``devices=N``. The bank reaches every process
+through CPU shared memory (a CUDA bank is sent as a CPU copy: a CUDA tensor would be opened in every rank
+on the GPU it lives on) and is copied once to each rank's GPU, so steps still move nothing between host
+and device. Rank 0 reports epochs to the parent's progress bar through a queue.
 
 Data: :class:`~pathweak.train.module.RankSampler` shuffles the training bags with the seed and epoch
 and gives rank ``r`` every ``N``-th bag of that order, so a step of ``N`` processes with one bag each
