@@ -154,6 +154,16 @@ def full_precision(device: Any) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(torch.device(device).type, enabled=False)
 
 
+def world_rank() -> tuple[int, int]:
+    """(processes, this one's rank) of the torch.distributed group this process is in; (1, 0) outside one."""
+    import torch
+
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
 def set_device(device: str) -> None:
     """Make ``device`` this process's own (a pool worker, a DDP rank): ``PATHWEAK_DEVICE`` names it and, for
     a GPU this process sees, it becomes the current CUDA device before anything touches CUDA ("auto" and

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import world_rank
 from ..errors import ConfigError
 from ..tiling.store import TileStore
 from .augment import pathology_view, to_tensor, whole_tile_view
@@ -148,19 +149,10 @@ class EpochSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        import torch
-
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
-
     def __iter__(self) -> Any:
         import torch
 
-        world, rank = self._world()
+        world, rank = world_rank()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.num_samples <= self.n:
             order = torch.randperm(self.n, generator=g)[: self.num_samples].tolist()
@@ -170,5 +162,5 @@ class EpochSampler:
         return iter(order[rank::world])
 
     def __len__(self) -> int:
-        world, _ = self._world()
+        world, _ = world_rank()
         return -(-self.num_samples // world)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..devices import autocast_active
+from ..devices import autocast_active, world_rank
 from ..heads import HeadOutput, MILHead
 from ..heads.base import GridBox
 from .proportion import bag_proportion, proportion_loss
@@ -86,15 +86,8 @@ class RankSampler(torch.utils.data.Sampler[int]):
         self.n = n
         self.generator = torch.Generator().manual_seed(seed)
 
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
-
     def __iter__(self) -> Iterator[int]:
-        world, rank = self._world()
+        world, rank = world_rank()
         g = self.generator
         torch.empty((), dtype=torch.int64).random_(generator=g)
         order = torch.randperm(self.n, generator=g).tolist()
@@ -103,7 +96,7 @@ class RankSampler(torch.utils.data.Sampler[int]):
         return iter(order[rank::world])
 
     def __len__(self) -> int:
-        world, _ = self._world()
+        world, _ = world_rank()
         return -(-self.n // world)
 
 
