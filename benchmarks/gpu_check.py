@@ -46,7 +46,7 @@ PY = sys.executable
 def plan(dry: bool, minutes: float, env: dict | None = None) -> list[dict]:
     """The steps: name, command, time limit (s); the pytest step also lists the gpu tests it will run."""
     gpu = gpu_tests(env)
-    pytest_gpu = {"name": "pytest_gpu", "timeout": 300 if dry else 165, "tests": gpu["tests"],
+    pytest_gpu = {"name": "pytest_gpu", "timeout": 300 if dry else 180, "tests": gpu["tests"],
                   "collection_errors": gpu["errors"],
                   "cmd": [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *gpu["files"]]}
     if dry:
@@ -63,7 +63,7 @@ def plan(dry: bool, minutes: float, env: dict | None = None) -> list[dict]:
         ]
     return [
         pytest_gpu,
-        {"name": "extract", "timeout": 120,
+        {"name": "extract", "timeout": 105,
          "cmd": [PY, "benchmarks/extract.py", "--device", "cuda", "--encoder", "timm:vit_large_patch16_224",
                  "--weights", "random", "--tiles", "4096", "--repeats", "3", "--workers", "8", "--decode", "cpu", "gpu"]},
         {"name": "mil_speed", "timeout": 90,

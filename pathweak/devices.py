@@ -184,6 +184,17 @@ def worker_device(default: str = "auto") -> str:
     return os.environ.get(ENV) or default
 
 
+def take_worker_device(default: str = "auto") -> str:
+    """In a task: the device this process was pinned to, made its current CUDA device (pinned memory and a
+    bare "cuda" then land on it), else ``default`` (an unpinned process, e.g. the caller's own, is left as
+    it is)."""
+    pinned = os.environ.get(ENV)
+    if not pinned:
+        return default
+    set_device(pinned)
+    return pinned
+
+
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a device running out of memory: torch's OutOfMemoryError, or a library error that
     says so in its message (nvJPEG and others wrap CUDA's allocation errors in a RuntimeError)."""

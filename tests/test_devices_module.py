@@ -113,11 +113,13 @@ def test_training_on_several_devices_does_not_ignore_cuda_k(mil_cohort):
 
 
 def test_a_worker_takes_its_device(monkeypatch):
-    monkeypatch.delenv(devices.ENV, raising=False)
+    monkeypatch.setenv(devices.ENV, "restored after the test")
+    monkeypatch.delenv(devices.ENV)
     devices.set_device("auto")
     assert devices.ENV not in os.environ and devices.worker_device("cpu") == "cpu"
+    assert devices.take_worker_device("cpu") == "cpu" and devices.ENV not in os.environ  # an unpinned process
     devices.set_device("cuda:5")  # not here: named for the process; parse_device gives the clear error later
-    assert devices.worker_device() == "cuda:5"
+    assert devices.worker_device() == "cuda:5" and devices.take_worker_device("cpu") == "cuda:5"
 
 
 def test_precision_and_autocast_choices():

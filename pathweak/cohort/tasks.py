@@ -63,8 +63,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     from ..features.store import feature_store_path
     from .encoders_cache import cached_encoder
 
-    device = devices.worker_device(spec.extract.get("device", "auto"))
-    devices.set_device(device)  # a pinned GPU becomes current: pinned memory and "cuda" land on it, not on GPU 0
+    device = devices.take_worker_device(spec.extract.get("device", "auto"))  # a pinned GPU becomes current
     threads = torch.get_num_threads()
     if "threads" in spec.extract:
         torch.set_num_threads(max(1, int(spec.extract["threads"])))
