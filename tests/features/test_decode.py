@@ -35,6 +35,14 @@ GREY_LEVELS = 2
 FEATURE_ATOL = 3e-2
 
 
+@pytest.fixture(autouse=True)
+def no_decoder_verdict():
+    """Each test starts and ends without a process-wide "no device decoder here" verdict."""
+    decode_module._UNAVAILABLE.clear()
+    yield
+    decode_module._UNAVAILABLE.clear()
+
+
 @pytest.fixture(scope="module")
 def lc_store(tmp_path_factory):
     """150 real LC25000 tiles in a JPEG TileStore with 64-tile shards (batches cross shard borders)."""
@@ -203,7 +211,6 @@ def test_no_nvjpeg_falls_back_to_the_cpu_once_and_says_so(lc_store):
         got = torch.cat(list(raw.batches())).numpy()
     assert np.array_equal(got, ref) and calls == [48]  # CPU-decoded: the store's own pixels
     assert NO_NVJPEG in raw.fallback
-    decode_module._UNAVAILABLE.clear()
 
 
 def test_no_nvjpeg_with_decode_gpu_is_an_error(lc_store):
@@ -218,10 +225,7 @@ def test_the_next_store_goes_to_the_cpu_loader_after_a_fallback(lc_store):
     with TileStore.open(lc_store) as store:
         assert isinstance(device_batches(store, cuda, "auto"), RawTileBatches)
         decode_module._UNAVAILABLE["cuda"] = NO_NVJPEG
-        try:
-            assert device_batches(store, cuda, "auto") is None
-        finally:
-            decode_module._UNAVAILABLE.clear()
+        assert device_batches(store, cuda, "auto") is None
 
 
 def test_the_decoder_is_torchcodecs_where_installed_and_torchvision_needs_019():
@@ -271,14 +275,11 @@ def test_extraction_without_nvjpeg_falls_back_and_says_so(lc_store, tmp_path, mo
     decoder, _ = failing(RuntimeError(NO_NVJPEG))
     monkeypatch.setattr(decode_module, "jpeg_decoders", lambda: [decoder])
     enc = tiny_encoder()
-    try:
-        (auto,) = extract_features([lc_store], enc, tmp_path / "auto", device="cuda", decode="auto", progress=False)
-        assert auto.status == "extracted" and any("decoded on the CPU" in w and NO_NVJPEG in w for w in auto.warnings)
-        decode_module._UNAVAILABLE.clear()
-        (gpu,) = extract_features([lc_store], enc, tmp_path / "gpu", device="cuda", decode="gpu", progress=False)
-        assert gpu.status == "failed" and "--decode gpu: JPEG tiles cannot be decoded" in gpu.error
-    finally:
-        decode_module._UNAVAILABLE.clear()
+    (auto,) = extract_features([lc_store], enc, tmp_path / "auto", device="cuda", decode="auto", progress=False)
+    assert auto.status == "extracted" and any("decoded on the CPU" in w and NO_NVJPEG in w for w in auto.warnings)
+    decode_module._UNAVAILABLE.clear()
+    (gpu,) = extract_features([lc_store], enc, tmp_path / "gpu", device="cuda", decode="gpu", progress=False)
+    assert gpu.status == "failed" and "--decode gpu: JPEG tiles cannot be decoded" in gpu.error
 
 
 @pytest.mark.gpu
