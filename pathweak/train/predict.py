@@ -50,11 +50,11 @@ def predict_slides(
     ``out_dir`` overrides the folder that receives ``results/<name>/``; ``name`` the model id used there."""
     import torch
 
-    from ..features.bank import resolve_device
+    from ..devices import parse_device
     from ..heatmap.results import write_results
     from .package import load_models
 
-    dev = resolve_device(device)
+    dev = parse_device(device)
     models = load_models(model, dev)
     first = models[0]
     stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]

@@ -26,7 +26,7 @@ from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
-from .fit import FitResult, fit_head
+from .fit import FitResult, fit_all
 from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
 from .splits import Fold, fold_warnings, make_folds
@@ -91,7 +91,6 @@ def train_cohort(
         table.path = out / "labels.csv"
     tmp = lifecycle.begin(out)
     fits: list[FitResult] = []
-    frames = []
     try:
         tmp.mkdir(parents=True)
         if frame is not None:
@@ -100,12 +99,9 @@ def train_cohort(
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
         with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
-            for seed in cfg.seeds:
-                for fold in folds:
-                    fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
-                    fits.append(fit)
-                    frame = _save_fold(tmp, fit, bank, table, fold, cfg)
-                    frames.append(frame)
+            jobs = [(seed, fold) for seed in cfg.seeds for fold in folds]
+            fits = fit_all(bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance)  # --devices N: one world
+            frames = [_save_fold(tmp, fit, bank, table, fold, cfg) for fit, (_, fold) in zip(fits, jobs, strict=True)]
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
