@@ -333,6 +333,12 @@ def extract(
             help="ViT encoders: one row per patch token inside each tile (N x N tokens averaged, e.g. 2: a 7x7 map per 224 px tile) for sub-tile wsseg maps, under OUT/features/<encoder_id>-tokens<N>/; 0: one row per tile."
         ),
     ] = _EXTRACT["tokens"],
+    rotations: Annotated[
+        int,
+        typer.Option(
+            help="2 or 4: one row per tile holding its features under that many rotations side by side, under OUT/features/<encoder_id>-rot<N>/, for `train --label-augmentation rotation`; 1: none."
+        ),
+    ] = _EXTRACT["rotations"],
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     stores_old: OldStores = None,
@@ -360,6 +366,7 @@ def extract(
         progress=progress,
         tokens=tokens,
         decode=decode,
+        rotations=rotations,
     )
     from pathweak.features import extract_features  # torch: after the options are checked
 

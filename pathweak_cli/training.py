@@ -109,6 +109,12 @@ def train(
             help="Survival: a time of the time-dependent AUC (repeatable; default: quartiles of the event times).",
         ),
     ] = None,
+    label_augmentation: Annotated[
+        str | None,
+        typer.Option(
+            help="rotation: self-supervised label augmentation on features extracted with `extract --rotations 4`: the head learns joint (class x rotation) labels and averages over the rotations at prediction (classification; not CLAM)."
+        ),
+    ] = _train_default("label_augmentation"),
     class_: Annotated[
         list[str] | None,
         typer.Option(
@@ -215,6 +221,7 @@ def train(
         survival_loss=survival_loss,
         survival_bins=survival_bins,
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
+        label_augmentation=label_augmentation,
     )
     from pathweak.train import train_cohort  # torch: after the options are checked
 

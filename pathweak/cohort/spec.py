@@ -173,6 +173,26 @@ def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -
         cfg = train_config(spec)
         _in_spec(lambda: _check_head(cfg), spec, "train")
         _check_manifest_labels(spec, cfg)
+    _check_views(spec)
+
+
+def _check_views(spec: CohortSpec) -> None:
+    """``extract: {rotations: R}`` and ``train: {label_augmentation: rotation}`` go together: the head reads
+    rotation views only with label augmentation, which needs them (docs/cohorts.md)."""
+    from ..features.views import check_rotations
+
+    rotations = spec.extract.get("rotations", 1)
+    if not isinstance(rotations, int) or isinstance(rotations, bool):
+        raise ConfigError(f"extract: rotations must be 2 or 4, got {rotations!r}", path=spec.source)
+    _in_spec(lambda: check_rotations(rotations), spec, "extract")
+    augmentation = spec.train.get("label_augmentation")
+    if (rotations > 1) != (augmentation is not None):
+        raise ConfigError(
+            "extract: rotations and train: label_augmentation go together (the head trains on the rotation views "
+            "with label augmentation only)",
+            path=spec.source,
+            fix="set both (extract: {rotations: 4} and train: {label_augmentation: rotation}) or neither",
+        )
 
 
 def _in_spec(check: Any, spec: CohortSpec, key: str) -> None:

@@ -75,6 +75,7 @@ def extract_features(
     progress: bool = True,
     tokens: int = 0,
     decode: str = "auto",
+    rotations: int = 1,
 ) -> list[ExtractResult]:
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
@@ -89,18 +90,26 @@ def extract_features(
     (``wsseg``) then segment inside tiles. A store that fails is reported in its result and the others go on.
     ``decode``: where JPEG tiles are decoded (``features/decode.py``): auto (on the GPU when the model
     runs on CUDA), cpu, or gpu (an error without CUDA).
+    ``rotations`` 2 or 4: each row holds the tile's embeddings under that many rotations side by side, under
+    ``<encoder_id>-rot<R>`` (``features/views.py``; for label augmentation, heads/sla.py).
     """
 
     dev = devices.parse_device(device)
     from .decode import check_decode
+    from .views import check_rotations
 
     check_decode(decode, dev)
+    check_rotations(rotations, tokens)
     modules = [e.to(dev).eval() for e in _encoders(encoder, weights)]
     encs: list[TileEncoder] = list(modules)
     if tokens:
         from .tokens import TokenRows  # torch-importing, so not at module level
 
         encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
+    if rotations > 1:
+        from .views import RotatedViews
+
+        encs = [RotatedViews(e, rotations) for e in modules]
     results = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in [*folders, *(Path(out_dir) / "h5_files" / e.encoder_id for e in encs)]:

@@ -8,7 +8,7 @@ module imported here, returns a :class:`HeadOutput` and (when it has extra loss 
 :meth:`MILHead.loss`; training, prediction and the benchmarks then take it by name.
 """
 
-from . import clam, dsmil, ins, pooling, transmil, wsseg  # noqa: F401  (registration)
+from . import clam, dsmil, ins, pooling, sla, transmil, wsseg  # noqa: F401  (registration)
 from .base import HEADS, HeadOutput, MILHead, create_head, head_info, register_head
 
 __all__ = ["HEADS", "HeadOutput", "MILHead", "create_head", "head_info", "register_head"]

@@ -73,12 +73,14 @@ class MILHead(nn.Module):
     A head with ``tracks_instances = True`` keeps per-tile state across epochs (INS's smoothed
     pseudo-targets): the training loop then also passes ``bag_id=`` (the bag's row in the FeatureBank).
     A head with ``takes_box = True`` also gets ``box=`` (the bag's :class:`GridBox`) while training.
+    ``label_augmentation = False``: the head cannot train on joint (class x view) labels (heads/sla.py).
     """
 
     name = "?"
     uses_grid = False
     tracks_instances = False
     takes_box = False
+    label_augmentation = True
 
     def __init__(self, in_dim: int, n_outputs: int, **options: Any):
         super().__init__()
@@ -99,6 +101,9 @@ class MILHead(nn.Module):
 
 
 HEADS: Registry[type[MILHead]] = Registry("head")
+# head options that wrap the named head in another module: option name -> (name, in_dim, n_outputs, value,
+# the other options) -> head (heads/sla.py registers "label_augmentation")
+WRAPPERS: dict[str, Any] = {}
 
 
 def register_head(name: str) -> Any:
@@ -112,7 +117,12 @@ def register_head(name: str) -> Any:
 
 
 def create_head(name: str, in_dim: int, n_outputs: int, **options: Any) -> MILHead:
-    """A head from the registry by name (see ``pathweak heads list``), with its keyword options."""
+    """A head from the registry by name (see ``pathweak heads list``), with its keyword options (an option
+    of :data:`WRAPPERS` wraps it, e.g. ``label_augmentation``)."""
+    for key, wrap in WRAPPERS.items():
+        if key in options:
+            value = options.pop(key)
+            return wrap(name, in_dim, n_outputs, value, options)
     cls = HEADS.get(name)
     try:
         return cls(in_dim, n_outputs, **options)

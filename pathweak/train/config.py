@@ -9,6 +9,7 @@ from ..errors import ConfigError
 
 TASKS = ("auto", "binary", "multiclass", "regression", "survival", "proportion")
 SURVIVAL_LOSSES = ("cox", "discrete")
+LABEL_AUGMENTATIONS = ("rotation",)  # kinds of views label augmentation trains over (features/views.py)
 SURVIVAL_BAGS = 16  # bags per step of the Cox loss when --bags-per-step is left at 1
 
 
@@ -27,6 +28,9 @@ class TrainConfig:
     likelihood with ``survival_bins`` bins); ``eval_times`` are the times of the time-dependent AUC
     (default: the quartiles of the event times). Proportion (``task="proportion"``): the label is a share
     in [0, 1] tied to the mean per-tile probability (see :mod:`pathweak.train.proportion`).
+
+    ``label_augmentation="rotation"``: self-supervised label augmentation over the rotation views of features
+    extracted with ``--rotations`` (classification only; heads/sla.py, train/label_augmentation.py).
     """
 
     head: str = "abmil"
@@ -53,6 +57,7 @@ class TrainConfig:
     survival_loss: str = "cox"
     survival_bins: int = 4
     eval_times: tuple[float, ...] | None = None
+    label_augmentation: str | None = None  # "rotation": joint (class x rotation) labels (heads/sla.py)
 
     @property
     def step_bags(self) -> int:
@@ -83,6 +88,17 @@ class TrainConfig:
                 f"the discrete-time survival loss needs at least 2 time bins, got {self.survival_bins}",
                 fix="pass e.g. --survival-bins 4",
             )
+        if self.label_augmentation is not None:
+            if self.label_augmentation not in LABEL_AUGMENTATIONS:
+                raise ConfigError(
+                    f"unknown label augmentation {self.label_augmentation!r}",
+                    fix=f"use {' or '.join(LABEL_AUGMENTATIONS)} (or leave it out)",
+                )
+            if self.task in ("regression", "survival", "proportion"):
+                raise ConfigError(
+                    f"label augmentation trains on joint (class x view) labels; a {self.task} task has no classes",
+                    fix="drop --label-augmentation, or train a classification task",
+                )
         if self.eval_times is not None:
             times = tuple(float(t) for t in self.eval_times)
             if not times or any(t <= 0 for t in times):

@@ -27,6 +27,7 @@ from ..progress import progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
 from .fit import FitResult, fit_all
+from .label_augmentation import with_label_augmentation
 from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
 from .splits import Fold, fold_warnings, make_folds
@@ -85,6 +86,7 @@ def train_cohort(
             raise ValueError("the bank's slides must be the labels file's, in its order")
         _refuse_empty_bags(bank, table)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
+    cfg = with_label_augmentation(cfg, bank, table.classes)  # its head option, or one clear error
     warnings = [*table.warnings, *fold_warnings(folds, table)]
     frame: Any = labels if table.path == DATAFRAME else None
     if frame is not None:  # the run keeps the labels it was given, and names them
