@@ -59,11 +59,11 @@ def pretrain(
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-    from torch.utils.data import DataLoader
 
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
-    from .data import EpochSampler, TileIndex, split_holdout
+    from .data import TileIndex, split_holdout
     from .data3d import datasets
+    from .mixed import mixed_loaders, with_store_kinds
     from .module import SSLModule
 
     started = time.perf_counter()
@@ -72,24 +72,15 @@ def pretrain(
     sweep_partials(out)  # a killed run's encoder.safetensors leftover
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     index = TileIndex(stores)
+    cfg = with_store_kinds(index, cfg)  # mae on 2D and 3D stores: one ViT for both (ssl/mixed.py)
     train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
     per_epoch = cfg.samples_per_epoch or len(train_idx)
     views, held_out = datasets(index, cfg, train_idx, hold_idx, IMAGENET_MEAN, IMAGENET_STD)
     device = devices.parse_device("auto")  # the accelerator Lightning picks ("auto"): a rank's own GPU in DDP
-    train_loader = DataLoader(
-        views,
-        batch_size=cfg.batch_size,
-        sampler=EpochSampler(len(views), per_epoch, cfg.seed),  # each DDP rank takes its share of the epoch
-        num_workers=cfg.num_workers,
-        drop_last=True,
-        persistent_workers=cfg.num_workers > 0,
-        pin_memory=device.type == "cuda",
-    )
-    hold_loader = DataLoader(  # not sharded: every rank's RankMe is over all held-out tiles
-        held_out,
-        batch_size=64,
-        num_workers=min(cfg.num_workers, 1),
-    )
+    if cfg.unified:
+        train_loader, hold_loader = mixed_loaders(views, held_out, cfg, per_epoch, device.type == "cuda")
+    else:
+        train_loader, hold_loader = _loaders(views, held_out, cfg, per_epoch, device.type == "cuda")
     module = SSLModule(cfg, init_state=_initial_weights(cfg))  # steps: the trainer's count, per rank
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
@@ -138,6 +129,29 @@ def pretrain(
         schedule=dict(module.schedule_state),
         ranks_agree=module.ranks_agree,
     )
+
+
+def _loaders(views: Any, held_out: Any, cfg: SSLConfig, per_epoch: int, pin: bool) -> tuple[Any, Any]:
+    """(training loader, held-out loader) of views of one kind."""
+    from torch.utils.data import DataLoader
+
+    from .data import EpochSampler
+
+    train = DataLoader(
+        views,
+        batch_size=cfg.batch_size,
+        sampler=EpochSampler(len(views), per_epoch, cfg.seed),  # each DDP rank takes its share of the epoch
+        num_workers=cfg.num_workers,
+        drop_last=True,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=pin,
+    )
+    hold = DataLoader(  # not sharded: every rank's RankMe is over all held-out tiles
+        held_out,
+        batch_size=64,
+        num_workers=min(cfg.num_workers, 1),
+    )
+    return train, hold
 
 
 def _hardware(cfg: SSLConfig, ddp: bool) -> dict[str, Any]:

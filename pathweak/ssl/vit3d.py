@@ -10,21 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..encoders.unified import PatchEmbed3D  # the 3D patch embedding, shared with the unified 2D/3D ViT
 from .config import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
-
-
-class PatchEmbed3D(nn.Module):
-    """Non-overlapping ``patch``^3 voxel cubes -> tokens (B, n, D), n = (S / patch)^3."""
-
-    def __init__(self, img_size: int, patch: int, in_chans: int, dim: int):
-        super().__init__()
-        self.patch_size = (patch, patch, patch)
-        self.grid_size = (img_size // patch,) * 3
-        self.num_patches = (img_size // patch) ** 3
-        self.proj = nn.Conv3d(in_chans, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class ViT3D(nn.Module):
