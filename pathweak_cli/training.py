@@ -10,6 +10,7 @@ import typer
 
 from pathweak.train.config import TrainConfig
 
+from . import finetune_options as ft
 from ._app import app, handle_errors
 from ._conventions import (
     Command,
@@ -177,6 +178,13 @@ def train(
             help="Processes (Lightning DDP, one per device): 1, N or all (every GPU); on a CPU N gloo processes."
         ),
     ] = str(_train_default("devices")),
+    finetune_encoder: ft.FinetuneEncoder = None,
+    encoder_weights: ft.EncoderWeights = None,
+    encoder_lr: ft.EncoderLr = ft.ENCODER_LR,
+    frozen_blocks: ft.FrozenBlocks = ft.FROZEN_BLOCKS,
+    encoder_epochs: ft.EncoderEpochs = ft.EPOCHS,
+    tile_batch: ft.TileBatch = ft.TILE_BATCH,
+    encoder_out: ft.EncoderOut = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json's summary as JSON.")] = False,
     features_old: OldFeatures = None,
@@ -186,10 +194,13 @@ def train(
 ) -> None:
     """Train a MIL head on cached features with patient-level cross-validation; writes metrics (with
     bootstrap 95% CIs and the spread across seeds), per-fold predictions and packaged models
-    (see docs/training.md)."""
+    (see docs/training.md). With --finetune-encoder: INS trained end to end on TileStores."""
     from pathweak.errors import ConfigError
 
-    found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
+    kind = "TileStores" if finetune_encoder else "FeatureStores"
+    found = inputs(
+        features, features_old, "--features", kind, "runs/x/tiles/" if finetune_encoder else _FEATURES_EXAMPLE
+    )
     streams: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
     if stream not in streams:
         raise ConfigError(f"unknown --stream {stream!r}", fix="use auto, yes or no")
@@ -223,16 +234,35 @@ def train(
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
         label_augmentation=label_augmentation,
     )
-    from pathweak.train import train_cohort  # torch: after the options are checked
+    if finetune_encoder:
+        values = dict(encoder=finetune_encoder, weights=encoder_weights, encoder_lr=encoder_lr, epochs=encoder_epochs,
+                      frozen_blocks=frozen_blocks, tile_batch=tile_batch, encoder_out=encoder_out)  # fmt: skip
+        run = ft.run_end_to_end(paths(found), labels, out, cfg, values, progress)
+    else:
+        from pathweak.train import train_cohort  # torch: after the options are checked
 
-    run = train_cohort(paths(found), labels, out, cfg, progress=progress)
+        run = train_cohort(paths(found), labels, out, cfg, progress=progress)
     s = run.summary
     for text in s.get("warnings", []):  # recorded in run.json too
         warn(text)
     if as_json:
         typer.echo(
             json.dumps(
-                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds", "warnings")},
+                {
+                    k: s[k]
+                    for k in (
+                        "model_id",
+                        "head",
+                        "task",
+                        "classes",
+                        "metrics",
+                        "splits",
+                        "seconds",
+                        "warnings",
+                        "finetune",
+                    )
+                    if k in s
+                },
                 indent=2,
                 default=str,
             )
@@ -247,6 +277,8 @@ def train(
         ci = first["ci95"].get(name)
         ci_text = f"  (seed {next(iter(s['seeds']))} 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         typer.echo(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f}{ci_text}")
+    if "finetune" in s:
+        typer.echo(f"fine-tuned encoder: {s['finetune']['encoder']} (features: {s['finetune']['features']})")
     typer.echo(
         f"run: {run.out_dir} (predict with: pathweak predict FEATURES... --model {run.out_dir}; "
         f"report: pathweak report {run.out_dir})"

@@ -56,13 +56,15 @@ def train_cohort(
     *,
     progress: bool = True,
     bank: FeatureBankLike | None = None,
+    record: dict[str, Any] | None = None,
 ) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
     ``labels`` is a CSV path or a pandas DataFrame of the same columns (then written into the run as
     ``labels.csv``). Labelled slides whose bags are empty (no tiles) are left out with a warning.
     ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's. What is allowed
-    but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md)."""
+    but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md). ``record``: more entries
+    for run.json (e.g. ``finetune``, train/end_to_end.py)."""
     import pandas as pd
 
     from ..features.bank import bank_summary, load_feature_bank
@@ -109,6 +111,7 @@ def train_cohort(
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
         summary["warnings"] = warnings
+        summary.update(record or {})
         paths = getattr(bank, "paths", None)
         if paths is not None:  # where each slide's features are (for `pathweak report`)
             summary["feature_stores"] = {
