@@ -160,9 +160,10 @@ def pretrain_config(spec: CohortSpec) -> Any:
 
 def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -> None:
     """What the stages in ``stages`` would refuse only after the slides are tiled and embedded, checked
-    before any work: the pretraining settings, the encoder's name and weights (extract), the head's name
-    and options and the manifest's labels against the task and folds (train). Each is one error naming
-    the spec or the manifest (docs/input_checks.md)."""
+    before any work: rotation views and label augmentation together, the pretraining settings, the encoder's
+    name and weights (extract), the head's name and options and the manifest's labels against the task and
+    folds (train). Each is one error naming the spec or the manifest (docs/input_checks.md)."""
+    _check_views(spec)
     if spec.pretrain and ("pretrain" in stages or "extract" in stages):
         pretrain_config(spec)
     if "extract" in stages and not (spec.pretrain and not spec.encoder):  # a pretrained encoder does not exist yet
@@ -173,7 +174,6 @@ def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -
         cfg = train_config(spec)
         _in_spec(lambda: _check_head(cfg), spec, "train")
         _check_manifest_labels(spec, cfg)
-    _check_views(spec)
 
 
 def _check_views(spec: CohortSpec) -> None:

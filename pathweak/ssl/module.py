@@ -207,6 +207,9 @@ class SSLModule(L.LightningModule):
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.ssl_loss(batch)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
+        if self.cfg.unified:  # which kind this step trained on: train_loss_2d / train_loss_3d in the CSV log
+            kind = "3d" if batch[0].ndim == 5 else "2d"
+            self.log(f"train_loss_{kind}", loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
