@@ -209,7 +209,8 @@ def _check_head(cfg: Any) -> None:
     from ..heads import create_head
     from ..train.fit import check_head_task
 
-    check_head_task(create_head(cfg.head, 8, 2, **cfg.head_options), cfg.head, cfg.task)
+    views = {"label_augmentation": {"kind": cfg.label_augmentation, "views": 4}} if cfg.label_augmentation else {}
+    check_head_task(create_head(cfg.head, 8, 2, **cfg.head_options, **views), cfg.head, cfg.task)
 
 
 def _check_manifest_labels(spec: CohortSpec, cfg: Any) -> None:

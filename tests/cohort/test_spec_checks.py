@@ -142,6 +142,8 @@ def test_a_slide_without_tiles_is_warned_in_the_summary_and_on_stderr(sample_coh
     ("{workers: 0}", "{head: ins, folds: 2, label_augmentation: rotation}", "go together"),
     ("{workers: 0, rotations: 4}", TRAIN, "go together"),
     ("{workers: 0, rotations: 3}", "{head: ins, folds: 2, label_augmentation: rotation}", "extract: --rotations takes 2 or 4"),
+    ("{workers: 0, rotations: 4}", "{head: clam_sb, folds: 2, label_augmentation: rotation}",
+     "train: the clam_sb head cannot train with label augmentation"),
 ])
 def test_rotation_views_and_label_augmentation_are_checked_together(sample_cohort, tmp_path, extract, train, phrase):
     path = _spec(tmp_path, _manifest(sample_cohort, tmp_path), train=train)
