@@ -104,14 +104,10 @@ class PlainPatches:
 def datasets(
     index: TileIndex, cfg: Any, train_idx: np.ndarray, hold_idx: np.ndarray, mean: tuple, std: tuple
 ) -> tuple[Any, Any]:
-    """(training views, held-out plain tiles) for ``cfg.method``: 3D patches for mae3d, RGB tiles otherwise,
-    both kinds for a unified 2D/3D run (ssl/mixed.py)."""
+    """(training views, held-out plain tiles) for ``cfg.method``: 3D patches for mae3d, RGB tiles otherwise
+    (both kinds in one run: ssl/mixed.py)."""
     from .data import PlainTiles, SSLViews
 
-    if cfg.unified:
-        from .mixed import MixedPlain, MixedViews
-
-        return MixedViews(index, cfg, train_idx, mean, std), MixedPlain(index, cfg, hold_idx, mean, std)
     check_stores_kind(index, cfg.method == "mae3d")
     if cfg.method == "mae3d":
         return VolumeViews(index, cfg, train_idx), PlainPatches(index, hold_idx, cfg.img_size)

@@ -63,9 +63,10 @@ def pretrain(
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
     from .data import TileIndex, split_holdout
     from .data3d import datasets
-    from .mixed import mixed_loaders, with_store_kinds
+    from .mixed import MixedPlain, MixedViews, mixed_loaders, with_store_kinds
     from .module import SSLModule
 
+    norm = (IMAGENET_MEAN, IMAGENET_STD)  # the 2D tiles' input normalisation
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,11 +76,12 @@ def pretrain(
     cfg = with_store_kinds(index, cfg)  # mae on 2D and 3D stores: one ViT for both (ssl/mixed.py)
     train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
     per_epoch = cfg.samples_per_epoch or len(train_idx)
-    views, held_out = datasets(index, cfg, train_idx, hold_idx, IMAGENET_MEAN, IMAGENET_STD)
     device = devices.parse_device("auto")  # the accelerator Lightning picks ("auto"): a rank's own GPU in DDP
-    if cfg.unified:
+    if cfg.unified:  # batches of 2D tiles and of 3D patches
+        views, held_out = MixedViews(index, cfg, train_idx, *norm), MixedPlain(index, cfg, hold_idx, *norm)
         train_loader, hold_loader = mixed_loaders(views, held_out, cfg, per_epoch, device.type == "cuda")
     else:
+        views, held_out = datasets(index, cfg, train_idx, hold_idx, *norm)
         train_loader, hold_loader = _loaders(views, held_out, cfg, per_epoch, device.type == "cuda")
     module = SSLModule(cfg, init_state=_initial_weights(cfg))  # steps: the trainer's count, per rank
     ckpt_dir = out / "checkpoints"
