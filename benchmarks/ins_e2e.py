@@ -38,13 +38,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from mil_bench import DEFAULT_DATA, build_cohort, evaluate_run, head_options, run_head, tile, tile_truth  # noqa: E402
-from unified_mae import config, pretrain_arm  # noqa: E402
+from mil_bench import build_cohort, evaluate_run, head_options, run_head, tile, tile_truth  # noqa: E402
+from ssl_probe import DEFAULT_DATA as LABELED  # noqa: E402
+from unified_mae import config, finish, pretrain_arm  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with groups.csv (LC25000 layout)")
+    ap.add_argument("--data", type=Path, default=LABELED / "lc25000_lung", help="folder with groups.csv (LC25000 layout)")
     ap.add_argument("--work", type=Path, default=HERE / "_work" / "ins_e2e")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ins_e2e.json")
     ap.add_argument("--pretrain-cpu-minutes", type=float, default=3.0)
@@ -143,12 +144,7 @@ def main() -> None:
     result["end_to_end_minus_frozen_equal_cpu"] = {
         k: round(arms["end_to_end"]["summary"][k]["mean"] - arms["frozen_equal_cpu"]["summary"][k]["mean"], 4)
         for k in arms["end_to_end"]["summary"] if k in arms["frozen_equal_cpu"]["summary"]}
-    result["load_average_1_5_15"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["command"] = "python benchmarks/ins_e2e.py " + " ".join(sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    finish(result, args.out, "ins_e2e", t0, load_start)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Encoder: a 4-block ViT-Tiny (64 px) pretrained here with MAE for ``--pretrain-cp
 view 0 is the plain feature every baseline uses).
 
 - Linear probe on EBHI (3 classes) and GlaS (2 classes; an image is the mean of its crops, per view), the probe
-  of benchmarks/ssl_probe.py (5-fold grouped by patient, 5 repeats): ``plain`` (view 0), ``augment`` (every
+  of benchmarks/ssl_probe.py (5-fold grouped by patient, ``--probe-repeats`` shuffles, the same splits for
+  every arm): ``plain`` (view 0), ``augment`` (every
   view with its class label, probabilities averaged over views: rotation augmentation without joint labels)
   and ``sla`` (joint labels, SLA's aggregated inference).
 - Heads on pseudo-slides of real LC25000 tiles (``pathweak.pseudoslides``; the pipeline and the instance
@@ -35,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from mil_bench import build_cohort, run_head, tile, tile_truth  # noqa: E402
 from ssl_probe import DEFAULT_DATA, build_stores, load_tasks, probe  # noqa: E402
-from unified_mae import config, pretrain_arm  # noqa: E402
+from unified_mae import config, finish, pretrain_arm  # noqa: E402
 
 
 def view_features(encoder, store: Path, views: int = 4) -> np.ndarray:
@@ -52,14 +53,15 @@ def view_features(encoder, store: Path, views: int = 4) -> np.ndarray:
                                for a in range(0, len(s), 256)])
 
 
-def probe_arms(feats: np.ndarray, task: dict, views: int = 4) -> dict:
+def probe_arms(feats: np.ndarray, task: dict, repeats: int, views: int = 4) -> dict:
     if "image_of_tile" in task:  # an image: the mean of its crops, view by view
         owner = task["image_of_tile"]
         feats = np.stack([feats[owner == i].mean(0) for i in range(len(task["labels"]))])
     d = feats.shape[1] // views
-    arms = {"plain": probe(feats[:, :d], task["labels"], task["groups"]),
-            "augment": probe(feats, task["labels"], task["groups"], views=views, mode="augment"),
-            "sla": probe(feats, task["labels"], task["groups"], views=views, mode="sla")}
+    labels, groups = task["labels"], task["groups"]
+    arms = {"plain": probe(feats[:, :d], labels, groups, repeats=repeats),
+            "augment": probe(feats, labels, groups, repeats=repeats, views=views, mode="augment"),
+            "sla": probe(feats, labels, groups, repeats=repeats, views=views, mode="sla")}
     return {arm: {k: p[k] for k in ("balanced_accuracy", "std", "auc", "auc_std") if k in p} for arm, p in arms.items()}
 
 
@@ -74,6 +76,7 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epoch-samples", type=int, default=2048)
+    ap.add_argument("--probe-repeats", type=int, default=2, help="shuffles of the probe's grouped 5-fold split")
     ap.add_argument("--heads", nargs="+", default=["ins", "wsseg", "abmil"])
     ap.add_argument("--head-opt", action="append", default=[], metavar="HEAD:KEY=VALUE")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -114,7 +117,7 @@ def main() -> None:
     result: dict = {"data": str(args.data), "encoder": encoder.info.name, "pretraining": pretraining,
                     "views": "4 rotations (0, 90, 180, 270 degrees)", "probe": {}, "heads": {}}
     for name, task in tasks.items():
-        result["probe"][name] = probe_arms(view_features(encoder, flat[name]), task)
+        result["probe"][name] = probe_arms(view_features(encoder, flat[name]), task, args.probe_repeats)
         print(name, result["probe"][name], flush=True)
 
     folders = {}
@@ -141,12 +144,7 @@ def main() -> None:
             print(head, arm, row[arm]["summary"], flush=True)
         row["sla_minus_plain"] = {k: round(row["sla"]["summary"][k]["mean"] - row["plain"]["summary"][k]["mean"], 4)
                                   for k in row["plain"]["summary"] if k in row["sla"]["summary"]}
-    result["load_average_1_5_15"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["command"] = "python benchmarks/sla_bench.py " + " ".join(sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    finish(result, args.out, "sla_bench", t0, load_start)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,16 @@ def random_unified(folder: Path):
     return Encoder(net, info).eval()
 
 
+def finish(result: dict, out: Path, script: str, t0: float, load_start: list) -> None:
+    """Add the load averages, the seconds taken and the command to ``result``; write it to ``out`` and print it."""
+    result["load_average_1_5_15"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["command"] = f"python benchmarks/{script}.py " + " ".join(sys.argv[1:])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -174,12 +184,7 @@ def main() -> None:
         "glas_auc": round(p2["glas_2class"]["unified"]["auc"] - p2["glas_2class"]["mae_2d"]["auc"], 4),
         "mri_auc": round(p3["unified"]["auc"] - p3["mae3d"]["auc"], 4),
     }
-    result["load_average_1_5_15"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["command"] = "python benchmarks/unified_mae.py " + " ".join(sys.argv[1:])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    finish(result, args.out, "unified_mae", t0, load_start)
 
 
 if __name__ == "__main__":

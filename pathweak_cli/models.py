@@ -92,7 +92,10 @@ def pretrain(
     ],
     stores: StoresArg = None,
     method: Annotated[
-        str, typer.Option(help="dino or mae (2D tiles), or mae3d (a 3D ViT on the 3D patches of volume stores).")
+        str,
+        typer.Option(
+            help="dino or mae (2D tiles), or mae3d (a 3D ViT on the 3D patches of volume stores); mae on 2D and 3D stores together trains one ViT for both."
+        ),
     ] = ssl_default("method"),
     arch: Annotated[str, typer.Option(help=f"{names('archs')} (timm, patch 16).")] = ssl_default("arch"),
     config: Annotated[

@@ -33,6 +33,15 @@ class PatchEmbed3D(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def cube_tokens(net: Any, x: torch.Tensor) -> torch.Tensor:
+    """All tokens (B, 1 + n, D) of cubes (B, C, S, S, S) after ``net``'s final norm, class token first (``net``:
+    a 3D ViT or a :class:`VolumeBranch`: a 3D patch embedding, class token, position embeddings, blocks)."""
+    x = net.patch_embed(x)
+    cls = net.cls_token.expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1) + net.pos_embed
+    return net.norm(net.blocks(net.norm_pre(x)))
+
+
 class VolumeBranch(nn.Module):
     """The 3D path of a :class:`UnifiedViT`: its own patch and position embeddings in front of the 2D ViT's
     class token, blocks and norms (borrowed, not registered here), with the attributes
@@ -72,11 +81,7 @@ class VolumeBranch(nn.Module):
         return self._vit.norm
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """All tokens (B, 1 + n, D) of cubes (B, C, S, S, S) after the final norm, class token first."""
-        x = self.patch_embed(x)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed
-        return self.norm(self.blocks(self.norm_pre(x)))
+        return cube_tokens(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[:, 1:].mean(1)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..encoders.unified import PatchEmbed3D  # the 3D patch embedding, shared with the unified 2D/3D ViT
+from ..encoders.unified import PatchEmbed3D, cube_tokens  # shared with the unified 2D/3D ViT
 from .config import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
 
 
@@ -46,10 +46,7 @@ class ViT3D(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens (B, 1 + n, D) after the final norm, class token first."""
-        x = self.patch_embed(x)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed
-        return self.norm(self.blocks(self.norm_pre(x)))
+        return cube_tokens(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[:, self.num_prefix_tokens :].mean(1)
