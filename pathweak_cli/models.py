@@ -13,6 +13,7 @@ from pathweak.config import StoreSpec, TileSpec
 
 from ._app import app, handle_errors
 from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
+from .stain import StainMethodOpt, StainRefOpt, stain_option
 
 StoresArg = Annotated[
     list[str] | None,
@@ -333,6 +334,8 @@ def extract(
             help="ViT encoders: one row per patch token inside each tile (N x N tokens averaged, e.g. 2: a 7x7 map per 224 px tile) for sub-tile wsseg maps, under OUT/features/<encoder_id>-tokens<N>/; 0: one row per tile."
         ),
     ] = _EXTRACT["tokens"],
+    stain_normalize: StainMethodOpt = None,
+    stain_reference: StainRefOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     stores_old: OldStores = None,
@@ -360,6 +363,7 @@ def extract(
         progress=progress,
         tokens=tokens,
         decode=decode,
+        stain=stain_option(stain_normalize, stain_reference),
     )
     from pathweak.features import extract_features  # torch: after the options are checked
 

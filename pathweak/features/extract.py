@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from ..encoders.base import Encoder, EncoderInfo
     from ..protocols import Advance, ModuleEncoder, TileEncoder
+    from .stain import StainNormalization
 
 LOADER_BATCH = 256  # tiles decoded per loader item
 
@@ -71,6 +72,7 @@ def extract_features(
     progress: bool = True,
     tokens: int = 0,
     decode: str = "auto",
+    stain: StainNormalization | None = None,
 ) -> list[ExtractResult]:
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
@@ -84,7 +86,8 @@ def extract_features(
     and their positions on the slide's token grid, under ``<encoder_id>-tokens<N>``: the grid heads
     (``wsseg``) then segment inside tiles. A store that fails is reported in its result and the others go on.
     ``decode``: where JPEG tiles are decoded (``features/decode.py``): auto (on the GPU when the model
-    runs on CUDA), cpu, or gpu (an error without CUDA).
+    runs on CUDA), cpu, or gpu (an error without CUDA). ``stain``: normalise each slide's tiles toward a
+    reference first (``features/stain.py``; the slide's stain estimated once, applied per batch on the device).
     """
     import torch
 
@@ -98,6 +101,10 @@ def extract_features(
         from .tokens import TokenRows  # torch-importing, so not at module level
 
         encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
+    if stain is not None:
+        from .stain import stained
+
+        encs = stained(encs, stain, tokens)
     results = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in folders:
@@ -243,6 +250,9 @@ def _extract_store(
                     h5=str(h5_paths[i]) if export else None,
                 )
             else:
+                begin_slide = getattr(enc, "begin_slide", None)  # a StainedEncoder: the slide's stain, first
+                if begin_slide is not None:
+                    begin_slide(tile_store)
                 writers[i] = FeatureWriter(tile_store, enc, out_dir, key, final)
         if writers:
             from .decode import device_batches
@@ -271,9 +281,10 @@ def _extract_store(
             h5,
         )
     for i, enc in enumerate(encs):
-        warning = resolution_warning(tile_store, enc.info)
-        if warning:
-            results[i].warnings.append(warning)
+        stain_warning = getattr(enc, "slide_warning", None) if i in writers else None
+        for warning in (resolution_warning(tile_store, enc.info), stain_warning):
+            if warning:
+                results[i].warnings.append(warning)
     return [results[i] for i in range(len(encs))]
 
 
