@@ -1,9 +1,10 @@
 """Applying a normalisation: tiles of one slide (its :class:`SlideStain`) mapped to a target stain, on numpy
 arrays (the CPU) or torch tensors (any device, batched: the extraction path), with the same arithmetic.
 
-Macenko and Vahadane are linear in optical density: ``OD_out = OD_in @ A`` with one 3 x 3 matrix per slide
+Macenko is linear in optical density: ``OD_out = OD_in @ A`` with one 3 x 3 matrix per slide
 (``A = pinv(M_source) diag(max_c_target / max_c_source) M_target``), so a batch costs a log, a 3 x 3 product
-and an exp per pixel. Reinhard standardises each L*a*b* channel with the slide's statistics and rescales it
+and an exp per pixel. Vahadane keeps the concentrations non-negative between the two products (as
+torch-staintools does). Reinhard standardises each L*a*b* channel with the slide's statistics and rescales it
 to the target's. Outputs are uint8, truncated as the reference libraries do.
 """
 
@@ -35,12 +36,22 @@ class StainTransform:
         return self.source.method
 
     @property
+    def unmix(self) -> np.ndarray:
+        """(3, 2): optical density -> the source's stain concentrations (least squares)."""
+        assert self.source.matrix is not None
+        return np.linalg.pinv(np.asarray(self.source.matrix, np.float64))
+
+    @property
+    def scale(self) -> np.ndarray:
+        """(2,): target over source percentile concentrations."""
+        assert self.source.max_c is not None and self.target.max_c is not None
+        return np.asarray(self.target.max_c, np.float64) / np.asarray(self.source.max_c, np.float64)
+
+    @property
     def od_matrix(self) -> np.ndarray:
-        """(3, 3) float64: optical density in -> optical density out (macenko, vahadane)."""
-        s, t = self.source, self.target
-        assert s.matrix is not None and t.matrix is not None and s.max_c is not None and t.max_c is not None
-        scale = np.asarray(t.max_c, np.float64) / np.asarray(s.max_c, np.float64)
-        return (np.linalg.pinv(np.asarray(s.matrix, np.float64)) * scale[None, :]) @ np.asarray(t.matrix, np.float64)
+        """(3, 3): optical density in -> optical density out (macenko: a linear map)."""
+        assert self.target.matrix is not None
+        return (self.unmix * self.scale[None, :]) @ np.asarray(self.target.matrix, np.float64)
 
     def __call__(self, tiles: Any) -> Any:
         """uint8 RGB tiles (..., H, W, 3) normalised: a numpy array for a numpy array, a tensor on the
@@ -56,12 +67,13 @@ class StainTransform:
             x = rgb_to_lab(tiles.astype(np.float32) / np.float32(255.0))
             out = lab_to_rgb(self._reinhard_lab(x, np.float32))
             return (out * 255).astype(np.uint8)
-        io = MACENKO_IO if self.method == "macenko" else 255.0
         if self.method == "macenko":
-            od = -np.log((tiles.astype(np.float64) + 1.0) / io)
+            od = -np.log((tiles.astype(np.float64) + 1.0) / MACENKO_IO)
+            out = MACENKO_IO * np.exp(-(od @ self.od_matrix))
         else:
-            od = np.maximum(-np.log(np.maximum(tiles, 1).astype(np.float64) / 255.0), 1e-6)
-        out = io * np.exp(-(od @ self.od_matrix))
+            od = -np.log(np.maximum(tiles, 1).astype(np.float64) / 255.0)
+            conc = np.maximum(od @ self.unmix, 0) * self.scale
+            out = 255.0 * np.exp(-(conc @ np.asarray(self.target.matrix, np.float64)))
         return np.clip(out, 0, 255).astype(np.uint8)
 
     def _reinhard_lab(self, lab: Any, dtype: Any) -> Any:
@@ -90,12 +102,13 @@ class StainTransform:
         if self.method == "reinhard":
             out = lab_to_rgb(self._reinhard_lab(rgb_to_lab(x / 255.0), np.float32))
             return (out * 255).to(torch.uint8)
-        a = torch.as_tensor(self.od_matrix, dtype=torch.float32, device=tiles.device)
+
+        def const(a: np.ndarray) -> Any:
+            return torch.as_tensor(a, dtype=torch.float32, device=tiles.device)
+
         if self.method == "macenko":
-            od = -torch.log((x + 1.0) / MACENKO_IO)
-            io = MACENKO_IO
+            out = MACENKO_IO * torch.exp(-(-torch.log((x + 1.0) / MACENKO_IO) @ const(self.od_matrix)))
         else:
-            od = (-torch.log(x.clamp_min(1.0) / 255.0)).clamp_min(1e-6)
-            io = 255.0
-        out = io * torch.exp(-(od @ a))
+            conc = (-torch.log(x.clamp_min(1.0) / 255.0) @ const(self.unmix)).clamp_min(0) * const(self.scale)
+            out = 255.0 * torch.exp(-(conc @ const(np.asarray(self.target.matrix))))
         return out.clamp(0, 255).to(torch.uint8)

@@ -22,6 +22,7 @@ MACENKO_ALPHA = 1.0  # angle percentile
 MACENKO_BETA = 0.15  # OD below which a channel is transparent (glass)
 VAHADANE_LUMINOSITY = 0.8  # L* (0-1) below which a pixel is tissue (torch-staintools, StainTools)
 VAHADANE_REGULARIZER = 0.01  # L1 weight of the codes (torch-staintools' default)
+VAHADANE_MAX_C = 95  # percentile of the (non-negative) concentrations that scales them (torch-staintools)
 MIN_PIXELS = 100  # stained pixels needed for an estimate
 
 # Ruifrok & Johnston's H, E and DAB optical-density vectors (scikit-image's rgb_from_hed rows), normalised
@@ -36,7 +37,7 @@ RUIFROK = {k: v / np.linalg.norm(v) for k, v in RUIFROK.items()}
 @dataclass(frozen=True)
 class SlideStain:
     """One image's or slide's stain: ``matrix`` (2, 3) rows haematoxylin then eosin (unit OD vectors) and
-    ``max_c`` (2,) their 99th-percentile concentrations (macenko, vahadane), or ``means``/``stds`` (3,) of
+    ``max_c`` (2,) their 99th (macenko) or 95th (vahadane) percentile concentrations, or ``means``/``stds`` (3,) of
     L*a*b* with L in 0-100 and a, b centred on 0 (reinhard). ``pixels``: how many pixels it was estimated on."""
 
     method: str
@@ -130,8 +131,8 @@ def _vahadane(px: np.ndarray, where: str | None, seed: int, max_pixels: int = 20
     if len(od_tissue) > max_pixels:  # an even random subsample: the vectors need thousands, not millions
         od_tissue = od_tissue[np.random.default_rng(seed).choice(len(od_tissue), max_pixels, replace=False)]
     matrix = sparse_stain_dictionary(od_tissue)
-    conc = vahadane_od(px) @ np.linalg.pinv(matrix)  # every pixel, least squares
-    return SlideStain("vahadane", matrix=matrix, max_c=np.percentile(conc, 99, axis=0), pixels=len(px))
+    conc = np.maximum(vahadane_od(px) @ np.linalg.pinv(matrix), 0)  # every pixel: least squares, kept >= 0
+    return SlideStain("vahadane", matrix=matrix, max_c=np.percentile(conc, VAHADANE_MAX_C, axis=0), pixels=len(px))
 
 
 def sparse_stain_dictionary(
