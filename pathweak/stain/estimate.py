@@ -125,11 +125,13 @@ def vahadane_od(px: np.ndarray) -> np.ndarray:
 
 
 def _vahadane(px: np.ndarray, where: str | None, seed: int, max_pixels: int = 20_000) -> SlideStain:
-    od_tissue = vahadane_od(px[vahadane_tissue(px)])
+    rng = np.random.default_rng(seed)
+    candidates = px if len(px) <= 4 * max_pixels else px[rng.choice(len(px), 4 * max_pixels, replace=False)]
+    od_tissue = vahadane_od(candidates[vahadane_tissue(candidates)])
     if len(od_tissue) < MIN_PIXELS:
         raise _too_few(len(od_tissue), where)
-    if len(od_tissue) > max_pixels:  # an even random subsample: the vectors need thousands, not millions
-        od_tissue = od_tissue[np.random.default_rng(seed).choice(len(od_tissue), max_pixels, replace=False)]
+    if len(od_tissue) > max_pixels:  # a random subsample: the two vectors need thousands of pixels, not millions
+        od_tissue = od_tissue[rng.choice(len(od_tissue), max_pixels, replace=False)]
     matrix = sparse_stain_dictionary(od_tissue)
     conc = np.maximum(vahadane_od(px) @ np.linalg.pinv(matrix), 0)  # every pixel: least squares, kept >= 0
     return SlideStain("vahadane", matrix=matrix, max_c=np.percentile(conc, VAHADANE_MAX_C, axis=0), pixels=len(px))
