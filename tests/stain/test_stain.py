@@ -120,9 +120,11 @@ def test_vahadane_apply_equals_torch_staintools_given_the_same_stain_matrices(nc
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_vahadane_vectors_agree_with_torch_staintools(nct):
-    """Our deterministic dictionary learning against torch-staintools' (random start; best of 3 seeds): both
-    vectors within 10 degrees on every NCT tissue tile torch-staintools accepts (several minutes on a CPU)."""
+    """Our deterministic dictionary learning against torch-staintools' (random start; best of 3 seeds), on the
+    centre 112 x 112 px of every NCT tissue tile torch-staintools accepts: both vectors within 10 degrees
+    (its FISTA runs take minutes on a CPU)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("torch_staintools")
     from torch_staintools.constants import CONFIG
@@ -135,7 +137,9 @@ def test_vahadane_vectors_agree_with_torch_staintools(nct):
     def angle(a, b):
         return np.degrees(np.arccos(np.clip(abs(a @ b) / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)))
 
+    results = {}
     for name, img in tissue(nct).items():
+        img = np.ascontiguousarray(img[56:168, 56:168])
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
         try:
             mask = get_tissue_mask(x, 0.8)
@@ -146,7 +150,9 @@ def test_vahadane_vectors_agree_with_torch_staintools(nct):
         for seed in range(3):
             theirs = NormalizerBuilder.build("vahadane", rng=seed).get_stain_matrix(rgb2od(x), mask)[0].numpy()
             worst.append(max(angle(ours[i], theirs[i]) for i in range(2)))
-        assert min(worst) < 10, (name, worst)
+        results[name] = [round(w, 1) for w in worst]
+    print(results)
+    assert results and all(min(w) < 10 for w in results.values()), results
 
 
 def test_macenko_on_ihc_finds_dab_and_on_he_eosin(nct):
