@@ -147,7 +147,9 @@ def tile(
     ] = None,
     artifacts: Annotated[
         str | None,
-        typer.Option(help=f"Remove artefacts (folds, pen, bubbles, out of focus...) found by a model: {names('artifact_methods')}."),
+        typer.Option(
+            help=f"Remove artefacts (folds, pen, bubbles, out of focus...) found by a model: {names('artifact_methods')}."
+        ),
     ] = None,
     artifact_weights: Annotated[
         Path | None, typer.Option(help="The artefact model's weights: the file or a hub snapshot folder.")

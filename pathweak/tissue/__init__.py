@@ -90,7 +90,9 @@ def segment_tissue(
         artifacts = np.where(mask & ~keep, classes, 0).astype(np.uint8)
         mask = mask & keep
         params = {**params, "artifacts_removed": _fractions(artifacts, str(spec.params["artifacts"]))}
-    return TissueMask(mask=mask, downsample=downsample, method=method, params=params, thumbnail=thumb, artifacts=artifacts)
+    return TissueMask(
+        mask=mask, downsample=downsample, method=method, params=params, thumbnail=thumb, artifacts=artifacts
+    )
 
 
 def _fractions(artifacts: np.ndarray, name: str) -> dict[str, float]:

@@ -101,8 +101,12 @@ def test_missing_weights_is_the_encoder_presets_error(slide, tmp_path, monkeypat
         create_encoder("uni")
     assert "on this machine (nothing is downloaded at run time); looked in:" in str(enc.value) in str(enc.value)
     assert lines[0].split("; looked in:")[0].replace("hest", "uni") in "error: " + str(enc.value)
-    bad = run_cli("tile", str(slide), "-o", str(out), "--artifacts", "grandqc", "--artifact-weights", str(tmp_path / "nope.pth"))
-    assert bad.returncode == 2 and "weights file or folder not found" in bad.stderr and "--artifact-weights" in bad.stderr
+    bad = run_cli(
+        "tile", str(slide), "-o", str(out), "--artifacts", "grandqc", "--artifact-weights", str(tmp_path / "nope.pth")
+    )
+    assert (
+        bad.returncode == 2 and "weights file or folder not found" in bad.stderr and "--artifact-weights" in bad.stderr
+    )
     unknown = run_cli("tile", str(slide), "-o", str(out), "--artifacts", "nope")
     assert unknown.returncode == 2 and "unknown artifact method 'nope'" in unknown.stderr
     assert not out.exists()
@@ -120,7 +124,9 @@ def test_hest_and_artefacts_end_to_end_from_the_hub_cache(slide, tmp_path, monke
     otsu = json.loads(run_cli("tile", str(slide), "-o", str(tmp_path / "otsu"), "--no-progress", "--json").stdout)[0]
     with TileStore.open(row["store"]) as ts:
         tissue = ts.attrs["tissue"]
-        assert tissue["method"] == "hest" and tissue["params"]["params"]["weights"] == str(snap / "deeplabv3_seg_v4.ckpt")
+        assert tissue["method"] == "hest" and tissue["params"]["params"]["weights"] == str(
+            snap / "deeplabv3_seg_v4.ckpt"
+        )
         assert len(tissue["params"]["params"]["weights_hash"]) > 8 and ts.tissue_mask.all() and ts.artifact_mask is None
         assert row["n_tiles"] == int(np.prod(ts.attrs["tile"]["grid_shape"])) > otsu["n_tiles"] > 0
     proc = run_cli("tile", str(slide), "-o", str(tmp_path / "art"), "--artifacts", "grandqc", "--no-progress", "--json")
@@ -130,6 +136,15 @@ def test_hest_and_artefacts_end_to_end_from_the_hub_cache(slide, tmp_path, monke
         assert (ts.artifact_mask == 4).sum() > 0
         assert set(ts.attrs["tissue"]["params"]["artifacts_removed"]) == {"pen marking"}
         assert len(ts) == 0
+    # both masks go to QuPath: the artefact regions classified, the Otsu tissue as Tissue
+    from pathweak.io.qupath_geojson import annotation_geometries, read_qupath_geojson
+
+    for run, removed, kept in (("art", ["Pen marking"], ["Tissue"]), ("otsu", ["Tissue"], ["Pen marking"])):
+        proc = run_cli("export-tissue", str(tmp_path / run / "tiles"), "-o", str(tmp_path / "qp" / run), "--json")
+        assert proc.returncode == 0, proc.stderr
+        [geojson] = json.loads(proc.stdout)["files"]
+        objects = read_qupath_geojson(geojson)
+        assert annotation_geometries(objects, removed) and not annotation_geometries(objects, kept), run
 
 
 def test_grandqc_tissue_end_to_end_from_a_folder(slide, tmp_path):
@@ -169,7 +184,9 @@ def test_masks_equal_a_direct_computation(name, slide, tmp_path):
         import segmentation_models_pytorch as smp
 
         cls = smp.UnetPlusPlus if name == "grandqc" else smp.Unet
-        net = cls(encoder_name="timm-efficientnet-b0", encoder_weights=None, classes=len(model.classes), activation=None)
+        net = cls(
+            encoder_name="timm-efficientnet-b0", encoder_weights=None, classes=len(model.classes), activation=None
+        )
         net.load_state_dict(raw)
     net.eval()
     with open_slide(slide) as s:
@@ -180,8 +197,14 @@ def test_masks_equal_a_direct_computation(name, slide, tmp_path):
     h, w = img.shape[:2]
     padded = np.full((-(-h // px) * px, -(-w // px) * px, 3), 255, np.uint8)
     padded[:h, :w] = img
-    tiles = [padded[y : y + px, x : x + px] for y in range(0, padded.shape[0], px) for x in range(0, padded.shape[1], px)]
-    x = prepare(np.stack(tiles), model) if model.jpeg_quality else ((np.stack(tiles) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
+    tiles = [
+        padded[y : y + px, x : x + px] for y in range(0, padded.shape[0], px) for x in range(0, padded.shape[1], px)
+    ]
+    x = (
+        prepare(np.stack(tiles), model)
+        if model.jpeg_quality
+        else ((np.stack(tiles) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
+    )
     with torch.no_grad():
         out = net(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
     probs = torch.softmax(out["out"] if isinstance(out, dict) else out, 1).numpy()
@@ -196,7 +219,11 @@ def test_masks_equal_a_direct_computation(name, slide, tmp_path):
     for i, k in enumerate(kept):
         full[(i // cols) * px : (i // cols + 1) * px, (i % cols) * px : (i % cols + 1) * px] = k
     scale = model.mpp / 0.5  # slide px per model px
-    want = cv2.resize(full, (round(padded.shape[1] * scale / ds[0]), round(padded.shape[0] * scale / ds[1])), interpolation=cv2.INTER_AREA)[: shape[0], : shape[1]]
+    want = cv2.resize(
+        full,
+        (round(padded.shape[1] * scale / ds[0]), round(padded.shape[0] * scale / ds[1])),
+        interpolation=cv2.INTER_AREA,
+    )[: shape[0], : shape[1]]
     assert ((want >= 0.5) == (keep >= 0.5)).mean() > 0.99
     del TissueSpec
 

@@ -39,7 +39,9 @@ class ModelMethod:
     def __call__(self, rgb: np.ndarray, spec: TissueSpec) -> np.ndarray:
         from .run import array_mask
 
-        return array_mask(self.model, rgb, _weights(spec, self.model, "weights"), str(spec.params.get("device", "auto")))
+        return array_mask(
+            self.model, rgb, _weights(spec, self.model, "weights"), str(spec.params.get("device", "auto"))
+        )
 
     def segment(
         self,

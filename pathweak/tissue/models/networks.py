@@ -25,13 +25,17 @@ def build_network(model: TissueModel) -> nn.Module:
     try:
         import segmentation_models_pytorch as smp
     except ImportError:
-        raise ConfigError(f"{model.name} needs segmentation-models-pytorch, which is not installed", fix=SMP_HINT) from None
+        raise ConfigError(
+            f"{model.name} needs segmentation-models-pytorch, which is not installed", fix=SMP_HINT
+        ) from None
     import warnings
 
     cls = smp.UnetPlusPlus if model.role == "tissue" else smp.Unet
     with warnings.catch_warnings():  # smp deprecates its "timm-" encoders; the GrandQC checkpoints use that one's keys
         warnings.simplefilter("ignore", DeprecationWarning)
-        return cls(encoder_name="timm-efficientnet-b0", encoder_weights=None, classes=len(model.classes), activation=None)
+        return cls(
+            encoder_name="timm-efficientnet-b0", encoder_weights=None, classes=len(model.classes), activation=None
+        )
 
 
 def hub_state_dict(model: TissueModel, state: dict[str, Any]) -> dict[str, Any]:

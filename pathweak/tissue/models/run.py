@@ -47,7 +47,9 @@ def prepare(tiles: np.ndarray, model: TissueModel) -> np.ndarray:
 
         tiles = np.stack(
             [
-                simplejpeg.decode_jpeg(simplejpeg.encode_jpeg(np.ascontiguousarray(t), model.jpeg_quality, "RGB", "420"))
+                simplejpeg.decode_jpeg(
+                    simplejpeg.encode_jpeg(np.ascontiguousarray(t), model.jpeg_quality, "RGB", "420")
+                )
                 for t in tiles
             ]
         )
