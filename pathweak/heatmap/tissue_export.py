@@ -29,7 +29,7 @@ def tissue_geojson(store: str | Path, path: str | Path, seed: int | None = None)
         artifacts = ts.artifact_mask
         name = ((tissue.get("params") or {}).get("params") or {}).get("artifacts")
         if artifacts is not None and name in ARTIFACT_METHODS:
-            classes = ARTIFACT_METHODS.get(name).model.classes
+            classes = ARTIFACT_METHODS.get(str(name)).model.classes
             for c in (int(v) for v in np.unique(artifacts) if v):
                 colour = ARTIFACT_COLOURS[(c - 2) % len(ARTIFACT_COLOURS)]
                 layers.append((classes[c].capitalize(), colour, artifacts == c))
