@@ -76,6 +76,16 @@ def train(
     head_opt: Annotated[
         list[str] | None, typer.Option("--head-opt", help="Head option KEY=VALUE, repeatable (e.g. hidden=512).")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start --head abmil from pretrained FEATHER weights: feather-conch-v1.5, feather-uni2-h or feather-uni."
+        ),
+    ] = None,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="The --init model's weights: a file or hub snapshot folder (default: the local HF cache)."),
+    ] = None,
     task: Annotated[
         str,
         typer.Option(
@@ -203,6 +213,8 @@ def train(
         survival_loss=survival_loss,
         survival_bins=survival_bins,
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
+        init=init,
+        init_weights=str(init_weights) if init_weights else None,
     )
     from pathweak.train import train_cohort  # torch: after the options are checked
 

@@ -27,6 +27,11 @@ class TrainConfig:
     likelihood with ``survival_bins`` bins); ``eval_times`` are the times of the time-dependent AUC
     (default: the quartiles of the event times). Proportion (``task="proportion"``): the label is a share
     in [0, 1] tied to the mean per-tile probability (see :mod:`pathweak.train.proportion`).
+
+    ``init``: start the head from pretrained weights instead of a random initialisation: a FEATHER model
+    (``feather-conch-v1.5``, ``feather-uni2-h``, ``feather-uni``: MIL-Lab's pretrained ABMIL) for ``abmil``,
+    whose sizes (hidden 512, attention 384) then become the head's defaults; ``init_weights`` is its file or
+    hub snapshot folder (default: the local Hugging Face cache).
     """
 
     head: str = "abmil"
@@ -53,6 +58,8 @@ class TrainConfig:
     survival_loss: str = "cox"
     survival_bins: int = 4
     eval_times: tuple[float, ...] | None = None
+    init: str | None = None
+    init_weights: str | None = None
 
     @property
     def step_bags(self) -> int:
@@ -92,5 +99,13 @@ class TrainConfig:
                 )
             object.__setattr__(self, "eval_times", times)
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.init is not None:
+            from ..heads.feather import ATTN_DIM, HIDDEN, get_feather
+
+            get_feather(self.init)  # a clear error for an unknown name
+            if self.head != "abmil":
+                raise ConfigError(f"--init {self.init} is an ABMIL", fix="pass --head abmil with it")
+            sizes = {"hidden": HIDDEN, "attn_dim": ATTN_DIM, **self.head_options}
+            object.__setattr__(self, "head_options", sizes)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))

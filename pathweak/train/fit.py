@@ -66,6 +66,10 @@ def fit_head(
     targets, scale = training_targets(table, fold.train, edges)
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
+    if cfg.init is not None:  # pretrained weights (FEATHER) instead of the random start
+        from ..features.slide_embed import init_head
+
+        init_head(head, cfg.init, cfg.init_weights)
     if table.task in ("survival", "proportion") and head.tracks_instances:
         raise ConfigError(
             f"the {cfg.head} head learns from class pseudo-labels: it cannot train a {table.task} task",
