@@ -54,3 +54,51 @@ def embed_slides(
         return
     for r in results:
         typer.echo(f"{r.slide_id}: {r.status} ({r.dim}) -> {r.store}")
+
+
+@app.command("zero-shot", cls=Command)
+@handle_errors
+def zero_shot(
+    features: FeaturesArgs,
+    prompts: Annotated[
+        Path,
+        typer.Option(help="YAML with classes: {name: [prompt names]} and optional templates: [... CLASSNAME ...]."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: OUT/results/zero-shot-<model>-<prompts>/ (default: beside the features).",
+        ),
+    ] = None,
+    model: Annotated[str, typer.Option(help="The text tower: conch (on features of --encoder conch).")] = "conch",
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="The model's whole checkpoint: a file or hub snapshot folder (default: the local HF cache)."),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="The tokeniser JSON (CONCH: conch_byte_level_bpe_uncased.json; default: beside the weights)."
+        ),
+    ] = None,
+    topk: Annotated[
+        int, typer.Option(help="Slide score: the mean of each class's K highest tile logits (MI-Zero).")
+    ] = 50,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Score tiles and slides against text prompts with a multimodal model's text tower (no training): per-tile
+    prob_<class> in results stores (heatmaps and QuPath exports read them), slide scores in predictions.csv."""
+    from pathweak.train.zero_shot import zero_shot as run
+
+    results = run(
+        paths(features), prompts, out, model=model, weights=weights, tokenizer=tokenizer, topk=topk, device=device
+    )
+    if as_json:
+        typer.echo(json.dumps([vars(r) for r in results], indent=2))
+        return
+    for r in results:
+        scores = ", ".join(f"{k}={v:.3f}" for k, v in r.slide_scores.items())
+        typer.echo(f"{r.slide_id}: {r.predicted} ({scores}) -> {r.results}")
