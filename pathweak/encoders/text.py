@@ -22,9 +22,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..hub import Located, check_fits, load_strict, read_checkpoint, resolve
 
-OPEN_CLIP_HINT = (
-    'zero-shot text towers need open-clip-torch: pip install "pathweak[zeroshot]" (or pip install open-clip-torch)'
-)
+OPEN_CLIP_HINT = 'pip install "pathweak[zeroshot]" (or pip install open-clip-torch tokenizers)'
 CONCH_TOKENIZER = "conch_byte_level_bpe_uncased.json"
 
 
@@ -196,7 +194,12 @@ class BpeTokenizer:
     to ``context - 1``, then one more ``<pad>`` where the class token goes (as CONCH's ``tokenize``)."""
 
     def __init__(self, path: Path, tower: TextTower):
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ConfigError(
+                "zero-shot tokenisers need the tokenizers package, which is not installed", fix=OPEN_CLIP_HINT
+            ) from None
 
         try:
             self.tok = Tokenizer.from_file(str(path))

@@ -201,3 +201,16 @@ def test_zero_shot_end_to_end_on_a_random_tower_in_hub_layout(tmp_path, monkeypa
     # features of another encoder, a bad prompts file: one clear error each
     bad = CliRunner().invoke(app, ["zero-shot", str(Path(res.store).parent), "--prompts", str(tmp_path / "none.yaml"), "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "prompts file not found" in bad.output
+
+
+def test_without_open_clip_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "open_clip.transformer", None)
+    with pytest.raises(ConfigError, match=r'needs open-clip-torch.*pathweak\[zeroshot\]'):
+        build_tower(TEXT_TOWERS["conch"])
+    with pytest.raises(ConfigError, match="no text tower for musk: BEiT3"):
+        from pathweak.encoders.text import get_text_tower
+
+        get_text_tower("musk")

@@ -247,3 +247,12 @@ def test_classical_masks_are_unchanged():
         got = (m.mask.shape, int(m.mask.sum()), hashlib.sha256(np.packbits(m.mask).tobytes()).hexdigest()[:16])
         assert got == (shape, n, digest), (name, method)
         assert m.artifacts is None and m.params == {**m.params, "params": {}}
+
+
+def test_grandqc_without_segmentation_models_pytorch_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r'needs segmentation-models-pytorch.*pathweak\[tissue\]'):
+        build_network(MODELS["grandqc"])
+    build_network(MODELS["hest"])  # torchvision only
