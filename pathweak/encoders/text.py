@@ -262,3 +262,22 @@ def prompts_digest(classes: dict[str, list[str]], templates: list[str]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps([classes, templates]).encode()).hexdigest()[:8]
+
+
+def markdown_table() -> str:
+    """The text-tower table of docs/encoders.md, in the form of the patch-encoder presets' table."""
+    lines = [
+        "| model | text tower | built by | context | embedding (dim) | image features | tokeniser | licence | gated | weights (hub repo: files) |",
+        "|---" * 10 + "|",
+    ]
+    for t in TEXT_TOWERS.values():
+        c = t.config
+        lines.append(
+            f"| `{t.name}` | {t.title} | open_clip `TextTransformer` (width {c['width']}, {c['layers']} layers, "
+            f"{c['heads']} heads, class token) | {t.context} | class token, projected ({c['output_dim']}) | "
+            f"`--encoder {t.image_preset}` + `visual.proj_contrast` | `{t.tokenizer_files[0]}` (tokenizers) | "
+            f"{t.licence} | {'yes' if t.gated else 'no'} | `{t.repo}`: {', '.join(f'`{f}`' for f in t.files)} |"
+        )
+    lines += ["", "| model | why its text tower is not built |", "|---|---|"]
+    lines += [f"| {n} | {why} |" for n, why in UNSUPPORTED_TEXT.items()]
+    return "\n".join(lines)

@@ -113,3 +113,56 @@ def to_abmil(state: dict[str, Any], where: str | None = None) -> dict[str, Any]:
             )
         out[KEY_MAP[match] + bare[len(match) :]] = value
     return out
+
+
+#: Slide encoders the peer toolkits offer that pathweak does not build, with why (docs/encoders.md).
+UNSUPPORTED_SLIDE: dict[str, dict[str, str]] = {
+    "titan": {
+        "repo": "MahmoodLab/TITAN",
+        "why": "transformers remote code (trust_remote_code); its CONCH v1.5 tile tower is the conch-v1.5 preset",
+    },
+    "prism": {
+        "repo": "paige-ai/Prism",
+        "why": "transformers remote code (a Perceiver with a BioGPT decoder; pins environs, sacremoses, transformers 4.42)",
+    },
+    "chief": {
+        "repo": "(GitHub hms-dbmi/CHIEF; weights from its Google Drive)",
+        "why": "the model class comes from a clone of the CHIEF repository (`models.CHIEF`), not from a package registry",
+    },
+    "gigapath-slide": {
+        "repo": "prov-gigapath/prov-gigapath (slide_encoder.pth)",
+        "why": "the `gigapath` package from GitHub (a LongNet on torchscale and fairscale, flash_attn 2.5.8)",
+    },
+    "madeleine": {
+        "repo": "MahmoodLab/madeleine",
+        "why": "the `madeleine` package from GitHub (mahmoodlab/MADELEINE)",
+    },
+    "threads": {"repo": "MahmoodLab/THREADS", "why": "not released as code (TRIDENT's loader says 'coming soon')"},
+    "care": {"repo": "Zipper-1/CARE", "why": "transformers remote code (trust_remote_code)"},
+}
+
+
+def markdown_table() -> str:
+    """The slide-encoder table of docs/encoders.md, in the form of the patch-encoder presets' table."""
+    lines = [
+        "| method | model | architecture | embedding (dim) | input features | licence | gated | weights (hub repo: files) |",
+        "|---" * 8 + "|",
+        "| `mean` | mean of the tile features | none | the mean tile feature (D) | any FeatureStore | - | no | none |",
+    ]
+    for f in FEATHERS.values():
+        repo = f"`{f.repo}`: " + ", ".join(f"`{x}`" for x in f.files) + " (+ `config.json`)"
+        repo += " (also found as " + ", ".join(f"`{a}`" for a in f.repo_aliases) + ")"
+        lines.append(
+            f"| `{f.name}` | {f.title} | pathweak `abmil` (hidden {HIDDEN}, attention {ATTN_DIM}, gated) | "
+            f"attention-pooled slide feature ({HIDDEN}) | `{f.encoder}` ({f.in_dim}) | {f.licence} | "
+            f"{'yes' if f.gated else 'no'} | {repo} |"
+        )
+    lines += [
+        "",
+        "#### Slide encoders not supported",
+        "",
+        "| model | hub repo | why |",
+        "|---|---|---|",
+        *(f"| {n} | `{u['repo']}` | {u['why']} |" for n, u in UNSUPPORTED_SLIDE.items()),
+    ]
+    return "\n".join(lines)
