@@ -84,7 +84,7 @@ NAMED = [
     (("train",), "--survival-loss", "survival_losses"),
     (("extract",), "--encoder", "encoders"),
     (("extract",), "--decode", "decodes"),
-    (("tile",), "--tissue-method", "tissue_methods"),
+    (("tile",), "--tissue", "tissue_methods"),  # shown as "--tissue-method, --tissue <str>"
     (("tile",), "--artifacts", "artifact_methods"),
     (("tile",), "--backend", "backends"),
     (("tile",), "--foreground", "foreground"),
