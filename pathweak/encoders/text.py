@@ -224,16 +224,9 @@ class BpeTokenizer:
 
 def read_prompts(path: str | Path) -> tuple[dict[str, list[str]], list[str]]:
     """``classes`` (class -> names) and ``templates`` (with ``CLASSNAME``) of a prompts YAML, checked."""
-    import yaml
+    from ..config import load_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("prompts file not found", path=path, fix="check the --prompts path") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML ({exc})", path=path) from None
-    data = data if isinstance(data, dict) else {}
+    data = load_yaml(path)  # a missing file, bad YAML, not a mapping: its clear errors
     raw, templates = data.get("classes"), data.get("templates", ["CLASSNAME."])
     classes: dict[str, list[str]] = {}
     if isinstance(raw, dict):

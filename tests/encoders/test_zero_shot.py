@@ -94,7 +94,10 @@ def conch_text_forward(sd: dict[str, torch.Tensor], text: torch.Tensor, heads: i
 
 def test_open_clip_tower_equals_conchs_forward():
     """Random weights of a small tower of CONCH's kind, texts of different lengths with padding: the same output."""
-    tower = replace(TEXT_TOWERS["conch"], config={**TEXT_TOWERS["conch"].config, "width": 64, "heads": 4, "layers": 3, "vocab_size": 50})
+    tower = replace(
+        TEXT_TOWERS["conch"],
+        config={**TEXT_TOWERS["conch"].config, "width": 64, "heads": 4, "layers": 3, "vocab_size": 50},
+    )
     torch.manual_seed(0)
     net = build_tower(tower).eval()
     with torch.no_grad():
@@ -132,13 +135,22 @@ def reference_tokens(path: Path, texts: list[str]) -> torch.Tensor:
     """CONCH's tokenize(): transformers' PreTrainedTokenizerFast on the file, 127 tokens, then one pad."""
     from transformers import PreTrainedTokenizerFast
 
-    ref = PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<start_of_text>", eos_token="<end_of_text>", pad_token="<pad>")
+    ref = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), bos_token="<start_of_text>", eos_token="<end_of_text>", pad_token="<pad>"
+    )
     ids = ref(texts, max_length=127, add_special_tokens=True, return_token_type_ids=False, truncation=True,
               padding="max_length", return_tensors="pt")["input_ids"]  # fmt: skip
     return F.pad(ids, (0, 1), value=ref.pad_token_id)
 
 
-TEXTS = ["an H&E image of adenocarcinoma.", "NORMAL Colon Mucosa", "débris", "", "tumour " * 200, "lymphocytes, stroma!"]
+TEXTS = [
+    "an H&E image of adenocarcinoma.",
+    "NORMAL Colon Mucosa",
+    "débris",
+    "",
+    "tumour " * 200,
+    "lymphocytes, stroma!",
+]
 
 
 def test_tokeniser_equals_the_reference(tmp_path):
@@ -149,7 +161,10 @@ def test_tokeniser_equals_the_reference(tmp_path):
     assert torch.equal(ours, reference_tokens(path, TEXTS))
 
 
-@pytest.mark.skipif(not os.environ.get("PATHWEAK_CONCH_TOKENIZER"), reason="set PATHWEAK_CONCH_TOKENIZER to CONCH's conch_byte_level_bpe_uncased.json")
+@pytest.mark.skipif(
+    not os.environ.get("PATHWEAK_CONCH_TOKENIZER"),
+    reason="set PATHWEAK_CONCH_TOKENIZER to CONCH's conch_byte_level_bpe_uncased.json",
+)
 def test_conchs_own_tokeniser_equals_the_reference():
     pytest.importorskip("transformers")
     path = Path(os.environ["PATHWEAK_CONCH_TOKENIZER"])
@@ -168,7 +183,10 @@ def test_zero_shot_end_to_end_on_a_random_tower_in_hub_layout(tmp_path, monkeypa
     from pathweak.tiling import tile_slides
     from pathweak_cli.main import app
 
-    small = replace(TEXT_TOWERS["conch"], config={**TEXT_TOWERS["conch"].config, "width": 64, "heads": 4, "layers": 2, "vocab_size": 300})
+    small = replace(
+        TEXT_TOWERS["conch"],
+        config={**TEXT_TOWERS["conch"].config, "width": 64, "heads": 4, "layers": 2, "vocab_size": 300},
+    )
     monkeypatch.setitem(TEXT_TOWERS, "conch", small)
     snap = tmp_path / "hf" / "hub" / "models--MahmoodLab--conch" / "snapshots" / "c0ffee"
     snap.mkdir(parents=True)
@@ -186,7 +204,20 @@ def test_zero_shot_end_to_end_on_a_random_tower_in_hub_layout(tmp_path, monkeypa
     prompts = tmp_path / "prompts.yaml"
     prompts.write_text("classes:\n  tumor: [adenocarcinoma, carcinoma]\n  normal: normal colon mucosa\n"
                        "templates: ['an H&E image of CLASSNAME.', 'CLASSNAME']\n")  # fmt: skip
-    result = CliRunner().invoke(app, ["zero-shot", str(Path(res.store).parent), "--prompts", str(prompts), "-o", str(tmp_path / "o"), "--topk", "2", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "zero-shot",
+            str(Path(res.store).parent),
+            "--prompts",
+            str(prompts),
+            "-o",
+            str(tmp_path / "o"),
+            "--topk",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
     table = read_results(row["results"])
@@ -194,13 +225,24 @@ def test_zero_shot_end_to_end_on_a_random_tower_in_hub_layout(tmp_path, monkeypa
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     assert row["predicted"] in ("tumor", "normal") and abs(sum(row["slide_scores"].values()) - 1) < 1e-5
     assert (Path(row["results"]).parent / "predictions.csv").exists()
-    exported = CliRunner().invoke(app, ["export", row["results"], "--format", "geojson", "-o", str(tmp_path / "qp.geojson")])
+    exported = CliRunner().invoke(
+        app, ["export", row["results"], "--format", "geojson", "-o", str(tmp_path / "qp.geojson")]
+    )
     assert exported.exit_code == 0, exported.output
     features = json.loads((tmp_path / "qp.geojson").read_text())["features"]
     assert len(features) == tiled.n_tiles > 0 and "prob_tumor" in features[0]["properties"]["measurements"]
     # features of another encoder, a bad prompts file: one clear error each
-    bad = CliRunner().invoke(app, ["zero-shot", str(Path(res.store).parent), "--prompts", str(tmp_path / "none.yaml"), "-o", str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "prompts file not found" in bad.output
+    bad = CliRunner().invoke(
+        app,
+        ["zero-shot", str(Path(res.store).parent), "--prompts", str(tmp_path / "none.yaml"), "-o", str(tmp_path / "x")],
+    )
+    assert bad.exit_code == 2 and "none.yaml: config file not found" in bad.output
+    (tmp_path / "one.yaml").write_text("classes: {tumor: carcinoma}\n")
+    one = CliRunner().invoke(
+        app,
+        ["zero-shot", str(Path(res.store).parent), "--prompts", str(tmp_path / "one.yaml"), "-o", str(tmp_path / "x")],
+    )
+    assert one.exit_code == 2 and "needs `classes:` (at least two" in one.output
 
 
 def test_without_open_clip_the_error_names_the_extra(monkeypatch):
@@ -208,7 +250,7 @@ def test_without_open_clip_the_error_names_the_extra(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "open_clip", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "open_clip.transformer", None)
-    with pytest.raises(ConfigError, match=r'needs open-clip-torch.*pathweak\[zeroshot\]'):
+    with pytest.raises(ConfigError, match=r"needs open-clip-torch.*pathweak\[zeroshot\]"):
         build_tower(TEXT_TOWERS["conch"])
     with pytest.raises(ConfigError, match="no text tower for musk: BEiT3"):
         from pathweak.encoders.text import get_text_tower
