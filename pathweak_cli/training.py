@@ -11,7 +11,18 @@ import typer
 from pathweak.train.config import TrainConfig
 
 from ._app import app, handle_errors
-from ._conventions import Command, default, deprecated, function_defaults, inputs, merged, names, numbers, paths
+from ._conventions import (
+    Command,
+    default,
+    deprecated,
+    function_defaults,
+    inputs,
+    merged,
+    names,
+    numbers,
+    paths,
+    warn,
+)
 
 FeaturesArg = Annotated[
     list[str] | None,
@@ -152,7 +163,8 @@ def train(
         "device"
     ),
     precision: Annotated[
-        str, typer.Option(help="Lightning precision; auto: bf16-mixed on CUDA, 32-true on CPU.")
+        str,
+        typer.Option(help="Lightning precision; auto: bf16-mixed on CUDA (16-mixed without bf16), 32-true on CPU."),
     ] = _train_default("precision"),
     dtype: Annotated[
         str, typer.Option(help="Feature dtype in the bank: float16 (as stored), bfloat16 or float32.")
@@ -220,10 +232,12 @@ def train(
 
     run = train_cohort(paths(found), labels, out, cfg, progress=progress)
     s = run.summary
+    for text in s.get("warnings", []):  # recorded in run.json too
+        warn(text)
     if as_json:
         typer.echo(
             json.dumps(
-                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds")},
+                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds", "warnings")},
                 indent=2,
                 default=str,
             )
@@ -268,6 +282,9 @@ def predict(
 
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
+    for r in results:
+        if r.warning:
+            warn(r.warning)
     if as_json:
         typer.echo(json.dumps([vars(r) for r in results], indent=2))
         return

@@ -15,7 +15,7 @@ from ..store.result import failure_text
 from .executors import make_executor
 from .model_stages import predict_stage, train_stage
 from .report import CohortReport, StageReport
-from .spec import STAGES, CohortSpec, Slide
+from .spec import STAGES, CohortSpec, Slide, check_spec
 from .state import StateStore
 from .summary import write_summary
 from .tasks import run_slide_stage
@@ -34,6 +34,16 @@ def run_cohort(
     """Run the cohort's stages. A slide that failed in an earlier run is left alone unless
     ``retry_failed``; a slide that fails now is recorded and the others go on."""
     started = time.perf_counter()
+    wanted = stages or STAGES
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
+    check_spec(spec, wanted)  # what would fail after hours of tiling fails now
+    gpus = (
+        extract_devices(spec, external=bool(scheduler or spec.executor.get("scheduler")))
+        if "extract" in wanted
+        else None
+    )
     spec.out.mkdir(parents=True, exist_ok=True)
     for folder in (
         spec.out,
@@ -48,17 +58,8 @@ def run_cohort(
         sweep_partials(folder)
     state = StateStore(spec.out)
     kind = executor or spec.executor.get("kind", "local")
-    wanted = stages or STAGES
-    unknown = [s for s in wanted if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
-    devices = None
-    if spec.extract.get("devices") is not None and "extract" in wanted:  # one device per worker (features/devices.py)
-        from ..features.devices import device_list
-
-        devices = device_list(spec.extract["devices"], str(spec.extract.get("device", "auto")))
     pool = make_executor(
-        kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"), devices
+        kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler")
     )
     reports: list[StageReport] = []
     try:
@@ -67,7 +68,12 @@ def run_cohort(
         # them runs on an older encoder, model or predictions left from an earlier run
         for stage in _in_order(wanted, spec):
             if stage in ("tile", "extract"):
-                reports.append(_per_slide(stage, active, spec, state, pool, progress))
+                on = pool.on_devices(gpus) if stage == "extract" and gpus else pool  # one process per GPU
+                try:
+                    reports.append(_per_slide(stage, active, spec, state, on, progress))
+                finally:
+                    if on is not pool:
+                        on.close()  # its encoders leave the GPUs before training
                 active = [s for s in active if s.slide_id not in reports[-1].failed]
             elif stage == "heatmaps":
                 predicted = [s for s in active if _succeeded(state, s, "predict")]
@@ -83,6 +89,20 @@ def run_cohort(
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
+
+
+def extract_devices(spec: CohortSpec, *, visible: int | None = None, external: bool = False) -> list[str] | None:
+    """The GPUs the extract stage runs on, one process (and one encoder) each: ``extract: {devices: N|all}``
+    GPUs, or the one ``extract: {device: ...}`` names (auto: the first); None when extraction runs on the
+    CPU (the executor's workers share the cores), or on an external Dask cluster given no ``devices`` (each
+    worker then uses the GPU it sees, e.g. dask-cuda's one GPU per worker). ``visible``: GPUs seen (tests)."""
+    from ..devices import device_list
+
+    n = spec.extract.get("devices")
+    if n is None and external:
+        return None
+    devs = device_list(1 if n is None else n, str(spec.extract.get("device", "auto")), visible=visible)
+    return devs if devs[0].startswith("cuda") else None
 
 
 def _in_order(wanted: tuple[str, ...], spec: CohortSpec) -> list[str]:
@@ -112,6 +132,7 @@ def _per_slide(
                 result = {"status": "failed", "error": failure_text(f"{slide.slide_id}: worker failed", exc)}
             state.record(slide.slide_id, stage, result)
             {"done": report.done, "skipped": report.skipped}.get(result["status"], []).append(slide.slide_id)
+            report.warnings += result.get("warnings") or []
             if result["status"] == "failed":
                 report.failed[slide.slide_id] = result.get("error") or "failed"
             else:
@@ -125,18 +146,14 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
     """Pretrain this cohort's encoder on its tiles, unless an encoder trained on the same tiles and
     settings is already there (its encoder.json records both)."""
     from .._provenance import cache_key
-    from ..ssl import SSLConfig, pretrain
+    from ..ssl import pretrain
+    from .spec import pretrain_config
     from .tasks import tile_store_path
 
     report = StageReport("pretrain")
     t0 = time.perf_counter()
     out = spec.out / "encoder"
-    values = dict(spec.pretrain or {})
-    tiny = bool(values.pop("tiny", False))
-    for key in ("global_scale", "local_scale", "mae_scale"):
-        if key in values:
-            values[key] = tuple(values[key])
-    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+    cfg = pretrain_config(spec)
     stores = [tile_store_path(spec, s) for s in slides]
     from dataclasses import asdict
 

@@ -52,17 +52,24 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
             volume=spec.volume,
         )
     status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
-    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
+    return {
+        "status": status,
+        "output": r.store,
+        "error": r.error,
+        "n_tiles": r.n_tiles,
+        "warnings": [r.warning] if r.warning else [],
+    }
 
 
 def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     import torch
 
+    from .. import devices
     from ..features import extract_features
-    from ..features.devices import worker_device
     from ..features.store import feature_store_path
     from .encoders_cache import cached_encoder
 
+    device = devices.take_worker_device(spec.extract.get("device", "auto"))  # a pinned GPU becomes current
     threads = torch.get_num_threads()
     if "threads" in spec.extract:
         torch.set_num_threads(max(1, int(spec.extract["threads"])))
@@ -74,7 +81,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
                 encoder,
                 spec.out,
                 batch_size=spec.extract.get("batch_size"),
-                device=worker_device(spec.extract.get("device", "auto")),
+                device=device,
                 num_workers=int(spec.extract.get("workers", 0)),
                 progress=False,
                 decode=str(spec.extract.get("decode", "auto")),
@@ -82,7 +89,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     status = {"extracted": "done", "skipped": "skipped"}.get(r.status, "failed")
-    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
+    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles, "warnings": r.warnings}
 
 
 def _heatmaps(slide: Slide, spec: CohortSpec) -> dict[str, Any]:

@@ -32,12 +32,42 @@ FAMILIES = [
 
 def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) -> Encoder:
     """An :class:`Encoder` by name (see ``pathweak encoders list``), in eval mode on the CPU."""
-    family, sep, rest = name.partition(":")
-    if not sep:
+    family, rest = _split_name(name)
+    if family is None:
         from .build import create_preset
 
+        return create_preset(name, weights, **kwargs)
+    encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
+    return encoder.eval()
+
+
+def check_encoder(name: str, weights: str | Path | None = None) -> None:
+    """What :func:`create_encoder` would refuse, found without building the network: an unknown preset,
+    family or model name, and weights that are not on this machine (a preset's are looked up offline, a
+    family's file must exist). A cohort spec is checked with it before any slide is tiled."""
+    from .families import CHECKS
+
+    family, rest = _split_name(name)
+    text = None if weights is None else str(weights)
+    if family is None:
+        from .build import get_preset
+        from .resolve import resolve
+        from .weights import random_seed
+
+        preset = get_preset(name)
+        if random_seed(text) is None:
+            resolve(preset, weights)
+        return
+    ENCODERS.get(family)
+    CHECKS.get(family)(rest, text)
+
+
+def _split_name(name: str) -> tuple[str | None, str]:
+    """(family, model) of ``family:model``, (None, name) of a preset; an error for neither."""
+    family, sep, rest = name.partition(":")
+    if not sep:
         if name.lower() in PRESETS or name.lower() in UNSUPPORTED:
-            return create_preset(name, weights, **kwargs)
+            return None, name
         raise ConfigError(
             f"encoder name {name!r} is neither a preset nor of the form family:name",
             fix=f"use a preset ({', '.join(PRESETS)}), pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
@@ -47,8 +77,7 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) 
             f"encoder name {name!r} is not of the form family:name",
             fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
         )
-    encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
-    return encoder.eval()
+    return family, rest
 
 
 def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, Any]]:
@@ -112,6 +141,7 @@ __all__ = [
     "Encoder",
     "EncoderInfo",
     "Preset",
+    "check_encoder",
     "create_encoder",
     "list_encoders",
     "load_state_dict_file",

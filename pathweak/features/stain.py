@@ -180,7 +180,13 @@ class StainedEncoder:
         self.enc.check_tiles(is_3d, tile_shape, where)
 
     def begin_slide(self, store: TileStore) -> None:
-        """Estimate (or reuse) the slide's stain and record it in this encoder's info for its FeatureStore."""
+        """Estimate (or reuse) the slide's stain and record it in this encoder's info for its FeatureStore
+        (a store with no tiles has nothing to estimate from, and nothing to normalise)."""
+        self.slide_warning = None
+        if not len(store):
+            self._transform = None
+            self.info = replace(self.info, extra={**self.info.extra, "stain": {**self.stain.record(), "slide": None}})
+            return
         slide, self._transform = self.stain.for_slide(store)
         record = {**self.stain.record(), "slide": slide.as_dict(), "tiles": slide.extra.get("tiles")}
         self.info = replace(self.info, extra={**self.info.extra, "stain": record})

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
@@ -34,6 +34,7 @@ class SlidePrediction:
     results: str
     slide_scores: dict[str, float]
     predicted: str | None
+    warning: str | None = None  # e.g. an empty bag: no score (NaN)
 
 
 def predict_slides(
@@ -49,11 +50,11 @@ def predict_slides(
     ``out_dir`` overrides the folder that receives ``results/<name>/``; ``name`` the model id used there."""
     import torch
 
-    from ..features.bank import resolve_device
+    from ..devices import parse_device
     from ..heatmap.results import write_results
     from .package import load_models
 
-    dev = resolve_device(device)
+    dev = parse_device(device)
     models = load_models(model, dev)
     first = models[0]
     stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
@@ -69,6 +70,8 @@ def predict_slides(
                 f"features have {s.embed_dim} dimensions, the model expects {first.head.in_dim}", path=s.path
             )
     name = name or _model_name(Path(model), models)
+    for root in {Path(out_dir) if out_dir is not None else default_root(s.path) for s in stores}:
+        sweep_partials(root / "results" / name)  # a killed run's leftovers
     rows_by_root: dict[Path, list[dict[str, Any]]] = {}
     results = []
     with progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance:
@@ -76,11 +79,15 @@ def predict_slides(
             x = torch.from_numpy(store.features).to(dev)
             grid = torch.from_numpy(store.grid_positions()).to(dev)
             slide, tile_scores = ensemble(models, x, grid)
+            warning = None
+            if not len(store):  # a head's output on an empty bag is its bias alone: no score at all
+                slide = np.full_like(slide, np.nan, dtype=np.float64)
+                warning = f"{store.path}: the FeatureStore holds no rows (the slide has no tiles), so it gets no score"
             root = Path(out_dir) if out_dir is not None else default_root(store.path)
             path = root / "results" / name / f"{store.slide_id}.zarr"
             columns = score_columns(first.classes, first.task)
             slide_scores = {c: float(v) for c, v in zip(columns, slide, strict=False)}
-            predicted = None if first.classes is None else first.classes[int(np.argmax(slide))]
+            predicted = None if first.classes is None or warning else first.classes[int(np.argmax(slide))]
             attrs = {
                 "model": {
                     "model_id": name,
@@ -112,7 +119,9 @@ def predict_slides(
                     **({"predicted": predicted} if predicted else {}),
                 }
             )
-            results.append(SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted))
+            results.append(
+                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, warning)
+            )
             advance(1)
     for root, rows in rows_by_root.items():
         _write_table(root / "results" / name / "predictions.csv", rows)

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import atomic_file, ensure_replaceable
+from .._atomic import atomic_file, ensure_replaceable, sweep_partials
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
-from .fit import FitResult, fit_head
-from .labels import LabelTable, read_labels
+from .fit import FitResult, fit_all
+from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
-from .splits import Fold, make_folds
+from .splits import Fold, fold_warnings, make_folds
 
 if TYPE_CHECKING:
     from ..protocols import FeatureBankLike
@@ -49,7 +49,7 @@ class TrainRun:
 
 def train_cohort(
     features: list[str | Path],
-    labels: str | Path,
+    labels: str | Path | Any,
     out_dir: str | Path,
     cfg: TrainConfig | None = None,
     *,
@@ -58,17 +58,23 @@ def train_cohort(
 ) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
-    ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's."""
+    ``labels`` is a CSV path or a pandas DataFrame of the same columns (then written into the run as
+    ``labels.csv``). Labelled slides whose bags are empty (no tiles) are left out with a warning.
+    ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's. What is allowed
+    but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md)."""
     import pandas as pd
 
     from ..features.bank import bank_summary, load_feature_bank
 
     cfg = cfg or TrainConfig()
     started = time.perf_counter()
-    ensure_replaceable(Path(out_dir), "run.json", "a training run")  # before the work, not after it
+    out = Path(out_dir)
+    ensure_replaceable(out, "run.json", "a training run")  # before the work, not after it
+    sweep_partials(out.parent, prefix=f".{out.name}")  # a killed run's leftovers (tile and extract do the same)
     if bank is None:
         stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
         table = read_labels(labels, [s.slide_id for s in stores], cfg.task, cfg.classes)
+        table = _without_empty_bags(table, {s.slide_id for s in stores if len(s) == 0})
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
         bank = load_feature_bank(
             stores, slide_ids=table.slide_ids, device=cfg.device, dtype=cfg.dtype, stream=cfg.stream, progress=progress
@@ -77,26 +83,30 @@ def train_cohort(
         table = read_labels(labels, list(bank.slide_ids), cfg.task, cfg.classes)
         if table.slide_ids != list(bank.slide_ids):
             raise ValueError("the bank's slides must be the labels file's, in its order")
+        _refuse_empty_bags(bank, table)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
-    out = Path(out_dir)
+    warnings = [*table.warnings, *fold_warnings(folds, table)]
+    frame: Any = labels if table.path == DATAFRAME else None
+    if frame is not None:  # the run keeps the labels it was given, and names them
+        table.path = out / "labels.csv"
     tmp = lifecycle.begin(out)
     fits: list[FitResult] = []
-    frames = []
     try:
         tmp.mkdir(parents=True)
+        if frame is not None:
+            with atomic_file(tmp / "labels.csv", "w", newline="") as fh:
+                frame.to_csv(fh, index=False)
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
         with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
-            for seed in cfg.seeds:
-                for fold in folds:
-                    fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
-                    fits.append(fit)
-                    frame = _save_fold(tmp, fit, bank, table, fold, cfg)
-                    frames.append(frame)
+            jobs = [(seed, fold) for seed in cfg.seeds for fold in folds]
+            fits = fit_all(bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance)  # --devices N: one world
+            frames = [_save_fold(tmp, fit, bank, table, fold, cfg) for fit, (_, fold) in zip(fits, jobs, strict=True)]
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
         summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
+        summary["warnings"] = warnings
         paths = getattr(bank, "paths", None)
         if paths is not None:  # where each slide's features are (for `pathweak report`)
             summary["feature_stores"] = {
@@ -108,6 +118,42 @@ def train_cohort(
         lifecycle.discard(tmp)
         raise
     return TrainRun(out, summary, fits, predictions)
+
+
+def _without_empty_bags(table: LabelTable, empty: set[str]) -> LabelTable:
+    """``table`` without its slides whose FeatureStores hold no rows (nothing to learn from, nothing to
+    score), with a warning naming them; an error when no labelled slide is left."""
+    left_out = [s for s in table.slide_ids if s in empty]
+    if not left_out:
+        return table
+    more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    if len(left_out) == len(table):
+        from ..errors import LabelsError
+
+        raise LabelsError(
+            f"every labelled slide's features are empty ({', '.join(left_out[:5])}{more}): their tile stores hold no tiles",
+            path=table.path,
+            fix="re-tile the slides (see the warnings of `pathweak tile`: no tissue found, or an ROI outside the slide)",
+        )
+    kept = table.without(set(left_out))
+    kept.warnings.append(
+        f"{table.path}: {len(left_out)} labelled slide(s) left out because their features are empty (no tiles): "
+        f"{', '.join(left_out[:5])}{more}; re-tile them (see the warnings of `pathweak tile`) to include them"
+    )
+    return kept
+
+
+def _refuse_empty_bags(bank: FeatureBankLike, table: LabelTable) -> None:
+    """A bank given by the caller keeps the labels' order, so an empty bag in it is an error, not left out."""
+    from ..errors import LabelsError
+
+    empty = [sid for i, sid in enumerate(bank.slide_ids) if len(bank.bag(i)) == 0]
+    if empty:
+        raise LabelsError(
+            f"slide {', '.join(empty[:5])} has an empty bag (no tiles)",
+            path=table.path,
+            fix="leave slides without tiles out of the labels and the bank, or re-tile them",
+        )
 
 
 def score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
