@@ -109,12 +109,12 @@ def embed_slides(
     """One embedding per FeatureStore in ``features`` by ``method`` (see the module docstring)."""
     import torch
 
-    from .bank import resolve_device
+    from ..devices import parse_device
 
     if method not in METHODS:
         raise ConfigError(f"unknown slide embedding {method!r}", fix=f"use one of {', '.join(METHODS)}")
     stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
-    dev = resolve_device(device)
+    dev = parse_device(device)
     head, record = load_feather(method, weights) if method != "mean" else (None, {})
     tag = method if head is None else f"{method}-{record['weights_hash'][:8]}"
     out = []

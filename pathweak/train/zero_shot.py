@@ -57,8 +57,8 @@ def zero_shot(
     """Score every FeatureStore of ``features`` against the classes of ``prompts`` (see the module docstring)."""
     import torch
 
+    from ..devices import parse_device
     from ..encoders.text import load_text_model, prompts_digest, read_prompts
-    from ..features.bank import resolve_device
     from ..heatmap.results import write_results
 
     if topk < 1:
@@ -75,7 +75,7 @@ def zero_shot(
                 path=fs.path,
                 fix=f"extract features with --encoder {text.tower.image_preset}",
             )
-    dev = resolve_device(device)
+    dev = parse_device(device)
     text.net.to(dev)
     weights_matrix = class_embeddings(text, classes, templates)
     proj, scale = text.proj_contrast.to(dev), float(text.logit_scale.exp())

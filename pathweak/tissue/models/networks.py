@@ -71,8 +71,9 @@ def _fix(model: TissueModel) -> str:
 
 def forward(model: TissueModel, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Class probabilities (B, C, H, W) float32 of normalised input ``x`` (B, 3, H, W)."""
-    use_amp = x.is_cuda and model.precision == "fp16"
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+    from ...devices import autocast
+
+    with torch.no_grad(), autocast(x.device, model.precision):  # fp16 on CUDA where the model ran so
         out = net(x)
     logits = out["out"] if isinstance(out, dict) else out
     return torch.softmax(logits.float(), dim=1)

@@ -23,11 +23,9 @@ _LOADED: dict[tuple[str, str, str], Any] = {}  # one network per model, weights 
 
 
 def device_of(spec_device: str) -> Any:
-    import torch
+    from ...devices import parse_device
 
-    if spec_device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec_device)
+    return parse_device(spec_device)
 
 
 def network(model: TissueModel, weights: str, device: Any) -> Any:
