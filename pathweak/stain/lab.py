@@ -30,12 +30,26 @@ def _const(x: Any, values: np.ndarray) -> Any:
     return torch.as_tensor(values, dtype=x.dtype, device=x.device)
 
 
+def _piecewise(x: Any, cut: float, above: Any, below: Any) -> Any:
+    """``above(x)`` where ``x > cut``, else ``below(x)``: masked and in place on numpy (each branch computed
+    only where it applies), ``where`` on torch (one fused pass on a GPU)."""
+    if isinstance(x, np.ndarray):
+        out = np.empty_like(x)
+        mask = x > cut
+        out[mask] = above(x[mask])
+        out[~mask] = below(x[~mask])
+        return out
+    import torch
+
+    return torch.where(x > cut, above(x), below(x))
+
+
 def rgb_to_lab(rgb: Any) -> Any:
     """(..., 3) RGB floats in [0, 1] -> L*a*b* in OpenCV's scaling (L x 2.55, a and b + 128)."""
     xp = _lib(rgb)
-    lin = xp.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    lin = _piecewise(rgb, 0.04045, lambda v: ((v + 0.055) / 1.055) ** 2.4, lambda v: v / 12.92)
     xyz = lin @ _const(rgb, RGB2XYZ.T) / _const(rgb, WHITE)
-    f = xp.where(xyz > 0.008856, _cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    f = _piecewise(xyz, 0.008856, _cbrt, lambda v: 7.787 * v + 16.0 / 116.0)
     x, y, z = f[..., 0], f[..., 1], f[..., 2]
     return xp.stack([(116.0 * y - 16.0) * 2.55, 500.0 * (x - y) + 128.0, 200.0 * (y - z) + 128.0], -1)
 
@@ -47,11 +61,17 @@ def lab_to_rgb(lab: Any) -> Any:
     x = (lab[..., 1] - 128.0) / 500.0 + y
     z = y - (lab[..., 2] - 128.0) / 200.0
     xyz = xp.stack([x, y, z], -1)
-    xyz = xp.where(xyz > 0.2068966, xyz**3, (xyz - 16.0 / 116.0) / 7.787) * _const(lab, WHITE)
+    xyz = _piecewise(xyz, 0.2068966, lambda v: v**3, lambda v: (v - 16.0 / 116.0) / 7.787) * _const(lab, WHITE)
     rgb = xyz @ _const(lab, XYZ2RGB.T)
-    pos = xp.clip(rgb, 0.0031308, None) if xp is np else rgb.clamp_min(0.0031308)
-    rgb = xp.where(rgb > 0.0031308, 1.055 * pos ** (1 / 2.4) - 0.055, rgb * 12.92)
+    rgb = _piecewise(
+        rgb, 0.0031308, lambda v: 1.055 * _at_least(v, 0.0031308) ** (1 / 2.4) - 0.055, lambda v: v * 12.92
+    )
     return xp.clip(rgb, 0.0, 1.0)
+
+
+def _at_least(x: Any, low: float) -> Any:
+    """``x`` clipped below at ``low`` (torch's ``where`` evaluates both branches, so no NaN from a negative power)."""
+    return np.maximum(x, low) if isinstance(x, np.ndarray) else x.clamp_min(low)
 
 
 def _cbrt(x: Any) -> Any:
