@@ -77,7 +77,7 @@ def fit_head(
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
     check_head_task(head, cfg.head, table.task)
-    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
+    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss, cfg.instance_weight)
     keep = KeepBest()
     callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience, mode="min"), keep]
     if advance is not None:
@@ -102,7 +102,16 @@ def fit_head(
         )
         trainer.fit(
             module,
-            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed, boxes=head.takes_box),
+            bag_loader(
+                bank,
+                fold.train,
+                targets,
+                cfg.step_bags,
+                shuffle=True,
+                seed=seed,
+                boxes=head.takes_box,
+                instance=table.instance_labels,
+            ),
             bag_loader(bank, fold.val, targets, cfg.step_bags, boxes=head.takes_box),
         )
     keep.restore(module)
