@@ -18,6 +18,7 @@ from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError, PathweakError, UnsupportedSlideError
 from ..store.build import building
 from . import figures
+from .corrections import corrections_section
 from .gallery import display_score, fold_scores, sample_slides, slide_panel
 
 FILES = "report_files"
@@ -94,6 +95,9 @@ def write_report(
                 )
             )
         sections.append(_slides_section(src, frame, tmp, slides, tiles, features))
+        corrections = corrections_section(src.run_dir, s)  # weak-only and corrected side by side (docs/review.md)
+        if corrections:
+            sections.insert(2, corrections)
         page = _page(s, sections, time.perf_counter() - started)
     out = src.out / "report.html"
     with atomic_file(out) as fh:
