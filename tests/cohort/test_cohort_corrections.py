@@ -57,6 +57,12 @@ def test_corrections_retrain_only_when_they_change(cohort_data, reference, tmp_p
     run = json.loads((out / "models" / "abmil-corrected" / "run.json").read_text())
     assert sorted(run["instance_labels"]["per_slide"]) == ["sample_00", "sample_02"]
 
+    # the next round's review files, from the cohort's folder (its corrected model, out-of-fold)
+    from pathweak.heatmap import export_review
+
+    files = export_review(out, tmp_path / "review", queue=3, seed=0)
+    assert len(files) == 6 and all(len(f.queue) == 3 and f.label in ("normal", "tumour") for f in files)
+
 
 def test_missing_corrections_fail_before_any_work(cohort_data, tmp_path):
     import pytest

@@ -136,3 +136,22 @@ def test_which_tiles_and_classes_reach_training(exported, mil_cohort, tmp_path):
     strict = read_corrections(path, [mil_cohort["features"]], overlap=0.9)
     assert strict.slides[sid].rows.tolist() == [5]
     assert any("objects covering no tile by >= 0.9" in w for w in strict.warnings)
+
+
+def test_review_export_from_results_stores(weak_run, mil_cohort, tmp_path):
+    """`pathweak predict`'s results stores (their classes from the stores' model record; labels unknown)."""
+    from pathweak.heatmap import export_review
+    from pathweak.train import predict_slides
+
+    preds = predict_slides(weak_run, [mil_cohort["features"]], tmp_path, progress=False)
+    folder = tmp_path / "results" / preds[0].results.split("/")[-2]
+    files = export_review(folder, tmp_path / "review", queue=2, seed=1)
+    assert sorted(f.slide_id for f in files) == sorted(p.slide_id for p in preds)
+    assert all(f.label is None and f.predicted in CLASSES and len(f.queue) == 2 for f in files)
+    one = export_review(folder / f"{files[0].slide_id}.zarr", tmp_path / "one", queue=1)
+    assert [f.slide_id for f in one] == [files[0].slide_id]
+    # a folder that is none of the three: one clear error
+    from pathweak.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a training run, cohort run or results store"):
+        export_review(tmp_path / "review", tmp_path / "x")
