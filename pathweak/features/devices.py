@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cpus import threads_per_worker
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def device_pool(
     for d in devs:
         queue.put(d)
     cpu_workers = sum(d == "cpu" for d in devs)
-    threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else 0
+    threads = threads_per_worker(cpu_workers) if cpu_workers else 0
     return ProcessPoolExecutor(len(devs), mp_context=ctx, initializer=pin_worker, initargs=(queue, threads, encoder))
 
 

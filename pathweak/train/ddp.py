@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..cpus import threads_per_worker
 from ..errors import ConfigError
 
 _RANK: dict[str, Any] = {}  # inside a rank process: world size and device
@@ -112,7 +113,7 @@ def _rank_main(rank: int, world: int, port: int, devices: list[str], fn: Any, ar
     if devices[rank].startswith("cuda"):
         torch.cuda.set_device(torch.device(devices[rank]))
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(threads_per_worker(world))
     out = fn(*args)
     if rank == 0:
         torch.save(out, result)
