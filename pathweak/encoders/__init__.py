@@ -10,14 +10,33 @@ Modules: ``presets`` (the registry of records), ``resolve`` (finding weights off
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Encoder, EncoderInfo
-from .families import ENCODERS
-from .presets import PRESETS, UNSUPPORTED, Preset
-from .weights import load_state_dict_file
+from .presets import PRESETS, UNSUPPORTED, Preset, get_preset
+
+if TYPE_CHECKING:
+    from .base import Encoder, EncoderInfo
+    from .families import ENCODERS
+    from .weights import load_state_dict_file
+
+_LAZY = {"Encoder": "base", "EncoderInfo": "base", "ENCODERS": "families", "load_state_dict_file": "weights"}
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-importing names, loaded on first use: the presets, their rows and the weights lookup
+    (`pathweak encoders list`, a missing-weights check) need no torch."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pathweak.encoders' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 FAMILIES = [
     {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
@@ -47,8 +66,35 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) 
             f"encoder name {name!r} is not of the form family:name",
             fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
         )
+    from .families import ENCODERS
+
     encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
     return encoder.eval()
+
+
+def paired_weights(n: int, weights: str | Path | Sequence[str | Path | None] | None) -> list[str | Path | None]:
+    """One weights entry per encoder: ``weights`` given once per encoder (in order), or once for all."""
+    listed = list(weights) if isinstance(weights, (list, tuple)) else [weights] * n
+    if len(listed) == 1:
+        listed = listed * n
+    if len(listed) != n:
+        raise ConfigError(
+            f"{len(listed)} --weights for {n} encoders",
+            fix="give --weights once per --encoder, in the same order, or once for all",
+        )
+    return listed
+
+
+def check_weights(names: Sequence[object], weights: str | Path | Sequence[str | Path | None] | None = None) -> None:
+    """Fail fast, before torch is imported: every preset among ``names`` finds its weights on this machine
+    (the same lookup and error as :func:`create_encoder`); other names are checked when they are created."""
+    from .resolve import resolve
+    from .weights import random_seed
+
+    for name, w in zip(names, paired_weights(len(names), weights), strict=True):
+        preset = isinstance(name, str) and (name.lower() in PRESETS or name.lower() in UNSUPPORTED)
+        if preset and random_seed(None if w is None else str(w)) is None:
+            resolve(get_preset(str(name)), w)
 
 
 def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, Any]]:
@@ -84,7 +130,6 @@ def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, 
 
 def preset_info(name: str, weights: str | Path | None = None) -> dict[str, Any]:
     """The full record of a preset, with where its weights were looked for and found."""
-    from .build import get_preset
     from .resolve import locate
 
     preset = get_preset(name)
@@ -112,9 +157,11 @@ __all__ = [
     "Encoder",
     "EncoderInfo",
     "Preset",
+    "check_weights",
     "create_encoder",
     "list_encoders",
     "load_state_dict_file",
+    "paired_weights",
     "preset_info",
     "preset_rows",
 ]
