@@ -208,6 +208,8 @@ def train(
 
     run = train_cohort(paths(found), labels, out, cfg, progress=progress)
     s = run.summary
+    for warning in s.get("ensemble", {}).get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         typer.echo(
             json.dumps(
@@ -256,6 +258,12 @@ def predict(
 
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
+    if results and results[0].excluded:
+        typer.echo(
+            f"warning: degenerate fold model(s) {', '.join(results[0].excluded)} left out of the average "
+            f"(see {model / 'run.json'}: ensemble)",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps([vars(r) for r in results], indent=2))
         return

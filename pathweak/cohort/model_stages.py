@@ -77,6 +77,7 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
             report.done.append("model")
         else:
             report.skipped.append("model")
+        report.warnings += json.loads((out / "run.json").read_text()).get("ensemble", {}).get("warnings", [])
         report.outputs.update(
             model=str(out),
             metrics=str(out / "run.json"),

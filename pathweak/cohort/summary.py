@@ -87,6 +87,10 @@ def _markdown(d: dict[str, Any]) -> str:
         lines.append(
             f"| {st['name']} | {len(st['done'])} | {len(st['skipped'])} | {len(st['failed'])} | {st['seconds']} |"
         )
+    warnings = [w for st in d["stages"] for w in st.get("warnings", [])]
+    if warnings:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {w}" for w in warnings]
     if d["failed_slides"]:
         lines += ["", "## Failed", ""]
         lines += [f"- **{sid}**: {why}" for sid, why in d["failed_slides"].items()]

@@ -50,7 +50,6 @@ def fit_head(
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
     With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
 
     from .._lightning import quiet_lightning
@@ -72,8 +71,8 @@ def fit_head(
             fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)",
         )
     module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
-    keep = KeepBest()
-    callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience, mode="min"), keep]
+    keep = KeepBest(min(cfg.min_epochs, cfg.max_epochs), cfg.patience)  # keeps the best epoch and stops early
+    callbacks: list[Any] = [keep]
     if advance is not None:
         callbacks.append(EpochProgress(advance))
     logger: Any = (

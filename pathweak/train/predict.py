@@ -14,7 +14,7 @@ averaged over the members of an ensemble.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ import numpy as np
 from .._atomic import atomic_file
 from ..errors import ConfigError
 from ..features.store import FeatureStore, find_feature_stores
-from ..progress import progress_bar
-from .run import safe_name, score_columns, tile_score_columns
+from ..progress import log_line, progress_bar
+from .run import cpu_threads, safe_name, score_columns, tile_score_columns
 
 
 @dataclass
@@ -34,6 +34,7 @@ class SlidePrediction:
     results: str
     slide_scores: dict[str, float]
     predicted: str | None
+    excluded: list[str] = field(default_factory=list)  # degenerate fold models left out (train/degenerate.py)
 
 
 def predict_slides(
@@ -51,10 +52,11 @@ def predict_slides(
 
     from ..features.bank import resolve_device
     from ..heatmap.results import write_results
-    from .package import load_models
+    from .package import load_models, run_ensemble
 
     dev = resolve_device(device)
     models = load_models(model, dev)
+    excluded = list(run_ensemble(model).get("excluded", []))
     first = models[0]
     stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
     for s in stores:
@@ -71,7 +73,11 @@ def predict_slides(
     name = name or _model_name(Path(model), models)
     rows_by_root: dict[Path, list[dict[str, Any]]] = {}
     results = []
-    with progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance:
+    sizes = [len(s) * s.embed_dim for s in stores] or [0]
+    with (
+        progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance,
+        cpu_threads(dev, float(np.mean(sizes))),
+    ):
         for store in stores:
             x = torch.from_numpy(store.features).to(dev)
             grid = torch.from_numpy(store.grid_positions()).to(dev)
@@ -88,6 +94,7 @@ def predict_slides(
                     "task": first.task,
                     "classes": first.classes,
                     "members": [m.model_id for m in models],
+                    "excluded": excluded,
                     "encoder_id": first.encoder_id,
                 },
                 "feature_store": str(store.path.resolve()),
@@ -112,7 +119,11 @@ def predict_slides(
                     **({"predicted": predicted} if predicted else {}),
                 }
             )
-            results.append(SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted))
+            results.append(
+                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, excluded)
+            )
+            scores_text = ", ".join(f"{c} {v:.3g}" for c, v in slide_scores.items())
+            log_line(f"predict {store.slide_id}: {scores_text} ({len(models)} models averaged) -> {path}")
             advance(1)
     for root, rows in rows_by_root.items():
         _write_table(root / "results" / name / "predictions.csv", rows)

@@ -23,7 +23,7 @@ import numpy as np
 from .. import _provenance
 from .._atomic import atomic_file, ensure_replaceable
 from ..features.store import FeatureStore, find_feature_stores
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
 from .fit import FitResult, fit_head
@@ -86,17 +86,25 @@ def train_cohort(
         tmp.mkdir(parents=True)
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
-        with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
+        checks: dict[str, dict[str, Any]] = {}
+        with (
+            progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance,
+            cpu_threads(bank.device, bank.n_tiles * bank.embed_dim / max(1, len(bank))),
+        ):
             for seed in cfg.seeds:
                 for fold in folds:
                     fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
                     fits.append(fit)
+                    checks[f"seed{seed}_fold{fold.index}"] = _fit_check(fit, bank, table, fold)
+                    log_line(fit_line(fit, cfg, checks[f"seed{seed}_fold{fold.index}"]))
                     frame = _save_fold(tmp, fit, bank, table, fold, cfg)
                     frames.append(frame)
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
-        summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
+        summary = _summary(
+            cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started, checks
+        )
         paths = getattr(bank, "paths", None)
         if paths is not None:  # where each slide's features are (for `pathweak report`)
             summary["feature_stores"] = {
@@ -108,6 +116,36 @@ def train_cohort(
         lifecycle.discard(tmp)
         raise
     return TrainRun(out, summary, fits, predictions)
+
+
+def cpu_threads(device: Any, values_per_bag: float) -> Any:
+    """torch's thread count while heads train or predict on the CPU (:func:`pathweak.cpus.head_threads`:
+    one for small bags); nothing changes on a GPU."""
+    from contextlib import nullcontext
+
+    from ..cpus import head_threads, torch_threads
+
+    return torch_threads(head_threads(values_per_bag)) if getattr(device, "type", "cpu") == "cpu" else nullcontext()
+
+
+def fit_line(fit: FitResult, cfg: TrainConfig, check: dict[str, Any] | None = None) -> str:
+    """One (seed, fold) of a training run, for a log."""
+    flag = " DEGENERATE (no better than a constant on its training slides)" if (check or {}).get("degenerate") else ""
+    return (
+        f"train {cfg.head} seed {fit.seed} fold {fit.fold}: kept epoch {fit.best_epoch} of {fit.epochs}, "
+        f"validation loss {fit.best_val_loss:.3g}, {fit.seconds:.1f} s{flag}"
+    )
+
+
+def _fit_check(fit: FitResult, bank: FeatureBankLike, table: LabelTable, fold: Fold) -> dict[str, Any]:
+    """The degenerate-model rule (train/degenerate.py) on the fold model's own training slides."""
+    from .degenerate import fit_check
+    from .infer import predict_rows
+
+    if table.task in ("survival", "proportion"):
+        return fit_check(table.task, table.classes, table.targets[fold.train], np.zeros((0, 1)))
+    outputs = predict_rows(fit.head, bank, fold.train, table.task, fit.target_scale)
+    return fit_check(table.task, table.classes, table.targets[fold.train], outputs)
 
 
 def score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
@@ -237,7 +275,11 @@ def _summary(
     predictions: Any,
     bank: dict[str, Any],
     seconds: float,
+    checks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    from .degenerate import ensemble_members
+
+    checks = checks or {}
     metric_fn = metric_function(table, cfg)
     per_seed: dict[str, Any] = {}
     for seed in cfg.seeds:
@@ -254,6 +296,7 @@ def _summary(
                     "best_val_loss": fit.best_val_loss,
                     "seconds": round(fit.seconds, 2),
                     "metrics": evaluate(table, part, cfg) if len(part) else {},
+                    "fit_check": checks.get(f"seed{seed}_fold{fit.fold}", {"assessed": False}),
                     "history": fit.history,
                 }
             )
@@ -303,6 +346,7 @@ def _summary(
             else {}
         ),
         "seeds": per_seed,
+        "ensemble": ensemble_members(checks),
         "config": asdict(cfg),
         "seconds": round(seconds, 1),
         "versions": _provenance.versions(
