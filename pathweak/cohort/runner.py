@@ -9,13 +9,14 @@ from typing import Any
 
 from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError, PathweakError
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store.build import build_once
-from ..store.result import failure_text
+from ..store.result import failure_text, result_line
 from .executors import make_executor
 from .model_stages import predict_stage, train_stage
 from .report import CohortReport, StageReport
 from .spec import STAGES, CohortSpec, Slide
+from .stamps import read_stage_seconds, record_stage_seconds
 from .state import StateStore
 from .summary import write_summary
 from .tasks import run_slide_stage
@@ -66,6 +67,7 @@ def run_cohort(
         # a failed cohort-level stage (pretrain, train, predict) stops the stages after it, so none of
         # them runs on an older encoder, model or predictions left from an earlier run
         for stage in _in_order(wanted, spec):
+            log_line(f"{stage}: starting ({len(active)} slides)")
             if stage in ("tile", "extract"):
                 reports.append(_per_slide(stage, active, spec, state, pool, progress))
                 active = [s for s in active if s.slide_id not in reports[-1].failed]
@@ -75,11 +77,16 @@ def run_cohort(
             else:
                 reports.append(_COHORT_STAGES[stage](spec, active, state, progress))
                 if reports[-1].failed:
+                    log_line(reports[-1].line())
+                    record_stage_seconds(spec.out, stage, reports[-1].seconds, bool(reports[-1].done))
                     break
+            log_line(reports[-1].line())
+            record_stage_seconds(spec.out, stage, reports[-1].seconds, bool(reports[-1].done))
     finally:
         pool.close()
     if any(r.name == "train" and not r.failed for r in reports):
         reports.append(_report_stage(spec, started))
+        log_line(reports[-1].line())
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
@@ -106,11 +113,12 @@ def _per_slide(
 ) -> StageReport:
     report = StageReport(stage)
     t0 = time.perf_counter()
-    with progress_bar(len(slides), f"{stage}", progress, unit="slides") as advance:
+    with progress_bar(len(slides), f"{stage}", progress, unit="slides", lines=False) as advance:
         for (_stage_name, slide, _spec), result, exc in pool.run(run_slide_stage, [(stage, s, spec) for s in slides]):
             if exc is not None:  # the worker itself died (killed, out of memory)
                 result = {"status": "failed", "error": failure_text(f"{slide.slide_id}: worker failed", exc)}
             state.record(slide.slide_id, stage, result)
+            log_line(result_line(stage, slide.slide_id, result))
             {"done": report.done, "skipped": report.skipped}.get(result["status"], []).append(slide.slide_id)
             if result["status"] == "failed":
                 report.failed[slide.slide_id] = result.get("error") or "failed"
@@ -191,7 +199,9 @@ def _report_stage(spec: CohortSpec, started: float) -> StageReport:
             {
                 "cohort": spec.name,
                 "slides": len(spec.slides),
-                "seconds": round(t0 - started, 1),
+                "seconds": round(sum(read_stage_seconds(spec.out).values()), 1),  # what the results took
+                "stage_seconds": read_stage_seconds(spec.out),
+                "run_seconds": round(t0 - started, 1),  # this run's (a rerun that skipped everything: short)
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             results if results.exists() else None,
