@@ -72,7 +72,11 @@ SMALL_BAG = 1 << 20  # feature values per bag below which one torch thread train
 def head_threads(values_per_bag: float) -> int:
     """torch threads for training or applying a MIL head on the CPU: one for small bags (fewer than
     :data:`SMALL_BAG` feature values each), where a second thread adds nothing but waiting for it (on a
-    busy machine a descheduled thread stalls every parallel operation); else :func:`available_cpus`."""
+    busy machine a descheduled thread stalls every parallel operation); else :func:`available_cpus`.
+    OMP_NUM_THREADS, when set, wins."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     return 1 if values_per_bag < SMALL_BAG else available_cpus()
 
 

@@ -60,9 +60,9 @@ def progress_bar(
     they are on (:func:`log_lines_to`) and ``lines`` (False: the caller writes its own), else does nothing."""
     if not show_progress(enabled):
         if enabled and lines and lines_on():
-            lines = _Lines(total, description, unit)
-            yield lines
-            lines.finish()
+            logger = _Lines(total, description, unit)
+            yield logger
+            logger.finish()
             return
         yield lambda n=1, description=None, total=None: None
         return

@@ -52,19 +52,23 @@ def test_an_affinity_mask_limits_the_cpus_and_torch_follows(tmp_path):
     assert available_cpus() == len(os.sched_getaffinity(0)) or quota_cpus() is not None
 
 
-def test_small_bags_train_with_one_thread():
+def test_small_bags_train_with_one_thread(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert head_threads(100 * 192) == 1
     assert head_threads(SMALL_BAG * 4) == available_cpus()
     assert threads_per_worker(10_000) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting wins
+    assert head_threads(100 * 192) == 3
 
 
-def test_train_runs_small_bags_on_one_torch_thread_and_restores_the_count(mil_cohort, tmp_path):
+def test_train_runs_small_bags_on_one_torch_thread_and_restores_the_count(mil_cohort, tmp_path, monkeypatch):
     """train_cohort on the CPU: the demo-sized bags (hundreds of tiles x a few hundred dims) train on one
     torch thread, so a busy machine cannot stall them on a descheduled second thread."""
     import torch
 
     from pathweak.train import TrainConfig, train_cohort
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     seen: list[int] = []
     from pathweak.train import module
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError
 from .presets import PRESETS, UNSUPPORTED, Preset, get_preset
@@ -74,7 +74,10 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) 
 
 def paired_weights(n: int, weights: str | Path | Sequence[str | Path | None] | None) -> list[str | Path | None]:
     """One weights entry per encoder: ``weights`` given once per encoder (in order), or once for all."""
-    listed = list(weights) if isinstance(weights, (list, tuple)) else [weights] * n
+    if isinstance(weights, (list, tuple)):
+        listed: list[str | Path | None] = list(weights)
+    else:
+        listed = [cast("str | Path | None", weights)] * n
     if len(listed) == 1:
         listed = listed * n
     if len(listed) != n:

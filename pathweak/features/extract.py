@@ -98,7 +98,7 @@ def extract_features(
         from .tokens import TokenRows  # torch-importing, so not at module level
 
         encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
-    results = []
+    results: list[ExtractResult] = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in folders:
         sweep_partials(folder)
