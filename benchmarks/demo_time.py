@@ -9,7 +9,8 @@ Targets (issue 27): on 2 idle cores the fresh run under 4 minutes and the rerun 
 that grows stage by stage. ``--cpus`` pins the runs to those CPUs (default: the CPUs this process may
 use); the 1-minute load average before and after each run is recorded, so an idle machine can be told
 from a busy one. The log is the command's stdout and stderr (as in a cluster job), without
-PYTHONUNBUFFERED, sampled every 0.2 s: for each stage, when its first line appeared.
+PYTHONUNBUFFERED, sampled every 0.2 s: when each stage's first line appeared, and how many lines were
+there by half the run's time.
 """
 
 from __future__ import annotations
@@ -59,14 +60,13 @@ def run_logged(cmd: list[str], log: Path, cpus: set[int] | None, env: dict[str, 
         m = STAGE.match(line)
         if m:
             stages.setdefault(m.group(1), round(t, 1))
-    before_end = [t for t, _ in seen if t < seconds - 1.0]
     return {
         "seconds": round(seconds, 1),
         "exit_status": proc.returncode,
         "loadavg_1min_before": round(load_before, 2),
         "loadavg_1min_after": round(os.getloadavg()[0], 2),
         "log_lines": len(seen),
-        "lines_seen_before_the_end": len(before_end),
+        "lines_by_half_time": sum(t < seconds / 2 for t, _ in seen),
         "stage_started_at_s": stages,
         "log": str(log),
     }
@@ -74,7 +74,9 @@ def run_logged(cmd: list[str], log: Path, cpus: set[int] | None, env: dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cpus", default=None, help="CPUs to pin the runs to, e.g. 0,1 (default: all this process may use)")
+    ap.add_argument(
+        "--cpus", default=None, help="CPUs to pin the runs to, e.g. 0,1 (default: all this process may use)"
+    )
     ap.add_argument("--keep", default=None, help="Folder for the cohort, run and logs (default: a temporary one)")
     ap.add_argument("--out", default=str(HERE / "results" / "demo_time.json"))
     args = ap.parse_args()
@@ -83,7 +85,16 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     work = Path(args.keep or tempfile.mkdtemp(prefix="pathweak-demo-time-"))
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pathweak_cli.main", "demo", "--data", str(work / "cohort"), "--out", str(work / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pathweak_cli.main",
+        "demo",
+        "--data",
+        str(work / "cohort"),
+        "--out",
+        str(work / "run"),
+    ]
     fresh = run_logged(cmd, work / "demo.log", cpus, env)
     rerun = run_logged(cmd, work / "rerun.log", cpus, env)
     timings = work / "run" / "state" / "timings.json"  # each stage's seconds in the run that did it
@@ -101,8 +112,7 @@ def main() -> None:
         "targets": {
             "fresh_under_240_s": fresh["seconds"] < 240,
             "rerun_under_30_s": rerun["seconds"] < 30,
-            "log_grew_stage_by_stage": len(fresh["stage_started_at_s"]) >= 6
-            and fresh["lines_seen_before_the_end"] >= 0.8 * fresh["log_lines"],
+            "log_grew_stage_by_stage": len(fresh["stage_started_at_s"]) >= 6 and fresh["lines_by_half_time"] >= 10,
         },
         "stage_seconds_of_the_fresh_run": json.loads(timings.read_text()) if timings.exists() else {},
     }

@@ -35,8 +35,28 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TRAIN = ["--head", "abmil", "--folds", "3", "--seed", "0", "--seed", "1", "--seed", "2", "--lr", "1e-3",
-         "--epochs", "60", "--min-epochs", "10", "--patience", "15", "--bootstrap", "200"]  # the demo's train stage
+TRAIN = [
+    "--head",
+    "abmil",
+    "--folds",
+    "3",
+    "--seed",
+    "0",
+    "--seed",
+    "1",
+    "--seed",
+    "2",
+    "--lr",
+    "1e-3",
+    "--epochs",
+    "60",
+    "--min-epochs",
+    "10",
+    "--patience",
+    "15",
+    "--bootstrap",
+    "200",
+]  # the demo's train stage
 
 
 def child_cpu() -> float:
@@ -47,11 +67,28 @@ def child_cpu() -> float:
 def run_train(demo: Path, out: Path, env: dict[str, str], cpus: set[int] | None) -> tuple[float, float]:
     """Wall and CPU seconds of one ``pathweak train`` process."""
     features = next((demo / "features").iterdir())
-    cmd = [sys.executable, "-m", "pathweak_cli.main", "train", str(features), "--labels", str(demo / "labels.csv"),
-           "-o", str(out), *TRAIN, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pathweak_cli.main",
+        "train",
+        str(features),
+        "--labels",
+        str(demo / "labels.csv"),
+        "-o",
+        str(out),
+        *TRAIN,
+        "--no-progress",
+    ]
     cpu0, t0 = child_cpu(), time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO,
-                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     wall, cpu = time.perf_counter() - t0, child_cpu() - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"pathweak train failed:\n{proc.stderr[-3000:]}")
@@ -60,8 +97,10 @@ def run_train(demo: Path, out: Path, env: dict[str, str], cpus: set[int] | None)
 
 def busy_loops(n: int, cpus: set[int] | None) -> list[subprocess.Popen]:
     return [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
         for _ in range(n)
     ]
 
@@ -71,7 +110,9 @@ def main() -> None:
     ap.add_argument("--demo", default=str(REPO / "runs" / "demo"))
     ap.add_argument("--busy", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cpus", default=None, help="CPUs for the runs and the busy loops (default: all this process may use)")
+    ap.add_argument(
+        "--cpus", default=None, help="CPUs for the runs and the busy loops (default: all this process may use)"
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "shared_machine.json"))
     args = ap.parse_args()
     cpus = {int(c) for c in args.cpus.split(",")} if args.cpus else None
@@ -80,9 +121,23 @@ def main() -> None:
     base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH", "")]))
     demo = Path(args.demo)
     if not (demo / "labels.csv").exists():
-        subprocess.run([sys.executable, "-m", "pathweak_cli.main", "demo", "--out", str(demo), "--data",
-                        str(demo.parent / "demo_cohort"), "--no-progress"], check=True, cwd=REPO, env=base,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pathweak_cli.main",
+                "demo",
+                "--out",
+                str(demo),
+                "--data",
+                str(demo.parent / "demo_cohort"),
+                "--no-progress",
+            ],
+            check=True,
+            cwd=REPO,
+            env=base,
+            stdout=subprocess.DEVNULL,
+        )
     cases = {"default": base, "all_cpus": {**base, "OMP_NUM_THREADS": str(n_cpus)}}
     times: dict[str, dict[str, list[tuple[float, float]]]] = {c: {"idle": [], "loaded": []} for c in cases}
     with tempfile.TemporaryDirectory(prefix="pathweak-shared-") as tmp:
@@ -116,9 +171,13 @@ def main() -> None:
         "what": "pathweak train (the demo's train stage) as a whole process, idle and with busy loops on the same CPUs",
         "command": f"python benchmarks/shared_machine.py --busy {args.busy} --repeats {args.repeats}"
         + (f" --cpus {args.cpus}" if args.cpus else ""),
-        "machine": {"python": platform.python_version(), "cpus": n_cpus, "busy_loops": args.busy,
-                    "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-                    "note": "the idle figures are idle only when nothing else runs on these CPUs"},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": n_cpus,
+            "busy_loops": args.busy,
+            "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+            "note": "the idle figures are idle only when nothing else runs on these CPUs",
+        },
         "fair_slowdown": round(fair, 2),
         "results": results,
         "within_fair_share": default["slowdown"] <= 1.1 * fair,

@@ -42,7 +42,11 @@ def timed(cmd: list[str], runs: int, env: dict[str, str]) -> dict[str, float]:
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO, check=False)
         if i:
             times.append(time.perf_counter() - t0)
-    return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3)}
+    return {
+        "median_s": round(statistics.median(times), 3),
+        "min_s": round(min(times), 3),
+        "max_s": round(max(times), 3),
+    }
 
 
 def loaded(args: list[str], env: dict[str, str]) -> list[str]:

@@ -51,8 +51,9 @@ def epoch_lines(label: str) -> list[Any]:
             if now - self.last < LINE_EVERY:
                 return
             self.last = now
-            shown = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
-            values = ", ".join(f"{k.removesuffix('_epoch')} {v:.4g}" for k, v in sorted(shown.items()))
+            metrics = trainer.callback_metrics.items()
+            shown = {k.removesuffix("_epoch"): float(v) for k, v in sorted(metrics) if not k.endswith("_step")}
+            values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
             log_line(f"{label} epoch {trainer.current_epoch}, step {trainer.global_step}: {values}")
 
     return [EpochLines()]

@@ -85,7 +85,7 @@ def run_cohort(
     finally:
         pool.close()
     if any(r.name == "train" and not r.failed for r in reports):
-        reports.append(_report_stage(spec, started))
+        reports.append(_report_stage(spec, started, [r.name for r in reports if r.skipped and not r.done]))
         log_line(reports[-1].line())
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
@@ -181,16 +181,31 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
     return report
 
 
-def _report_stage(spec: CohortSpec, started: float) -> StageReport:
-    """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries. A
+def _report_stage(spec: CohortSpec, started: float, skipped: list[str]) -> StageReport:
+    """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries;
+    skipped when the model, the predictions and the stages' times are those it was written from. A
     failure is recorded, and the run's other outputs stand."""
+    from .. import __version__
+    from .._provenance import cache_key, content_hash
     from ..report.build import RunSource, write_report
-    from .model_stages import model_dir, results_dir
+    from .model_stages import model_dir, predict_key, results_dir
+    from .stamps import read_stamp, write_stamp
 
     report = StageReport("report")
     t0 = time.perf_counter()
     run = model_dir(spec)
+    page = spec.out / "report.html"
     try:
+        key = cache_key(
+            run=content_hash(run / "run.json"),
+            predict=predict_key(spec),
+            times=read_stage_seconds(spec.out),
+            v=__version__,
+        )
+        if read_stamp(spec.out, "report", key) is not None:
+            report.skipped.append("report")
+            report.outputs["report"] = str(page)
+            return report
         results = results_dir(spec)
         src = RunSource(
             run,
@@ -202,11 +217,13 @@ def _report_stage(spec: CohortSpec, started: float) -> StageReport:
                 "seconds": round(sum(read_stage_seconds(spec.out).values()), 1),  # what the results took
                 "stage_seconds": read_stage_seconds(spec.out),
                 "run_seconds": round(t0 - started, 1),  # this run's (a rerun that skipped everything: short)
+                "skipped": skipped,  # stages this run found up to date
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             results if results.exists() else None,
         )
         report.outputs["report"] = str(write_report(src))
+        write_stamp(spec.out, "report", key, [page, spec.out / "report_files"])
         report.done.append("report")
     except (PathweakError, OSError, ValueError, ImportError) as exc:
         report.failed["report"] = f"{type(exc).__name__}: {exc}"

@@ -66,11 +66,13 @@ def _results_time(out: Path, cohort: dict[str, Any]) -> dict[str, Any]:
         stages = {str(k): float(v) for k, v in json.loads((out / "state" / "timings.json").read_text()).items()}
     except (OSError, ValueError, AttributeError):
         return cohort
+    skipped = [st["name"] for st in cohort.get("stages", []) if st.get("skipped") and not st.get("done")]
     return {
         **cohort,
         "seconds": round(sum(stages.values()), 1),
         "stage_seconds": stages,
         "run_seconds": cohort.get("seconds"),
+        "skipped": skipped,
     }
 
 
@@ -256,9 +258,9 @@ def _cohort_text(c: dict[str, Any]) -> str:
     text = f"{c.get('cohort')} ({c.get('slides')} slides); results made in {c.get('seconds')} s"
     if stages:
         text += " (" + ", ".join(f"{k} {v:g} s" for k, v in stages.items()) + ")"
-    run = c.get("run_seconds")
-    if run is not None and stages and abs(float(run) - float(c.get("seconds") or 0)) > 0.5:
-        text += f"; this run took {run} s, skipping what was up to date"
+    run, skipped = c.get("run_seconds"), c.get("skipped") or []
+    if run is not None and skipped:
+        text += f"; this run took {run} s, skipping {', '.join(skipped)} (up to date)"
     return text + f"; finished {c.get('finished')}"
 
 

@@ -133,8 +133,8 @@ def test_report_renders_in_headless_chromium(binary_run, tmp_path):
 
     page = write_report(binary_run.out_dir, slides=2)
     shot = tmp_path / "report.png"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+           "--no-first-run", "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
            "--window-size=1280,2400", f"--screenshot={shot}", page.resolve().as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
@@ -144,6 +144,11 @@ def test_report_renders_in_headless_chromium(binary_run, tmp_path):
     assert img.shape[:2] == (2400, 1280)
     colours = len(np.unique(img.reshape(-1, 3)[::7], axis=0))
     assert colours > 500, colours  # the figures and tiles were drawn, not just text on white
+    # the page as the browser rendered it labels its numbers and heatmaps as out-of-fold
+    dom = subprocess.run([*cmd[:-2], "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=180, check=False).stdout
+    assert "<h2>Predictions per slide</h2>" in dom and "out-of-fold" in dom, dom[-2000:]
+    assert len(re.findall(r"from the out-of-fold models seed0_fold0 averaged", dom)) == 2
     keep = Path(__file__).resolve().parents[2] / "runs" / "report_screenshot.png"  # for a person to look at
     keep.parent.mkdir(exist_ok=True)
     shutil.copy(shot, keep)
