@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _emit import emit, machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -102,11 +103,7 @@ def main() -> None:
         "benchmark": "demo_time",
         "what": "pathweak demo from nothing, then rerun, as whole processes; the log written to a file",
         "command": "python benchmarks/demo_time.py" + (f" --cpus {args.cpus}" if args.cpus else ""),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": sorted(cpus) if cpus else sorted(os.sched_getaffinity(0)),
-            "note": "idle only when the load averages below are near 0",
-        },
+        "machine": machine(pinned=sorted(cpus) if cpus else None, note="idle only when the load averages are near 0"),
         "fresh": fresh,
         "rerun": rerun,
         "targets": {
@@ -116,10 +113,7 @@ def main() -> None:
         },
         "stage_seconds_of_the_fresh_run": json.loads(timings.read_text()) if timings.exists() else {},
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ that spins while it waits burns more CPU the longer it waits.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _emit import emit, machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -171,13 +171,11 @@ def main() -> None:
         "what": "pathweak train (the demo's train stage) as a whole process, idle and with busy loops on the same CPUs",
         "command": f"python benchmarks/shared_machine.py --busy {args.busy} --repeats {args.repeats}"
         + (f" --cpus {args.cpus}" if args.cpus else ""),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": n_cpus,
-            "busy_loops": args.busy,
-            "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-            "note": "the idle figures are idle only when nothing else runs on these CPUs",
-        },
+        "machine": machine(
+            pinned=sorted(cpus) if cpus else None,
+            busy_loops=args.busy,
+            note="the idle figures are idle only when nothing else runs on these CPUs",
+        ),
         "fair_slowdown": round(fair, 2),
         "results": results,
         "within_fair_share": default["slowdown"] <= 1.1 * fair,
@@ -187,10 +185,7 @@ def main() -> None:
         else "the loaded run took longer than its fair share: see cpu_loaded_s against cpu_idle_s (more CPU "
         "when loaded means waiting by spinning) and whether the idle figure was taken on an idle machine",
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

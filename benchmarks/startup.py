@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _emit import emit, machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -108,17 +109,10 @@ def main() -> None:
         "modules each loads",
         "command": "python benchmarks/startup.py",
         "runs": args.runs,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "loadavg_1min_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine(),
         "results": results,
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from .._lazy import lazy_getattr
 from ..errors import ConfigError
 from .presets import PRESETS, UNSUPPORTED, Preset, get_preset
 
@@ -22,20 +23,11 @@ if TYPE_CHECKING:
     from .families import ENCODERS
     from .weights import load_state_dict_file
 
-_LAZY = {"Encoder": "base", "EncoderInfo": "base", "ENCODERS": "families", "load_state_dict_file": "weights"}
-
-
-def __getattr__(name: str) -> Any:
-    """The torch-importing names, loaded on first use: the presets, their rows and the weights lookup
-    (`pathweak encoders list`, a missing-weights check) need no torch."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pathweak.encoders' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+# the torch-importing names, loaded on first use: the presets, their rows and the weights lookup
+# (`pathweak encoders list`, a missing-weights check) need no torch
+__getattr__ = lazy_getattr(
+    __name__, {"Encoder": "base", "EncoderInfo": "base", "ENCODERS": "families", "load_state_dict_file": "weights"}
+)
 
 
 FAMILIES = [
