@@ -1,7 +1,7 @@
 """``pathweak train`` on an idle and on a loaded machine: does it slow by no more than its fair share of the
 CPUs, and does anything spin? Prints JSON and writes benchmarks/results/shared_machine.json.
 
-    python benchmarks/shared_machine.py [--demo runs/demo] [--busy 3] [--repeats 3] [--cpus 0,1]
+    python benchmarks/shared_machine.py [--demo runs/demo] [--busy 3] [--repeats 3] [--cpus 0,1] [--quick]
 
 The command is the demo's train stage as a whole process (``pathweak train`` on the demo's features and
 labels: ABMIL, 3 folds x 3 seeds, the demo's epochs and patience; ``--demo`` is a finished demo run,
@@ -35,28 +35,9 @@ from _emit import emit, machine
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TRAIN = [
-    "--head",
-    "abmil",
-    "--folds",
-    "3",
-    "--seed",
-    "0",
-    "--seed",
-    "1",
-    "--seed",
-    "2",
-    "--lr",
-    "1e-3",
-    "--epochs",
-    "60",
-    "--min-epochs",
-    "10",
-    "--patience",
-    "15",
-    "--bootstrap",
-    "200",
-]  # the demo's train stage
+# the demo's train stage (ABMIL, 3 folds x 3 seeds, its epochs, patience and bootstrap); --quick: 1 seed, 10 epochs
+TRAIN = "--head abmil --folds 3 --seed 0 --seed 1 --seed 2 --lr 1e-3 --epochs 60 --min-epochs 10 --patience 15"
+QUICK = "--head abmil --folds 3 --seed 0 --lr 1e-3 --epochs 10 --min-epochs 5 --patience 5"
 
 
 def child_cpu() -> float:
@@ -64,7 +45,7 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_train(demo: Path, out: Path, env: dict[str, str], cpus: set[int] | None) -> tuple[float, float]:
+def run_train(demo: Path, out: Path, env: dict[str, str], cpus: set[int] | None, options: str) -> tuple[float, float]:
     """Wall and CPU seconds of one ``pathweak train`` process."""
     features = next((demo / "features").iterdir())
     cmd = [
@@ -77,7 +58,9 @@ def run_train(demo: Path, out: Path, env: dict[str, str], cpus: set[int] | None)
         str(demo / "labels.csv"),
         "-o",
         str(out),
-        *TRAIN,
+        *options.split(),
+        "--bootstrap",
+        "200",
         "--no-progress",
     ]
     cpu0, t0 = child_cpu(), time.perf_counter()
@@ -110,6 +93,7 @@ def main() -> None:
     ap.add_argument("--demo", default=str(REPO / "runs" / "demo"))
     ap.add_argument("--busy", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 seed and 10 epochs instead of the demo's 3 x 60 (a check)")
     ap.add_argument(
         "--cpus", default=None, help="CPUs for the runs and the busy loops (default: all this process may use)"
     )
@@ -138,16 +122,17 @@ def main() -> None:
             env=base,
             stdout=subprocess.DEVNULL,
         )
+    options = QUICK if args.quick else TRAIN
     cases = {"default": base, "all_cpus": {**base, "OMP_NUM_THREADS": str(n_cpus)}}
     times: dict[str, dict[str, list[tuple[float, float]]]] = {c: {"idle": [], "loaded": []} for c in cases}
     with tempfile.TemporaryDirectory(prefix="pathweak-shared-") as tmp:
         for r in range(args.repeats):
             for case, env in cases.items():
-                times[case]["idle"].append(run_train(demo, Path(tmp) / f"{case}-idle-{r}", env, cpus))
+                times[case]["idle"].append(run_train(demo, Path(tmp) / f"{case}-idle-{r}", env, cpus, options))
                 loops = busy_loops(args.busy, cpus)
                 try:
                     time.sleep(1.0)
-                    times[case]["loaded"].append(run_train(demo, Path(tmp) / f"{case}-loaded-{r}", env, cpus))
+                    times[case]["loaded"].append(run_train(demo, Path(tmp) / f"{case}-loaded-{r}", env, cpus, options))
                 finally:
                     for p in loops:
                         p.kill()
@@ -170,12 +155,14 @@ def main() -> None:
         "benchmark": "shared_machine",
         "what": "pathweak train (the demo's train stage) as a whole process, idle and with busy loops on the same CPUs",
         "command": f"python benchmarks/shared_machine.py --busy {args.busy} --repeats {args.repeats}"
+        + (" --quick" if args.quick else "")
         + (f" --cpus {args.cpus}" if args.cpus else ""),
         "machine": machine(
             pinned=sorted(cpus) if cpus else None,
             busy_loops=args.busy,
             note="the idle figures are idle only when nothing else runs on these CPUs",
         ),
+        "train_options": options,
         "fair_slowdown": round(fair, 2),
         "results": results,
         "within_fair_share": default["slowdown"] <= 1.1 * fair,

@@ -204,14 +204,15 @@ def removable(p: Path, foreign_stale_seconds: float = FOREIGN_STALE_SECONDS) -> 
     return writer.pid != os.getpid() and not writer_alive(writer)
 
 
-def sweep_partials(folder: Path, foreign_stale_seconds: float = FOREIGN_STALE_SECONDS) -> list[Path]:
+def sweep_partials(folder: Path, foreign_stale_seconds: float = FOREIGN_STALE_SECONDS, prefix: str = "") -> list[Path]:
     """Remove temporary outputs in ``folder`` left by runs whose writer is gone (a crash or a kill);
-    returns what was removed. A partial of another host is kept while its writer may be alive."""
+    returns what was removed. A partial of another host is kept while its writer may be alive.
+    ``prefix`` limits the sweep to names that start with it (one output's partials in a user's folder)."""
     if not folder.is_dir():
         return []
     removed = []
     for p in folder.iterdir():
-        if PARTIAL in p.name and removable(p, foreign_stale_seconds):
+        if PARTIAL in p.name and p.name.startswith(prefix) and removable(p, foreign_stale_seconds):
             remove_path(p)
             removed.append(p)
     return removed

@@ -213,7 +213,13 @@ def as_dict(spec: Any) -> dict[str, Any]:
 
 def from_dict(cls: type[C], data: dict[str, Any], source: str | Path | None = None) -> C:
     """Build ``cls`` from a dict, naming unknown keys in a clear error."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    check_keys(cls, data, source)
+    return cls(**data)
+
+
+def check_keys(cls: type, data: dict[str, Any], source: str | Path | None = None) -> None:
+    """Keys of ``data`` that are not fields of dataclass ``cls`` are one clear error."""
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
@@ -221,7 +227,6 @@ def from_dict(cls: type[C], data: dict[str, Any], source: str | Path | None = No
             path=source,
             fix=f"known keys: {', '.join(sorted(names))}",
         )
-    return cls(**data)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

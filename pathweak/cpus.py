@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -78,6 +79,12 @@ def head_threads(values_per_bag: float) -> int:
     if given.isdigit() and int(given) > 0:
         return int(given)
     return 1 if values_per_bag < SMALL_BAG else available_cpus()
+
+
+def head_threads_on(device: Any, values_per_bag: float) -> AbstractContextManager[Any]:
+    """torch's thread count while heads train or predict on ``device``: :func:`head_threads` on the CPU
+    (one for small bags), unchanged on a GPU."""
+    return torch_threads(head_threads(values_per_bag)) if getattr(device, "type", "cpu") == "cpu" else nullcontext()
 
 
 def set_torch_threads(threads: int | None = None) -> int:

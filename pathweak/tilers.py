@@ -12,7 +12,7 @@ from .errors import ConfigError
 from .progress import log_line, progress_bar
 from .tiling.inputs import slide_ids as default_ids
 from .tiling.plan import auto_encode_threads
-from .tiling.result import TileResult, tiles_folder
+from .tiling.result import TileResult, empty_store_warning, tiles_folder
 from .tiling.tiler import tile_slide_files
 
 if TYPE_CHECKING:
@@ -159,7 +159,11 @@ def tile_slides(
                     progress,
                 )
             )
-        return [done[(str(p), sid)] for p, sid in zip(paths, ids, strict=False)]
+        results = [done[(str(p), sid)] for p, sid in zip(paths, ids, strict=False)]
+    for r in results:  # an empty store is written (its mask and thumbnail show why), with a warning
+        if not r.failed and r.n_tiles == 0 and r.store:
+            r.warning = "; ".join(filter(None, [r.warning, empty_store_warning(r.store)]))
+    return results
 
 
 def _tile_volumes(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import _err, app, handle_errors, json_stdout
-from ._conventions import Command, deprecated, function_defaults, merged, names
+from ._conventions import Command, deprecated, function_defaults, merged, names, warn
 
 OutOpt = Annotated[
     Path | None,
@@ -88,6 +88,8 @@ def _finish(report: Any, as_json: bool = False) -> None:
     """Print the run's summary (markdown, or summary.json with --json); the failed slides once on stderr."""
     summary = report.summary_json if as_json else report.summary_md
     typer.echo(summary.read_text() if summary else "")
+    for text in report.warnings:  # also in the summary's Warnings section
+        warn(text)
     if report.failed_slides:
         for sid, why in report.failed_slides.items():
             _err(f"{sid}: {why}")

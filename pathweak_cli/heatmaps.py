@@ -10,7 +10,7 @@ import typer
 from pathweak.errors import PathweakError
 
 from ._app import app, handle_errors
-from ._conventions import Command, names, source_defaults
+from ._conventions import Command, names, source_defaults, warn
 
 _DEFAULTS = source_defaults("heatmap.export", "ExportOptions")  # the API's defaults, read without importing it
 
@@ -241,4 +241,7 @@ def ground_truth(
         if classes
         else {"annotation": annotation_fractions(ts, annotations)}
     )
+    for name, values in columns.items():  # annotations on the slide, but on none of its tiles
+        if not (values > 0).any():
+            warn(f"{annotations}: no tile of {store} overlaps the annotations ({name}): the column is all 0")
     _print_files([write_scores_csv(out, ts.coords, columns)], as_json)

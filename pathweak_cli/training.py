@@ -11,7 +11,18 @@ import typer
 from pathweak.train.config import TrainConfig
 
 from ._app import app, handle_errors
-from ._conventions import Command, default, deprecated, function_defaults, inputs, merged, names, numbers, paths
+from ._conventions import (
+    Command,
+    default,
+    deprecated,
+    function_defaults,
+    inputs,
+    merged,
+    names,
+    numbers,
+    paths,
+    warn,
+)
 
 FeaturesArg = Annotated[
     list[str] | None,
@@ -208,12 +219,12 @@ def train(
 
     run = train_cohort(paths(found), labels, out, cfg, progress=progress)
     s = run.summary
-    for warning in s.get("ensemble", {}).get("warnings", []):
-        typer.echo(f"warning: {warning}", err=True)
+    for text in s.get("warnings", []):  # recorded in run.json too (a degenerate fold model among them)
+        warn(text)
     if as_json:
         typer.echo(
             json.dumps(
-                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds")},
+                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds", "warnings")},
                 indent=2,
                 default=str,
             )
@@ -259,11 +270,13 @@ def predict(
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
     if results and results[0].excluded:
-        typer.echo(
-            f"warning: degenerate fold model(s) {', '.join(results[0].excluded)} left out of the average "
-            f"(see {model / 'run.json'}: ensemble)",
-            err=True,
+        warn(
+            f"degenerate fold model(s) {', '.join(results[0].excluded)} left out of the average "
+            f"(see {model / 'run.json'}: ensemble)"
         )
+    for r in results:
+        if r.warning:
+            warn(r.warning)
     if as_json:
         typer.echo(json.dumps([vars(r) for r in results], indent=2))
         return

@@ -17,7 +17,7 @@ from .._provenance import cache_key
 from ..errors import ConfigError, PathweakError
 from ..store.build import build_once
 from .report import StageReport
-from .spec import CohortSpec, Slide, train_config
+from .spec import CohortSpec, Slide, label_rows, train_config
 from .stamps import read_stamp, stamp_path, write_stamp
 from .state import StateStore
 
@@ -77,13 +77,13 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
             report.done.append("model")
         else:
             report.skipped.append("model")
-        report.warnings += json.loads((out / "run.json").read_text()).get("ensemble", {}).get("warnings", [])
         report.outputs.update(
             model=str(out),
             metrics=str(out / "run.json"),
             cv_predictions=str(out / "predictions.csv"),
             metrics_text=metrics_table(out / "run.json"),
         )
+        report.warnings += json.loads((out / "run.json").read_text()).get("warnings", [])  # a skipped run's too
     except PathweakError as exc:
         report.failed["model"] = str(exc)
     report.seconds = time.perf_counter() - t0
@@ -115,6 +115,7 @@ def predict_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, prog
             report.skipped.extend(features)
         else:
             report.done.extend(p.slide_id for p in preds)
+            report.warnings += [p.warning for p in preds if p.warning]
         for sid in features:
             state.record(sid, "predict", {"status": "skipped" if done else "done", "output": str(out / f"{sid}.zarr")})
         report.outputs.update(results=str(out), predictions=str(out / "predictions.csv"))
@@ -145,22 +146,6 @@ def metrics_table(run_json: Path) -> str:
     for name, s in summary["metrics"].items():
         lines.append(f"| {name} | {s['mean']:.3f} | {s['std']:.3f} | {s['min']:.3f} | {s['max']:.3f} |")
     return "\n".join(lines)
-
-
-def label_rows(
-    slides: list[Slide], features: dict[str, Path], survival: bool
-) -> tuple[list[str], list[Slide], list[list[str]]]:
-    """The labels.csv the train stage writes: its header, the labelled slides that have features, and
-    their rows (label, or time and event for survival; split when any slide has one)."""
-    targets = ["time", "event"] if survival else ["label"]
-    labelled = [s for s in slides if s.slide_id in features and all(getattr(s, t) for t in targets)]
-    split = any(s.split for s in labelled)
-    header = ["slide_id", "patient_id", *targets, *(["split"] if split else [])]
-    rows = [
-        [s.slide_id, s.patient_id, *(str(getattr(s, t)) for t in targets), *([s.split or ""] if split else [])]
-        for s in labelled
-    ]
-    return header, labelled, rows
 
 
 def _feature_key(path: Path) -> str:

@@ -19,7 +19,7 @@ class StageReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what ran but may not be what the user wanted
 
     def line(self) -> str:
         """The stage's one-line outcome for a log: counts and seconds, and the first failure."""
@@ -40,6 +40,11 @@ class CohortReport:
     seconds: float
     summary_md: Path | None = None
     summary_json: Path | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every stage's warnings, in stage order, each once."""
+        return list(dict.fromkeys(w for st in self.stages for w in st.warnings))
 
     @property
     def failed_slides(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ from ..store.result import failure_text, result_line
 from .executors import make_executor
 from .model_stages import predict_stage, train_stage
 from .report import CohortReport, StageReport
-from .spec import STAGES, CohortSpec, Slide
+from .spec import STAGES, CohortSpec, Slide, check_spec
 from .stamps import read_stage_seconds, record_stage_seconds
 from .state import StateStore
 from .summary import write_summary
@@ -35,6 +35,11 @@ def run_cohort(
     """Run the cohort's stages. A slide that failed in an earlier run is left alone unless
     ``retry_failed``; a slide that fails now is recorded and the others go on."""
     started = time.perf_counter()
+    wanted = stages or STAGES
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
+    check_spec(spec, wanted)  # what would fail after hours of tiling fails now
     spec.out.mkdir(parents=True, exist_ok=True)
     for folder in (
         spec.out,
@@ -49,10 +54,6 @@ def run_cohort(
         sweep_partials(folder)
     state = StateStore(spec.out)
     kind = executor or spec.executor.get("kind", "local")
-    wanted = stages or STAGES
-    unknown = [s for s in wanted if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
     devices = None
     if spec.extract.get("devices") is not None and "extract" in wanted:  # one device per worker (features/devices.py)
         from ..features.devices import device_list
@@ -120,6 +121,7 @@ def _per_slide(
             state.record(slide.slide_id, stage, result)
             log_line(result_line(stage, slide.slide_id, result))
             {"done": report.done, "skipped": report.skipped}.get(result["status"], []).append(slide.slide_id)
+            report.warnings += result.get("warnings") or []
             if result["status"] == "failed":
                 report.failed[slide.slide_id] = result.get("error") or "failed"
             else:
@@ -133,18 +135,14 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
     """Pretrain this cohort's encoder on its tiles, unless an encoder trained on the same tiles and
     settings is already there (its encoder.json records both)."""
     from .._provenance import cache_key
-    from ..ssl import SSLConfig, pretrain
+    from ..ssl import pretrain
+    from .spec import pretrain_config
     from .tasks import tile_store_path
 
     report = StageReport("pretrain")
     t0 = time.perf_counter()
     out = spec.out / "encoder"
-    values = dict(spec.pretrain or {})
-    tiny = bool(values.pop("tiny", False))
-    for key in ("global_scale", "local_scale", "mae_scale"):
-        if key in values:
-            values[key] = tuple(values[key])
-    cfg = SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+    cfg = pretrain_config(spec)
     stores = [tile_store_path(spec, s) for s in slides]
     from dataclasses import asdict
 

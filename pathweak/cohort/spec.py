@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, from_dict, load_yaml
+from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, check_keys, from_dict, load_yaml
 from ..errors import ConfigError
 
 MANIFEST_COLUMNS = ("path", "patient_id", "label")
@@ -145,6 +145,72 @@ def train_config(spec: CohortSpec) -> Any:
     return from_dict(TrainConfig, values, spec.source)
 
 
+def pretrain_config(spec: CohortSpec) -> Any:
+    """The spec's ``pretrain:`` section as an SSLConfig (``tiny: true`` starts from ``SSLConfig.tiny()``)."""
+    from ..ssl.config import SSLConfig
+
+    values = dict(spec.pretrain or {})
+    tiny = bool(values.pop("tiny", False))
+    for key in ("global_scale", "local_scale", "mae_scale"):
+        if key in values:
+            values[key] = tuple(values[key])
+    check_keys(SSLConfig, values, spec.source)
+    return SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+
+
+def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -> None:
+    """What the stages in ``stages`` would refuse only after the slides are tiled and embedded, checked
+    before any work: the pretraining settings, the encoder's name and weights (extract), the head's name
+    and options and the manifest's labels against the task and folds (train). Each is one error naming
+    the spec or the manifest (docs/input_checks.md)."""
+    if spec.pretrain and ("pretrain" in stages or "extract" in stages):
+        pretrain_config(spec)
+    if "extract" in stages and not (spec.pretrain and not spec.encoder):  # a pretrained encoder does not exist yet
+        from ..encoders import check_encoder
+
+        _in_spec(lambda: check_encoder(spec.encoder_name, spec.weights), spec, "encoder")
+    if "train" in stages:
+        cfg = train_config(spec)
+        _in_spec(lambda: _check_head(cfg), spec, "train")
+        _check_manifest_labels(spec, cfg)
+
+
+def _in_spec(check: Any, spec: CohortSpec, key: str) -> None:
+    """Run ``check``; a ConfigError without a file of its own names the spec and its key."""
+    try:
+        check()
+    except ConfigError as exc:
+        if exc.path is not None:
+            raise
+        raise ConfigError(f"{key}: {exc.problem}", path=spec.source, fix=exc.fix) from None
+
+
+def _check_head(cfg: Any) -> None:
+    from ..heads import create_head
+    from ..train.fit import check_head_task
+
+    check_head_task(create_head(cfg.head, 8, 2, **cfg.head_options), cfg.head, cfg.task)
+
+
+def _check_manifest_labels(spec: CohortSpec, cfg: Any) -> None:
+    """The manifest's labelled slides read as the train stage reads them (errors name the manifest's rows),
+    and split into the spec's folds."""
+    import pandas as pd
+
+    from ..train.labels import frame_labels
+    from ..train.splits import make_folds
+
+    every = {s.slide_id: s.path for s in spec.slides}
+    header, labelled, rows = label_rows(list(spec.slides), every, survival=cfg.task == "survival")
+    if not labelled:
+        return  # the train stage says so, after tiling: slides may be labelled for prediction only
+    line = {s.slide_id: i for i, s in enumerate(spec.slides)}  # index 0 is the manifest's row 2
+    frame = pd.DataFrame(rows, columns=header, index=[line[s.slide_id] for s in labelled])
+    make_folds(
+        frame_labels(frame, spec.manifest, None, cfg.task, cfg.classes), cfg.folds, cfg.split_seed, cfg.val_fraction
+    )
+
+
 HEATMAP_FORMATS_DEFAULT = ("png", "geojson")
 
 
@@ -173,12 +239,30 @@ def heatmap_settings(spec: CohortSpec) -> tuple[list[str], Any]:
     return formats, from_dict(ExportOptions, values, spec.source)
 
 
+def label_rows(
+    slides: list[Slide], features: dict[str, Path], survival: bool
+) -> tuple[list[str], list[Slide], list[list[str]]]:
+    """The labels.csv the train stage writes: its header, the labelled slides that have features, and
+    their rows (label, or time and event for survival; split when any slide has one)."""
+    targets = ["time", "event"] if survival else ["label"]
+    labelled = [s for s in slides if s.slide_id in features and all(getattr(s, t) for t in targets)]
+    split = any(s.split for s in labelled)
+    header = ["slide_id", "patient_id", *targets, *(["split"] if split else [])]
+    rows = [
+        [s.slide_id, s.patient_id, *(str(getattr(s, t)) for t in targets), *([s.split or ""] if split else [])]
+        for s in labelled
+    ]
+    return header, labelled, rows
+
+
 def read_manifest(path: Path) -> list[Slide]:
     """Manifest rows (path, slide_id, patient_id, label, optional split; time and event instead of, or as
     well as, label for survival); slide paths relative to the CSV."""
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's byte-order mark is not a column name
+            reader = csv.DictReader(fh)
+            reader.fieldnames = [str(c).strip() for c in reader.fieldnames or []]
+            rows = list(reader)
     except FileNotFoundError:
         raise ConfigError("manifest not found", path=path, fix="check 'manifest:' in the cohort spec") from None
     if not rows:
@@ -191,13 +275,20 @@ def read_manifest(path: Path) -> list[Slide]:
             path=path,
             fix="columns: path, slide_id (optional), patient_id, label (or time and event for survival), split (optional)",
         )
-    slides, seen = [], set()
+    slides, seen, files = [], set(), dict[Path, int]()
     for i, row in enumerate(rows, start=2):
-        slide_path = (path.parent / row["path"]).resolve()
+        slide_path = (path.parent / str(row["path"] or "").strip()).resolve()
         slide_id = (row.get("slide_id") or "").strip() or slide_path.stem
         if slide_id in seen:
             raise ConfigError(f"slide id {slide_id!r} appears twice (line {i})", path=path, fix="make slide ids unique")
+        if slide_path in files:  # one file under two ids: tiled twice, and counted twice in training
+            raise ConfigError(
+                f"lines {files[slide_path]} and {i} name the same slide file {slide_path.name}",
+                path=path,
+                fix="list each slide file once",
+            )
         seen.add(slide_id)
+        files[slide_path] = i
         slides.append(
             Slide(
                 slide_id,

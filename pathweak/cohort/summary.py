@@ -27,6 +27,7 @@ def write_summary(report: Any, executor: str) -> tuple[Path, Path]:
             for st in report.stages
         ],
         "failed_slides": report.failed_slides,
+        "warnings": report.warnings,
         "mpp_disagreements": mpp_disagreements(spec.out / "tiles", [sl.slide_id for sl in spec.slides]),
         "where": _where(spec, report),
     }
@@ -87,13 +88,12 @@ def _markdown(d: dict[str, Any]) -> str:
         lines.append(
             f"| {st['name']} | {len(st['done'])} | {len(st['skipped'])} | {len(st['failed'])} | {st['seconds']} |"
         )
-    warnings = [w for st in d["stages"] for w in st.get("warnings", [])]
-    if warnings:
-        lines += ["", "## Warnings", ""]
-        lines += [f"- {w}" for w in warnings]
     if d["failed_slides"]:
         lines += ["", "## Failed", ""]
         lines += [f"- **{sid}**: {why}" for sid, why in d["failed_slides"].items()]
+    if d.get("warnings"):
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {w}" for w in d["warnings"]]
     if d.get("mpp_disagreements"):
         lines += ["", "## Resolution disagreements (metadata vs. the estimate from the nuclei)", ""]
         lines += [f"- **{sid}**: {why}" for sid, why in d["mpp_disagreements"].items()]

@@ -52,7 +52,13 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
             volume=spec.volume,
         )
     status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
-    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
+    return {
+        "status": status,
+        "output": r.store,
+        "error": r.error,
+        "n_tiles": r.n_tiles,
+        "warnings": [r.warning] if r.warning else [],
+    }
 
 
 def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
@@ -82,7 +88,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     status = {"extracted": "done", "skipped": "skipped"}.get(r.status, "failed")
-    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles}
+    return {"status": status, "output": r.store, "error": r.error, "n_tiles": r.n_tiles, "warnings": r.warnings}
 
 
 def _heatmaps(slide: Slide, spec: CohortSpec) -> dict[str, Any]:

@@ -43,12 +43,43 @@ FAMILIES = [
 
 def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) -> Encoder:
     """An :class:`Encoder` by name (see ``pathweak encoders list``), in eval mode on the CPU."""
-    family, sep, rest = name.partition(":")
-    if not sep:
+    family, rest = _split_name(name)
+    if family is None:
         from .build import create_preset
 
+        return create_preset(name, weights, **kwargs)
+    from .families import ENCODERS
+
+    encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
+    return encoder.eval()
+
+
+def check_encoder(name: str, weights: str | Path | None = None) -> None:
+    """What :func:`create_encoder` would refuse, found without building the network: an unknown preset,
+    family or model name, and weights that are not on this machine (a preset's are looked up offline, a
+    family's file must exist). A cohort spec is checked with it before any slide is tiled."""
+    family, rest = _split_name(name)
+    text = None if weights is None else str(weights)
+    if family is None:
+        from .resolve import resolve  # a preset: looked up without torch
+        from .weights import random_seed
+
+        preset = get_preset(name)
+        if random_seed(text) is None:
+            resolve(preset, weights)
+        return
+    from .families import CHECKS, ENCODERS
+
+    ENCODERS.get(family)
+    CHECKS.get(family)(rest, text)
+
+
+def _split_name(name: str) -> tuple[str | None, str]:
+    """(family, model) of ``family:model``, (None, name) of a preset; an error for neither."""
+    family, sep, rest = name.partition(":")
+    if not sep:
         if name.lower() in PRESETS or name.lower() in UNSUPPORTED:
-            return create_preset(name, weights, **kwargs)
+            return None, name
         raise ConfigError(
             f"encoder name {name!r} is neither a preset nor of the form family:name",
             fix=f"use a preset ({', '.join(PRESETS)}), pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
@@ -58,10 +89,7 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) 
             f"encoder name {name!r} is not of the form family:name",
             fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
         )
-    from .families import ENCODERS
-
-    encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
-    return encoder.eval()
+    return family, rest
 
 
 def paired_weights(n: int, weights: str | Path | Sequence[str | Path | None] | None) -> list[str | Path | None]:
@@ -83,13 +111,9 @@ def paired_weights(n: int, weights: str | Path | Sequence[str | Path | None] | N
 def check_weights(names: Sequence[object], weights: str | Path | Sequence[str | Path | None] | None = None) -> None:
     """Fail fast, before torch is imported: every preset among ``names`` finds its weights on this machine
     (the same lookup and error as :func:`create_encoder`); other names are checked when they are created."""
-    from .resolve import resolve
-    from .weights import random_seed
-
     for name, w in zip(names, paired_weights(len(names), weights), strict=True):
-        preset = isinstance(name, str) and (name.lower() in PRESETS or name.lower() in UNSUPPORTED)
-        if preset and random_seed(None if w is None else str(w)) is None:
-            resolve(get_preset(str(name)), w)
+        if isinstance(name, str) and (name.lower() in PRESETS or name.lower() in UNSUPPORTED):
+            check_encoder(name, w)
 
 
 def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, Any]]:
@@ -152,6 +176,7 @@ __all__ = [
     "Encoder",
     "EncoderInfo",
     "Preset",
+    "check_encoder",
     "check_weights",
     "create_encoder",
     "list_encoders",

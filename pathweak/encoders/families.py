@@ -21,11 +21,15 @@ from .weights import random_seed as _random_seed
 from .weights import weights_hash as _weights_hash
 
 Loader = Callable[[str, "str | None", dict[str, Any]], Encoder]
+Check = Callable[[str, "str | None"], None]
 ENCODERS: Registry[Loader] = Registry("encoder family")
+# what each family's loader refuses before it builds anything: the model name and the weights (a cohort
+# spec is checked with these before any slide is tiled; :func:`pathweak.encoders.check_encoder`)
+CHECKS: Registry[Check] = Registry("encoder family")
 
 
-@ENCODERS.register("timm")
-def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+@CHECKS.register("timm")
+def _timm_check(model: str, weights: str | None) -> None:
     import timm
 
     if weights is None:
@@ -36,6 +40,15 @@ def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
         )
     if model not in timm.list_models():
         raise ConfigError(f"timm has no model {model!r}", fix="see timm.list_models() for the names")
+    _check_file(weights)
+
+
+@ENCODERS.register("timm")
+def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    import timm
+
+    _timm_check(model, weights)
+    assert weights is not None  # the check refuses None
     kwargs = {**kwargs}
     img_size = int(kwargs.pop("img_size", 0) or 0)
     if img_size:
@@ -62,10 +75,8 @@ def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     return Encoder(net, info)
 
 
-@ENCODERS.register("torchvision")
-def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    from torch import nn
-
+@CHECKS.register("torchvision")
+def _torchvision_check(model: str, weights: str | None) -> None:
     if model != "resnet50_trunc":
         raise ConfigError(f"unknown torchvision encoder {model!r}", fix="use torchvision:resnet50_trunc")
     if weights is None:
@@ -73,6 +84,15 @@ def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Enc
             "torchvision:resnet50_trunc needs the ImageNet ResNet-50 weights; nothing is downloaded at run time",
             fix="download https://download.pytorch.org/models/resnet50-11ad3fa6.pth and pass --weights FILE",
         )
+    _check_file(weights)
+
+
+@ENCODERS.register("torchvision")
+def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    from torch import nn
+
+    _torchvision_check(model, weights)
+    assert weights is not None  # the check refuses None
     from torchvision.models import resnet50
 
     seed = _random_seed(weights)
@@ -107,13 +127,8 @@ MONAI_RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50")
 VOLUME_MEAN, VOLUME_STD = (0.5,), (0.25,)  # of the 0..1 voxels of a volume store (intensities windowed to uint8)
 
 
-@ENCODERS.register("monai")
-def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    """A MONAI 3D ResNet (one input channel, MedicalNet's layer names, global average pooling) for the
-    (D, H, W) patches of volumes tiled with ``--mode 3d``. ``img_size`` (default 64) is the cube side
-    patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
-    from monai.networks import nets
-
+@CHECKS.register("monai")
+def _monai_check(model: str, weights: str | None) -> None:
     if model not in MONAI_RESNETS:
         raise ConfigError(
             f"unknown monai encoder {model!r}", fix=f"use one of {', '.join('monai:' + m for m in MONAI_RESNETS)}"
@@ -124,6 +139,18 @@ def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
             fix="pass --weights FILE (a MedicalNet or MONAI 3D ResNet state dict, e.g. resnet_18_23dataset.pth) "
             "or --weights random for an untrained baseline",
         )
+    _check_file(weights)
+
+
+@ENCODERS.register("monai")
+def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    """A MONAI 3D ResNet (one input channel, MedicalNet's layer names, global average pooling) for the
+    (D, H, W) patches of volumes tiled with ``--mode 3d``. ``img_size`` (default 64) is the cube side
+    patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
+    from monai.networks import nets
+
+    _monai_check(model, weights)
+    assert weights is not None  # the check refuses None
     options = dict(kwargs)
     size = int(options.pop("img_size", 64))
     seed = _random_seed(weights)
@@ -148,20 +175,27 @@ def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     return Encoder(net, info)
 
 
-@ENCODERS.register("pathweak")
-def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
-    """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
-    import timm
-
+@CHECKS.register("pathweak")
+def _pathweak_check(directory: str, weights: str | None) -> None:
     folder = Path(directory)
-    config_path = folder / "encoder.json"
     weights_path = Path(weights) if weights else folder / "encoder.safetensors"
-    if not config_path.exists() or not weights_path.exists():
+    if not (folder / "encoder.json").exists() or not weights_path.exists():
         raise ConfigError(
             "not a pathweak encoder folder (encoder.json and encoder.safetensors expected)",
             path=folder,
             fix="point to the output folder of `pathweak pretrain`",
         )
+
+
+@ENCODERS.register("pathweak")
+def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
+    """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
+    import timm
+
+    _pathweak_check(directory, weights)
+    folder = Path(directory)
+    config_path = folder / "encoder.json"
+    weights_path = Path(weights) if weights else folder / "encoder.safetensors"
     cfg = json.loads(config_path.read_text())
     volume = cfg.get("input") == "volume"  # a 3D ViT of `pathweak pretrain --method mae3d`
     net: nn.Module
@@ -185,6 +219,12 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
         input="volume" if volume else "rgb",
     )
     return Encoder(net, info)
+
+
+def _check_file(weights: str) -> None:
+    """A weights path (not ``random[:seed]``) must be a file."""
+    if _random_seed(weights) is None and not Path(weights).is_file():
+        raise ConfigError("weights file not found", path=weights, fix="check the --weights path")
 
 
 def _load_weights(net: Any, weights: str, what: str) -> None:

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from ..protocols import Advance, ModuleEncoder, TileEncoder
 
 LOADER_BATCH = 256  # tiles decoded per loader item
+EMPTY_WARNING = (
+    "{store}: the tile store holds no tiles, so its FeatureStore is empty: training leaves the slide out and "
+    "prediction gives it no score; re-tile it (see the warning of `pathweak tile`)"
+)
 
 
 @dataclass
@@ -100,7 +104,7 @@ def extract_features(
         encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
     results: list[ExtractResult] = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
-    for folder in folders:
+    for folder in [*folders, *(Path(out_dir) / "h5_files" / e.encoder_id for e in encs)]:
         sweep_partials(folder)
     created = [d for folder in folders for d in missing_dirs(folder)]
     try:
@@ -167,9 +171,11 @@ def _token_encoder(enc: ModuleEncoder) -> Encoder:
 
 def feature_cache_key(tile_store: TileStore, info: EncoderInfo) -> str:
     """What a FeatureStore depends on: the TileStore's content and the encoder's weights and transform."""
-    transform = {}
+    transform: dict[str, Any] = {}
     if getattr(info, "interpolation", "bilinear") != "bilinear" or getattr(info, "crop_pct", 1.0) != 1.0:
         transform = {"interpolation": info.interpolation, "crop_pct": info.crop_pct}
+    if "tokens" in info.extra:  # token rows: their pooling and cell layout
+        transform["tokens"] = info.extra["tokens"]
     return _provenance.cache_key(
         format=FORMAT_VERSION,
         tile_store=tile_store.attrs.get("cache_key"),
@@ -271,6 +277,8 @@ def _extract_store(
         warning = resolution_warning(tile_store, enc.info)
         if warning:
             results[i].warnings.append(warning)
+        if not len(tile_store):
+            results[i].warnings.append(EMPTY_WARNING.format(store=tile_store.path))
     return [results[i] for i in range(len(encs))]
 
 

@@ -5,7 +5,9 @@ as instances on a fine grid, so the grid heads (``wsseg``) segment inside tiles 
 ``device``), held in memory: one bag per tile (:meth:`TokenBank.from_tiles`: an image dataset such as
 EBHI-Seg, where each image is labelled) or one per TileStore (:meth:`TokenBank.from_tile_stores`: every
 tile's tokens placed at ``tile grid position x token map size + token position``). ``pool`` averages
-``pool x pool`` tokens first (a 7x7 map per tile with 2) to bound memory on large slides.
+``pool x pool`` tokens first (a 7x7 map per tile with 2) to bound memory on large slides; where it does not
+divide the map (7 tokens, ``pool`` 2), the map is cut into equal cells that tile the tile exactly
+(:func:`pool_tokens`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,33 @@ def encode_tokens(
 
 def pooled_token_maps(encoder: Encoder, tiles: torch.Tensor, pool: int = 1) -> torch.Tensor:
     """Token maps (B, h, w, D) float32 of uint8 tiles (B, H, W, 3) on their device, ``pool``-averaged
-    (``ceil_mode``: a partial block at the edge is the mean of what it holds)."""
+    (:func:`pool_tokens`)."""
     maps = encoder.token_map(tiles)
     if pool > 1:
-        maps = torch.nn.functional.avg_pool2d(maps, pool, ceil_mode=True)
+        maps = pool_tokens(maps, pool)
     return maps.permute(0, 2, 3, 1)
+
+
+def pool_tokens(maps: torch.Tensor, pool: int) -> torch.Tensor:
+    """Maps (B, D, h, w) pooled to (B, D, ceil(h / pool), ceil(w / pool)) cells of equal size that tile the
+    map exactly: ``pool x pool`` blocks averaged where ``pool`` divides the sides; otherwise (7 tokens and
+    ``pool`` 2: 4 cells of 1.75 tokens) each cell is the mean of the tokens under it weighted by the area
+    they share, so a cell's box on the slide is exactly what its row summarises."""
+    h, w = maps.shape[-2:]
+    if h % pool == 0 and w % pool == 0:
+        return torch.nn.functional.avg_pool2d(maps, pool)
+    rows = area_weights(h, -(-h // pool)).to(maps)
+    cols = area_weights(w, -(-w // pool)).to(maps)
+    return torch.einsum("bdhw,ih,jw->bdij", maps, rows, cols)
+
+
+def area_weights(n: int, m: int) -> torch.Tensor:
+    """(m, n) float32: the share of each of ``n`` unit cells in each of ``m`` equal cells spanning them (each
+    row sums to 1)."""
+    edges = torch.linspace(0, n, m + 1, dtype=torch.float64)
+    units = torch.arange(n, dtype=torch.float64)[None]
+    overlap = (torch.minimum(edges[1:, None], units + 1) - torch.maximum(edges[:-1, None], units)).clamp(min=0)
+    return (overlap / overlap.sum(1, keepdim=True)).float()
 
 
 def tile_token_cells(cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -74,7 +98,8 @@ class TokenRows:
         self.info = replace(
             encoder.info,
             encoder_id=f"{encoder.info.encoder_id}-tokens{pool}",
-            extra={**encoder.info.extra, "tokens": {"pool": pool, "map": list(self.map_shape)}},
+            # "cells": equal cells tiling the tile (pool_tokens); part of the FeatureStore's cache key
+            extra={**encoder.info.extra, "tokens": {"pool": pool, "map": list(self.map_shape), "cells": "equal"}},
         )
 
     @property
@@ -100,7 +125,7 @@ class TokenRows:
         """Grid positions (row, col), level-0 top-left (x, y) and level-0 size (w, h) of every row, for
         tiles at ``grid_index`` (row, col) and ``coords`` (x, y) that each cover ``tile_extent`` level-0 px."""
         h, w = self.map_shape
-        cell = (tile_extent[0] * self.pool / self.full[1], tile_extent[1] * self.pool / self.full[0])
+        cell = (tile_extent[0] / w, tile_extent[1] / h)  # the cells tile the tile exactly (pool_tokens)
         grid = tile_token_cells(torch.from_numpy(np.asarray(grid_index, np.int64)), h, w).numpy()
         within = token_grid(h, w).numpy().astype(np.float64)  # (row, col)
         offset = np.stack([np.floor(within[:, 1] * cell[0]), np.floor(within[:, 0] * cell[1])], 1).astype(np.int64)

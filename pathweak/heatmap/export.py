@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._atomic import sweep_partials
 from ..errors import ConfigError
 from .regions import Region
 from .source import TileScores
@@ -111,6 +112,7 @@ def write_heatmaps(
     ts = load_scores(source, store)
     names = list(ts.pick(list(options.scores)))
     out_dir = Path(out_dir)
+    sweep_partials(out_dir, prefix=f".{ts.slide_id}.")  # a killed run's leftovers of this slide's files
     written: list[Path] = []
     try:
         for fmt in formats:

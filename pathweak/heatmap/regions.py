@@ -80,18 +80,11 @@ def annotation_fractions(
 
     The annotations are rasterised at ``px_per_tile`` pixels per tile side, so edges are exact to about
     1 / ``px_per_tile`` of a tile."""
-    from ..io.qupath_geojson import annotation_geometries, read_qupath_geojson
+    from ..io.qupath_geojson import annotations_on_slide
     from ..tissue.mask import TissueMask, rasterize_polygons
 
     if isinstance(annotations, (str, Path)):
-        geoms = annotation_geometries(read_qupath_geojson(annotations), classes)
-        if not geoms:
-            wanted = f" of class {', '.join(classes)}" if classes else ""
-            raise ConfigError(
-                f"no polygon annotations{wanted} in the file",
-                path=annotations,
-                fix="check the class names (--class) or the file",
-            )
+        geoms = annotations_on_slide(annotations, ts.slide_size, classes)
     else:
         geoms = list(annotations)
     w0, h0 = ts.slide_size

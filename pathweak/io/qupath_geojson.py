@@ -47,6 +47,14 @@ def read_qupath_geojson(path: str | Path) -> list[QuPathObject]:
             f"not valid JSON ({exc})", path=path, fix="export the objects from QuPath as GeoJSON"
         ) from None
 
+    if isinstance(data, dict) and data.get("crs") is not None:
+        raise ConfigError(
+            f"the file has a crs member ({_crs_name(data['crs'])}), so its coordinates are in a map's reference "
+            "system, not the slide's level-0 pixels",
+            path=path,
+            fix="export the objects from QuPath (File > Export objects as GeoJSON), or remove the crs member if the "
+            "coordinates already are level-0 pixels (x right, y down from the top-left corner)",
+        )
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features", [])
     elif isinstance(data, list):
@@ -101,6 +109,73 @@ def annotation_geometries(objects: list[QuPathObject], classes: list[str] | None
     if classes:
         keep = [o for o in keep if o.classification in classes]
     return [o.geometry for o in keep if o.geometry.geom_type in ("Polygon", "MultiPolygon")]
+
+
+def annotations_on_slide(
+    path: str | Path, slide_size: tuple[int, int], classes: list[str] | None = None, what: str = "annotations"
+) -> list[Any]:
+    """The polygon annotations of a QuPath GeoJSON file (of ``classes``) that regions of interest and
+    ground truth use, checked against the slide (``slide_size`` level-0 width and height): none, none with
+    an area, or most of their area outside the slide (lon/lat degrees, y-up or negative coordinates,
+    another slide's annotations) is one error naming the file, the bounds found and the slide's size."""
+    import shapely
+
+    geoms = annotation_geometries(read_qupath_geojson(path), classes)
+    wanted = f" of class {', '.join(classes)}" if classes else ""
+    if not geoms:
+        raise ConfigError(
+            f"no polygon annotations{wanted} in the file",
+            path=path,
+            fix="check the class names (QuPath's classifications) or draw and export annotations in QuPath",
+        )
+    union = shapely.union_all([shapely.make_valid(g) for g in geoms])
+    if union.is_empty or union.area == 0:
+        raise ConfigError(
+            f"the {what}{wanted} have no area (empty or degenerate polygons)",
+            path=path,
+            fix="draw them as areas in QuPath and export again",
+        )
+    w, h = slide_size
+    inside = union.intersection(shapely.box(0, 0, w, h)).area
+    if inside >= 1 and inside >= 0.5 * union.area:
+        return geoms
+    x0, y0, x1, y1 = union.bounds
+    hint = _coordinate_hint(union.bounds, slide_size)
+    found = f"their bounds are x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}{'; ' + hint if hint else ''}"
+    if inside < 1:
+        how = "do not overlap" if inside == 0 else "cover less than one pixel of"
+        problem = f"{how} the slide's level-0 extent of {w} x {h} px ({found})"
+    else:
+        problem = (
+            f"lie mostly outside the slide's level-0 extent of {w} x {h} px ({found}): "
+            f"{inside / union.area:.0%} of their area is inside it"
+        )
+    raise ConfigError(
+        f"the {what}{wanted} {problem}",
+        path=path,
+        fix="export the annotations of this slide from QuPath (File > Export objects as GeoJSON): level-0 pixels, "
+        "x right and y down from the top-left corner",
+    )
+
+
+def _coordinate_hint(bounds: tuple[float, float, float, float], size: tuple[int, int]) -> str:
+    """Why annotations might miss the slide, from their bounds: lon/lat degrees, y-up or another image."""
+    x0, y0, x1, y1 = bounds
+    if -180 <= x0 and x1 <= 180 and -90 <= y0 and y1 <= 90 and max(size) > 360:
+        return "these look like longitude/latitude degrees"
+    if y1 <= 0 < x1:
+        return "y is negative: y-up coordinates? QuPath counts y down from the top"
+    if x1 > size[0] or y1 > size[1]:
+        return "annotations of another slide, or of a larger image?"
+    return ""
+
+
+def _crs_name(crs: Any) -> str:
+    if isinstance(crs, dict):
+        props = crs.get("properties")
+        if isinstance(props, dict) and props.get("name"):
+            return str(props["name"])
+    return json.dumps(crs)[:80]
 
 
 def _flatten(features: list[Any]) -> list[Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError
 from ..store.build import building
 from . import figures
@@ -96,6 +96,7 @@ def write_report(
     seed = int(next(iter(s["seeds"])))
     frame = pred[pred["seed"] == seed].reset_index(drop=True)
     files = src.out / FILES
+    sweep_partials(src.out, prefix=".report")  # a killed run's report_files/ and report.html leftovers
     with building(files) as tmp:
         tmp.mkdir()
         ensemble = dict(s.get("ensemble") or {})

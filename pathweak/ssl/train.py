@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _provenance
+from .._atomic import sweep_partials
 from .._lightning import epoch_lines, quiet_lightning
 from ..errors import ConfigError
 from ..progress import log_line, show_progress
@@ -63,6 +64,7 @@ def pretrain(
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_partials(out)  # a killed run's encoder.safetensors leftover
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     index = TileIndex(stores)
     limit = f", at most {cfg.max_minutes:g} min" if cfg.max_minutes else ""

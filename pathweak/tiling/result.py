@@ -43,6 +43,45 @@ def failed_result(slide: str, slide_id: str, exc: BaseException, started: float)
     )
 
 
+def empty_store_warning(store: str | Path) -> str:
+    """The warning for a finished store that holds no tiles, naming the likely cause from what the store
+    records: no tissue found, an ROI or tissue too small for one patch at ``min_tissue``, or a slide
+    smaller than one patch (docs/input_checks.md)."""
+    from ..store.open import read_attrs
+
+    attrs = read_attrs(Path(store)) or {}
+    tile, tissue = attrs.get("tile") or {}, attrs.get("tissue") or {}
+    fraction = float(tissue.get("slide_tissue_fraction") or 0.0)
+    min_tissue = float(tile.get("min_tissue") or 0.0)
+    head = f"{store}: no tiles"
+    if "volume" in attrs:
+        return (
+            f"{head}: the foreground ({tissue.get('method')}) covers {fraction:.1%} of the volume and no patch has "
+            f"{min_tissue:.0%} foreground or more; check the volume, or lower --min-tissue"
+        )
+    patch, target = int(tile.get("patch_px") or 0), float((attrs.get("mpp") or {}).get("target") or 0.0)
+    at = f"{patch} px patch at {target:g} um/px"
+    level0 = (attrs.get("mpp") or {}).get("level0") or []
+    dims = (attrs.get("slide") or {}).get("dimensions") or []
+    if level0 and dims and target and min(d * m / target for d, m in zip(dims, level0, strict=False)) < patch:
+        return f"{head}: the slide ({dims[0]} x {dims[1]} px at level 0) is smaller than one {at}; lower --patch"
+    if tissue.get("method") == "roi":
+        roi = (tissue.get("params") or {}).get("roi")
+        return (
+            f"{head}: the region of interest {roi} covers {fraction:.1%} of the slide and no {at} has "
+            f"{min_tissue:.0%} of its area inside it; draw a larger region, or lower --min-tissue"
+        )
+    if fraction == 0:
+        return (
+            f"{head}: no tissue found on the slide (tissue method {tissue.get('method')}); check the slide (blank, "
+            "fluorescence?) or choose another --tissue-method"
+        )
+    return (
+        f"{head}: tissue covers {fraction:.1%} of the slide, but no {at} has {min_tissue:.0%} tissue or more; "
+        "lower --min-tissue, --patch or --target-mpp"
+    )
+
+
 @contextmanager
 def tiles_folder(out_dir: str | Path) -> Iterator[Path]:
     """``<out_dir>/tiles`` for one run: crash leftovers are swept before and after (writers of a killed

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TissueSpec, as_dict
-from ..errors import ConfigError, MissingMppError
+from ..errors import MissingMppError
 from ..io.base import LevelReader, Slide
 from .mask import TissueMask, clean_mask, mask_to_polygons, rasterize_polygons
 from .methods import TISSUE_METHODS, pen_mask
@@ -68,7 +68,7 @@ def segment_tissue(
     w0, h0 = slide.dimensions
     downsample = (w0 / thumb.shape[1], h0 / thumb.shape[0])
     if roi is not None:
-        mask = roi_mask(roi, thumb.shape[:2], downsample, roi_classes)
+        mask = roi_mask(roi, thumb.shape[:2], downsample, roi_classes, slide.dimensions)
         params = {"roi": str(roi), "roi_classes": roi_classes}
         method = "roi"
     else:
@@ -79,17 +79,17 @@ def segment_tissue(
 
 
 def roi_mask(
-    path: str | Path, shape: tuple[int, int], downsample: tuple[float, float], classes: list[str] | None = None
+    path: str | Path,
+    shape: tuple[int, int],
+    downsample: tuple[float, float],
+    classes: list[str] | None = None,
+    slide_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Rasterise the annotation polygons of a QuPath GeoJSON file (level-0 pixels) into a mask."""
-    from ..io.qupath_geojson import annotation_geometries, read_qupath_geojson
+    """Rasterise the annotation polygons of a QuPath GeoJSON file (level-0 pixels) into a mask. Annotations
+    that miss the slide (``slide_size``, default the mask's extent) are an error naming the file, their
+    bounds and the slide's size (:func:`pathweak.io.qupath_geojson.annotations_on_slide`)."""
+    from ..io.qupath_geojson import annotations_on_slide
 
-    geoms = annotation_geometries(read_qupath_geojson(path), classes)
-    if not geoms:
-        wanted = f" of class {', '.join(classes)}" if classes else ""
-        raise ConfigError(
-            f"no polygon annotations{wanted} in the region-of-interest file",
-            path=path,
-            fix="draw and export annotations in QuPath, or leave out --roi",
-        )
+    size = slide_size or (round(shape[1] * downsample[0]), round(shape[0] * downsample[1]))
+    geoms = annotations_on_slide(path, (int(size[0]), int(size[1])), classes, "region-of-interest annotations")
     return rasterize_polygons(geoms, shape, downsample)

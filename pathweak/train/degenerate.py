@@ -17,9 +17,16 @@ run.json (``seeds.<seed>.folds[].fit_check``), leaves degenerate models out of t
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..protocols import FeatureBankLike
+    from .config import TrainConfig
+    from .fit import FitResult
+    from .labels import LabelTable
+    from .splits import Fold
 
 RULE = (
     "a fold model is degenerate when its kept weights fit its own training slides no better than the best "
@@ -66,3 +73,22 @@ def ensemble_members(folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "predictions are as uninformative"
         )
     return {"rule": RULE, "members": members, "excluded": excluded, "degenerate": bad, "warnings": warnings}
+
+
+def fold_check(fit: FitResult, bank: FeatureBankLike, table: LabelTable, fold: Fold) -> dict[str, Any]:
+    """:func:`fit_check` of a fold's trained head on its own training slides."""
+    if table.task in ("survival", "proportion"):
+        return {"assessed": False}
+    from .infer import predict_rows
+
+    outputs = predict_rows(fit.head, bank, fold.train, table.task, fit.target_scale)
+    return fit_check(table.task, table.classes, table.targets[fold.train], outputs)
+
+
+def fold_line(fit: FitResult, cfg: TrainConfig, check: dict[str, Any] | None = None) -> str:
+    """One (seed, fold) of a training run, for a log; a degenerate model says so."""
+    flag = " DEGENERATE (no better than a constant on its training slides)" if (check or {}).get("degenerate") else ""
+    return (
+        f"train {cfg.head} seed {fit.seed} fold {fit.fold}: kept epoch {fit.best_epoch} of {fit.epochs}, "
+        f"validation loss {fit.best_val_loss:.3g}, {fit.seconds:.1f} s{flag}"
+    )

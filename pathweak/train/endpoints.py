@@ -10,27 +10,27 @@ from typing import Any
 import numpy as np
 
 from ..errors import LabelsError
+from .label_checks import is_missing, rows_text
 
 TRUE_EVENTS = {"1": 1, "0": 0, "1.0": 1, "0.0": 0}
 
 
-def _rows(idx: np.ndarray | list[int]) -> str:
-    """'row 3' or 'rows 3, 7, 9 and 4 more' (spreadsheet numbering)."""
-    idx = [int(i) + 2 for i in idx]
-    more = f" and {len(idx) - 4} more" if len(idx) > 4 else ""
-    return ("row " if len(idx) == 1 else "rows ") + ", ".join(str(i) for i in idx[:4]) + more
+def _rows(lines: np.ndarray, idx: Any) -> str:
+    """The spreadsheet rows of positions ``idx``."""
+    return rows_text(lines[np.asarray(idx, np.int64)])
 
 
 def survival_columns(df: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(time float64, event int64) of a labels frame (strings): times are numbers >= 0, events 0 or 1,
-    neither missing; at least one event."""
+    neither missing; at least one event. Rows are named by the frame's index (index 0 is row 2)."""
+    lines = df.index.to_numpy(np.int64) + 2
     time_text = [str(v).strip() for v in df["time"]]
     event_text = [str(v).strip() for v in df["event"]]
     for name, text in (("time", time_text), ("event", event_text)):
-        empty = [i for i, v in enumerate(text) if v == "" or v.lower() in ("na", "nan", "none", "null")]
+        empty = [i for i, v in enumerate(text) if v == "" or is_missing(v)]
         if empty:
             raise LabelsError(
-                f"{_rows(empty)} {'has' if len(empty) == 1 else 'have'} no {name} (missing value)",
+                f"{_rows(lines, empty)} {'has' if len(empty) == 1 else 'have'} no {name} (missing value)",
                 path=path,
                 fix=f"fill in the {name} of every slide (event 1 = event observed, 0 = censored) or remove the rows",
             )
@@ -38,21 +38,21 @@ def survival_columns(df: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     bad = np.nonzero(~np.isfinite(times))[0]
     if len(bad):
         raise LabelsError(
-            f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} time {time_text[bad[0]]!r}, not a number",
+            f"{_rows(lines, bad)} {'has' if len(bad) == 1 else 'have'} time {time_text[bad[0]]!r}, not a number",
             path=path,
             fix="write follow-up times as numbers (e.g. months)",
         )
     neg = np.nonzero(times < 0)[0]
     if len(neg):
         raise LabelsError(
-            f"{_rows(neg)} {'has a' if len(neg) == 1 else 'have'} negative time ({time_text[neg[0]]})",
+            f"{_rows(lines, neg)} {'has a' if len(neg) == 1 else 'have'} negative time ({time_text[neg[0]]})",
             path=path,
             fix="times are follow-up durations from diagnosis: 0 or more",
         )
     bad_events = [i for i, v in enumerate(event_text) if v not in TRUE_EVENTS]
     if bad_events:
         raise LabelsError(
-            f"{_rows(bad_events)} {'has' if len(bad_events) == 1 else 'have'} event "
+            f"{_rows(lines, bad_events)} {'has' if len(bad_events) == 1 else 'have'} event "
             f"{event_text[bad_events[0]]!r}, not 0 or 1",
             path=path,
             fix="write event as 1 (event observed) or 0 (censored)",
@@ -67,13 +67,14 @@ def survival_columns(df: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return times, events
 
 
-def proportion_column(labels: list[str], path: Path) -> np.ndarray:
-    """The label as a share in [0, 1] (float64)."""
+def proportion_column(labels: list[str], path: Path, lines: np.ndarray | None = None) -> np.ndarray:
+    """The label as a share in [0, 1] (float64); ``lines``: the rows' spreadsheet numbers (default 2, 3, ...)."""
+    lines = np.arange(len(labels)) + 2 if lines is None else np.asarray(lines)
     values = _numbers(labels)
     bad = np.nonzero(~np.isfinite(values))[0]
     if len(bad):
         raise LabelsError(
-            f"{_rows(bad)} {'has' if len(bad) == 1 else 'have'} label {labels[bad[0]]!r}, not a number",
+            f"{_rows(lines, bad)} {'has' if len(bad) == 1 else 'have'} label {labels[bad[0]]!r}, not a number",
             path=path,
             fix="a proportion label is the share of the slide's positive tiles, in [0, 1]",
         )
@@ -81,7 +82,7 @@ def proportion_column(labels: list[str], path: Path) -> np.ndarray:
     if len(out):
         pct = " (percentages? divide by 100)" if np.all(values[out] <= 100) and np.all(values >= 0) else ""
         raise LabelsError(
-            f"{_rows(out)} {'has' if len(out) == 1 else 'have'} label {labels[out[0]]}, outside [0, 1]{pct}",
+            f"{_rows(lines, out)} {'has' if len(out) == 1 else 'have'} label {labels[out[0]]}, outside [0, 1]{pct}",
             path=path,
             fix="write the share of positive tiles as a number from 0 to 1",
         )

@@ -37,6 +37,15 @@ class FitResult:
     time_bins: list[float] | None = None  # survival, discrete-time loss: inner bin edges
 
 
+def check_head_task(head: MILHead, name: str, task: str) -> None:
+    """Heads that learn from class pseudo-labels (INS) train classification tasks only."""
+    if task in ("survival", "proportion") and head.tracks_instances:
+        raise ConfigError(
+            f"the {name} head learns from class pseudo-labels: it cannot train a {task} task",
+            fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)",
+        )
+
+
 def fit_head(
     bank: BagSource,
     table: LabelTable,
@@ -65,11 +74,7 @@ def fit_head(
     targets, scale = training_targets(table, fold.train, edges)
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
-    if table.task in ("survival", "proportion") and head.tracks_instances:
-        raise ConfigError(
-            f"the {cfg.head} head learns from class pseudo-labels: it cannot train a {table.task} task",
-            fix="use a slide-level head (abmil, mean, max, clam_sb, clam_mb, transmil, dsmil, wsseg)",
-        )
+    check_head_task(head, cfg.head, table.task)
     module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
     keep = KeepBest(min(cfg.min_epochs, cfg.max_epochs), cfg.patience)  # keeps the best epoch and stops early
     callbacks: list[Any] = [keep]

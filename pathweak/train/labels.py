@@ -5,16 +5,20 @@ have features; every problem is one line naming the file, the rows and the fix."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import LabelsError
+from .label_checks import censored_at_zero, check_missing, check_patient_outcomes, check_spellings
 
 REQUIRED = ("slide_id", "patient_id", "label")
 SURVIVAL_REQUIRED = ("slide_id", "patient_id", "time", "event")
 SPLITS = ("train", "val", "test")
+DATAFRAME = Path("<labels DataFrame>")  # what errors name when the labels are a DataFrame
 
 
 @dataclass
@@ -32,6 +36,7 @@ class LabelTable:
     split: list[str] | None
     times: np.ndarray | None = None  # survival: follow-up time per slide (float64, >= 0)
     events: np.ndarray | None = None  # survival: 1 event, 0 censored (int64)
+    warnings: list[str] = field(default_factory=list)  # what is allowed but suspicious (docs/input_checks.md)
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -47,23 +52,63 @@ class LabelTable:
             raise ValueError(f"{self.path}: a {self.task} label table has no survival times and events")
         return self.times, self.events
 
+    def without(self, slide_ids: set[str]) -> LabelTable:
+        """The table without the rows of ``slide_ids`` (e.g. slides whose bags are empty)."""
+        keep = np.array([s not in slide_ids for s in self.slide_ids], bool)
+
+        def pick(values: Any) -> Any:
+            if values is None:
+                return None
+            return (
+                values[keep] if isinstance(values, np.ndarray) else [v for v, k in zip(values, keep, strict=True) if k]
+            )
+
+        return replace(
+            self,
+            slide_ids=pick(self.slide_ids),
+            patient_ids=pick(self.patient_ids),
+            labels=pick(self.labels),
+            targets=pick(self.targets),
+            split=pick(self.split),
+            times=pick(self.times),
+            events=pick(self.events),
+            warnings=list(self.warnings),
+        )
+
 
 def read_labels(
-    path: str | Path,
+    path: str | PathLike[str] | Any,
     available: list[str] | None = None,
     task: str = "auto",
     classes: tuple[str, ...] | list[str] | None = None,
 ) -> LabelTable:
-    """Read and check a labels CSV. ``available``: slide ids that have features (a labelled slide
-    without features is an error). ``task`` "auto" is regression when every label is a number and
-    there are non-integers or more than 10 distinct values, else classification (binary for two
-    classes). ``classes`` fixes the class order (the last of two is the positive class); a label outside
-    it is an error. Without it classes are sorted (numerically when they are numbers). ``task``
-    "survival" reads ``time`` and ``event`` columns (``targets`` is the event), "proportion" a label in
-    [0, 1] (see :mod:`pathweak.train.endpoints`)."""
+    """Read and check a labels CSV (or a pandas DataFrame with the same columns). ``available``: slide ids
+    that have features (a labelled slide without features is an error). ``task`` "auto" is regression
+    when every label is a number and there are non-integers or more than 10 distinct values, else
+    classification (binary for two classes). ``classes`` fixes the class order (the last of two is the
+    positive class); a label outside it is an error. Without it classes are sorted (numerically when they
+    are numbers). ``task`` "survival" reads ``time`` and ``event`` columns (``targets`` is the event),
+    "proportion" a label in [0, 1] (see :mod:`pathweak.train.endpoints`). Missing-value markers
+    (``NaN``, ``NA``) and spellings of one class that differ in case or spacing are errors
+    (:mod:`pathweak.train.label_checks`)."""
+    df, where = _read_frame(path)
+    return frame_labels(df, where, available, task, classes)
+
+
+def _read_frame(source: Any) -> tuple[Any, Path]:
+    """The labels as a frame of strings, and the path errors name (``DATAFRAME`` for a DataFrame)."""
     import pandas as pd
 
-    path = Path(path)
+    if isinstance(source, pd.DataFrame):
+        df = source.reset_index() if source.index.name in (*SURVIVAL_REQUIRED, "label") else source
+        df = df.reset_index(drop=True).astype(object)
+        return df.where(df.notna(), "").astype(str), DATAFRAME
+    if not isinstance(source, (str, PathLike)):
+        raise LabelsError(
+            f"labels must be a CSV path or a pandas DataFrame, not a {type(source).__name__}",
+            fix="pass the path of a CSV with slide_id, patient_id, label columns, or a DataFrame of them",
+        )
+    path = Path(source)
     if not path.is_file():
         raise LabelsError("labels file not found", path=path, fix="pass a CSV with slide_id, patient_id, label columns")
     try:
@@ -74,7 +119,22 @@ def read_labels(
             path=path,
             fix="write a CSV with a header row slide_id,patient_id,label",
         ) from None
+    return df, path
+
+
+def frame_labels(
+    df: Any,
+    path: Path,
+    available: list[str] | None = None,
+    task: str = "auto",
+    classes: tuple[str, ...] | list[str] | None = None,
+) -> LabelTable:
+    """:func:`read_labels` of a frame of strings; ``path`` is what errors name. Rows are numbered as in a
+    spreadsheet from the frame's index (index 0 is row 2, below the header), so a frame of some rows of a
+    file (the cohort manifest's labelled slides) names the file's own rows."""
+    df = df.copy()
     df.columns = [str(c).strip() for c in df.columns]
+    lines = df.index.to_numpy(np.int64) + 2
     required = SURVIVAL_REQUIRED if task == "survival" else REQUIRED
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -92,20 +152,21 @@ def read_labels(
         raise LabelsError("no rows", path=path, fix="add one row per slide")
     if task == "survival" and "label" not in df.columns:
         df["label"] = ""
-    for col in [
-        *required[:2],
-        *([] if task == "survival" else ["label"]),
-        *(["split"] if "split" in df.columns else []),
-    ]:
+    checked = [*required[:2], *([] if task == "survival" else ["label"]), *(["split"] if "split" in df.columns else [])]
+    for col in checked:
         df[col] = df[col].str.strip()
         empty = np.nonzero((df[col] == "").to_numpy())[0]
         if len(empty):
-            raise LabelsError(f"row {empty[0] + 2} has an empty {col}", path=path, fix="fill it in or remove the row")
-    dup = df["slide_id"][df["slide_id"].duplicated(keep=False)]
+            raise LabelsError(
+                f"row {lines[empty[0]]} has an empty {col}", path=path, fix="fill it in or remove the row"
+            )
+        if col != "split":  # a split value is checked against train / val / test below
+            check_missing(list(df[col]), col, lines, path, allowed=(classes or ()) if col == "label" else ())
+    dup = np.nonzero(df["slide_id"].duplicated(keep=False).to_numpy())[0]
     if len(dup):
-        rows = [str(i + 2) for i in dup.index[:4]]
+        rows = [str(i) for i in lines[dup[:4]]]
         raise LabelsError(
-            f"slide id {dup.iloc[0]!r} appears more than once (rows {', '.join(rows)})",
+            f"slide id {df['slide_id'].iloc[dup[0]]!r} appears more than once (rows {', '.join(rows)})",
             path=path,
             fix="keep one row per slide",
         )
@@ -125,7 +186,7 @@ def read_labels(
         bad = [(i, s) for i, s in enumerate(split) if s not in SPLITS]
         if bad:
             raise LabelsError(
-                f"row {bad[0][0] + 2} has split {df['split'].iloc[bad[0][0]]!r}",
+                f"row {lines[bad[0][0]]} has split {df['split'].iloc[bad[0][0]]!r}",
                 path=path,
                 fix="use train, val or test",
             )
@@ -138,25 +199,38 @@ def read_labels(
                 )
     labels = list(df["label"])
     times = events = None
+    warnings: list[str] = []
     if task == "survival":
         from .endpoints import survival_columns
 
         times, events = survival_columns(df, path)
+        warnings += check_patient_outcomes(list(df["patient_id"]), times, events, lines, path)
+        warnings += censored_at_zero(times, events, lines, path)
         targets, class_list = events.copy(), None
         labels = [f"{t:g},{e}" for t, e in zip(times, events, strict=False)]
     elif task == "proportion":
         from .endpoints import proportion_column
 
-        targets, class_list = proportion_column(labels, path), None
+        targets, class_list = proportion_column(labels, path, lines), None
     else:
-        task, class_list, targets = _targets(labels, task, classes, path)
+        task, class_list, targets = _targets(labels, task, classes, path, lines)
     return LabelTable(
-        path, list(df["slide_id"]), list(df["patient_id"]), labels, targets, task, class_list, split, times, events
+        path,
+        list(df["slide_id"]),
+        list(df["patient_id"]),
+        labels,
+        targets,
+        task,
+        class_list,
+        split,
+        times,
+        events,
+        warnings,
     )
 
 
 def _targets(
-    labels: list[str], task: str, classes: tuple[str, ...] | list[str] | None, path: Path
+    labels: list[str], task: str, classes: tuple[str, ...] | list[str] | None, path: Path, lines: np.ndarray
 ) -> tuple[str, list[str] | None, np.ndarray]:
     numbers = _as_numbers(labels)
     if task == "auto":
@@ -170,7 +244,7 @@ def _targets(
         if numbers is None:
             bad = next(i for i, v in enumerate(labels) if _as_numbers([v]) is None)
             raise LabelsError(
-                f"row {bad + 2} has label {labels[bad]!r}, not a number",
+                f"row {lines[bad]} has label {labels[bad]!r}, not a number",
                 path=path,
                 fix="regression needs numeric labels; pass --task binary/multiclass for classes",
             )
@@ -180,11 +254,12 @@ def _targets(
         unknown = [(i, v) for i, v in enumerate(labels) if v not in class_list]
         if unknown:
             raise LabelsError(
-                f"row {unknown[0][0] + 2} has unknown label {unknown[0][1]!r} (known: {', '.join(class_list)})",
+                f"row {lines[unknown[0][0]]} has unknown label {unknown[0][1]!r} (known: {', '.join(class_list)})",
                 path=path,
                 fix="fix the label or add it with --class",
             )
     else:
+        check_spellings(labels, lines, path)
         distinct = sorted(set(labels))
         class_list = sorted(distinct, key=float) if numbers is not None else distinct
     if len(class_list) < 2:

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_file
+from .._atomic import atomic_file, sweep_partials
+from ..cpus import head_threads_on
 from ..errors import ConfigError
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import log_line, progress_bar
-from .run import cpu_threads, safe_name, score_columns, tile_score_columns
+from .run import safe_name, score_columns, tile_score_columns
 
 
 @dataclass
@@ -34,6 +35,7 @@ class SlidePrediction:
     results: str
     slide_scores: dict[str, float]
     predicted: str | None
+    warning: str | None = None  # e.g. an empty bag: no score (NaN)
     excluded: list[str] = field(default_factory=list)  # degenerate fold models left out (train/degenerate.py)
 
 
@@ -71,22 +73,28 @@ def predict_slides(
                 f"features have {s.embed_dim} dimensions, the model expects {first.head.in_dim}", path=s.path
             )
     name = name or _model_name(Path(model), models)
+    for root in {Path(out_dir) if out_dir is not None else default_root(s.path) for s in stores}:
+        sweep_partials(root / "results" / name)  # a killed run's leftovers
     rows_by_root: dict[Path, list[dict[str, Any]]] = {}
     results = []
     sizes = [len(s) * s.embed_dim for s in stores] or [0]
     with (
         progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance,
-        cpu_threads(dev, float(np.mean(sizes))),
+        head_threads_on(dev, float(np.mean(sizes))),
     ):
         for store in stores:
             x = torch.from_numpy(store.features).to(dev)
             grid = torch.from_numpy(store.grid_positions()).to(dev)
             slide, tile_scores = ensemble(models, x, grid)
+            warning = None
+            if not len(store):  # a head's output on an empty bag is its bias alone: no score at all
+                slide = np.full_like(slide, np.nan, dtype=np.float64)
+                warning = f"{store.path}: the FeatureStore holds no rows (the slide has no tiles), so it gets no score"
             root = Path(out_dir) if out_dir is not None else default_root(store.path)
             path = root / "results" / name / f"{store.slide_id}.zarr"
             columns = score_columns(first.classes, first.task)
             slide_scores = {c: float(v) for c, v in zip(columns, slide, strict=False)}
-            predicted = None if first.classes is None else first.classes[int(np.argmax(slide))]
+            predicted = None if first.classes is None or warning else first.classes[int(np.argmax(slide))]
             attrs = {
                 "model": {
                     "model_id": name,
@@ -120,7 +128,7 @@ def predict_slides(
                 }
             )
             results.append(
-                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, excluded)
+                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, warning, excluded)
             )
             scores_text = ", ".join(f"{c} {v:.3g}" for c, v in slide_scores.items())
             log_line(f"predict {store.slide_id}: {scores_text} ({len(models)} models averaged) -> {path}")

@@ -21,15 +21,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _provenance
-from .._atomic import atomic_file, ensure_replaceable
+from .._atomic import atomic_file, ensure_replaceable, sweep_partials
+from ..cpus import head_threads_on
 from ..features.store import FeatureStore, find_feature_stores
 from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
+from .degenerate import fold_check, fold_line
 from .fit import FitResult, fit_head
-from .labels import LabelTable, read_labels
+from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
-from .splits import Fold, make_folds
+from .splits import Fold, fold_warnings, make_folds
 
 if TYPE_CHECKING:
     from ..protocols import FeatureBankLike
@@ -49,7 +51,7 @@ class TrainRun:
 
 def train_cohort(
     features: list[str | Path],
-    labels: str | Path,
+    labels: str | Path | Any,
     out_dir: str | Path,
     cfg: TrainConfig | None = None,
     *,
@@ -58,17 +60,23 @@ def train_cohort(
 ) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
-    ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's."""
+    ``labels`` is a CSV path or a pandas DataFrame of the same columns (then written into the run as
+    ``labels.csv``). Labelled slides whose bags are empty (no tiles) are left out with a warning.
+    ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's. What is allowed
+    but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md)."""
     import pandas as pd
 
     from ..features.bank import bank_summary, load_feature_bank
 
     cfg = cfg or TrainConfig()
     started = time.perf_counter()
-    ensure_replaceable(Path(out_dir), "run.json", "a training run")  # before the work, not after it
+    out = Path(out_dir)
+    ensure_replaceable(out, "run.json", "a training run")  # before the work, not after it
+    sweep_partials(out.parent, prefix=f".{out.name}")  # a killed run's leftovers (tile and extract do the same)
     if bank is None:
         stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
         table = read_labels(labels, [s.slide_id for s in stores], cfg.task, cfg.classes)
+        table = _without_empty_bags(table, {s.slide_id for s in stores if len(s) == 0})
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
         bank = load_feature_bank(
             stores, slide_ids=table.slide_ids, device=cfg.device, dtype=cfg.dtype, stream=cfg.stream, progress=progress
@@ -77,26 +85,33 @@ def train_cohort(
         table = read_labels(labels, list(bank.slide_ids), cfg.task, cfg.classes)
         if table.slide_ids != list(bank.slide_ids):
             raise ValueError("the bank's slides must be the labels file's, in its order")
+        _refuse_empty_bags(bank, table)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
-    out = Path(out_dir)
+    warnings = [*table.warnings, *fold_warnings(folds, table)]
+    frame: Any = labels if table.path == DATAFRAME else None
+    if frame is not None:  # the run keeps the labels it was given, and names them
+        table.path = out / "labels.csv"
     tmp = lifecycle.begin(out)
     fits: list[FitResult] = []
     frames = []
     try:
         tmp.mkdir(parents=True)
+        if frame is not None:
+            with atomic_file(tmp / "labels.csv", "w", newline="") as fh:
+                frame.to_csv(fh, index=False)
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
         checks: dict[str, dict[str, Any]] = {}
         with (
             progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance,
-            cpu_threads(bank.device, bank.n_tiles * bank.embed_dim / max(1, len(bank))),
+            head_threads_on(bank.device, bank.n_tiles * bank.embed_dim / max(1, len(bank))),
         ):
             for seed in cfg.seeds:
                 for fold in folds:
                     fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
                     fits.append(fit)
-                    checks[f"seed{seed}_fold{fold.index}"] = _fit_check(fit, bank, table, fold)
-                    log_line(fit_line(fit, cfg, checks[f"seed{seed}_fold{fold.index}"]))
+                    checks[f"seed{seed}_fold{fold.index}"] = fold_check(fit, bank, table, fold)
+                    log_line(fold_line(fit, cfg, checks[f"seed{seed}_fold{fold.index}"]))
                     frame = _save_fold(tmp, fit, bank, table, fold, cfg)
                     frames.append(frame)
         predictions = pd.concat(frames, ignore_index=True)
@@ -105,6 +120,7 @@ def train_cohort(
         summary = _summary(
             cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started, checks
         )
+        summary["warnings"] = [*warnings, *summary["ensemble"]["warnings"]]
         paths = getattr(bank, "paths", None)
         if paths is not None:  # where each slide's features are (for `pathweak report`)
             summary["feature_stores"] = {
@@ -118,34 +134,40 @@ def train_cohort(
     return TrainRun(out, summary, fits, predictions)
 
 
-def cpu_threads(device: Any, values_per_bag: float) -> Any:
-    """torch's thread count while heads train or predict on the CPU (:func:`pathweak.cpus.head_threads`:
-    one for small bags); nothing changes on a GPU."""
-    from contextlib import nullcontext
+def _without_empty_bags(table: LabelTable, empty: set[str]) -> LabelTable:
+    """``table`` without its slides whose FeatureStores hold no rows (nothing to learn from, nothing to
+    score), with a warning naming them; an error when no labelled slide is left."""
+    left_out = [s for s in table.slide_ids if s in empty]
+    if not left_out:
+        return table
+    more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    if len(left_out) == len(table):
+        from ..errors import LabelsError
 
-    from ..cpus import head_threads, torch_threads
-
-    return torch_threads(head_threads(values_per_bag)) if getattr(device, "type", "cpu") == "cpu" else nullcontext()
-
-
-def fit_line(fit: FitResult, cfg: TrainConfig, check: dict[str, Any] | None = None) -> str:
-    """One (seed, fold) of a training run, for a log."""
-    flag = " DEGENERATE (no better than a constant on its training slides)" if (check or {}).get("degenerate") else ""
-    return (
-        f"train {cfg.head} seed {fit.seed} fold {fit.fold}: kept epoch {fit.best_epoch} of {fit.epochs}, "
-        f"validation loss {fit.best_val_loss:.3g}, {fit.seconds:.1f} s{flag}"
+        raise LabelsError(
+            f"every labelled slide's features are empty ({', '.join(left_out[:5])}{more}): their tile stores hold no tiles",
+            path=table.path,
+            fix="re-tile the slides (see the warnings of `pathweak tile`: no tissue found, or an ROI outside the slide)",
+        )
+    kept = table.without(set(left_out))
+    kept.warnings.append(
+        f"{table.path}: {len(left_out)} labelled slide(s) left out because their features are empty (no tiles): "
+        f"{', '.join(left_out[:5])}{more}; re-tile them (see the warnings of `pathweak tile`) to include them"
     )
+    return kept
 
 
-def _fit_check(fit: FitResult, bank: FeatureBankLike, table: LabelTable, fold: Fold) -> dict[str, Any]:
-    """The degenerate-model rule (train/degenerate.py) on the fold model's own training slides."""
-    from .degenerate import fit_check
-    from .infer import predict_rows
+def _refuse_empty_bags(bank: FeatureBankLike, table: LabelTable) -> None:
+    """A bank given by the caller keeps the labels' order, so an empty bag in it is an error, not left out."""
+    from ..errors import LabelsError
 
-    if table.task in ("survival", "proportion"):
-        return fit_check(table.task, table.classes, table.targets[fold.train], np.zeros((0, 1)))
-    outputs = predict_rows(fit.head, bank, fold.train, table.task, fit.target_scale)
-    return fit_check(table.task, table.classes, table.targets[fold.train], outputs)
+    empty = [sid for i, sid in enumerate(bank.slide_ids) if len(bank.bag(i)) == 0]
+    if empty:
+        raise LabelsError(
+            f"slide {', '.join(empty[:5])} has an empty bag (no tiles)",
+            path=table.path,
+            fix="leave slides without tiles out of the labels and the bank, or re-tile them",
+        )
 
 
 def score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:

@@ -37,6 +37,7 @@ def make_folds(table: LabelTable, folds: int = 5, seed: int = 0, val_fraction: f
     if table.split is not None:
         split = np.asarray(table.split)
         train, val, test = (np.nonzero(split == s)[0] for s in ("train", "val", "test"))
+        _check_split_classes(table, train)
         if not len(val):
             train, val = _carve(train, strata, patients, val_fraction, seed, table)
         out = [Fold(0, train, val, test)]
@@ -89,6 +90,41 @@ def check_folds(folds: list[Fold], table: LabelTable) -> None:
                     fix="put all slides of a patient in the same fold",
                 )
             seen_test[p] = f.index
+
+
+def fold_warnings(folds: list[Fold], table: LabelTable) -> list[str]:
+    """A warning for each fold whose test slides lack a class (classification) or an event (survival): its
+    AUC or concordance is undefined and left out, and balanced accuracy and F1 describe the classes present."""
+    out = []
+    where = "the split column's test slides" if table.split is not None else "the test slides of fold {k}"
+    for f in folds:
+        test = where.format(k=f.index)
+        if table.task == "survival":
+            if not int(table.events[f.test].sum()):  # type: ignore[index]
+                out.append(f"{table.path}: {test} have no event, so their concordance is undefined and left out")
+        elif table.classes is not None:
+            present = set(table.targets[f.test].tolist())
+            absent = [c for i, c in enumerate(table.classes) if i not in present]
+            if absent:
+                out.append(
+                    f"{table.path}: {test} have no slide of class {', '.join(repr(c) for c in absent)}, so their "
+                    "AUC is undefined and left out and balanced accuracy and F1 describe the other classes only"
+                )
+    return out
+
+
+def _check_split_classes(table: LabelTable, train: np.ndarray) -> None:
+    """Every class needs training slides in a split column's train rows (a class seen only in test is never learnt)."""
+    if table.classes is None:
+        return
+    present = set(table.targets[train].tolist())
+    absent = [c for i, c in enumerate(table.classes) if i not in present]
+    if absent:
+        raise LabelsError(
+            f"class {absent[0]!r} has no slide marked train in the split column, so no model can learn it",
+            path=table.path,
+            fix="mark some slides of every class train, or leave the class out",
+        )
 
 
 def _carve(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pathweak.cohort import CohortSpec, run_cohort
+from pathweak.errors import LabelsError
 from pathweak.features import FeatureStore
 from pathweak.tiling import TileStore
 
@@ -220,12 +221,18 @@ def test_full_run_trains_predicts_and_draws_heatmaps_then_skips_and_follows_chan
     assert redrawn["heatmaps"].done == ["sample_01"]
     assert (out / "heatmaps" / "sample_01" / "sample_01.geojson").exists()
 
-    # training fails (more folds than patients): the run says so and stops there, so nothing is predicted
-    # or drawn with the model left from the previous run
+    # more folds than patients: refused before any work, naming the manifest (docs/input_checks.md)
     before = {p: p.stat().st_mtime_ns for p in [*(out / "heatmaps").rglob("*.*"), *(out / "results").rglob("*.csv")]}
     spec_path.write_text(spec_path.read_text().replace("folds: 2", "folds: 9"))
+    with pytest.raises(LabelsError, match=f"{cohort_data / 'labels.csv'}: 5 patients cannot fill 9 folds"):
+        run_cohort(CohortSpec.load(spec_path), progress=False)
+    # training fails (a features chunk damaged on disk since it was written): the run says so and stops
+    # there, so nothing is predicted or drawn with the model left from the previous run
+    spec_path.write_text(spec_path.read_text().replace("folds: 9", "folds: 2").replace("bootstrap: 20", "bootstrap: 21"))
+    chunk = next(p for p in (stores(out, "features")["sample_00"] / "features").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     failed = run_cohort(CohortSpec.load(spec_path), progress=False)
-    assert "cannot fill 9 folds" in failed.failed_slides["model"]
+    assert "sample_00.zarr" in failed.failed_slides["model"]
     assert [st.name for st in failed.stages] == ["tile", "pretrain", "extract", "train"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
@@ -249,13 +256,13 @@ def test_survival_cohort_trains_on_time_and_event_and_predicts_risks(cohort_data
     shutil.copytree(reference, tmp_path / "out")
     rows = list(csv.DictReader(open(cohort_data / "labels.csv")))
     manifest = tmp_path / "survival.csv"
-    with open(manifest, "w", newline="") as fh:  # time and event instead of label: tumour slides fail sooner
+    with open(manifest, "w", newline="") as fh:  # time and event instead of label
         w = csv.writer(fh)
         w.writerow(["path", "slide_id", "patient_id", "time", "event"])
-        for i, r in enumerate(rows):
-            tumour = r["label"] == "tumour"
+        for r in rows:  # one outcome per patient (docs/input_checks.md); patients 0 and 2 have the event
+            p = int(r["patient_id"].rsplit("_", 1)[1])
             w.writerow([str((cohort_data / r["path"]).resolve()), r["slide_id"], r["patient_id"],
-                        (12 if tumour else 60) + i, int(tumour or i % 3 == 0)])
+                        12 + 7 * p, int(p % 2 == 0)])
     spec_path = write_spec(tmp_path, cohort_data, manifest=manifest)
     spec_path.write_text(spec_path.read_text() + "train: {head: abmil, task: survival, survival_loss: discrete, "
                          "folds: 2, seeds: [0], max_epochs: 2, min_epochs: 1, bootstrap: 10}\n")

@@ -55,6 +55,25 @@ def test_token_rows_lie_inside_their_tiles_on_a_fine_grid(svs_tiles, tmp_path):
     assert tile_level.status == "extracted" and tile_level.store != done.store  # never mixed with tile features
 
 
+def test_token_cells_tile_the_tile_exactly_when_the_pool_does_not_divide_the_map(svs_tiles, tmp_path):
+    """As observed: `--tokens 2` on a 7x7 token map gave map [4, 4] with extent [64, 64] on 224 px tiles, so each
+    tile's last row and column of boxes reached 32 px into the neighbour (overlapping detections in QuPath).
+    Now 4 equal cells tile the tile, each the area-weighted mean of the tokens under it."""
+    enc = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", depth=1, img_size=112)  # 7x7 tokens
+    (done,) = extract_features([svs_tiles], enc, tmp_path, num_workers=0, progress=False, tokens=2)
+    tiles, feats = TileStore.open(svs_tiles), FeatureStore.open(done.store)
+    extent, cell = np.array(tiles.tile_extent), np.array(feats.attrs["tokens"]["extent"])
+    assert feats.attrs["tokens"]["map"] == [4, 4] and np.allclose(cell * 4, extent)
+    starts = feats.coords.reshape(len(tiles), 16, 2)
+    corner = tiles.coords[:, None, :]
+    assert (starts >= corner).all() and (starts + cell <= corner + extent + 1e-6).all()  # no box leaves its tile
+    assert np.allclose((starts + cell).max(1), tiles.coords + extent, atol=1)  # and the last ones reach its edge
+    maps = enc.token_map(torch.from_numpy(tiles.read_tiles([0])))[0]  # (D, 7, 7): tokens of 32 px
+    share = torch.tensor([1.0, 0.75]) / 1.75  # cell 0 spans tokens 0..1.75: all of token 0, 3/4 of token 1
+    first = torch.einsum("dhw,h,w->d", maps[:, :2, :2], share, share)
+    assert np.allclose(np.asarray(feats.features[0], np.float32), first.numpy(), atol=2e-2)
+
+
 def test_wsseg_predicts_and_exports_at_token_resolution(svs_tiles, tmp_path):
     from pathweak.features.bank import load_feature_bank
     from pathweak.heads import create_head

@@ -98,12 +98,22 @@ def test_partial_overlap_fraction(scored):
     assert fractions[np.arange(len(fractions)) != 10].max() < 1 / 16
 
 
-def test_real_qupath_annotations_as_ground_truth(scored):
+def test_real_qupath_annotations_as_ground_truth(scored, tmp_path):
+    from shapely.affinity import scale
+    from shapely.geometry import mapping, shape
+
     need_shared(SHARED / "qupath")
-    # QuPath's own test polygon (tissue contours in level-0 pixels) over the slide's tiles
-    fractions = annotation_fractions(scored, SHARED / "qupath" / "qupath_test_polygon.geojson")
+    # QuPath's own test polygon (tissue contours in level-0 pixels of a 10,000 px image) does not belong to
+    # this 2220 x 2967 px slide: refused (docs/input_checks.md); scaled onto the slide, it is ground truth
+    polygon = SHARED / "qupath" / "qupath_test_polygon.geojson"
+    with pytest.raises(ConfigError, match="lie mostly outside the slide's level-0 extent of 2220 x 2967 px"):
+        annotation_fractions(scored, polygon)
+    scaled = scale(shape(json.loads(polygon.read_text())), 0.22, 0.29, origin=(0, 0))
+    on_slide = tmp_path / "scaled.geojson"
+    on_slide.write_text(json.dumps(mapping(scaled)))
+    fractions = annotation_fractions(scored, on_slide)
     assert fractions.shape == (len(scored.coords),)
-    assert ((fractions >= 0) & (fractions <= 1)).all()
+    assert ((fractions >= 0) & (fractions <= 1)).all() and fractions.max() > 0.9
 
 
 def test_hierarchy_and_old_style_detections_parse(tmp_path):

@@ -114,6 +114,31 @@ def test_rerun_right_after_sigkill_of_a_two_worker_tiling_leaves_no_partials(sam
             pass
 
 
+def test_rerun_of_train_after_sigkill_sweeps_its_partial(mil_cohort, tmp_path):
+    """As observed: `pathweak train` killed with SIGKILL left `.run.partial-*` beside its run folder and a
+    successful rerun kept it (tile and extract sweep theirs). The rerun sweeps its own output's partials only."""
+    out = tmp_path / "run"
+    other = _named(tmp_path, socket.gethostname(), 999999999, 0)  # a dead writer's partial of another output
+    args = ["train", str(mil_cohort["features"]), "--labels", str(mil_cohort["labels"]), "-o", str(out),
+            "--bootstrap", "0", "--device", "cpu", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "pathweak_cli.main", *args, "--epochs", "500", "--min-epochs", "500"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not any(p.name.startswith(".run.partial-") for p in tmp_path.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never started its output"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert any(p.name.startswith(".run.partial-") for p in tmp_path.iterdir())
+        rerun = run_cli(*args, "--epochs", "1", "--min-epochs", "1")
+        assert rerun.returncode == 0, rerun.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "run"])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("fails", [False, True])
 def test_building_swaps_in_or_leaves_nothing(tmp_path, fails):
     from pathweak.store import building
@@ -129,3 +154,39 @@ def test_building_swaps_in_or_leaves_nothing(tmp_path, fails):
         pass
     assert final.read_text() == ("old" if fails else "new")
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_every_writer_sweeps_its_own_crash_leftovers(mil_cohort, tmp_path):
+    """The same leftover in other places (docs/input_checks.md): prediction's results folder, the report,
+    heatmap exports and h5 exports each sweep a dead writer's partials of their own outputs."""
+    from pathweak.encoders import create_encoder
+    from pathweak.features import extract_features
+    from pathweak.heatmap.export import write_heatmaps
+    from pathweak.report import write_report
+    from pathweak.train import TrainConfig, predict_slides, train_cohort
+
+    host = socket.gethostname()
+    run = train_cohort([mil_cohort["features"]], mil_cohort["labels"], tmp_path / "run",
+                       TrainConfig(head="mean", seeds=(0,), max_epochs=1, min_epochs=1, bootstrap=0, device="cpu"),
+                       progress=False)
+    results = tmp_path / "pred" / "results" / "mean"
+    results.mkdir(parents=True)
+    leftovers = [_named(results, host, 999999999, 0)]
+    store = mil_cohort["features"] / "test_000.zarr"
+    (pred,) = predict_slides(run.out_dir, [store], tmp_path / "pred", name="mean", progress=False)
+    leftovers.append(run.out_dir / f".report_files.partial-{host}~999999999-0-0123abcd")
+    leftovers[-1].mkdir()
+    write_report(run.out_dir, slides=1, tiles=2, bootstrap=10)
+    heat = tmp_path / "heat"
+    heat.mkdir()
+    leftovers.append((heat / f".test_000.geojson.partial-{host}~999999999-0-0123abcd").resolve())
+    leftovers[-1].write_text("{")
+    write_heatmaps(pred.results, heat, ["geojson"])
+    enc = create_encoder("timm:vit_tiny_patch16_224", weights="random:0", depth=2, img_size=64)  # mil_cohort's
+    h5 = tmp_path / "h5_files" / enc.encoder_id
+    h5.mkdir(parents=True, exist_ok=True)
+    leftovers.append(h5 / f".test_000.partial-{host}~999999999-0-0123abcd.h5")
+    leftovers[-1].write_bytes(b"\x89HDF")
+    extract_features([mil_cohort["root"] / "tiles" / "test_000.zarr"], enc, tmp_path, num_workers=0, progress=False,
+                     export_h5_files=True)
+    assert [p for p in leftovers if p.exists()] == []

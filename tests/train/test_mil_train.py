@@ -66,7 +66,7 @@ def test_unknown_label_and_task_checks(tmp_path):
         read_labels(path, task="binary")
     assert read_labels(path).task == "multiclass"
     reg = _write(tmp_path, "slide_id,patient_id,label\na,p1,12.5\nb,p2,40\nc,p3,n/a\n", "reg.csv")
-    with pytest.raises(LabelsError, match="row 4 has label 'n/a', not a number"):
+    with pytest.raises(LabelsError, match="row 4 has label 'n/a', a missing-value marker"):
         read_labels(reg, task="regression")
     ok = _write(tmp_path, "slide_id,patient_id,label\na,p1,12.5\nb,p2,40\nc,p3,3\n", "ok.csv")
     table = read_labels(ok)
