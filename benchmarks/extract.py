@@ -32,12 +32,23 @@ LC = Path(os.environ.get("PATHWEAK_SHARED_DATA", HERE.parent.parent / "shared" /
 WORK = HERE / "_work" / "extract"
 
 
+def tile_files(n: int, folder: Path = LC) -> list[Path]:
+    """``n`` real tile images from ``folder``, spread over it; when it holds fewer, they repeat in turn (the
+    work per tile is the same, so the benchmark still times ``n`` tiles: a copy of the data with fewer
+    images, such as the GPU machine's, does not silently shrink the run)."""
+    from pathweak.tiling.images import list_images
+
+    files = list_images(folder)
+    if len(files) >= n:
+        return [files[i] for i in np.linspace(0, len(files) - 1, n).astype(int)]
+    return [files[i % len(files)] for i in range(n)]
+
+
 def tile_store(n: int) -> Path:
-    from pathweak.tiling.images import images_to_store, list_images
+    from pathweak.tiling.images import images_to_store
 
     if LC.exists():
-        files = list_images(LC)
-        files = [files[i] for i in np.linspace(0, len(files) - 1, min(n, len(files))).astype(int)]
+        files = tile_files(n)
         return images_to_store(files, WORK / "tiles" / f"lc25000_{len(files)}.zarr", 224, progress=False).path
     from pathweak.synthetic import make_sample_cohort
     from pathweak.tiling import tile_slides
@@ -66,13 +77,14 @@ def main() -> None:
 
     import torch
 
+    from pathweak.devices import parse_device
     from pathweak.encoders import create_encoder
     from pathweak.features import extract_features
-    from pathweak.features.extract import _device, _embed
+    from pathweak.features.extract import _embed
     from pathweak.tiling import TileStore
 
     store_path = tile_store(args.tiles)
-    dev = _device(args.device)
+    dev = parse_device(args.device)
     enc = create_encoder(args.encoder, args.weights).to(dev).eval()
     with TileStore.open(store_path) as store:
         n = len(store)
@@ -106,8 +118,9 @@ def main() -> None:
     for k, d in enumerate(args.decode):
         t = float(np.median([r[1 + k] for r in runs]))
         by_decode[d] = {"extract_tiles_per_s": round(n / t, 1), "ratio": round(fwd / t, 3)}
+    distinct = len(set(TileStore.open(store_path).attrs.get("images") or [])) or None
     result = {
-        "tiles": n, "tile_px": 224, "encoder": enc.encoder_id, "embed_dim": enc.embed_dim, "device": str(dev),
+        "tiles": n, "tiles_asked": args.tiles, "distinct_images": distinct, "tile_px": 224, "encoder": enc.encoder_id, "embed_dim": enc.embed_dim, "device": str(dev),
         "model_input": enc.info.img_size,
         "precision": enc.info.precision if dev.type == "cuda" else "fp32", "loader_workers": args.workers,
         "torch_threads": torch.get_num_threads(),

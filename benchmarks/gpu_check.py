@@ -7,7 +7,9 @@ recorded and the others still run.
     python benchmarks/gpu_check.py --plan             # print the steps and their commands, run nothing
 
 Steps:
-1. ``pytest -m gpu``: every gpu-marked test (counts of passed / failed / skipped; a skip is not a pass);
+1. ``pytest -m gpu``: every gpu-marked test, collected by its marker (``pytest -m gpu --collect-only`` over the
+   test files that use it, at any depth of tests/; ``--plan`` lists them); counts of passed / failed /
+   skipped (a skip is not a pass) against the number planned;
 2. ``benchmarks/extract.py --device cuda`` with a ViT-L/16 (UNI-sized, random weights), CPU decode and
    device decode timed in the same run against the model's pure bf16 forward;
 3. ``benchmarks/mil_speed.py --device cuda``: a MIL epoch from the device-resident bank against the h5
@@ -41,13 +43,15 @@ REPO = HERE.parent
 PY = sys.executable
 
 
-def plan(dry: bool, minutes: float) -> list[dict]:
-    """The steps: name, command, time limit (s)."""
+def plan(dry: bool, minutes: float, env: dict | None = None) -> list[dict]:
+    """The steps: name, command, time limit (s); the pytest step also lists the gpu tests it will run."""
+    gpu = gpu_tests(env)
+    pytest_gpu = {"name": "pytest_gpu", "timeout": 300 if dry else 180, "tests": gpu["tests"],
+                  "collection_errors": gpu["errors"],
+                  "cmd": [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *gpu["files"]]}
     if dry:
         return [
-            {"name": "pytest_gpu", "timeout": 300,
-             "cmd": [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/features/test_decode.py",
-                     "tests/test_gpu_transfers.py"]},
+            pytest_gpu,
             {"name": "extract", "timeout": 400,
              "cmd": [PY, "benchmarks/extract.py", "--device", "cpu", "--encoder", "timm:vit_tiny_patch16_224",
                      "--tiles", "32", "--repeats", "1", "--workers", "0", "--decode", "cpu", "auto"]},
@@ -58,9 +62,8 @@ def plan(dry: bool, minutes: float) -> list[dict]:
              "cmd": [PY, __file__, "_pretrain", "--tiny", "--minutes", "0.2"]},
         ]
     return [
-        {"name": "pytest_gpu", "timeout": 120,
-         "cmd": [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *gpu_test_files()]},
-        {"name": "extract", "timeout": 120,
+        pytest_gpu,
+        {"name": "extract", "timeout": 105,
          "cmd": [PY, "benchmarks/extract.py", "--device", "cuda", "--encoder", "timm:vit_large_patch16_224",
                  "--weights", "random", "--tiles", "4096", "--repeats", "3", "--workers", "8", "--decode", "cpu", "gpu"]},
         {"name": "mil_speed", "timeout": 90,
@@ -72,10 +75,30 @@ def plan(dry: bool, minutes: float) -> list[dict]:
 
 
 def gpu_test_files() -> list[str]:
-    """The test files holding gpu-marked tests (collecting only those: the GPU image may lack libraries that
-    other test modules import, such as nibabel or SimpleITK)."""
-    return sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
+    """The test files that use the gpu marker, at any depth of tests/ (collecting only those: the GPU image
+    may lack libraries that other test modules import, such as nibabel or SimpleITK)."""
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
                   if "mark.gpu" in p.read_text(errors="replace"))
+
+
+def gpu_tests(env: dict | None = None) -> dict:
+    """The gpu-marked tests as pytest collects them by marker (``-m gpu --collect-only``) from
+    :func:`gpu_test_files`: files, test ids, and files that fail to collect (a missing library)."""
+    files = gpu_test_files()
+    proc = subprocess.run([PY, "-m", "pytest", "-m", "gpu", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+                          cwd=REPO, env=env or step_env(None), capture_output=True, text=True, check=False)
+    tests = [line.strip() for line in proc.stdout.splitlines() if "::" in line and not line.startswith("ERROR")]
+    errors = sorted(set(re.findall(r"^ERROR (\S+)", proc.stdout, re.M)))
+    return {"files": files, "tests": tests, "errors": errors}
+
+
+def step_env(data: Path | None) -> dict:
+    """The steps' environment: this checkout first on the path, unbuffered output, the data copy (``--data``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "PYTHONUNBUFFERED": "1"}
+    if data:
+        env["PATHWEAK_SHARED_DATA"] = str(data.resolve())
+    return env
 
 
 def run_step(step: dict, env: dict) -> dict:
@@ -89,7 +112,8 @@ def run_step(step: dict, env: dict) -> dict:
         rc, out, err = "timeout", _text(exc.stdout), _text(exc.stderr)
     rec = {"command": " ".join(str(c) for c in step["cmd"]), "rc": rc, "seconds": round(time.perf_counter() - t0, 1)}
     if step["name"] == "pytest_gpu":
-        rec.update(pytest_counts(out + err))
+        rec.update(pytest_counts(out + err), planned=len(step.get("tests", [])),
+                   collection_errors=step.get("collection_errors", []))
     else:
         result = last_json(out)
         if result is not None:
@@ -140,7 +164,8 @@ def acceptance(steps: dict) -> dict:
         "mil_bank_ge_10x_h5": None if not speedups else min(speedups) >= 10,
         "gpu_tests_all_passed": None if "passed" not in py else (py["rc"] == 0 and py["failed"] == 0 and py["error"] == 0
                                                                  and py["skipped"] == py.get("skipped_needs_two_gpus", 0)
-                                                                 and py["passed"] > 0),
+                                                                 and py["passed"] > 0 and not py.get("collection_errors")
+                                                                 and py["passed"] + py["skipped"] == py.get("planned", py["passed"] + py["skipped"])),
         "gpu_tests_needing_two_gpus_skipped": py.get("skipped_needs_two_gpus"),
     }
 
@@ -155,6 +180,7 @@ def pretrain_step(minutes: float, tiny: bool) -> None:
     sys.path.insert(0, str(HERE))
     from extract import tile_store  # the same real tiles as the extraction benchmark
 
+    from pathweak.devices import precision
     from pathweak.ssl import SSLConfig, pretrain
 
     store = tile_store(128 if tiny else 4096)
@@ -171,7 +197,8 @@ def pretrain_step(minutes: float, tiny: bool) -> None:
         seconds = time.perf_counter() - t0
     print(json.dumps({
         "arch": cfg.arch, "depth": cfg.depth, "img_size": cfg.img_size, "batch_size": cfg.batch_size,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "precision": "bf16-mixed" if cuda else "32-true",
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "precision": precision(cfg.precision, "cuda" if cuda else "cpu"),
         "minutes_budget": minutes, "seconds": round(seconds, 1), "steps": res.steps, "epochs": res.epochs,
         "steps_per_s": round(res.steps / res.seconds, 3), "images_per_s": round(res.steps * cfg.batch_size / res.seconds, 1),
         "rankme": res.rankme, "final_loss": res.losses[-1] if res.losses else None,
@@ -192,12 +219,14 @@ def machine() -> dict:
 
 
 def install_wheels(folder: Path) -> dict:
-    wheels = sorted(str(p) for p in folder.glob("*.whl"))
-    if not wheels:
+    """Install the packages whose wheels are in ``folder`` (gpu_carry.sh: possibly for several Python
+    versions): pip picks, for each, the wheel this interpreter takes; none of this Python's is an error."""
+    names = sorted({p.name.split("-")[0] for p in folder.glob("*.whl")})
+    if not names:
         return {"wheels": 0}
-    proc = subprocess.run([PY, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", *wheels],
-                          capture_output=True, text=True, check=False)
-    return {"wheels": len(wheels), "rc": proc.returncode, "output_tail": (proc.stdout + proc.stderr)[-1500:]}
+    proc = subprocess.run([PY, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", "--find-links", str(folder),
+                           *names], capture_output=True, text=True, check=False)
+    return {"packages": names, "rc": proc.returncode, "output_tail": (proc.stdout + proc.stderr)[-1500:]}
 
 
 def main() -> None:
@@ -211,8 +240,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="a copy of shared/data (sets PATHWEAK_SHARED_DATA)")
     args = ap.parse_args()
 
-    steps = [s for s in plan(args.dry_run, args.minutes) if not args.only or s["name"] in args.only]
+    env = step_env(args.data)
     if args.plan:
+        steps = [s for s in plan(args.dry_run, args.minutes, env) if not args.only or s["name"] in args.only]
         print(json.dumps([{**s, "cmd": " ".join(map(str, s["cmd"]))} for s in steps], indent=2))
         return
     report: dict = {"check": "gpu_check", "dry_run": args.dry_run, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -221,10 +251,7 @@ def main() -> None:
     report["machine"] = machine()
     if not args.dry_run and not report["machine"].get("cuda"):
         sys.exit("gpu_check: no CUDA device here; run with --dry-run to check the script on a CPU")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "PYTHONUNBUFFERED": "1"}
-    if args.data:
-        env["PATHWEAK_SHARED_DATA"] = str(args.data.resolve())
+    steps = [s for s in plan(args.dry_run, args.minutes, env) if not args.only or s["name"] in args.only]
     report["steps"] = {}
     t0 = time.perf_counter()
     for step in steps:

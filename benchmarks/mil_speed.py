@@ -112,8 +112,8 @@ def h5_loader(files, labels, device, seed):
                       collate_fn=collate_mil, num_workers=workers, pin_memory=device.type == "cuda")
 
 
-def step(head, opt, criterion, x, grid, y):
-    loss = head.loss(head(x.float(), grid, y), y, criterion)
+def step(head, opt, criterion, x, grid, y, label=None):
+    loss = head.loss(head(x.float(), grid, y if label is None else label), y, criterion)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -137,9 +137,9 @@ def epoch_bank_loop(head, opt, criterion, bank, targets, seed, compute=True):
     if compute:
         head.train()
     for batch in bag_loader(bank, np.arange(len(bank)), targets, shuffle=True, seed=seed):
-        for x, grid, y, _ in batch:
+        for bag in batch:
             if compute:
-                step(head, opt, criterion, x, grid, y.to(x.device))
+                step(head, opt, criterion, bag.x, bag.grid, bag.target, bag.label)
     if bank.device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -148,8 +148,9 @@ def epochs_bank_lightning(head, bank, targets, epochs, precision):
     """Seconds per epoch of pathweak's training path (MILModule in a Lightning Trainer, no validation)."""
     import lightning as L
 
+    from pathweak import devices
     from pathweak._lightning import quiet_lightning
-    from pathweak.train.module import MILModule, bag_loader, resolve_precision
+    from pathweak.train.module import MILModule, bag_loader
 
     times: list[float] = []
 
@@ -167,7 +168,7 @@ def epochs_bank_lightning(head, bank, targets, epochs, precision):
     module = MILModule(head, "binary")
     with quiet_lightning():
         trainer = L.Trainer(accelerator="gpu" if bank.device.type == "cuda" else "cpu", devices=1,
-                            precision=resolve_precision(precision, bank.device), max_epochs=epochs,
+                            precision=devices.precision(precision, bank.device), max_epochs=epochs,
                             limit_val_batches=0, callbacks=[Clock()], logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
         trainer.fit(module, bag_loader(bank, np.arange(len(bank)), targets, shuffle=True))
@@ -201,14 +202,15 @@ def main() -> None:
 
     import torch
 
+    from pathweak.devices import parse_device
     from pathweak.features import FeatureStore, find_feature_stores
-    from pathweak.features.bank import load_feature_bank, resolve_device
+    from pathweak.features.bank import load_feature_bank
     from pathweak.heads import create_head
     from pathweak.train.module import make_criterion
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = parse_device(args.device)
     folder = args.features or make_cohort(args.work, args.slides, args.tiles, args.dim)
     stores = [FeatureStore.open(p) for p in find_feature_stores([folder])]
     files = export_all(stores, args.work)

@@ -153,7 +153,8 @@ def train(
         "device"
     ),
     precision: Annotated[
-        str, typer.Option(help="Lightning precision; auto: bf16-mixed on CUDA, 32-true on CPU.")
+        str,
+        typer.Option(help="Lightning precision; auto: bf16-mixed on CUDA (16-mixed without bf16), 32-true on CPU."),
     ] = _train_default("precision"),
     dtype: Annotated[
         str, typer.Option(help="Feature dtype in the bank: float16 (as stored), bfloat16 or float32.")

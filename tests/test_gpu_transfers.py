@@ -1,7 +1,9 @@
 """Training from the FeatureBank copies nothing per step: a real dispatch hook counts every copy or dtype
-conversion of the bank's storage and every host<->device transfer inside training steps (forward, backward
-and optimiser step). Runs on the CPU (bank copies and conversions) and on CUDA (gpu: transfers too, with the
-profiler's memcpy events as a second count)."""
+conversion of the bank's storage and every host<->device transfer or device read inside training steps
+(forward, backward and optimiser step). Runs on the CPU (bank copies and conversions) and on CUDA (gpu:
+transfers and reads too, for every registered head with its default options and class weights, with the
+profiler's memcpy events as a second count). Without a GPU the same counts run on the meta device
+(tests/train/test_step_transfers.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pathweak._lightning import quiet_lightning
 from pathweak.features.bank import load_feature_bank
-from pathweak.heads import create_head
+from pathweak.heads import HEADS, create_head
 from pathweak.train import read_labels
-from pathweak.train.fit import training_targets
+from pathweak.train.fit import class_weights, training_targets
 from pathweak.train.module import MILModule, bag_loader
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore:You defined a `validation_step`")]  # training steps only
 COPIES = {"_to_copy", "copy_", "clone", "contiguous", "_copy_from", "_copy_from_and_resize"}
+READS = {"_local_scalar_dense", "nonzero", "_unique", "_unique2", "unique_dim", "unique_consecutive", "masked_select"}
 
 
 class TransferCounter(TorchDispatchMode):
@@ -45,7 +48,7 @@ class TransferCounter(TorchDispatchMode):
                 self.bank_copies += 1
             outs = out if isinstance(out, (tuple, list)) else [out]
             devices = {t.device.type for t in [*tensors, *outs] if isinstance(t, torch.Tensor) and t.dim() > 0}
-            if name in COPIES and len(devices) > 1 or name == "_local_scalar_dense" and tensors[0].is_cuda:
+            if name in COPIES and len(devices) > 1 or name in READS and tensors[0].is_cuda:
                 self.transfers += 1
         return out
 
@@ -67,7 +70,8 @@ class Window:
         self.callback = _Cb()
 
 
-def train_counting(features, labels, device: str, dtype: str, precision: str, steps_epochs: int = 2):
+def train_counting(features, labels, device: str, dtype: str, precision: str, steps_epochs: int = 2,
+                   head: str = "abmil", weighted: bool = False):
     import lightning as L
 
     bank = load_feature_bank([features], device=device, dtype=dtype, progress=False)
@@ -75,7 +79,8 @@ def train_counting(features, labels, device: str, dtype: str, precision: str, st
     bank = load_feature_bank([features], slide_ids=table.slide_ids, device=device, dtype=dtype, progress=False)
     rows = np.arange(len(bank))
     targets, _ = training_targets(table, rows)
-    module = MILModule(create_head("abmil", bank.embed_dim, table.n_outputs), table.task)
+    mil_head = create_head(head, bank.embed_dim, table.n_outputs)
+    module = MILModule(mil_head, table.task, class_weights(table, rows) if weighted else None)
     counter = TransferCounter(bank.features.untyped_storage())
     with quiet_lightning():
         trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
@@ -83,7 +88,7 @@ def train_counting(features, labels, device: str, dtype: str, precision: str, st
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, limit_val_batches=0)
     with quiet_lightning(), counter:
-        trainer.fit(module, bag_loader(bank, rows, targets, shuffle=True))
+        trainer.fit(module, bag_loader(bank, rows, targets, shuffle=True, boxes=mil_head.takes_box))
     steps = int(trainer.global_step)
     assert steps == steps_epochs * len(rows) and counter.ops > steps * 20  # the hook saw the steps' work
     return counter, steps
@@ -104,8 +109,11 @@ def test_the_counter_sees_a_per_step_conversion(mil_cohort):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_no_host_device_copies_per_step_on_cuda(mil_cohort):
-    counter, steps = train_counting(mil_cohort["features"], mil_cohort["labels"], "cuda", "bfloat16", "bf16-mixed")
+@pytest.mark.parametrize("head", list(HEADS))
+def test_no_host_device_copies_per_step_on_cuda(mil_cohort, head):
+    """Every head with its default options and class weights (the default training settings)."""
+    counter, steps = train_counting(mil_cohort["features"], mil_cohort["labels"], "cuda", "bfloat16", "bf16-mixed",
+                                    head=head, weighted=True)
     assert counter.bank_copies == 0 and counter.transfers == 0, (counter.bank_copies, counter.transfers, steps)
 
 

@@ -8,13 +8,13 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..features.devices import ENV
+from ..devices import ENV
 
 
 class DevicePlugin(WorkerPlugin):
     """Worker k (its name's trailing number; a LocalCluster names workers 0..n-1) owns
     ``devices[k % len(devices)]``; the extract task reads it with
-    :func:`~pathweak.features.devices.worker_device`. Clusters whose workers each see only their own GPU
+    :func:`~pathweak.devices.worker_device` (and takes it with :func:`~pathweak.devices.set_device`). Clusters whose workers each see only their own GPU
     (dask-cuda's ``CUDA_VISIBLE_DEVICES`` per worker) need no plugin: "auto" is then that GPU."""
 
     name = "pathweak-device"

@@ -1,4 +1,5 @@
-"""One encoder per worker process: extraction tasks of many slides reuse the loaded model."""
+"""One encoder per worker process: extraction tasks of many slides reuse the loaded model (on a GPU: one
+process per GPU, cohort/runner.py)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,11 @@ def cached_encoder(name: str, weights: str | None) -> Encoder:
         _CACHE.clear()
         _CACHE[key] = create_encoder(name, weights)
     return _CACHE[key]
+
+
+def release_encoders() -> None:
+    """Drop this process's encoder and give its GPU memory back (a Dask worker after the extract stage)."""
+    from ..devices import empty_cache, worker_device
+
+    _CACHE.clear()
+    empty_cache(worker_device("cpu"))

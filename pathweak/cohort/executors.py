@@ -11,17 +11,23 @@ from ..errors import ConfigError
 
 
 class LocalExecutor:
-    """A pool of worker processes on this machine (forkserver, like the tiler's)."""
+    """A pool of worker processes on this machine (forkserver, like the tiler's); with ``devices``, one
+    process per device, each owning its device (:meth:`on_devices`)."""
 
     name = "local"
 
     def __init__(self, workers: int = 2, devices: list[str] | None = None):
         from ..tiling.tiler import _pool_context
 
-        self.workers = max(1, workers)
-        self.devices = devices  # each worker pinned to one of them (features/devices.py)
+        self.devices = devices  # one worker process per device, pinned to it (features/devices.py)
+        self.workers = len(devices) if devices else max(1, workers)
         self._pool: Any = None
         self._context = _pool_context
+
+    def on_devices(self, devices: list[str]) -> LocalExecutor:
+        """An executor of one process per device in ``devices`` (each loads its own encoder once): the GPU
+        stage runs there, and its processes end with :meth:`close`, freeing their GPU memory."""
+        return LocalExecutor(devices=devices)
 
     def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
         """Yield (task, result, error) as each ``fn(*task)`` finishes."""
@@ -30,7 +36,7 @@ class LocalExecutor:
         tasks = list(tasks)
         if not tasks:
             return
-        if self.workers == 1:
+        if self.workers == 1 and not self.devices:  # inline; a device's work always runs in its own process
             for task in tasks:
                 try:
                     yield task, fn(*task), None
@@ -84,16 +90,33 @@ class DaskExecutor:
                 n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
             )
             self.client = Client(self._cluster)
-        if devices:  # one device per worker for the extract stage
+        if devices:
             from .dask_devices import DevicePlugin
 
             self.client.register_plugin(DevicePlugin(devices))
 
-    def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
+    def on_devices(self, devices: list[str]) -> DaskOnDevices:
+        """The GPU stage's executor: its tasks on one worker per device in ``devices`` (workers are pinned by
+        a worker plugin, worker k to device k mod n), so each GPU holds one encoder."""
+        from ..features.devices import worker_report
+        from .dask_devices import DevicePlugin
+
+        self.client.register_plugin(DevicePlugin(devices))
+        by_device: dict[str, str] = {}
+        for address, (_, dev) in sorted(self.client.run(worker_report).items()):
+            by_device.setdefault(dev, address)
+        chosen = [by_device[d] for d in devices if d in by_device]
+        if not chosen:
+            raise ConfigError(f"no Dask worker took one of the devices {devices}", fix="start one worker per GPU")
+        return DaskOnDevices(self, chosen)
+
+    def run(
+        self, fn: Callable[..., Any], tasks: Iterable[tuple], workers: list[str] | None = None
+    ) -> Iterator[tuple[tuple, Any, BaseException | None]]:
         from distributed import as_completed
 
         tasks = list(tasks)
-        futures = {self.client.submit(fn, *task, pure=False): task for task in tasks}
+        futures = {self.client.submit(fn, *task, pure=False, workers=workers): task for task in tasks}
         for fut in as_completed(list(futures)):
             error = fut.exception()
             yield futures[fut], None if error else fut.result(), error
@@ -104,13 +127,29 @@ class DaskExecutor:
             self._cluster.close()
 
 
-def make_executor(
-    kind: str = "local", workers: int = 2, scheduler: str | None = None, devices: list[str] | None = None
-) -> LocalExecutor | DaskExecutor:
+class DaskOnDevices:
+    """The tasks of a GPU stage on the Dask workers that own a device (:meth:`DaskExecutor.on_devices`);
+    closing it frees their encoders (the cluster stays)."""
+
+    name = "dask"
+
+    def __init__(self, parent: DaskExecutor, workers: list[str]):
+        self.parent, self.workers = parent, workers
+
+    def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[tuple[tuple, Any, BaseException | None]]:
+        return self.parent.run(fn, tasks, workers=self.workers)
+
+    def close(self) -> None:
+        from .encoders_cache import release_encoders
+
+        self.parent.client.run(release_encoders, workers=self.workers)
+
+
+def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None = None) -> LocalExecutor | DaskExecutor:
     if kind == "local":
-        return LocalExecutor(workers, devices)
+        return LocalExecutor(workers)
     if kind == "dask":
-        return DaskExecutor(workers, scheduler, devices)
+        return DaskExecutor(workers, scheduler)
     raise ConfigError(f"unknown executor {kind!r}", fix="use --executor local or --executor dask")
 
 

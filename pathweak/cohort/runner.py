@@ -40,6 +40,11 @@ def run_cohort(
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}", fix=f"choose from {', '.join(STAGES)}")
     check_spec(spec, wanted)  # what would fail after hours of tiling fails now
+    gpus = (
+        extract_devices(spec, external=bool(scheduler or spec.executor.get("scheduler")))
+        if "extract" in wanted
+        else None
+    )
     spec.out.mkdir(parents=True, exist_ok=True)
     for folder in (
         spec.out,
@@ -54,13 +59,8 @@ def run_cohort(
         sweep_partials(folder)
     state = StateStore(spec.out)
     kind = executor or spec.executor.get("kind", "local")
-    devices = None
-    if spec.extract.get("devices") is not None and "extract" in wanted:  # one device per worker (features/devices.py)
-        from ..features.devices import device_list
-
-        devices = device_list(spec.extract["devices"], str(spec.extract.get("device", "auto")))
     pool = make_executor(
-        kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler"), devices
+        kind, int(workers or spec.executor.get("workers", 2)), scheduler or spec.executor.get("scheduler")
     )
     reports: list[StageReport] = []
     try:
@@ -70,7 +70,12 @@ def run_cohort(
         for stage in _in_order(wanted, spec):
             log_line(f"{stage}: starting ({len(active)} slides)")
             if stage in ("tile", "extract"):
-                reports.append(_per_slide(stage, active, spec, state, pool, progress))
+                on = pool.on_devices(gpus) if stage == "extract" and gpus else pool  # one process per GPU
+                try:
+                    reports.append(_per_slide(stage, active, spec, state, on, progress))
+                finally:
+                    if on is not pool:
+                        on.close()  # its encoders leave the GPUs before training
                 active = [s for s in active if s.slide_id not in reports[-1].failed]
             elif stage == "heatmaps":
                 predicted = [s for s in active if _succeeded(state, s, "predict")]
@@ -91,6 +96,20 @@ def run_cohort(
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
+
+
+def extract_devices(spec: CohortSpec, *, visible: int | None = None, external: bool = False) -> list[str] | None:
+    """The GPUs the extract stage runs on, one process (and one encoder) each: ``extract: {devices: N|all}``
+    GPUs, or the one ``extract: {device: ...}`` names (auto: the first); None when extraction runs on the
+    CPU (the executor's workers share the cores), or on an external Dask cluster given no ``devices`` (each
+    worker then uses the GPU it sees, e.g. dask-cuda's one GPU per worker). ``visible``: GPUs seen (tests)."""
+    from ..devices import device_list
+
+    n = spec.extract.get("devices")
+    if n is None and external:
+        return None
+    devs = device_list(1 if n is None else n, str(spec.extract.get("device", "auto")), visible=visible)
+    return devs if devs[0].startswith("cuda") else None
 
 
 def _in_order(wanted: tuple[str, ...], spec: CohortSpec) -> list[str]:

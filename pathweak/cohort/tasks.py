@@ -64,11 +64,12 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
 def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     import torch
 
+    from .. import devices
     from ..features import extract_features
-    from ..features.devices import worker_device
     from ..features.store import feature_store_path
     from .encoders_cache import cached_encoder
 
+    device = devices.take_worker_device(spec.extract.get("device", "auto"))  # a pinned GPU becomes current
     threads = torch.get_num_threads()
     if "threads" in spec.extract:
         torch.set_num_threads(max(1, int(spec.extract["threads"])))
@@ -80,7 +81,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
                 encoder,
                 spec.out,
                 batch_size=spec.extract.get("batch_size"),
-                device=worker_device(spec.extract.get("device", "auto")),
+                device=device,
                 num_workers=int(spec.extract.get("workers", 0)),
                 progress=False,
                 decode=str(spec.extract.get("decode", "auto")),

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import devices
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -135,7 +137,7 @@ class Encoder(nn.Module):
         16x16 input patch (a 14x14 map at 224 px), after the ViT's final norm and without prefix tokens."""
         self.require_tokens()
         x = self.preprocess(tiles)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda and self.info.precision == "bf16"):
+        with devices.autocast(x.device, self.info.precision):
             vit: Any = self.backbone  # a timm ViT (require_tokens): nn.Module's typing does not know forward_features
             out = vit.forward_features(x)
         prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
@@ -148,7 +150,5 @@ class Encoder(nn.Module):
     def embed(self, tiles: torch.Tensor) -> torch.Tensor:
         """Embeddings (B, D) float32 of uint8 tiles (B, H, W, 3) (or 3D patches (B, D, H, W) for a volume encoder)."""
         x = self.preprocess(tiles)
-        if x.is_cuda and self.info.precision == "bf16":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.backbone(x).float()
-        return self.backbone(x).float()
+        with devices.autocast(x.device, self.info.precision):
+            return self.backbone(x).float()

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..devices import parse_device
 from ..errors import ConfigError, MemoryBudgetError, StoreError
+from ..heads.base import GridBox
 from ..progress import progress_bar
 from .store import FeatureStore, find_feature_stores
 from .store import grid_positions as grid_positions  # re-exported: the bank's grid layout
@@ -119,6 +121,7 @@ class FeatureBank(_BankBase):
         super().__init__(stores, device, dtype)
         self.features = torch.empty((self.n_tiles, self.embed_dim), dtype=dtype, device=device)
         self._grid = torch.empty((self.n_tiles, self.coord_dims), dtype=torch.int32, device=device)
+        self._grid_host = np.empty((self.n_tiles, self.coord_dims), np.int32)  # for grid_box: no device reads
         self._coords = np.empty((self.n_tiles, self.coord_dims), np.int64)
         with progress_bar(self.n_tiles, "loading features", progress) as advance:
             for i, store in enumerate(stores):
@@ -130,7 +133,8 @@ class FeatureBank(_BankBase):
                     src = src.pin_memory().to(device, non_blocking=True)
                 self.features[a:b].copy_(src)
                 self._coords[a:b] = store.coords
-                self._grid[a:b].copy_(torch.from_numpy(store.grid_positions()))
+                self._grid_host[a:b] = store.grid_positions()
+                self._grid[a:b].copy_(torch.from_numpy(self._grid_host[a:b]))
                 advance(b - a)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -145,6 +149,10 @@ class FeatureBank(_BankBase):
 
     def coords(self, i: int) -> np.ndarray:
         return self._coords[self.offsets[i] : self.offsets[i + 1]]
+
+    def grid_box(self, i: int) -> GridBox:
+        """The bounding box of slide ``i``'s grid, from the host copy (nothing read from the device)."""
+        return GridBox.of(self._grid_host[self.offsets[i] : self.offsets[i + 1]])
 
     def to(self, device: str | torch.device) -> FeatureBank:
         """Move the bank to ``device`` in place (one copy; bags stay views of the new tensors)."""
@@ -170,6 +178,9 @@ class StreamingFeatureBank(_BankBase):
 
     def grid(self, i: int) -> torch.Tensor:
         return torch.from_numpy(FeatureStore.open(self.paths[i]).grid_positions()).to(self.device)
+
+    def grid_box(self, i: int) -> GridBox:
+        return GridBox.of(FeatureStore.open(self.paths[i]).grid_positions())
 
     def coords(self, i: int) -> np.ndarray:
         return FeatureStore.open(self.paths[i]).coords
@@ -203,7 +214,7 @@ def load_feature_bank(
         stores = [FeatureStore.open(p) for p in find_feature_stores(list(inputs))]  # type: ignore[arg-type]
     stores = _select(stores, slide_ids)
     _check_compatible(stores)
-    dev = resolve_device(device)
+    dev = parse_device(device)
     if dtype not in DTYPES:
         raise ConfigError(f"unknown feature dtype {dtype!r}", fix=f"use one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
@@ -254,18 +265,6 @@ def free_memory(device: torch.device) -> int:
     import os
 
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def resolve_device(device: str) -> torch.device:
-    """ "auto" → CUDA when available else CPU; asking for CUDA without one is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("no CUDA device is available", fix="pass --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}", fix="pass auto, cpu or cuda[:N]") from None
 
 
 def _checked_features(store: FeatureStore) -> np.ndarray:

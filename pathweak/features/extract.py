@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .. import _provenance
+from .. import _provenance, devices
 from .._atomic import missing_dirs, remove_if_empty, sweep_partials
 from ..errors import ConfigError
 from ..progress import log_line, progress_bar
@@ -90,9 +90,8 @@ def extract_features(
     ``decode``: where JPEG tiles are decoded (``features/decode.py``): auto (on the GPU when the model
     runs on CUDA), cpu, or gpu (an error without CUDA).
     """
-    import torch
 
-    dev = _device(device)
+    dev = devices.parse_device(device)
     from .decode import check_decode
 
     check_decode(decode, dev)
@@ -133,8 +132,7 @@ def extract_features(
                         log_line(r.line("extract"))
     finally:
         remove_if_empty(created)  # deepest first per encoder; a shared parent goes with the last one
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        devices.empty_cache(dev)
     return results
 
 
@@ -228,6 +226,7 @@ def _extract_store(
     started = time.perf_counter()
     results: dict[int, ExtractResult] = {}
     writers: dict[int, FeatureWriter] = {}
+    notes: list[str] = []
     h5_paths = [Path(out_dir) / "h5_files" / e.encoder_id / f"{tile_store.slide_id}.h5" for e in encs]
     try:
         for i, enc in enumerate(encs):
@@ -250,12 +249,19 @@ def _extract_store(
         if writers:
             from .decode import device_batches
 
-            for tiles in device_batches(tile_store, dev, decode) or _loader(tile_store, num_workers, dev):
+            raw = device_batches(tile_store, dev, decode)
+            for tiles in raw if raw is not None else _loader(tile_store, num_workers, dev):
+                tiles = tiles.to(dev, non_blocking=True)  # once per batch, however many encoders embed it
                 for writer in writers.values():
                     writer.add(_embed(writer.enc, tiles, dev, batch_size))
                 advance(len(tiles))
             for writer in writers.values():
                 writer.finish(tile_store.path)
+            if raw is not None and raw.fallback:
+                notes.append(
+                    f"{tile_store.path}: JPEG tiles are decoded on the CPU from here on, as no GPU decoder works "
+                    f"here ({raw.fallback}); pass --decode cpu to choose that up front"
+                )
         else:
             advance(len(tile_store))
     except BaseException:
@@ -275,8 +281,7 @@ def _extract_store(
         )
     for i, enc in enumerate(encs):
         warning = resolution_warning(tile_store, enc.info)
-        if warning:
-            results[i].warnings.append(warning)
+        results[i].warnings += [*notes, warning] if warning else notes
         if not len(tile_store):
             results[i].warnings.append(EMPTY_WARNING.format(store=tile_store.path))
     return [results[i] for i in range(len(encs))]
@@ -314,43 +319,32 @@ def _loader(tile_store: TileStore, num_workers: int, dev: Any) -> Any:
     )
 
 
-_CUDA_BATCH: dict[str, int] = {}
+_SHRUNK: dict[tuple[str, str], int] = {}  # (encoder, device) -> a sub-batch size that fitted after OOM
 
 
 def _embed(enc: TileEncoder, tiles: torch.Tensor, dev: torch.device, batch_size: int | None) -> np.ndarray:
-    """Features (k, D) float16 of a loader batch, in sub-batches; on CUDA the sub-batch size starts at
-    512 (or ``batch_size``) and halves on out-of-memory until it fits."""
+    """Features (k, D) float16 of a batch of tiles already on ``dev``, in sub-batches of ``batch_size``
+    (default: the encoder's CPU batch, 64, or 512 on CUDA), halved on out-of-memory until they fit (and
+    remembered for this encoder and device); the features cross to the host once."""
     import torch
 
-    if dev.type != "cuda":
-        bs = batch_size or int(enc.info.extra.get("cpu_batch", 64))
-        return np.concatenate([enc.embed(tiles[i : i + bs]).numpy() for i in range(0, len(tiles), bs)]).astype(
-            np.float16
-        )
-    bs = _CUDA_BATCH.get(enc.encoder_id, batch_size or 512)
-    tiles = tiles.to(dev, non_blocking=True)
+    start = batch_size or (512 if dev.type == "cuda" else int(enc.info.extra.get("cpu_batch", 64)))
+    key = (enc.encoder_id, str(dev))
+    bs = min(start, _SHRUNK.get(key, start))
     parts, i = [], 0
     while i < len(tiles):
         try:
-            parts.append(enc.embed(tiles[i : i + bs]).to(torch.float16))  # stays on the GPU: one copy below
+            parts.append(enc.embed(tiles[i : i + bs]).to(torch.float16))
             i += bs
-        except torch.cuda.OutOfMemoryError:
+            continue
+        except torch.OutOfMemoryError:
             if bs == 1:
                 raise
-            bs //= 2
-            torch.cuda.empty_cache()
-    _CUDA_BATCH[enc.encoder_id] = bs
+        # after the except block, so the failed forward's tensors (held by its traceback) are free
+        bs //= 2
+        _SHRUNK[key] = bs
+        devices.empty_cache(dev)
     return torch.cat(parts).cpu().numpy()
-
-
-def _device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("no CUDA device is available", fix="pass --device cpu")
-    return torch.device(device)
 
 
 def _open_tile_store(path: str | Path) -> TileStore | BaseException:

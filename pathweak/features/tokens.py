@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..heads.base import GridBox
 from ..progress import progress_bar
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class TokenBank:
         self.embed_dim = int(bags[0].shape[-1])
         self._bags = [b.reshape(-1, self.embed_dim).to(self.device, dtype) for b in bags]
         self._grids = [g.to(self.device, torch.int32) for g in grids]
+        self._boxes = [GridBox.of(g) for g in grids]  # on the host, so training steps read nothing back
 
     def __len__(self) -> int:
         return len(self._bags)
@@ -164,6 +166,10 @@ class TokenBank:
     def grid(self, i: int) -> torch.Tensor:
         """(row, col) int32 of each token of bag ``i`` on the token grid."""
         return self._grids[i]
+
+    def grid_box(self, i: int) -> GridBox:
+        """The bounding box of bag ``i``'s token grid (found on the host when the bank was made)."""
+        return self._boxes[i]
 
     def index(self, name: str) -> int:
         return self.names.index(name)

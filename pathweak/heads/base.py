@@ -9,7 +9,7 @@ needs nothing head-specific: build any registered head with :func:`create_head`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -40,20 +40,45 @@ class HeadOutput:
     tile_scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class GridBox(NamedTuple):
+    """A bag's tile-grid positions as known on the host: the shape of their bounding box and whether every
+    tile has a cell of its own. Computed once per bag before training, so a head laying tiles out on the
+    grid asks the device nothing in a training step. (A named tuple: Lightning passes batches through.)"""
+
+    shape: tuple[int, ...]
+    distinct: bool
+
+    @classmethod
+    def of(cls, grid: Any) -> GridBox:
+        """The box of a (n, 2) or (n, 3) grid (a numpy array or a tensor, copied to the host)."""
+        import numpy as np
+
+        g = np.asarray(grid.cpu() if isinstance(grid, torch.Tensor) else grid, dtype=np.int64)
+        if len(g) == 0:
+            return cls((0,) * (g.shape[1] if g.ndim == 2 else 2), True)
+        g = g - g.min(0)
+        shape = tuple(int(v) + 1 for v in g.max(0))
+        return cls(shape, len(np.unique(np.ravel_multi_index(g.T, shape))) == len(g))
+
+
 class MILHead(nn.Module):
     """Base class of the heads: ``forward(x, grid=None, target=None) -> HeadOutput``.
 
     ``in_dim`` is the feature size, ``n_outputs`` the number of classes (1 for regression); subclasses
     take their own keyword options, which are stored in ``self.options`` so a packaged model can be
-    rebuilt with :func:`create_head`.
+    rebuilt with :func:`create_head`. The ``target`` a head's forward gets while training is the bag's
+    target on the host (a CPU tensor), so reading it costs no device synchronisation; its
+    :meth:`loss` gets the target on the device.
 
     A head with ``tracks_instances = True`` keeps per-tile state across epochs (INS's smoothed
     pseudo-targets): the training loop then also passes ``bag_id=`` (the bag's row in the FeatureBank).
+    A head with ``takes_box = True`` also gets ``box=`` (the bag's :class:`GridBox`) while training.
     """
 
     name = "?"
     uses_grid = False
     tracks_instances = False
+    takes_box = False
 
     def __init__(self, in_dim: int, n_outputs: int, **options: Any):
         super().__init__()

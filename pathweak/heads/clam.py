@@ -63,7 +63,7 @@ class _CLAM(MILHead):
         return self.bag_weight * bag + (1 - self.bag_weight) * out.aux["instance_loss"]
 
     def _instance_loss(self, attention: torch.Tensor, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-        """CLAM's clustering loss; ``attention`` (N, branches)."""
+        """CLAM's clustering loss; ``attention`` (N, branches); ``target`` on the host (no device sync)."""
         k = min(self.k_sample, h.shape[0] // 2)
         if k < 1 or not self.instance_classifiers:
             return None
@@ -75,7 +75,7 @@ class _CLAM(MILHead):
             if c == label:
                 bottom = torch.topk(-a, k).indices
                 inst = torch.cat([h[top], h[bottom]])
-                targets = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(h.device)
+                targets = (torch.arange(2 * k, device=h.device) < k).long()  # k ones, k zeros: made on the device
             elif self.subtyping:
                 inst, targets = h[top], torch.zeros(k, dtype=torch.long, device=h.device)
             else:

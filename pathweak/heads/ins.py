@@ -152,6 +152,9 @@ class INS(MILHead):
         cand[label] = True
         return cand
 
+    # The training terms are computed without asking the device anything (no .item(), no boolean-mask
+    # indexing, no data-dependent branch): the bag's label comes from the host, the rest stays on the device.
+
     def _train_terms(self, out: HeadOutput, x: torch.Tensor, q: torch.Tensor, label: int, bag_id: int | None) -> None:
         neg, n = self.options["negative_class"], x.shape[0]
         cand = self._candidates(label, x.device)
@@ -163,7 +166,7 @@ class INS(MILHead):
             prob = logp.exp().masked_fill(~cand, 0)
             predicted = prob.argmax(1)  # the classifier's label among the candidates
             pseudo = self._prototype_labels(q.detach(), cand, predicted, prob, label)
-            onehot = F.one_hot(pseudo, self.n_outputs).float()
+            onehot = _one_hot(pseudo, self.n_outputs)
             if bag_id is None:
                 soft = onehot
             else:
@@ -173,7 +176,7 @@ class INS(MILHead):
                 m = self.options["target_momentum"]
                 soft = self._targets[bag_id] = m * old + (1 - m) * onehot
             if label == neg:
-                soft = F.one_hot(torch.full((n,), neg, device=x.device), self.n_outputs).float()
+                soft = _one_hot(torch.full((n,), neg, device=x.device), self.n_outputs)
         out.aux["pseudo_targets"] = soft
         out.aux["instance_loss"] = -(soft * logp).sum(1).mean()
         out.aux["contrastive_loss"] = self._contrastive(q, k, predicted)
@@ -186,7 +189,7 @@ class INS(MILHead):
                 self._elr_targets[bag_id] = t
             out.aux["elr_loss"] = torch.log((1 - (p * t / t.sum(1, keepdim=True)).sum(1)).clamp_min(1e-4)).mean()
         with torch.no_grad():
-            self._update_prototypes(q.detach(), predicted, cand)
+            self._update_prototypes(q.detach(), predicted, label)
             self._enqueue(k, predicted)
 
     def _prototype_labels(
@@ -194,22 +197,25 @@ class INS(MILHead):
     ) -> torch.Tensor:
         """Nearest candidate prototype (the classifier's label while a prototype is still unset); a positive
         bag keeps its most likely tile positive."""
-        if bool((self.proto_count[cand] == 0).any()):
-            pseudo = predicted.clone()
-        else:
-            pseudo = (q @ self.prototypes.T).masked_fill(~cand, -torch.inf).argmax(1)
-        if label != self.options["negative_class"] and not bool((pseudo == label).any()):
-            pseudo[prob[:, label].argmax()] = label
+        nearest = (q @ self.prototypes.T).masked_fill(~cand, -torch.inf).argmax(1)
+        unset = ((self.proto_count == 0) & cand).any()
+        pseudo = torch.where(unset, predicted, nearest)
+        if label != self.options["negative_class"]:
+            top = prob[:, label].argmax().view(1)
+            keep = torch.where((pseudo == label).any(), pseudo[top], torch.full_like(top, label))
+            pseudo = pseudo.scatter(0, top, keep)
         return pseudo
 
     def _contrastive(self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Weakly supervised contrastive loss of the queries against this bag's keys and the queue: minus the
-        log of the softmax mass on the keys that share the query's label (zero when it all lies there)."""
-        valid = self.queue_labels >= 0
-        keys = torch.cat([k, self.queue[valid]])
-        key_labels = torch.cat([labels, self.queue_labels[valid]])
+        """Weakly supervised contrastive loss of the queries against this bag's keys and the queue's filled
+        slots: minus the log of the softmax mass on the keys that share the query's label (zero when it all
+        lies there). Empty slots are masked out rather than dropped, so the shapes never depend on the data."""
+        keys = torch.cat([k, self.queue.to(k.dtype)])
+        key_labels = torch.cat([labels, self.queue_labels])
+        valid = torch.cat([torch.ones_like(labels, dtype=torch.bool), self.queue_labels >= 0])
         logits = (q @ keys.T.to(q.dtype)).float() / self.options["temperature"]
-        same = labels[:, None] == key_labels[None]
+        logits = logits.masked_fill(~valid[None], -torch.inf)
+        same = (labels[:, None] == key_labels[None]) & valid[None]
         return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, -torch.inf), 1)).mean()
 
     def _momentum_update(self) -> None:
@@ -218,16 +224,16 @@ class INS(MILHead):
         for pk, pq in zip(self.momentum.parameters(), query, strict=False):
             pk.mul_(m).add_(pq.detach(), alpha=1 - m)
 
-    def _update_prototypes(self, q: torch.Tensor, labels: torch.Tensor, cand: torch.Tensor) -> None:
+    def _update_prototypes(self, q: torch.Tensor, labels: torch.Tensor, label: int) -> None:
+        """Each candidate class's prototype moves towards the mean query of its tiles (set by the first)."""
         m = self.options["proto_momentum"]
-        for c in torch.nonzero(cand).flatten().tolist():
+        for c in dict.fromkeys((self.options["negative_class"], label)):
             sel = labels == c
-            if not bool(sel.any()):
-                continue
-            mean = q[sel].float().mean(0)
-            new = mean if self.proto_count[c] == 0 else m * self.prototypes[c] + (1 - m) * mean
-            self.prototypes[c] = F.normalize(new, dim=0)
-            self.proto_count[c] += int(sel.sum())
+            count = sel.sum()
+            mean = (q.float() * sel[:, None]).sum(0) / count.clamp_min(1)
+            new = torch.where(self.proto_count[c] == 0, mean, m * self.prototypes[c] + (1 - m) * mean)
+            self.prototypes[c] = torch.where(count > 0, F.normalize(new, dim=0), self.prototypes[c])
+            self.proto_count[c] += count
 
     def _enqueue(self, k: torch.Tensor, labels: torch.Tensor) -> None:
         size = self.queue.shape[0]
@@ -236,3 +242,9 @@ class INS(MILHead):
         self.queue[idx] = k.to(self.queue.dtype)
         self.queue_labels[idx] = labels
         self._queue_ptr = (self._queue_ptr + len(k)) % size
+
+
+def _one_hot(index: torch.Tensor, classes: int) -> torch.Tensor:
+    """(N,) class indices -> (N, classes) float one-hot, on their device (F.one_hot checks the values on the host
+    on some devices)."""
+    return torch.zeros(len(index), classes, device=index.device).scatter_(1, index[:, None], 1.0)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import HeadOutput, MILHead, register_head
+from .. import devices
+from .base import GridBox, HeadOutput, MILHead, register_head
 
 MAX_GRID_FILL = 4  # use the slide grid when its bounding box has at most this many cells per tile
 
@@ -76,7 +77,7 @@ class NystromAttention(nn.Module):
             attn1 = torch.softmax(q @ k_land.transpose(-1, -2), dim=-1)
             attn2 = torch.softmax(q_land @ k_land.transpose(-1, -2), dim=-1)
             attn3 = torch.softmax(q_land @ k.transpose(-1, -2), dim=-1)
-            with torch.autocast(x.device.type, enabled=False):  # the iteration needs full precision
+            with devices.full_precision(x.device):  # the iteration needs full precision
                 attn2_inv = pinv_iterative(attn2.float(), self.pinv_iterations).to(attn2.dtype)
             out = (attn1 @ attn2_inv) @ (attn3 @ v)
             row = (
@@ -121,6 +122,7 @@ class TransMIL(MILHead):
     """TransMIL: Nystrom-attention transformer with a class token and PPEG positional encoding (Shao et al. 2021)."""
 
     uses_grid = True
+    takes_box = True
 
     def __init__(
         self,
@@ -146,11 +148,15 @@ class TransMIL(MILHead):
         self.classifier = nn.Linear(hidden, n_outputs)
 
     def forward(
-        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        grid: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        box: GridBox | None = None,
     ) -> HeadOutput:
         n = x.shape[0]
         h = self.fc(x)
-        layout = self._layout(n, grid if self.use_grid else None, h.device)
+        layout = self._layout(n, grid if self.use_grid else None, h.device, box)
         order = None
         if layout is None:  # the original: a square in bag order, padded by repeating the first tokens
             side = math.ceil(math.sqrt(n))
@@ -173,13 +179,16 @@ class TransMIL(MILHead):
             inst, a = inst[inverse], a[inverse]
         return HeadOutput(self.classifier(seq[0]), inst, a)
 
-    def _layout(self, n: int, grid: torch.Tensor | None, device: torch.device) -> tuple[torch.Tensor, int, int] | None:
-        """(flat cell index of each tile, rows, cols) on the slide grid, or None for the square layout."""
+    def _layout(
+        self, n: int, grid: torch.Tensor | None, device: torch.device, box: GridBox | None = None
+    ) -> tuple[torch.Tensor, int, int] | None:
+        """(flat cell index of each tile, rows, cols) on the slide grid, or None for the square layout; the
+        grid's size from ``box`` (the host's) when given, else read from the device."""
         if grid is None or n == 0 or grid.shape[1] != 2:  # no grid, or a volume's 3D grid: the square
             return None
         g = grid.to(device=device, dtype=torch.long)
         g = g - g.min(0).values
-        rows, cols = int(g[:, 0].max()) + 1, int(g[:, 1].max()) + 1
+        rows, cols = box.shape if box is not None else (int(g[:, 0].max()) + 1, int(g[:, 1].max()) + 1)
         if rows * cols > MAX_GRID_FILL * n + 64:
             return None
         return g[:, 0] * cols + g[:, 1], rows, cols

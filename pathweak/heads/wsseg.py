@@ -18,17 +18,18 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import HeadOutput, MILHead, check_threshold, foreground_mask, projection, register_head
+from .base import GridBox, HeadOutput, MILHead, check_threshold, foreground_mask, projection, register_head
 from .ins import topk_pool
 
 
-def grid_layout(grid: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor]:
+def grid_layout(grid: torch.Tensor, box: GridBox | None = None) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor]:
     """(flat cell index of each tile, the shape of the tiles' bounding box, its origin) for a grid of
-    (row, col) or (z, y, x) positions; flat indices are row-major in that box."""
+    (row, col) or (z, y, x) positions; flat indices are row-major in that box (its shape from ``box``, the
+    host's, when given, else read from the device)."""
     g = grid.long()
     origin = g.min(0).values
     g = g - origin
-    shape = tuple(int(v) + 1 for v in g.max(0).values)
+    shape = box.shape if box is not None else tuple(int(v) + 1 for v in g.max(0).values)
     flat = torch.zeros(len(g), dtype=torch.long, device=g.device)
     for axis, size in enumerate(shape):
         flat = flat * size + g[:, axis]
@@ -40,6 +41,7 @@ class WSSeg(MILHead):
     """Weakly supervised segmentation: a CNN on the slide's tile grid (or a volume's patch grid) whose class activation map segments the tiles."""
 
     uses_grid = True
+    takes_box = True
 
     def __init__(
         self,
@@ -88,7 +90,7 @@ class WSSeg(MILHead):
         cam, _, occupied, origin = self._cam(x, grid)
         return cam, occupied, origin
 
-    def _cam(self, x: torch.Tensor, grid: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def _cam(self, x: torch.Tensor, grid: torch.Tensor | None, box: GridBox | None = None) -> tuple[torch.Tensor, ...]:
         dims = self.options["spatial_dims"]
         if grid is None:
             raise ConfigError("the wsseg head needs the tiles' grid positions")
@@ -99,8 +101,9 @@ class WSSeg(MILHead):
                 fix=f"train with --head-opt spatial_dims={grid.shape[1]}",
             )
         h = self.fc(x)
-        cells, shape, origin = grid_layout(grid.to(h.device))
-        if len(torch.unique(cells)) != len(cells):
+        cells, shape, origin = grid_layout(grid.to(h.device), box)
+        distinct = box.distinct if box is not None else len(torch.unique(cells)) == len(cells)
+        if not distinct:
             raise ConfigError(
                 "several tiles share one grid cell (e.g. volume slice patches of several planes)",
                 fix="segment features of one plane at a time (tile volumes with --plane axial)",
@@ -113,9 +116,13 @@ class WSSeg(MILHead):
         return self.cam(fmap)[0], cells, occupied[0, 0].bool(), origin
 
     def forward(
-        self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        grid: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        box: GridBox | None = None,
     ) -> HeadOutput:
-        cam, cells, _, _ = self._cam(x, grid)
+        cam, cells, _, _ = self._cam(x, grid, box)
         inst = cam.reshape(cam.shape[0], -1).T[cells]  # (N, C): the CAM at each tile's cell
         out = HeadOutput(self._pool(inst), inst)
         if not self.training and self.n_outputs > 1:  # one output (survival, proportion): no class mask

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import world_rank
 from ..errors import ConfigError
 from ..tiling.store import TileStore
 from .augment import pathology_view, to_tensor, whole_tile_view
@@ -132,3 +133,34 @@ class _CropsOnly:
 
 
 MAE_AUGMENT = _CropsOnly()
+
+
+class EpochSampler:
+    """``num_samples`` of ``n`` training views per epoch: a permutation (drawn with replacement when more
+    are asked than there are), fixed by the seed and the epoch (``set_epoch``, called by Lightning), the
+    same draw in every DDP rank, of which rank r takes every world-th (padded so every rank takes as many
+    steps). One process sees all of it, so an epoch of N ranks is the epoch of one process split N ways
+    (and the validation loader, not sharded, gives every rank all held-out tiles)."""
+
+    def __init__(self, n: int, num_samples: int, seed: int = 0):
+        self.n, self.num_samples, self.seed = n, num_samples, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        import torch
+
+        world, rank = world_rank()
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.num_samples <= self.n:
+            order = torch.randperm(self.n, generator=g)[: self.num_samples].tolist()
+        else:
+            order = torch.randint(self.n, (self.num_samples,), generator=g).tolist()
+        order += order[: -len(order) % world]
+        return iter(order[rank::world])
+
+    def __len__(self) -> int:
+        world, _ = world_rank()
+        return -(-self.num_samples // world)

@@ -71,10 +71,13 @@ class SSLModule(L.LightningModule):
     what checkpoints are selected by.
     """
 
-    def __init__(self, cfg: SSLConfig, total_steps: int, init_state: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self, cfg: SSLConfig, total_steps: int | None = None, init_state: dict[str, torch.Tensor] | None = None
+    ):
         super().__init__()
         self.cfg = cfg
-        self.total_steps = max(1, total_steps)
+        self.total_steps = max(1, total_steps or 1)
+        self._count_steps = total_steps is None  # from the trainer: optimiser steps of this rank's loader
         backbone: Any = build_backbone(cfg)  # a timm ViT or ViT3D: embed_dim is beyond nn.Module's typing
         if init_state is not None:
             backbone.load_state_dict(init_state, strict=False)
@@ -103,19 +106,23 @@ class SSLModule(L.LightningModule):
             )
         self.rankme_history: list[dict[str, float]] = []
         self._rank_batches: list[torch.Tensor] = []
-        self._started: float | None = None
+        self._time_done = 0.0  # share of a max_minutes budget used, as rank 0 measured it
+        self.schedule_state: dict[str, float] = {}  # where the schedules are after the last step
+        self.ranks_agree: bool | None = None
 
     def progress(self, step: int) -> float:
         """Fraction of training done, by steps or, under a time budget, by elapsed time (whichever is
-        further), so learning-rate and momentum schedules complete within a ``max_minutes`` budget."""
-        import time
+        further), so learning-rate and momentum schedules complete within a ``max_minutes`` budget. Under
+        DDP the elapsed time is rank 0's (broadcast each step), so every rank follows one schedule."""
+        return min(1.0, max(step / self.total_steps, self._time_done))
 
-        done = step / self.total_steps
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.cfg.max_minutes:
-            if self._started is None:
-                self._started = time.monotonic()
-            done = max(done, (time.monotonic() - self._started) / (60 * self.cfg.max_minutes))
-        return min(1.0, done)
+            from lightning.pytorch.callbacks import Timer
+
+            timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+            elapsed = timer.time_elapsed("train") if timer is not None else 0.0  # includes a resumed run's time
+            self._time_done = float(self.trainer.strategy.broadcast(elapsed / (60 * self.cfg.max_minutes), src=0))
 
     # -- the encoder that gets exported -----------------------------------------------------------
     @property
@@ -145,14 +152,37 @@ class SSLModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.update_teacher(self.global_step)
+        momentum = self.update_teacher(self.global_step)
+        optimizer = self.trainer.optimizers[0]
+        self.schedule_state = {
+            "step": int(self.global_step),
+            "total_steps": int(self.total_steps),
+            "progress": round(self.progress(self.global_step), 6),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "base_lr": float(optimizer.param_groups[0]["initial_lr"]),
+            **({"teacher_momentum": momentum} if momentum is not None else {}),
+        }
 
-    def update_teacher(self, step: int) -> None:
-        """DINO: move the teacher towards the student (momentum rising from ema_momentum to 1, cosine)."""
-        if self.cfg.method == "dino":
-            m = 1 - (1 - self.cfg.ema_momentum) * (math.cos(math.pi * self.progress(step)) + 1) / 2
-            ema_update(self.teacher, self.student, m)
-            ema_update(self.teacher_head, self.student_head, m)
+    def update_teacher(self, step: int) -> float | None:
+        """DINO: move the teacher towards the student (momentum rising from ema_momentum to 1, cosine); the
+        momentum used (None for the other methods)."""
+        if self.cfg.method != "dino":
+            return None
+        m = 1 - (1 - self.cfg.ema_momentum) * (math.cos(math.pi * self.progress(step)) + 1) / 2
+        ema_update(self.teacher, self.student, m)
+        ema_update(self.teacher_head, self.student_head, m)
+        return m
+
+    def on_train_end(self) -> None:
+        """DDP: check that every rank ends with the same weights and schedule (they train one model)."""
+        if self.trainer.world_size < 2:
+            return
+        with torch.no_grad():
+            weights = torch.stack([p.detach().double().sum() for p in self.parameters()]).sum().reshape(1)
+            values = [self._time_done, *(float(v) for v in self.schedule_state.values())]
+            mine = torch.cat([weights, torch.tensor(values, dtype=torch.float64, device=weights.device)])
+            every = torch.as_tensor(self.all_gather(mine))  # (ranks, values)
+        self.ranks_agree = bool(torch.equal(every, every[:1].expand_as(every)))
 
     # -- RankMe on the held-out tiles ---------------------------------------------------------------
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -161,12 +191,18 @@ class SSLModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._rank_batches:
             return
-        value = rankme(torch.cat(self._rank_batches))
+        embeddings = torch.cat(self._rank_batches)  # every held-out tile, on every rank (not sharded)
+        value = rankme(embeddings)
         self._rank_batches.clear()
         self.log("rankme", value, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.rankme_history.append(
-                {"epoch": int(self.current_epoch), "step": int(self.global_step), "rankme": value}
+                {
+                    "epoch": int(self.current_epoch),
+                    "step": int(self.global_step),
+                    "rankme": value,
+                    "tiles": len(embeddings),
+                }
             )
 
     # -- optimisation -------------------------------------------------------------------------------
@@ -175,7 +211,10 @@ class SSLModule(L.LightningModule):
         params = [p for n, p in self.named_parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
-        lr = cfg.lr * cfg.batch_size / 256
+        world = self.trainer.world_size if self._trainer is not None else 1
+        lr = cfg.lr * cfg.batch_size * world / 256  # the linear scaling rule, on the batch of all ranks together
+        if self._count_steps and self._trainer is not None:
+            self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
         )

@@ -29,6 +29,8 @@ class PretrainResult:
     best_checkpoint: str | None
     rankme: list[dict[str, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    schedule: dict[str, float] = field(default_factory=dict)  # where the LR and momentum schedules ended
+    ranks_agree: bool | None = None  # DDP: every rank ended with the same weights and schedule (None: one process)
 
 
 def pretrain(
@@ -42,22 +44,25 @@ def pretrain(
     """
     import functools
 
-    from ..train.ddp import in_rank, rank_devices, run_ranks, world_size
+    from .. import devices
+    from ..train.ddp import in_rank, run_ranks
 
     ddp = cfg.strategy in ("auto", "ddp")
-    world = world_size("all" if str(cfg.devices) == "auto" else cfg.devices) if ddp else 1
+    world = devices.count_devices("all" if str(cfg.devices) == "auto" else cfg.devices) if ddp else 1
     if world > 1 and not in_rank():
         return run_ranks(
-            functools.partial(pretrain, resume=resume, progress=progress), (stores, out_dir, cfg), rank_devices(world)
+            functools.partial(pretrain, resume=resume, progress=progress),
+            (stores, out_dir, cfg),
+            devices.device_list(world, "auto"),
         )
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader
 
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
-    from .data import TileIndex, split_holdout
+    from .data import EpochSampler, TileIndex, split_holdout
     from .data3d import datasets
     from .module import SSLModule
 
@@ -72,24 +77,22 @@ def pretrain(
     train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
     per_epoch = cfg.samples_per_epoch or len(train_idx)
     views, held_out = datasets(index, cfg, train_idx, hold_idx, IMAGENET_MEAN, IMAGENET_STD)
-    sampler = RandomSampler(views, replacement=per_epoch > len(views), num_samples=per_epoch)
+    device = devices.parse_device("auto")  # the accelerator Lightning picks ("auto"): a rank's own GPU in DDP
     train_loader = DataLoader(
         views,
         batch_size=cfg.batch_size,
-        sampler=sampler,
+        sampler=EpochSampler(len(views), per_epoch, cfg.seed),  # each DDP rank takes its share of the epoch
         num_workers=cfg.num_workers,
         drop_last=True,
         persistent_workers=cfg.num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device.type == "cuda",
     )
-    hold_loader = DataLoader(
+    hold_loader = DataLoader(  # not sharded: every rank's RankMe is over all held-out tiles
         held_out,
         batch_size=64,
         num_workers=min(cfg.num_workers, 1),
     )
-    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
-    total = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.max_epochs
-    module = SSLModule(cfg, total, init_state=_initial_weights(cfg))
+    module = SSLModule(cfg, init_state=_initial_weights(cfg))  # steps: the trainer's count, per rank
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -100,11 +103,11 @@ def pretrain(
     )
     # last.ckpt after every epoch, for --resume (Lightning's save_last only copies when the best one changes)
     last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     with quiet_lightning():
         trainer = L.Trainer(
             **_hardware(cfg, ddp),
-            precision=precision,  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
+            use_distributed_sampler=False,  # EpochSampler shards the epoch; RankMe sees every held-out tile
+            precision=devices.precision(cfg.precision, device),  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
             max_epochs=cfg.max_epochs,
             max_steps=cfg.max_steps,
             max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
@@ -134,6 +137,8 @@ def pretrain(
         best_checkpoint=best_path,
         rankme=list(module.rankme_history),
         losses=_losses(out),
+        schedule=dict(module.schedule_state),
+        ranks_agree=module.ranks_agree,
     )
 
 
@@ -190,6 +195,9 @@ def export_encoder(
             "best_checkpoint": best_path,
             "selected_by": "rankme (max, held-out tiles)" if best_path else "last (the final weights)",
             "rankme": module.rankme_history,
+            "schedule": module.schedule_state,
+            "processes": int(trainer.world_size),
+            "ranks_agree": module.ranks_agree,
             "adapted": module.adapt_stats,
             "versions": _provenance.versions("torch", "timm", "lightning"),
         },

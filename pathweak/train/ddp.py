@@ -1,11 +1,14 @@
 """Head training on several devices: Lightning DDP, one process per device (``--devices N``).
 
-:func:`~pathweak.train.fit.fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with CUDA). Each
-sets the environment Lightning's DDP reads for processes it did not create (``LOCAL_RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and runs :func:`~pathweak.train.fit.fit_head` itself: the
-Trainer gets ``strategy=DDPStrategy`` (gloo on CPU, NCCL on CUDA) with ``devices=N``. The bank
-reaches every process without a copy on the CPU (shared memory) and is copied once to each rank's
-GPU on CUDA, so steps still move nothing between host and device.
+:func:`~pathweak.train.fit.fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with
+CUDA), once for every seed and fold of a run. Each takes its device first (:func:`~pathweak.devices.set_device`:
+its CUDA context opens on its own GPU), sets the environment Lightning's DDP reads for processes it did not
+create (``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``) and runs
+:func:`~pathweak.train.fit.fit_head` for each (seed, fold) itself: the Trainer gets
+``strategy=DDPStrategy`` (gloo on CPU, NCCL on CUDA) with ``devices=N``. The bank reaches every process
+through CPU shared memory (a CUDA bank is sent as a CPU copy: a CUDA tensor would be opened in every rank
+on the GPU it lives on) and is copied once to each rank's GPU, so steps still move nothing between host
+and device. Rank 0 reports epochs to the parent's progress bar through a queue.
 
 Data: :class:`~pathweak.train.module.RankSampler` shuffles the training bags with the seed and epoch
 and gives rank ``r`` every ``N``-th bag of that order, so a step of ``N`` processes with one bag each
@@ -25,16 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..cpus import threads_per_worker
-from ..errors import ConfigError
 
 _RANK: dict[str, Any] = {}  # inside a rank process: world size and device
-
-
-def world_size(devices: str | int | None) -> int:
-    """Processes for ``--devices`` (an integer, or "all": every CUDA device; 1 without CUDA)."""
-    from ..features.devices import device_count
-
-    return device_count(devices)
 
 
 def trainer_options(device: Any) -> dict[str, Any]:
@@ -62,40 +57,48 @@ def in_rank() -> bool:
     return bool(_RANK)
 
 
-def rank_devices(world: int) -> list[str]:
-    """One device per rank: the first ``world`` GPUs when CUDA is there, else ``world`` CPU processes."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return ["cpu"] * world
-    if torch.cuda.device_count() < world:
-        raise ConfigError(
-            f"--devices {world} asks for more GPUs than the {torch.cuda.device_count()} present",
-            fix=f"pass --devices {torch.cuda.device_count()}",
-        )
-    return [f"cuda:{r}" for r in range(world)]
-
-
-def run_ranks(fn: Any, args: tuple, devices: list[str]) -> Any:
+def run_ranks(fn: Any, args: tuple, devices: list[str], on_message: Any = None) -> Any:
     """Run ``fn(*args)`` in one spawned process per device (a DDP world Lightning joins); returns rank 0's
-    return value (handed back through a file)."""
+    return value (handed back through a file). Tensors in ``args`` must be on the CPU (shared memory): a CUDA
+    tensor would be opened in every rank on its own GPU before the rank takes its device. What rank 0 passes
+    to :func:`send` reaches ``on_message`` here while the ranks run (progress)."""
     import torch
     import torch.multiprocessing as mp
 
+    queue = mp.get_context("spawn").SimpleQueue() if on_message is not None else None
     with tempfile.TemporaryDirectory(prefix="pathweak-ddp-") as tmp:
         result = Path(tmp) / "rank0.pt"
-        mp.start_processes(
+        world = mp.start_processes(
             _rank_main,
-            args=(len(devices), _free_port(), devices, fn, args, str(result)),
+            args=(len(devices), _free_port(), devices, fn, args, str(result), queue),
             nprocs=len(devices),
             start_method="spawn",
-            join=True,
+            join=False,
         )
+        while not world.join(timeout=0.2):
+            _deliver(queue, on_message)
+        _deliver(queue, on_message)
         return torch.load(result, map_location="cpu", weights_only=False)
 
 
-def _rank_main(rank: int, world: int, port: int, devices: list[str], fn: Any, args: tuple, result: str) -> None:
+def send(message: Any) -> None:
+    """Inside rank 0 of :func:`run_ranks`: hand ``message`` to the parent's ``on_message`` (nothing elsewhere)."""
+    queue = _RANK.get("queue")
+    if queue is not None and _RANK.get("rank") == 0:
+        queue.put(message)
+
+
+def _deliver(queue: Any, on_message: Any) -> None:
+    while queue is not None and not queue.empty():
+        on_message(queue.get())
+
+
+def _rank_main(
+    rank: int, world: int, port: int, devices: list[str], fn: Any, args: tuple, result: str, queue: Any
+) -> None:
     import torch
+
+    from ..devices import set_device
 
     os.environ.update(
         {
@@ -109,10 +112,9 @@ def _rank_main(rank: int, world: int, port: int, devices: list[str], fn: Any, ar
     )
     for key in ("SLURM_NTASKS", "SLURM_JOB_NAME"):  # not a SLURM job step of its own
         os.environ.pop(key, None)
-    _RANK.update(world=world, device=devices[rank], rank=rank)
-    if devices[rank].startswith("cuda"):
-        torch.cuda.set_device(torch.device(devices[rank]))
-    else:
+    _RANK.update(world=world, device=devices[rank], rank=rank, queue=queue)
+    set_device(devices[rank])  # before anything touches CUDA: this rank's context opens on its own GPU
+    if not devices[rank].startswith("cuda"):
         torch.set_num_threads(threads_per_worker(world))
     out = fn(*args)
     if rank == 0:

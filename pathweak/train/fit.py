@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,12 +62,13 @@ def fit_head(
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
+    from .. import devices
     from .._lightning import quiet_lightning
-    from .ddp import trainer_options, world_size
-    from .module import EpochProgress, KeepBest, MILModule, bag_loader, resolve_precision
+    from .ddp import trainer_options
+    from .module import EpochProgress, KeepBest, MILModule, bag_loader
 
-    if world_size(getattr(cfg, "devices", 1)) > 1:
-        return fit_distributed(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)
+    if devices.count_devices(getattr(cfg, "devices", 1)) > 1:
+        return fit_distributed(bank, table, [(seed, fold)], cfg, log_dir=log_dir, advance=advance)[0]
 
     started = time.perf_counter()
     L.seed_everything(seed, workers=False, verbose=False)
@@ -86,7 +88,7 @@ def fit_head(
     with quiet_lightning():
         trainer = L.Trainer(
             **trainer_options(bank.device),
-            precision=resolve_precision(cfg.precision, bank.device),  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
+            precision=devices.precision(cfg.precision, bank.device),  # type: ignore[arg-type]  # Lightning types it as Literal names and checks the string itself
             max_epochs=cfg.max_epochs,
             min_epochs=cfg.min_epochs,
             callbacks=callbacks,
@@ -100,8 +102,8 @@ def fit_head(
         )
         trainer.fit(
             module,
-            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed),
-            bag_loader(bank, fold.val, targets, cfg.step_bags),
+            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed, boxes=head.takes_box),
+            bag_loader(bank, fold.val, targets, cfg.step_bags, boxes=head.takes_box),
         )
     keep.restore(module)
     epochs = int(trainer.current_epoch)
@@ -168,27 +170,56 @@ def class_weights(table: LabelTable, train_rows: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(w, dtype=torch.float32)
 
 
-def fit_distributed(
+def fit_all(
     bank: BagSource,
     table: LabelTable,
-    fold: Fold,
+    jobs: list[tuple[int, Fold]],
     cfg: TrainConfig,
-    seed: int,
     *,
     log_dir: Path | None = None,
     advance: Advance | None = None,
-) -> FitResult:
-    """:func:`~pathweak.train.fit.fit_head` with DDP over ``cfg.devices`` processes; the same FitResult."""
-    from .ddp import rank_devices, run_ranks, world_size
+    done: Callable[[FitResult], None] | None = None,
+) -> list[FitResult]:
+    """:func:`fit_head` for every (seed, fold) of ``jobs``, in order: in this process, or with ``cfg.devices``
+    > 1 in one process world for all of them (started once per run, not once per fold). ``done`` is called
+    with each FitResult as it is ready (in this process: as each fold ends)."""
+    from ..devices import count_devices
 
-    world = world_size(cfg.devices)
+    def each(fit: FitResult) -> FitResult:
+        if done is not None:
+            done(fit)
+        return fit
+
+    if count_devices(cfg.devices) > 1:
+        return [each(f) for f in fit_distributed(bank, table, jobs, cfg, log_dir=log_dir, advance=advance)]
+    return [each(fit_head(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)) for seed, fold in jobs]
+
+
+def fit_distributed(
+    bank: BagSource,
+    table: LabelTable,
+    jobs: list[tuple[int, Fold]],
+    cfg: TrainConfig,
+    *,
+    log_dir: Path | None = None,
+    advance: Advance | None = None,
+) -> list[FitResult]:
+    """:func:`fit_head` of each (seed, fold) in ``jobs`` with DDP over ``cfg.devices`` processes, all in one
+    process world; the same FitResults. Ranks get the bank through CPU shared memory and each copies it
+    once to its own GPU after taking it (train/ddp.py), so no rank opens a context on another's GPU."""
+    import copy
+
+    from ..devices import count_devices, device_list
+    from .ddp import run_ranks
+
+    world = count_devices(cfg.devices)
     if not bank.resident or not isinstance(bank, ResidentBagSource):
         raise ConfigError(
             "training on several devices needs the cohort resident in memory (not streamed)",
             fix="pass --devices 1, or --stream no with a cohort that fits",
         )
-    head = create_head(cfg.head, bank.embed_dim, table.n_outputs, **cfg.head_options)
-    if head.tracks_instances:
+    outputs = head_outputs(table, cfg)
+    if create_head(cfg.head, bank.embed_dim, outputs, **cfg.head_options).tracks_instances:
         raise ConfigError(
             f"head {cfg.head} keeps per-tile state across epochs and trains on one device", fix="pass --devices 1"
         )
@@ -197,30 +228,59 @@ def fit_distributed(
             "the Cox loss ranks the bags of one step against each other, and each device would see only its own bags",
             fix="pass --devices 1, or --survival-loss discrete for several devices",
         )
-    cuda = bank.device.type == "cuda"
-    if cuda:
-        rank_devices(world)  # enough GPUs?
-    devices = [f"cuda:{r}" for r in range(world)] if cuda else ["cpu"] * world
-    out = run_ranks(_fit_rank, (bank, table, fold, cfg, seed, log_dir), devices)
-    head.load_state_dict(out.pop("state"))
-    if advance is not None:
-        advance(cfg.max_epochs)
-    return FitResult(head.to(bank.device).eval(), **out)
+    devs = device_list(world, cfg.device if cfg.device != "auto" else bank.device.type)
+    portable = bank if bank.device.type == "cpu" else copy.copy(bank).to("cpu")  # the caller's bank stays put
+    on_message = None if advance is None else (lambda n: advance(n))
+    outs = run_ranks(_fit_rank, (portable, table, jobs, cfg, log_dir), devs, on_message)
+    fits = []
+    for out in outs:
+        head = create_head(cfg.head, bank.embed_dim, outputs, **cfg.head_options)
+        head.load_state_dict(out.pop("state"))
+        fits.append(FitResult(head.to(bank.device).eval(), **out))
+    return fits
 
 
 def _fit_rank(
-    bank: ResidentBagSource, table: LabelTable, fold: Fold, cfg: TrainConfig, seed: int, log_dir: Path | None
-) -> dict[str, Any]:
+    bank: ResidentBagSource,
+    table: LabelTable,
+    jobs: list[tuple[int, Fold]],
+    cfg: TrainConfig,
+    log_dir: Path | None,
+) -> list[dict[str, Any]]:
+    """Inside a rank: every (seed, fold) in turn; rank 0 reports epochs to the parent's progress bar."""
     import torch
 
-    from .ddp import _RANK
+    from .ddp import _RANK, send
 
     if _RANK["device"].startswith("cuda"):
         bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing
-    fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir)
-    state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
-    fields = {
-        k: getattr(fit, k)
-        for k in ("seed", "fold", "best_epoch", "epochs", "best_val_loss", "target_scale", "seconds", "history")
-    }
-    return {"state": state, **fields}
+    outs = []
+    for seed, fold in jobs:
+        fit = fit_head(bank, table, fold, replace(cfg, devices=1), seed, log_dir=log_dir, advance=_RemoteAdvance(send))
+        state = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
+        fields = {
+            k: getattr(fit, k)
+            for k in (
+                "seed",
+                "fold",
+                "best_epoch",
+                "epochs",
+                "best_val_loss",
+                "target_scale",
+                "seconds",
+                "history",
+                "time_bins",
+            )
+        }
+        outs.append({"state": state, **fields})
+    return outs
+
+
+class _RemoteAdvance:
+    """An Advance that hands the epochs to the parent process (train/ddp.py ``send``)."""
+
+    def __init__(self, send: Any):
+        self.send = send
+
+    def __call__(self, n: int = 1, description: str | None = None, total: int | None = None) -> None:
+        self.send(int(n))

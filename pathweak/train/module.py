@@ -1,10 +1,12 @@
 """The Lightning side of training: bags fed from a FeatureBank, the module wrapping any registered head,
 and the callbacks that keep the best epoch's weights and report progress.
 
-A batch is a list of ``(features (n, D), grid (n, 2), target, bank row)`` bags taken straight from the
-bank (views of device memory for a resident bank: no copy, no disk); each bag goes through the head on
-its own and the batch loss is the mean of the heads' :meth:`~pathweak.heads.MILHead.loss`. Heads that
-keep per-tile state across epochs (``tracks_instances``) also get the bank row as ``bag_id``.
+A batch is a list of :class:`Bag` s taken straight from the bank (views of device memory for a resident
+bank: no copy, no disk); each bag goes through the head on its own and the batch loss is the mean of the
+heads' :meth:`~pathweak.heads.MILHead.loss`. Heads that keep per-tile state across epochs
+(``tracks_instances``) also get the bank row as ``bag_id``. A training step moves nothing between host and
+device: what a head reads on the host (its target, the grid's bounding box) comes with the bag from the
+host, and the class weights live on the device with the module (tests/train/test_step_transfers.py counts).
 
 Survival and proportion losses are functions of all the bags of a step at once (the Cox partial
 likelihood compares each bag with the others at risk): the module stacks each bag's loss inputs (its
@@ -17,14 +19,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..devices import autocast_active, world_rank
 from ..heads import HeadOutput, MILHead
+from ..heads.base import GridBox
 from .proportion import bag_proportion, proportion_loss
 from .survival import cox_loss, discrete_nll
 
@@ -33,21 +37,42 @@ if TYPE_CHECKING:
 
 SET_TASKS = ("survival", "proportion")  # losses over the bags of a step, not per bag
 
-Bag = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+
+class Bag(NamedTuple):
+    """One bag of a batch: its features and grid (views of the bank), its target on the bank's device (for
+    the loss) and as a Python number (``label``, for the head's own use: no tensor, so neither Lightning's
+    batch transfer nor reading it touches the device), its bank row and its grid's box."""
+
+    x: torch.Tensor
+    grid: torch.Tensor
+    target: torch.Tensor
+    row: int
+    label: Any
+    box: GridBox | None = None
 
 
 class BagIndex(torch.utils.data.Dataset):
-    """Positions into a bank with their targets; items are bags read from the bank."""
+    """Positions into a bank with their targets (``targets`` on the host; a copy goes to the bank's device
+    once); items are bags read from the bank. ``boxes``: each bag's grid box, found once here."""
 
-    def __init__(self, bank: BagSource, rows: np.ndarray, targets: torch.Tensor):
-        self.bank, self.rows, self.targets = bank, np.asarray(rows, np.int64), targets
+    def __init__(self, bank: BagSource, rows: np.ndarray, targets: torch.Tensor, boxes: bool = False):
+        self.bank, self.rows = bank, np.asarray(rows, np.int64)
+        self.labels = targets.tolist()
+        self.targets = targets.to(bank.device)  # once, so a step moves nothing to the device
+        self.boxes = {int(i): bag_box(bank, int(i)) for i in self.rows} if boxes else {}
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, j: int) -> Bag:
         i = int(self.rows[j])
-        return self.bank.bag(i), self.bank.grid(i), self.targets[i], i
+        return Bag(self.bank.bag(i), self.bank.grid(i), self.targets[i], i, self.labels[i], self.boxes.get(i))
+
+
+def bag_box(bank: BagSource, i: int) -> GridBox:
+    """Bag ``i``'s grid box: from the bank's host copy of the grid when it has one, else read once."""
+    host = getattr(bank, "grid_box", None)
+    return host(i) if host is not None else GridBox.of(bank.grid(i))
 
 
 class RankSampler(torch.utils.data.Sampler[int]):
@@ -61,15 +86,8 @@ class RankSampler(torch.utils.data.Sampler[int]):
         self.n = n
         self.generator = torch.Generator().manual_seed(seed)
 
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
-
     def __iter__(self) -> Iterator[int]:
-        world, rank = self._world()
+        world, rank = world_rank()
         g = self.generator
         torch.empty((), dtype=torch.int64).random_(generator=g)
         order = torch.randperm(self.n, generator=g).tolist()
@@ -78,7 +96,7 @@ class RankSampler(torch.utils.data.Sampler[int]):
         return iter(order[rank::world])
 
     def __len__(self) -> int:
-        world, _ = self._world()
+        world, _ = world_rank()
         return -(-self.n // world)
 
 
@@ -89,25 +107,24 @@ def bag_loader(
     bags_per_step: int = 1,
     shuffle: bool = False,
     seed: int = 0,
+    boxes: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory)."""
-    targets = targets.to(bank.device)  # once, so a step moves nothing to the device
+    """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory);
+    ``boxes``: with each bag's grid box (for heads that ``takes_box``)."""
     sampler = RankSampler(len(rows), seed) if shuffle else None
     return torch.utils.data.DataLoader(
-        BagIndex(bank, rows, targets), batch_size=bags_per_step, sampler=sampler, collate_fn=list, num_workers=0
+        BagIndex(bank, rows, targets, boxes), batch_size=bags_per_step, sampler=sampler, collate_fn=list, num_workers=0
     )
 
 
 def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
-    """Cross-entropy (optionally class-weighted) for classification, mean squared error for regression
-    (on the standardised target)."""
+    """Cross-entropy (optionally class-weighted: the weights must be on the logits' device) for
+    classification, mean squared error for regression (on the standardised target)."""
     if task == "regression":
         return lambda logits, target: F.mse_loss(logits[:, 0].float(), target.float())
-    weights = None if class_weights is None else class_weights.float()
 
     def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        w = None if weights is None else weights.to(logits.device)
-        return F.cross_entropy(logits.float(), target.long(), weight=w)
+        return F.cross_entropy(logits.float(), target.long(), weight=class_weights)
 
     return ce
 
@@ -115,7 +132,7 @@ def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
 def head_input(x: torch.Tensor) -> torch.Tensor:
     """A bag as the head's input: as the bank holds it under autocast (a bfloat16 bank feeds bf16 autocast
     with no conversion; a float32 bank never converts), else float32 (a float16 bank on the CPU)."""
-    if x.dtype == torch.float32 or torch.is_autocast_enabled(x.device.type):
+    if x.dtype == torch.float32 or autocast_active(x.device):
         return x
     return x.float()
 
@@ -136,11 +153,17 @@ class MILModule(L.LightningModule):
         self.head = head
         self.task = task
         self.survival_loss = survival_loss
-        self.criterion = None if task in SET_TASKS else make_criterion(task, class_weights)
+        self.class_weights: torch.Tensor | None  # a buffer: it moves to the device with the module, once
+        self.register_buffer("class_weights", None if class_weights is None else class_weights.float(), False)
         self.lr, self.weight_decay = lr, weight_decay
         self._train_losses: list[torch.Tensor] = []
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.history: list[dict[str, float]] = []
+
+    def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The task's loss of per-bag logits (cross-entropy with the class weights, or MSE)."""
+        weights = None if self.class_weights is None else self.class_weights.float()  # float32: no copy
+        return make_criterion(self.task, weights)(logits, target)
 
     def streams(self, out: HeadOutput) -> list[torch.Tensor]:
         """What the set losses use of one bag's output (see the module docstring)."""
@@ -162,30 +185,36 @@ class MILModule(L.LightningModule):
                 losses.append(discrete_nll(stacked, y[:, 2], y[:, 1]))
         return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
 
+    def forward_bag(self, bag: Bag, train: bool = True) -> HeadOutput:
+        """The head on one bag: in training with its host-side target (and row, grid box) where the head uses them."""
+        extra: dict[str, Any] = {}
+        if self.head.takes_box and bag.box is not None:
+            extra["box"] = bag.box
+        if train and self.task not in SET_TASKS:
+            if self.head.tracks_instances:
+                extra["bag_id"] = bag.row
+            return self.head(head_input(bag.x), bag.grid, bag.label, **extra)
+        return self.head(head_input(bag.x), bag.grid, **extra)
+
     def training_step(self, batch: list[Bag], batch_idx: int) -> torch.Tensor:
         if self.task in SET_TASKS:
             loss = self.set_loss(
-                [self.streams(self.head(head_input(x), grid)) for x, grid, _, _ in batch],
-                torch.stack([b[2] for b in batch]),
+                [self.streams(self.forward_bag(b)) for b in batch], torch.stack([b.target for b in batch])
             )
             self._train_losses.append(loss.detach())
             return loss
-        track = self.head.tracks_instances
-        losses = [
-            self.head.loss(self.head(head_input(x), grid, y, **({"bag_id": i} if track else {})), y, self.criterion)
-            for x, grid, y, i in batch
-        ]
+        losses = [self.head.loss(self.forward_bag(b), b.target, self.criterion) for b in batch]
         loss = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
         self._train_losses.append(loss.detach())
         return loss
 
     def validation_step(self, batch: list[Bag], batch_idx: int) -> None:
-        for x, grid, y, _ in batch:
-            out = self.head(head_input(x), grid)
+        for b in batch:
+            out = self.forward_bag(b, train=False)
             if self.task in SET_TASKS:
-                self._val.append(([s.detach() for s in self.streams(out)], y))  # type: ignore[arg-type]
+                self._val.append(([s.detach() for s in self.streams(out)], b.target))  # type: ignore[arg-type]
             else:
-                self._val.append((out.logits.detach().float(), y))
+                self._val.append((out.logits.detach().float(), b.target))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -194,7 +223,6 @@ class MILModule(L.LightningModule):
         if self.task in SET_TASKS:
             val_loss = self.set_loss([v[0] for v in self._val], targets)  # type: ignore[misc]
         else:
-            assert self.criterion is not None  # every task outside SET_TASKS has one (__init__)
             val_loss = self.criterion(torch.stack([v[0] for v in self._val]), targets)
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
@@ -250,12 +278,3 @@ class EpochProgress(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.advance(1)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto": bf16 mixed precision on a CUDA device that supports it (else fp16 mixed), fp32 on the CPU."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"

@@ -52,11 +52,11 @@ def predict_slides(
     ``out_dir`` overrides the folder that receives ``results/<name>/``; ``name`` the model id used there."""
     import torch
 
-    from ..features.bank import resolve_device
+    from ..devices import parse_device
     from ..heatmap.results import write_results
     from .package import load_models, run_ensemble
 
-    dev = resolve_device(device)
+    dev = parse_device(device)
     models = load_models(model, dev)
     excluded = list(run_ensemble(model).get("excluded", []))
     first = models[0]

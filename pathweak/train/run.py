@@ -28,7 +28,7 @@ from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
 from .config import TrainConfig
 from .degenerate import fold_check, fold_line
-from .fit import FitResult, fit_head
+from .fit import FitResult, fit_all
 from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
 from .splits import Fold, fold_warnings, make_folds
@@ -93,7 +93,6 @@ def train_cohort(
         table.path = out / "labels.csv"
     tmp = lifecycle.begin(out)
     fits: list[FitResult] = []
-    frames = []
     try:
         tmp.mkdir(parents=True)
         if frame is not None:
@@ -102,18 +101,22 @@ def train_cohort(
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
         checks: dict[str, dict[str, Any]] = {}
+        by_index = {f.index: f for f in folds}
+
+        def checked(fit: FitResult) -> None:  # as each fold ends: the degenerate-model rule and a log line
+            name = f"seed{fit.seed}_fold{fit.fold}"
+            checks[name] = fold_check(fit, bank, table, by_index[fit.fold])
+            log_line(fold_line(fit, cfg, checks[name]))
+
         with (
             progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance,
             head_threads_on(bank.device, bank.n_tiles * bank.embed_dim / max(1, len(bank))),
         ):
-            for seed in cfg.seeds:
-                for fold in folds:
-                    fit = fit_head(bank, table, fold, cfg, seed, log_dir=tmp / "logs", advance=advance)
-                    fits.append(fit)
-                    checks[f"seed{seed}_fold{fold.index}"] = fold_check(fit, bank, table, fold)
-                    log_line(fold_line(fit, cfg, checks[f"seed{seed}_fold{fold.index}"]))
-                    frame = _save_fold(tmp, fit, bank, table, fold, cfg)
-                    frames.append(frame)
+            jobs = [(seed, fold) for seed in cfg.seeds for fold in folds]
+            fits = fit_all(
+                bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance, done=checked
+            )  # --devices N: one world
+            frames = [_save_fold(tmp, fit, bank, table, fold, cfg) for fit, (_, fold) in zip(fits, jobs, strict=True)]
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")

@@ -10,7 +10,8 @@ from conftest import LC25000, need_shared
 
 from pathweak.errors import ConfigError
 from pathweak.features import FeatureStore, extract_features
-from pathweak.features.devices import device_count, device_list, extract_on_devices
+from pathweak.devices import count_devices, device_list
+from pathweak.features.devices import extract_on_devices
 
 
 def tiny_encoder():
@@ -47,13 +48,13 @@ def test_two_processes_write_the_same_feature_stores_as_one(three_stores, tmp_pa
 
 
 def test_devices_option_values():
-    assert device_count(None) == 1 and device_count("3") == 3
-    assert device_count("all") == max(1, torch.cuda.device_count())
+    assert count_devices(None) == 1 and count_devices("3") == 3
+    assert count_devices("all") == max(1, torch.cuda.device_count())
     assert device_list(2, "cpu") == ["cpu", "cpu"]
     with pytest.raises(ConfigError, match="not a number or 'all'"):
-        device_count("many")
+        count_devices("many")
     with pytest.raises(ConfigError, match="at least 1"):
-        device_count(0)
+        count_devices(0)
     if not torch.cuda.is_available():
         assert device_list("all", "auto") == ["cpu"]
         with pytest.raises(ConfigError, match="no CUDA device"):
@@ -101,3 +102,19 @@ def test_dask_workers_get_one_device_each():
     finally:
         pool.close()
     assert sorted(dev for _, dev in per_worker.values()) == ["cuda:0", "cuda:1"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cohort_device_workers_own_their_gpu():
+    """The extract stage's device pool: each process has its GPU as the current CUDA device (it used to get
+    only PATHWEAK_DEVICE, so pinned memory opened a context on GPU 0 in every worker)."""
+    from pathweak.cohort.executors import LocalExecutor
+    from pathweak.features.devices import worker_cuda_device
+
+    pool = LocalExecutor(2).on_devices(["cuda:0", "cuda:1"])
+    try:
+        seen = {res for _, res, err in pool.run(worker_cuda_device, [(0.5,)] * 4)}
+    finally:
+        pool.close()
+    assert seen == {("cuda:0", 0), ("cuda:1", 1)}
