@@ -123,3 +123,21 @@ def test_getting_started_own_slides_examples_run(tmp_path):
         proc = run_cli(*args)
         assert proc.returncode == 0, f"{args}\n{proc.stderr[-2000:]}"
     assert (tmp_path / "cohort" / "tiles" / f"{SVS.stem}.zarr").is_dir()
+
+
+def test_readme_set_up_keeps_its_two_commands_and_tells_cpu_users_how_to_skip_cuda():
+    """.ci/run reads the test command from README.md exactly as it stands; the CPU-only advice installs
+    torch's CPU build before pathweak, so pip keeps it."""
+    text = (REPO / "README.md").read_text()
+
+    def marked(name: str) -> str:
+        return text.split(f"<!-- {name} -->\n```\n", 1)[1].split("\n", 1)[0]
+
+    assert marked("main-command") == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && pathweak demo"
+    assert marked("test-command") == (
+        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev]" && pytest'
+    )
+    setup = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    cpu = [ln for ln in setup.splitlines() if "--index-url https://download.pytorch.org/whl/cpu" in ln]
+    assert cpu and cpu[0].index("pip install torch") < cpu[0].index("--index-url")
+    assert setup.index("--index-url https://download.pytorch.org/whl/cpu") < setup.index("pip install -e . && pathweak demo\n```\n\nPython")
