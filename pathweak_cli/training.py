@@ -248,7 +248,7 @@ def train(
 
     run = train_cohort(paths(found), labels, out, cfg, progress=progress, instance_labels=corrections)
     s = run.summary
-    for text in s.get("warnings", []):  # recorded in run.json too
+    for text in s.get("warnings", []):  # recorded in run.json too (a degenerate fold model among them)
         warn(text)
     if as_json:
         typer.echo(
@@ -316,6 +316,11 @@ def predict(
 
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
+    if results and results[0].excluded:
+        warn(
+            f"degenerate fold model(s) {', '.join(results[0].excluded)} left out of the average "
+            f"(see {model / 'run.json'}: ensemble)"
+        )
     for r in results:
         if r.warning:
             warn(r.warning)

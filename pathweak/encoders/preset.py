@@ -65,7 +65,27 @@ class Preset:
             return self.get
         extra = " --repo-type dataset" if self.repo_type == "dataset" else ""
         files = " " + " ".join(self.files) if self.repo_type == "dataset" else ""
-        return f"huggingface-cli download {self.repo}{files}{extra}"
+        return f"{hub_cli()} download {self.repo}{files}{extra}"
+
+
+def hub_cli(installed: str | None = None) -> str:
+    """The Hugging Face command the installed huggingface_hub provides: ``hf`` (0.34 and newer; 1.x and 2.x
+    install only this one) or ``huggingface-cli`` (older). Read from the package's metadata, so nothing
+    is imported; without huggingface_hub, ``hf`` (what installing it now gives)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = installed or version("huggingface_hub")
+    except PackageNotFoundError:
+        return "hf"
+    numbers = [int(n) for n in re.findall(r"\d+", installed)[:2]] + [0, 0]
+    return "hf" if (numbers[0], numbers[1]) >= (0, 34) else "huggingface-cli"
+
+
+def hub_login() -> str:
+    """The log-in command of the installed Hugging Face CLI (``hf auth login`` or ``huggingface-cli login``)."""
+    return "hf auth login" if hub_cli() == "hf" else "huggingface-cli login"
 
 
 SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU"}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from .preset import hub_login
 from .presets import Preset
 
 GENERIC_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
@@ -91,14 +92,14 @@ def resolve(preset: Preset, weights: str | Path | None) -> Located:
         raise ConfigError(f"no weights for {preset.name} (looked: {'; '.join(looked)})", fix=preset.get)
     gate = (
         f"request access on https://huggingface.co/{'datasets/' if preset.repo_type == 'dataset' else ''}{preset.repo}"
-        " and log in (`huggingface-cli login`), then "
+        f" and log in (`{hub_login()}`), then "
         if preset.gated
         else ""
     )
     raise ConfigError(
         f"no weights for {preset.name} on this machine (nothing is downloaded at run time); looked in: {'; '.join(looked)}",
-        fix=f"{gate}run `{preset.download}` (`hf download` in huggingface_hub >= 1.0; set HF_HUB_CACHE or HF_HOME "
-        "if the cache lives elsewhere), or pass --weights FILE|DIR",
+        fix=f"{gate}run `{preset.download}` (set HF_HUB_CACHE or HF_HOME if the cache lives elsewhere), "
+        "or pass --weights FILE|DIR",
     )
 
 

@@ -279,22 +279,33 @@ class MILModule(L.LightningModule):
 
 
 class KeepBest(L.Callback):
-    """Keeps a CPU copy of the head's weights from the epoch with the lowest ``val_loss``."""
+    """Keeps a CPU copy of the head's weights from the epoch with the lowest ``val_loss``, and stops early.
 
-    def __init__(self) -> None:
+    Only epochs after the first ``min_epochs`` are candidates: on a small validation set an untrained
+    model's loss can be the lowest by chance (one class only among a few validation slides), and a head
+    kept from epoch 1 predicts nearly the same for every slide. ``patience`` (None: never stop early)
+    counts epochs without a better candidate from the first candidate epoch, so it restarts there instead
+    of running out while the early epochs cannot be kept."""
+
+    def __init__(self, min_epochs: int = 0, patience: int | None = None) -> None:
         self.best = math.inf
         self.epoch = -1
+        self.first = max(0, min_epochs - 1)  # the first epoch (0-based) whose weights may be kept
+        self.patience = patience
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not isinstance(module, MILModule):
             raise TypeError(f"KeepBest keeps the weights of a MILModule's head, not of a {type(module).__name__}")
-        value = trainer.callback_metrics.get("val_loss")
-        if value is None or not torch.isfinite(value):
+        epoch = int(module.current_epoch)
+        if epoch < self.first:
             return
-        if float(value) < self.best:
-            self.best, self.epoch = float(value), int(module.current_epoch)
+        value = trainer.callback_metrics.get("val_loss")
+        if value is not None and torch.isfinite(value) and float(value) < self.best:
+            self.best, self.epoch = float(value), epoch
             self.state = {k: v.detach().cpu().clone() for k, v in module.head.state_dict().items()}
+        elif self.patience is not None and epoch - max(self.epoch, self.first) >= self.patience:
+            trainer.should_stop = True
 
     def restore(self, module: MILModule) -> None:
         if self.state is not None:

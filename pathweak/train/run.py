@@ -22,11 +22,13 @@ import numpy as np
 
 from .. import _provenance
 from .._atomic import atomic_file, ensure_replaceable, sweep_partials
+from ..cpus import head_threads_on
 from ..features.store import FeatureStore, find_feature_stores
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
 from .columns import safe_name
 from .config import TrainConfig
+from .degenerate import fold_check, fold_line
 from .fit import FitResult, fit_all
 from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
@@ -110,15 +112,30 @@ def train_cohort(
                 frame.to_csv(fh, index=False)
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
-        with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
+        checks: dict[str, dict[str, Any]] = {}
+        by_index = {f.index: f for f in folds}
+
+        def checked(fit: FitResult) -> None:  # as each fold ends: the degenerate-model rule and a log line
+            name = f"seed{fit.seed}_fold{fit.fold}"
+            checks[name] = fold_check(fit, bank, table, by_index[fit.fold])
+            log_line(fold_line(fit, cfg, checks[name]))
+
+        with (
+            progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance,
+            head_threads_on(bank.device, bank.n_tiles * bank.embed_dim / max(1, len(bank))),
+        ):
             jobs = [(seed, fold) for seed in cfg.seeds for fold in folds]
-            fits = fit_all(bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance)  # --devices N: one world
+            fits = fit_all(
+                bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance, done=checked
+            )  # --devices N: one world
             frames = [_save_fold(tmp, fit, bank, table, fold, cfg) for fit, (_, fold) in zip(fits, jobs, strict=True)]
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
-        summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
-        summary["warnings"] = warnings
+        summary = _summary(
+            cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started, checks
+        )
+        summary["warnings"] = [*warnings, *summary["ensemble"]["warnings"]]
         if instance is not None:
             summary["instance_labels"] = instance
         paths = getattr(bank, "paths", None)
@@ -292,7 +309,11 @@ def _summary(
     predictions: Any,
     bank: dict[str, Any],
     seconds: float,
+    checks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    from .degenerate import ensemble_members
+
+    checks = checks or {}
     metric_fn = metric_function(table, cfg)
     per_seed: dict[str, Any] = {}
     for seed in cfg.seeds:
@@ -309,6 +330,7 @@ def _summary(
                     "best_val_loss": fit.best_val_loss,
                     "seconds": round(fit.seconds, 2),
                     "metrics": evaluate(table, part, cfg) if len(part) else {},
+                    "fit_check": checks.get(f"seed{seed}_fold{fit.fold}", {"assessed": False}),
                     "history": fit.history,
                 }
             )
@@ -358,6 +380,7 @@ def _summary(
             else {}
         ),
         "seeds": per_seed,
+        "ensemble": ensemble_members(checks),
         "config": asdict(cfg),
         "seconds": round(seconds, 1),
         "versions": _provenance.versions(
