@@ -44,6 +44,26 @@ class WeightsSource(Protocol):
 GENERIC_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
 
 
+def hub_cli(installed: str | None = None) -> str:
+    """The Hugging Face command the installed huggingface_hub provides: ``hf`` (0.34 and newer; 1.x and 2.x
+    install only this one) or ``huggingface-cli`` (older). Read from the package's metadata, so nothing
+    is imported; without huggingface_hub, ``hf`` (what installing it now gives)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = installed or version("huggingface_hub")
+    except PackageNotFoundError:
+        return "hf"
+    numbers = [int(n) for n in re.findall(r"\d+", installed)[:2]] + [0, 0]
+    return "hf" if (numbers[0], numbers[1]) >= (0, 34) else "huggingface-cli"
+
+
+def hub_login() -> str:
+    """The log-in command of the installed Hugging Face CLI (``hf auth login`` or ``huggingface-cli login``)."""
+    return "hf auth login" if hub_cli() == "hf" else "huggingface-cli login"
+
+
 @dataclass(frozen=True)
 class Located:
     """A preset's weights file on disk and the hub ``config.json`` beside it (when there is one)."""
@@ -120,14 +140,14 @@ def resolve(preset: WeightsSource, weights: str | Path | None, option: str = "--
         raise ConfigError(f"no weights for {preset.name} (looked: {'; '.join(looked)})", fix=preset.get)
     gate = (
         f"request access on https://huggingface.co/{'datasets/' if preset.repo_type == 'dataset' else ''}{preset.repo}"
-        " and log in (`huggingface-cli login`), then "
+        f" and log in (`{hub_login()}`), then "
         if preset.gated
         else ""
     )
     raise ConfigError(
         f"no weights for {preset.name} on this machine (nothing is downloaded at run time); looked in: {'; '.join(looked)}",
-        fix=f"{gate}run `{preset.download}` (`hf download` in huggingface_hub >= 1.0; set HF_HUB_CACHE or HF_HOME "
-        f"if the cache lives elsewhere), or pass {option} FILE|DIR",
+        fix=f"{gate}run `{preset.download}` (set HF_HUB_CACHE or HF_HOME if the cache lives elsewhere), "
+        f"or pass {option} FILE|DIR",
     )
 
 

@@ -177,8 +177,11 @@ def heatmap(
     """Write the heatmaps of each slide into OUT: <slide_id>.geojson (all scores, for QuPath's
     Measurement Maps), and <slide_id>.<score>.png and .tiff for each score. A bad input is reported and
     the others go on (exit status 1)."""
+    import time
+
     from pathweak.errors import ConfigError
     from pathweak.heatmap import write_heatmaps
+    from pathweak.progress import log_line
 
     options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
     if store is not None and len(inputs) > 1:
@@ -190,13 +193,16 @@ def heatmap(
     failures: list[tuple[str, int]] = []
     written: list[Path] = []
     for source in inputs:
+        started = time.perf_counter()
         try:
             files = list(write_heatmaps(source, out, fmt or None, options, store=store, progress=progress))
         except PathweakError as exc:
             if len(inputs) == 1:
                 raise
+            log_line(f"heatmap {source}: failed: {exc}")
             failures.append((str(exc), exc.exit_code))
             continue
+        log_line(f"heatmap {source}: {len(files)} files, {time.perf_counter() - started:.1f} s")
         written += files
         if not as_json:
             _print_files(files, False)

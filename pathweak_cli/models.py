@@ -11,7 +11,7 @@ import typer
 
 from pathweak.config import StoreSpec, TileSpec
 
-from ._app import app, handle_errors
+from ._app import app, handle_errors, json_stdout
 from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
 from .stain import StainMethodOpt, StainRefOpt, stain_option
 
@@ -86,6 +86,7 @@ def _print_pretrain(result: Any, **extra: Any) -> None:
 
 @app.command(cls=Command)
 @handle_errors
+@json_stdout
 def pretrain(
     ctx: typer.Context,
     out: Annotated[
@@ -178,6 +179,7 @@ def pretrain(
 
 @app.command(cls=Command)
 @handle_errors
+@json_stdout
 def distill(
     ctx: typer.Context,
     teacher: Annotated[
@@ -365,6 +367,9 @@ def extract(
         decode=decode,
         stain=stain_option(stain_normalize, stain_reference),
     )
+    from pathweak.encoders import check_weights
+
+    check_weights(encoder, kwargs["weights"])  # a preset without weights fails here, before torch is imported
     from pathweak.features import extract_features  # torch: after the options are checked
 
     if devices is not None:

@@ -181,6 +181,26 @@ def train(
             help="Processes (Lightning DDP, one per device): 1, N or all (every GPU); on a CPU N gloo processes."
         ),
     ] = str(_train_default("devices")),
+    instance_labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--instance-labels",
+            help="A pathologist's per-tile corrections: a QuPath GeoJSON export, a folder of them (one per slide, named <slide_id>.geojson), or a `pathweak ground-truth` CSV (docs/review.md).",
+        ),
+    ] = None,
+    instance_weight: Annotated[
+        float, typer.Option(help="Weight of the corrected tiles' cross-entropy beside the bag loss.")
+    ] = _train_default("instance_weight"),
+    instance_overlap: Annotated[
+        float,
+        typer.Option(help="Share of a tile's area that must lie inside a correction for the tile to take its class."),
+    ] = _train_default("instance_overlap"),
+    contradictions: Annotated[
+        str,
+        typer.Option(
+            help="A corrected tile of a class its slide's label excludes: slide (the slide label wins, the correction is left out), tile (trained on as corrected) or error."
+        ),
+    ] = _train_default("contradictions"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json's summary as JSON.")] = False,
     features_old: OldFeatures = None,
@@ -227,17 +247,39 @@ def train(
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
         init=init,
         init_weights=str(init_weights) if init_weights else None,
+        instance_weight=instance_weight,
+        instance_overlap=instance_overlap,
+        contradictions=contradictions,
     )
+    corrections = None
+    if instance_labels is not None:
+        from pathweak.heatmap.corrections import read_corrections
+
+        corrections = read_corrections(instance_labels, paths(found), cfg.instance_overlap)
     from pathweak.train import train_cohort  # torch: after the options are checked
 
-    run = train_cohort(paths(found), labels, out, cfg, progress=progress)
+    run = train_cohort(paths(found), labels, out, cfg, progress=progress, instance_labels=corrections)
     s = run.summary
-    for text in s.get("warnings", []):  # recorded in run.json too
+    for text in s.get("warnings", []):  # recorded in run.json too (a degenerate fold model among them)
         warn(text)
     if as_json:
         typer.echo(
             json.dumps(
-                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds", "warnings")},
+                {
+                    k: s[k]
+                    for k in (
+                        "model_id",
+                        "head",
+                        "task",
+                        "classes",
+                        "metrics",
+                        "splits",
+                        "seconds",
+                        "warnings",
+                        "instance_labels",
+                    )
+                    if k in s
+                },
                 indent=2,
                 default=str,
             )
@@ -247,6 +289,10 @@ def train(
         f"{s['head']} ({s['task']}, {s['labels']['slides']} slides, {s['splits']['source']}, "
         f"seeds {', '.join(s['seeds'])}) in {s['seconds']} s"
     )
+    if "instance_labels" in s:
+        il = s["instance_labels"]
+        per_class = ", ".join(f"{c} {n}" for c, n in il["per_class"].items())
+        typer.echo(f"  instance labels: {il['tiles']} tiles ({per_class}) in {len(il['per_slide'])} slides")
     first = s["seeds"][next(iter(s["seeds"]))]
     for name, m in s["metrics"].items():
         ci = first["ci95"].get(name)
@@ -282,6 +328,11 @@ def predict(
 
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
+    if results and results[0].excluded:
+        warn(
+            f"degenerate fold model(s) {', '.join(results[0].excluded)} left out of the average "
+            f"(see {model / 'run.json'}: ensemble)"
+        )
     for r in results:
         if r.warning:
             warn(r.warning)

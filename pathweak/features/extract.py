@@ -21,7 +21,7 @@ import numpy as np
 from .. import _provenance, devices
 from .._atomic import missing_dirs, remove_if_empty, sweep_partials
 from ..errors import ConfigError
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store import StageResult, current_store, failure_text
 from ..tiling.store import TileStore
 from .h5 import export_h5
@@ -108,7 +108,7 @@ def extract_features(
         from .stain import stained
 
         encs = stained(encs, stain, tokens)
-    results = []
+    results: list[ExtractResult] = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in [*folders, *(Path(out_dir) / "h5_files" / e.encoder_id for e in encs)]:
         sweep_partials(folder)
@@ -120,8 +120,10 @@ def extract_features(
         with progress_bar(total, f"embedding with {label}", progress) as advance:
             for path, tile_store in zip(stores, opened, strict=False):
                 started = time.perf_counter()
+                logged = len(results)
                 if not isinstance(tile_store, TileStore):
                     results += [_failed(str(path), "", tile_store, started) for _ in encs]
+                    log_line(results[-1].line("extract"))
                     continue
                 try:
                     results += _extract_store(
@@ -133,6 +135,8 @@ def extract_features(
                     results += [_failed(str(path), tile_store.slide_id, exc, started) for _ in encs]
                 finally:
                     tile_store.close()
+                    for r in results[logged:]:
+                        log_line(r.line("extract"))
     finally:
         remove_if_empty(created)  # deepest first per encoder; a shared parent goes with the last one
         devices.empty_cache(dev)
@@ -144,20 +148,13 @@ def _encoders(
     weights: str | Path | list[str | Path | None] | None,
 ) -> list[ModuleEncoder]:
     """The encoders of ``extract_features``' arguments: names created (with their weights), objects as given."""
-    from ..encoders import create_encoder
+    from ..encoders import create_encoder, paired_weights
 
     # anything but a list or tuple is one encoder (a name or an encoder object)
     given = list(encoder) if isinstance(encoder, (list, tuple)) else [cast("str | ModuleEncoder", encoder)]
     if not given:
         raise ConfigError("no encoder given", fix="pass --encoder NAME (once per encoder)")
-    listed = list(weights) if isinstance(weights, (list, tuple)) else [weights] * len(given)
-    if len(listed) == 1:
-        listed = listed * len(given)
-    if len(listed) != len(given):
-        raise ConfigError(
-            f"{len(listed)} --weights for {len(given)} encoders",
-            fix="give --weights once per --encoder, in the same order, or once for all",
-        )
+    listed = paired_weights(len(given), weights)
     encs = [create_encoder(e, w) if isinstance(e, str) else e for e, w in zip(given, listed, strict=False)]
     ids = [e.encoder_id for e in encs]
     if len(set(ids)) != len(ids):

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 
 TASKS = ("auto", "binary", "multiclass", "regression", "survival", "proportion")
 SURVIVAL_LOSSES = ("cox", "discrete")
+CONTRADICTIONS = ("slide", "tile", "error")  # which label wins where a corrected tile contradicts its slide
 SURVIVAL_BAGS = 16  # bags per step of the Cox loss when --bags-per-step is left at 1
 
 
@@ -32,6 +33,11 @@ class TrainConfig:
     (``feather-conch-v1.5``, ``feather-uni2-h``, ``feather-uni``: MIL-Lab's pretrained ABMIL) for ``abmil``,
     whose sizes (hidden 512, attention 384) then become the head's defaults; ``init_weights`` is its file or
     hub snapshot folder (default: the local Hugging Face cache).
+
+    Instance labels (a reviewer's per-tile corrections, docs/review.md): a tile takes a correction's class
+    when at least ``instance_overlap`` of its area lies inside the correction; the corrected tiles of a
+    training bag add ``instance_weight`` x their per-tile cross-entropy to the bag's loss; a corrected
+    tile that contradicts its slide's label is decided by ``contradictions`` (slide, tile or error).
     """
 
     head: str = "abmil"
@@ -60,6 +66,9 @@ class TrainConfig:
     eval_times: tuple[float, ...] | None = None
     init: str | None = None
     init_weights: str | None = None
+    instance_weight: float = 1.0
+    instance_overlap: float = 0.5
+    contradictions: str = "slide"
 
     @property
     def step_bags(self) -> int:
@@ -89,6 +98,16 @@ class TrainConfig:
             raise ConfigError(
                 f"the discrete-time survival loss needs at least 2 time bins, got {self.survival_bins}",
                 fix="pass e.g. --survival-bins 4",
+            )
+        if self.instance_weight < 0 or not 0 < self.instance_overlap <= 1:
+            raise ConfigError(
+                f"instance weight must be >= 0 and instance overlap in (0, 1], got {self.instance_weight} and "
+                f"{self.instance_overlap}",
+                fix="e.g. --instance-weight 1 --instance-overlap 0.5",
+            )
+        if self.contradictions not in CONTRADICTIONS:
+            raise ConfigError(
+                f"unknown contradictions rule {self.contradictions!r}", fix=f"use one of {', '.join(CONTRADICTIONS)}"
             )
         if self.eval_times is not None:
             times = tuple(float(t) for t in self.eval_times)
