@@ -39,6 +39,8 @@ _EXPORTS = {
     "write_results": "pathweak.heatmap",
     "read_results": "pathweak.heatmap",
     "annotation_fractions": "pathweak.heatmap",
+    "export_review": "pathweak.heatmap",
+    "read_corrections": "pathweak.heatmap",
     "make_sample_cohort": "pathweak.synthetic",
 }
 

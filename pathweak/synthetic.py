@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .io.tiff_writer import write_pyramidal_tiff
+from .progress import log_line
 
 SAMPLE_MPP = 0.5
 STROMA = np.array([236, 160, 200], np.float32)
@@ -60,6 +61,7 @@ def make_sample_cohort(
         if overwrite or not path.exists():
             image = render_slide(rng, tissue, regions)
             write_pyramidal_tiff(path, image, SAMPLE_MPP, quality=90, min_level_side=512)
+            log_line(f"sample data {slide_id}: written ({label}) -> {path}")
         if regions:
             _write_geojson(out / f"{slide_id}.tumour.geojson", regions)
         slides.append(SampleSlide(slide_id, patient_id, label, path, regions))

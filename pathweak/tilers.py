@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .config import StoreSpec, TileSpec, TissueSpec
 from .errors import ConfigError
-from .progress import progress_bar
+from .progress import log_line, progress_bar
 from .tiling.inputs import slide_ids as default_ids
 from .tiling.plan import auto_encode_threads
 from .tiling.result import TileResult, empty_store_warning, tiles_folder
@@ -184,17 +184,17 @@ def _tile_volumes(
     from .volumes.tiler import tile_volume_job
 
     spec = spec or VolumeSpec()
+    done: dict[tuple[str, str], TileResult] = {}
     if workers == 1 or len(volumes) == 1:
-        return {
-            (str(p), sid): tile_volume_job(p, sid, out_dir, spec, store, label, timepoint, force, progress)
-            for p, sid in volumes
-        }
+        for p, sid in volumes:
+            done[(str(p), sid)] = tile_volume_job(p, sid, out_dir, spec, store, label, timepoint, force, progress)
+            log_line(done[(str(p), sid)].line("tile"))
+        return done
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ._atomic import exit_with_owner, owner_args
     from .tiling.pool import pool_context
 
-    done: dict[tuple[str, str], TileResult] = {}
     with (
         ProcessPoolExecutor(
             max_workers=min(workers, len(volumes)),
@@ -212,6 +212,7 @@ def _tile_volumes(
             for fut in as_completed(futures):
                 p, sid = futures[fut]
                 done[(str(p), sid)] = fut.result()
+                log_line(done[(str(p), sid)].line("tile"))
                 advance(1)
         except BaseException:
             for fut in futures:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import _err, app, handle_errors
+from ._app import _err, app, handle_errors, json_stdout
 from ._conventions import Command, deprecated, function_defaults, merged, names, warn
 
 OutOpt = Annotated[
@@ -131,6 +131,7 @@ def demo(
 
 @cohort_app.command("status", cls=Command)
 @handle_errors
+@json_stdout
 def cohort_status(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The cohort YAML.")],
     out: Annotated[

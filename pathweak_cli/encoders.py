@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import app, handle_errors
+from ._app import app, handle_errors, json_stdout
 from ._conventions import Command
 
 encoders_app = typer.Typer(help="Encoders that turn tiles into features.", no_args_is_help=True, rich_markup_mode=None)
@@ -24,6 +24,7 @@ def encoders_list(
     the local Hugging Face cache here), the models that are not supported and why, and the families.
     Nothing is downloaded."""
     from pathweak.encoders import FAMILIES, preset_rows
+    from pathweak.encoders.preset import hub_cli
 
     rows = preset_rows()
     if as_json:
@@ -48,7 +49,7 @@ def encoders_list(
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     console.print(
-        "Get weights with `huggingface-cli download <hub repo>` (gated: request access first); "
+        f"Get weights with `{hub_cli()} download <hub repo>` (gated: request access first); "
         "`pathweak encoders info NAME` shows the full record and the exact command."
     )
     unsupported = Table("not supported", "repo", "why")
@@ -64,6 +65,7 @@ def encoders_list(
 
 @encoders_app.command("info", cls=Command)
 @handle_errors
+@json_stdout
 def encoders_info(
     name: Annotated[
         str,

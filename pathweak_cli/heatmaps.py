@@ -177,8 +177,11 @@ def heatmap(
     """Write the heatmaps of each slide into OUT: <slide_id>.geojson (all scores, for QuPath's
     Measurement Maps), and <slide_id>.<score>.png and .tiff for each score. A bad input is reported and
     the others go on (exit status 1)."""
+    import time
+
     from pathweak.errors import ConfigError
     from pathweak.heatmap import write_heatmaps
+    from pathweak.progress import log_line
 
     options = _export_options(score, region, downsample, level, smooth, mask_tissue, cmap, vmin, vmax, alpha)
     if store is not None and len(inputs) > 1:
@@ -190,13 +193,16 @@ def heatmap(
     failures: list[tuple[str, int]] = []
     written: list[Path] = []
     for source in inputs:
+        started = time.perf_counter()
         try:
             files = list(write_heatmaps(source, out, fmt or None, options, store=store, progress=progress))
         except PathweakError as exc:
             if len(inputs) == 1:
                 raise
+            log_line(f"heatmap {source}: failed: {exc}")
             failures.append((str(exc), exc.exit_code))
             continue
+        log_line(f"heatmap {source}: {len(files)} files, {time.perf_counter() - started:.1f} s")
         written += files
         if not as_json:
             _print_files(files, False)
@@ -239,3 +245,25 @@ def ground_truth(
         if not (values > 0).any():
             warn(f"{annotations}: no tile of {store} overlaps the annotations ({name}): the column is all 0")
     _print_files([write_scores_csv(out, ts.coords, columns)], as_json)
+
+
+@app.command("export-tissue", cls=Command)
+@handle_errors
+def export_tissue(
+    stores: Annotated[
+        list[Path], typer.Argument(metavar="STORES", help="TileStores (<slide>.zarr) or tiles/ folders.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <slide_id>.tissue.geojson per store.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The tissue mask of each TileStore (Otsu, an ROI, or a tissue model: HEST, GrandQC) as QuPath
+    annotations classified Tissue, plus the regions an artefact model removed, classified by artefact."""
+    from pathweak.heatmap.tissue_export import tissue_geojson
+    from pathweak.tiling.store import TileStore, find_tile_stores
+
+    written = []
+    for path in find_tile_stores(list(stores)):
+        with TileStore.open(path) as ts:
+            slide_id = ts.slide_id
+        written.append(tissue_geojson(path, out / f"{slide_id}.tissue.geojson"))
+    _print_files(written, as_json)

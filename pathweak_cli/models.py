@@ -11,8 +11,9 @@ import typer
 
 from pathweak.config import StoreSpec, TileSpec
 
-from ._app import app, handle_errors
+from ._app import app, handle_errors, json_stdout
 from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
+from .stain import StainMethodOpt, StainRefOpt, stain_option
 
 StoresArg = Annotated[
     list[str] | None,
@@ -85,6 +86,7 @@ def _print_pretrain(result: Any, **extra: Any) -> None:
 
 @app.command(cls=Command)
 @handle_errors
+@json_stdout
 def pretrain(
     ctx: typer.Context,
     out: Annotated[
@@ -180,6 +182,7 @@ def pretrain(
 
 @app.command(cls=Command)
 @handle_errors
+@json_stdout
 def distill(
     ctx: typer.Context,
     teacher: Annotated[
@@ -342,6 +345,8 @@ def extract(
             help="2 or 4: one row per tile holding its features under that many rotations side by side, under OUT/features/<encoder_id>-rot<N>/, for `train --label-augmentation rotation`; 1: none."
         ),
     ] = _EXTRACT["rotations"],
+    stain_normalize: StainMethodOpt = None,
+    stain_reference: StainRefOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     stores_old: OldStores = None,
@@ -370,7 +375,11 @@ def extract(
         tokens=tokens,
         decode=decode,
         rotations=rotations,
+        stain=stain_option(stain_normalize, stain_reference),
     )
+    from pathweak.encoders import check_weights
+
+    check_weights(encoder, kwargs["weights"])  # a preset without weights fails here, before torch is imported
     from pathweak.features import extract_features  # torch: after the options are checked
 
     if devices is not None:

@@ -88,6 +88,16 @@ def train(
     head_opt: Annotated[
         list[str] | None, typer.Option("--head-opt", help="Head option KEY=VALUE, repeatable (e.g. hidden=512).")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start --head abmil from pretrained FEATHER weights: feather-conch-v1.5, feather-uni2-h or feather-uni."
+        ),
+    ] = None,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="The --init model's weights: a file or hub snapshot folder (default: the local HF cache)."),
+    ] = None,
     task: Annotated[
         str,
         typer.Option(
@@ -185,6 +195,26 @@ def train(
     encoder_epochs: ft.EncoderEpochs = ft.EPOCHS,
     tile_batch: ft.TileBatch = ft.TILE_BATCH,
     encoder_out: ft.EncoderOut = None,
+    instance_labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--instance-labels",
+            help="A pathologist's per-tile corrections: a QuPath GeoJSON export, a folder of them (one per slide, named <slide_id>.geojson), or a `pathweak ground-truth` CSV (docs/review.md).",
+        ),
+    ] = None,
+    instance_weight: Annotated[
+        float, typer.Option(help="Weight of the corrected tiles' cross-entropy beside the bag loss.")
+    ] = _train_default("instance_weight"),
+    instance_overlap: Annotated[
+        float,
+        typer.Option(help="Share of a tile's area that must lie inside a correction for the tile to take its class."),
+    ] = _train_default("instance_overlap"),
+    contradictions: Annotated[
+        str,
+        typer.Option(
+            help="A corrected tile of a class its slide's label excludes: slide (the slide label wins, the correction is left out), tile (trained on as corrected) or error."
+        ),
+    ] = _train_default("contradictions"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json's summary as JSON.")] = False,
     features_old: OldFeatures = None,
@@ -233,7 +263,23 @@ def train(
         survival_bins=survival_bins,
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
         label_augmentation=label_augmentation,
+        init=init,
+        init_weights=str(init_weights) if init_weights else None,
+        instance_weight=instance_weight,
+        instance_overlap=instance_overlap,
+        contradictions=contradictions,
     )
+    corrections = None
+    if instance_labels is not None:
+        if finetune_encoder:
+            raise ConfigError(
+                "--instance-labels does not combine with --finetune-encoder yet (the fine-tuning learns from "
+                "INS's pseudo-labels only)",
+                fix="fine-tune the encoder first, then train on its features with --instance-labels",
+            )
+        from pathweak.heatmap.corrections import read_corrections
+
+        corrections = read_corrections(instance_labels, paths(found), cfg.instance_overlap)
     if finetune_encoder:
         values = dict(encoder=finetune_encoder, weights=encoder_weights, encoder_lr=encoder_lr, epochs=encoder_epochs,
                       frozen_blocks=frozen_blocks, tile_batch=tile_batch, encoder_out=encoder_out)  # fmt: skip
@@ -241,9 +287,9 @@ def train(
     else:
         from pathweak.train import train_cohort  # torch: after the options are checked
 
-        run = train_cohort(paths(found), labels, out, cfg, progress=progress)
+        run = train_cohort(paths(found), labels, out, cfg, progress=progress, instance_labels=corrections)
     s = run.summary
-    for text in s.get("warnings", []):  # recorded in run.json too
+    for text in s.get("warnings", []):  # recorded in run.json too (a degenerate fold model among them)
         warn(text)
     if as_json:
         typer.echo(
@@ -260,6 +306,7 @@ def train(
                         "seconds",
                         "warnings",
                         "finetune",
+                        "instance_labels",
                     )
                     if k in s
                 },
@@ -272,6 +319,10 @@ def train(
         f"{s['head']} ({s['task']}, {s['labels']['slides']} slides, {s['splits']['source']}, "
         f"seeds {', '.join(s['seeds'])}) in {s['seconds']} s"
     )
+    if "instance_labels" in s:
+        il = s["instance_labels"]
+        per_class = ", ".join(f"{c} {n}" for c, n in il["per_class"].items())
+        typer.echo(f"  instance labels: {il['tiles']} tiles ({per_class}) in {len(il['per_slide'])} slides")
     first = s["seeds"][next(iter(s["seeds"]))]
     for name, m in s["metrics"].items():
         ci = first["ci95"].get(name)
@@ -309,6 +360,11 @@ def predict(
 
     found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
     results = predict_slides(model, paths(found), out, name=name, device=device, progress=progress)
+    if results and results[0].excluded:
+        warn(
+            f"degenerate fold model(s) {', '.join(results[0].excluded)} left out of the average "
+            f"(see {model / 'run.json'}: ensemble)"
+        )
     for r in results:
         if r.warning:
             warn(r.warning)

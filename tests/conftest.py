@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,30 @@ def run_cli(*args: str, cwd: Path | None = REPO, timeout: float = 600) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "pathweak_cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
     )
+
+
+def logged_env() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: a command's lines reach a log only if it flushes them."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def watch_log(args: list[str], log: Path, timeout: float = 900) -> tuple[int, list[tuple[float, int]], float]:
+    """Run ``pathweak ARGS`` with stdout to ``log``; sample the log's line count while it runs. Returns the
+    exit status, the samples (seconds since start, lines) and the seconds the run took."""
+    started = time.monotonic()
+    samples: list[tuple[float, int]] = []
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pathweak_cli.main", *args], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+            env=logged_env(),
+        )
+        while proc.poll() is None:
+            samples.append((time.monotonic() - started, len(log.read_text().splitlines())))
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                raise AssertionError(f"pathweak {args[0]} ran past {timeout} s")
+            time.sleep(0.25)
+    return proc.returncode, samples, time.monotonic() - started
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, path: Path, out: Path, *phrases: str) -> None:

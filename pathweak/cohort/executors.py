@@ -51,8 +51,13 @@ class LocalExecutor:
                 from ..features.devices import local_pool_initializer
 
                 pin = local_pool_initializer(self.devices, self.workers, self._context())
+            from ..cpus import threads_per_worker
+
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=self._context(), initializer=_init_worker, initargs=(owner_args(), pin)
+                self.workers,
+                mp_context=self._context(),
+                initializer=_init_worker,
+                initargs=(owner_args(), pin, threads_per_worker(self.workers)),
             )
         futures = {self._pool.submit(fn, *task): task for task in tasks}
         for fut in as_completed(futures):
@@ -148,12 +153,18 @@ def make_executor(kind: str = "local", workers: int = 2, scheduler: str | None =
     raise ConfigError(f"unknown executor {kind!r}", fix="use --executor local or --executor dask")
 
 
-def _init_worker(owner: tuple[str, int, int], pin: tuple[Any, ...]) -> None:
-    """Pool-worker initializer: end with the run that started it, and take its device when ``pin`` (an
-    ``(initializer, initargs)`` pair from :func:`~pathweak.features.devices.local_pool_initializer`) is set."""
+def _init_worker(owner: tuple[str, int, int], pin: tuple[Any, ...], threads: int = 0) -> None:
+    """Pool-worker initializer: end with the run that started it, use ``threads`` torch threads (the
+    workers share the CPUs this process may use; an OMP_NUM_THREADS already set wins), and take its device
+    when ``pin`` (an ``(initializer, initargs)`` pair from
+    :func:`~pathweak.features.devices.local_pool_initializer`) is set."""
+    import os
+
     from .._atomic import exit_with_owner
 
     exit_with_owner(*owner)
+    if threads > 0:  # read by torch when it is first imported in this worker (the extract stage)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if pin:
         initializer, initargs = pin
         initializer(*initargs)

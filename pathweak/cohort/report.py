@@ -21,6 +21,17 @@ class StageReport:
     outputs: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what ran but may not be what the user wanted
 
+    def line(self) -> str:
+        """The stage's one-line outcome for a log: counts and seconds, and the first failure."""
+        text = (
+            f"{self.name}: finished in {self.seconds:.1f} s: {len(self.done)} done, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed"
+        )
+        if self.failed:
+            what, why = next(iter(self.failed.items()))
+            text += f" ({what}: {why.splitlines()[0] if why else 'failed'})"
+        return text
+
 
 @dataclass
 class CohortReport:

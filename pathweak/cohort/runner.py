@@ -9,13 +9,14 @@ from typing import Any
 
 from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError, PathweakError
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store.build import build_once
-from ..store.result import failure_text
+from ..store.result import failure_text, result_line
 from .executors import make_executor
 from .model_stages import predict_stage, train_stage
 from .report import CohortReport, StageReport
 from .spec import STAGES, CohortSpec, Slide, check_spec
+from .stamps import read_stage_seconds, record_stage_seconds
 from .state import StateStore
 from .summary import write_summary
 from .tasks import run_slide_stage
@@ -67,6 +68,7 @@ def run_cohort(
         # a failed cohort-level stage (pretrain, train, predict) stops the stages after it, so none of
         # them runs on an older encoder, model or predictions left from an earlier run
         for stage in _in_order(wanted, spec):
+            log_line(f"{stage}: starting ({len(active)} slides)")
             if stage in ("tile", "extract"):
                 on = pool.on_devices(gpus) if stage == "extract" and gpus else pool  # one process per GPU
                 try:
@@ -81,11 +83,16 @@ def run_cohort(
             else:
                 reports.append(_COHORT_STAGES[stage](spec, active, state, progress))
                 if reports[-1].failed:
+                    log_line(reports[-1].line())
+                    record_stage_seconds(spec.out, stage, reports[-1].seconds, bool(reports[-1].done))
                     break
+            log_line(reports[-1].line())
+            record_stage_seconds(spec.out, stage, reports[-1].seconds, bool(reports[-1].done))
     finally:
         pool.close()
     if any(r.name == "train" and not r.failed for r in reports):
-        reports.append(_report_stage(spec, started))
+        reports.append(_report_stage(spec, started, [r.name for r in reports if r.skipped and not r.done]))
+        log_line(reports[-1].line())
     report = CohortReport(spec, reports, time.perf_counter() - started)
     report.summary_md, report.summary_json = write_summary(report, kind)
     return report
@@ -126,11 +133,12 @@ def _per_slide(
 ) -> StageReport:
     report = StageReport(stage)
     t0 = time.perf_counter()
-    with progress_bar(len(slides), f"{stage}", progress, unit="slides") as advance:
+    with progress_bar(len(slides), f"{stage}", progress, unit="slides", lines=False) as advance:
         for (_stage_name, slide, _spec), result, exc in pool.run(run_slide_stage, [(stage, s, spec) for s in slides]):
             if exc is not None:  # the worker itself died (killed, out of memory)
                 result = {"status": "failed", "error": failure_text(f"{slide.slide_id}: worker failed", exc)}
             state.record(slide.slide_id, stage, result)
+            log_line(result_line(stage, slide.slide_id, result))
             {"done": report.done, "skipped": report.skipped}.get(result["status"], []).append(slide.slide_id)
             report.warnings += result.get("warnings") or []
             if result["status"] == "failed":
@@ -190,16 +198,31 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
     return report
 
 
-def _report_stage(spec: CohortSpec, started: float) -> StageReport:
-    """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries. A
+def _report_stage(spec: CohortSpec, started: float, skipped: list[str]) -> StageReport:
+    """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries;
+    skipped when the model, the predictions and the stages' times are those it was written from. A
     failure is recorded, and the run's other outputs stand."""
+    from .. import __version__
+    from .._provenance import cache_key, content_hash
     from ..report.build import RunSource, write_report
-    from .model_stages import model_dir, results_dir
+    from .model_stages import model_dir, predict_key, results_dir
+    from .stamps import read_stamp, write_stamp
 
     report = StageReport("report")
     t0 = time.perf_counter()
     run = model_dir(spec)
+    page = spec.out / "report.html"
     try:
+        key = cache_key(
+            run=content_hash(run / "run.json"),
+            predict=predict_key(spec),
+            times=read_stage_seconds(spec.out),
+            v=__version__,
+        )
+        if read_stamp(spec.out, "report", key) is not None:
+            report.skipped.append("report")
+            report.outputs["report"] = str(page)
+            return report
         results = results_dir(spec)
         src = RunSource(
             run,
@@ -208,12 +231,16 @@ def _report_stage(spec: CohortSpec, started: float) -> StageReport:
             {
                 "cohort": spec.name,
                 "slides": len(spec.slides),
-                "seconds": round(t0 - started, 1),
+                "seconds": round(sum(read_stage_seconds(spec.out).values()), 1),  # what the results took
+                "stage_seconds": read_stage_seconds(spec.out),
+                "run_seconds": round(t0 - started, 1),  # this run's (a rerun that skipped everything: short)
+                "skipped": skipped,  # stages this run found up to date
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             results if results.exists() else None,
         )
         report.outputs["report"] = str(write_report(src))
+        write_stamp(spec.out, "report", key, [page, spec.out / "report_files"])
         report.done.append("report")
     except (PathweakError, OSError, ValueError, ImportError) as exc:
         report.failed["report"] = f"{type(exc).__name__}: {exc}"

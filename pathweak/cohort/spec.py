@@ -98,6 +98,9 @@ class CohortSpec:
         weights = data.get("weights")
         if weights and weights != "random" and not str(weights).startswith("random:"):
             weights = str((base / weights).resolve())
+        train = dict(data.get("train") or {})
+        if train.get("instance_labels"):  # a reviewer's corrections (docs/review.md), relative to the YAML
+            train["instance_labels"] = str((base / str(train["instance_labels"])).resolve())
         spec = cls(
             name=str(data.get("name", path.stem)),
             manifest=manifest,
@@ -111,7 +114,7 @@ class CohortSpec:
             encoder=encoder,
             weights=weights,
             extract=dict(data.get("extract") or {}),
-            train=dict(data.get("train") or {}),
+            train=train,
             heatmaps=dict(data.get("heatmaps") or {}),
             executor=dict(data.get("executor") or {}),
             source=path.resolve() if path.exists() else None,
@@ -139,10 +142,18 @@ def train_config(spec: CohortSpec) -> Any:
     from ..train.config import TrainConfig
 
     values = {"folds": 3, **spec.train}
+    values.pop("instance_labels", None)  # the corrections' path: the train stage reads it (instance_labels_path)
     for key in ("seeds", "classes"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
     return from_dict(TrainConfig, values, spec.source)
+
+
+def instance_labels_path(spec: CohortSpec) -> Path | None:
+    """The spec's ``train: {instance_labels: PATH}``: a pathologist's corrections to train on beside the slide
+    labels (docs/review.md), or None."""
+    value = spec.train.get("instance_labels")
+    return Path(value) if value else None
 
 
 def pretrain_config(spec: CohortSpec) -> Any:
@@ -174,6 +185,11 @@ def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -
         cfg = train_config(spec)
         _in_spec(lambda: _check_head(cfg), spec, "train")
         _check_manifest_labels(spec, cfg)
+        corrections = instance_labels_path(spec)
+        if corrections is not None:
+            from ..heatmap.review_files import correction_files
+
+            correction_files(corrections)  # there, and holding correction files
 
 
 def _check_views(spec: CohortSpec) -> None:

@@ -32,3 +32,24 @@ def write_stamp(out: Path, name: str, key: str, files: Sequence[str | Path], **i
     path = stamp_path(out, name)
     with atomic_file(path) as fh:
         fh.write(json.dumps({"key": key, "files": [str(f) for f in files], **info}, indent=2, default=str))
+
+
+def record_stage_seconds(out: Path, stage: str, seconds: float, did_work: bool) -> None:
+    """Remember how long ``stage`` took when it last did work (``<out>/state/timings.json``); a run that
+    skipped it keeps the time of the run that made its outputs."""
+    if not did_work:
+        return
+    path = out / "state" / "timings.json"
+    times = read_stage_seconds(out)
+    times[stage] = round(float(seconds), 1)
+    with atomic_file(path) as fh:
+        fh.write(json.dumps(times, indent=2))
+
+
+def read_stage_seconds(out: Path) -> dict[str, float]:
+    """Each stage's seconds when it last did work (see :func:`record_stage_seconds`); the time the current
+    outputs took is their sum."""
+    try:
+        return {str(k): float(v) for k, v in json.loads((out / "state" / "timings.json").read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}

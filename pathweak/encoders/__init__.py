@@ -10,14 +10,25 @@ Modules: ``presets`` (the registry of records), ``resolve`` (finding weights off
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from .._lazy import lazy_getattr
 from ..errors import ConfigError
-from .base import Encoder, EncoderInfo
-from .families import ENCODERS
-from .presets import PRESETS, UNSUPPORTED, Preset
-from .weights import load_state_dict_file
+from .presets import PRESETS, UNSUPPORTED, Preset, get_preset
+
+if TYPE_CHECKING:
+    from .base import Encoder, EncoderInfo
+    from .families import ENCODERS
+    from .weights import load_state_dict_file
+
+# the torch-importing names, loaded on first use: the presets, their rows and the weights lookup
+# (`pathweak encoders list`, a missing-weights check) need no torch
+__getattr__ = lazy_getattr(
+    __name__, {"Encoder": "base", "EncoderInfo": "base", "ENCODERS": "families", "load_state_dict_file": "weights"}
+)
+
 
 FAMILIES = [
     {"name": "pathweak:<dir>", "weights": "the pretrain output dir (encoder.safetensors + encoder.json)"},
@@ -37,6 +48,8 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any) 
         from .build import create_preset
 
         return create_preset(name, weights, **kwargs)
+    from .families import ENCODERS
+
     encoder = ENCODERS.get(family)(rest, None if weights is None else str(weights), kwargs)
     return encoder.eval()
 
@@ -45,19 +58,18 @@ def check_encoder(name: str, weights: str | Path | None = None) -> None:
     """What :func:`create_encoder` would refuse, found without building the network: an unknown preset,
     family or model name, and weights that are not on this machine (a preset's are looked up offline, a
     family's file must exist). A cohort spec is checked with it before any slide is tiled."""
-    from .families import CHECKS
-
     family, rest = _split_name(name)
     text = None if weights is None else str(weights)
     if family is None:
-        from .build import get_preset
-        from .resolve import resolve
+        from .resolve import resolve  # a preset: looked up without torch
         from .weights import random_seed
 
         preset = get_preset(name)
         if random_seed(text) is None:
             resolve(preset, weights)
         return
+    from .families import CHECKS, ENCODERS
+
     ENCODERS.get(family)
     CHECKS.get(family)(rest, text)
 
@@ -78,6 +90,30 @@ def _split_name(name: str) -> tuple[str | None, str]:
             fix="use pathweak:<pretrain output dir>, timm:<model name> or torchvision:resnet50_trunc",
         )
     return family, rest
+
+
+def paired_weights(n: int, weights: str | Path | Sequence[str | Path | None] | None) -> list[str | Path | None]:
+    """One weights entry per encoder: ``weights`` given once per encoder (in order), or once for all."""
+    if isinstance(weights, (list, tuple)):
+        listed: list[str | Path | None] = list(weights)
+    else:
+        listed = [cast("str | Path | None", weights)] * n
+    if len(listed) == 1:
+        listed = listed * n
+    if len(listed) != n:
+        raise ConfigError(
+            f"{len(listed)} --weights for {n} encoders",
+            fix="give --weights once per --encoder, in the same order, or once for all",
+        )
+    return listed
+
+
+def check_weights(names: Sequence[object], weights: str | Path | Sequence[str | Path | None] | None = None) -> None:
+    """Fail fast, before torch is imported: every preset among ``names`` finds its weights on this machine
+    (the same lookup and error as :func:`create_encoder`); other names are checked when they are created."""
+    for name, w in zip(names, paired_weights(len(names), weights), strict=True):
+        if isinstance(name, str) and (name.lower() in PRESETS or name.lower() in UNSUPPORTED):
+            check_encoder(name, w)
 
 
 def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, Any]]:
@@ -113,7 +149,6 @@ def preset_rows(weights: dict[str, str | Path] | None = None) -> list[dict[str, 
 
 def preset_info(name: str, weights: str | Path | None = None) -> dict[str, Any]:
     """The full record of a preset, with where its weights were looked for and found."""
-    from .build import get_preset
     from .resolve import locate
 
     preset = get_preset(name)
@@ -142,9 +177,11 @@ __all__ = [
     "EncoderInfo",
     "Preset",
     "check_encoder",
+    "check_weights",
     "create_encoder",
     "list_encoders",
     "load_state_dict_file",
+    "paired_weights",
     "preset_info",
     "preset_rows",
 ]

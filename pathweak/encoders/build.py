@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Encoder, EncoderInfo
-from .presets import EMBEDDINGS, PRESETS, Preset
+from .presets import EMBEDDINGS, Preset, get_preset
 from .resolve import Located, resolve
 from .weights import (
     encoder_id,
@@ -22,21 +22,6 @@ from .weights import (
 )
 
 HF_HINT = 'this preset runs on transformers: pip install "pathweak[hf]" (or pip install transformers)'
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called ``name`` (case-insensitive), or a clear error listing them."""
-    preset = PRESETS.get(name) or PRESETS.get(name.lower())
-    if preset is None:
-        from .presets import UNSUPPORTED
-
-        if name.lower() in UNSUPPORTED:
-            raise ConfigError(
-                f"encoder {name!r} is not supported: {UNSUPPORTED[name.lower()]['why']}",
-                fix="see `pathweak encoders list` for the presets",
-            )
-        raise ConfigError(f"unknown encoder preset {name!r}", fix=f"choose one of: {', '.join(PRESETS)}")
-    return preset
 
 
 def build_network(

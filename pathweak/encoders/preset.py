@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..hub import hub_cli, hub_login  # noqa: F401  (hub_login: re-exported for callers of this module)
+
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
@@ -65,7 +67,7 @@ class Preset:
             return self.get
         extra = " --repo-type dataset" if self.repo_type == "dataset" else ""
         files = " " + " ".join(self.files) if self.repo_type == "dataset" else ""
-        return f"huggingface-cli download {self.repo}{files}{extra}"
+        return f"{hub_cli()} download {self.repo}{files}{extra}"
 
 
 SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU"}

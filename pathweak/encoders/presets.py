@@ -8,10 +8,11 @@ constructor values are written by name (``"SwiGLUPacked"``, ``"SiLU"``) so every
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .preset import CLIP, EMBEDDINGS, HALF, HOPTIMUS, IMAGENET, LUNIT, Preset
 from .preset_list import ALL
 
-__all__ = ["EMBEDDINGS", "PRESETS", "UNSUPPORTED", "Preset", "markdown_table"]
+__all__ = ["EMBEDDINGS", "PRESETS", "UNSUPPORTED", "Preset", "get_preset", "markdown_table"]
 
 PRESETS: dict[str, Preset] = {p.name: p for p in ALL}
 
@@ -91,3 +92,16 @@ def markdown_table() -> str:
         *(f"| {n} | `{u['repo']}` | {u['why']} |" for n, u in UNSUPPORTED.items()),
     ]
     return "\n".join(lines)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (case-insensitive), or a clear error listing them."""
+    preset = PRESETS.get(name) or PRESETS.get(name.lower())
+    if preset is None:
+        if name.lower() in UNSUPPORTED:
+            raise ConfigError(
+                f"encoder {name!r} is not supported: {UNSUPPORTED[name.lower()]['why']}",
+                fix="see `pathweak encoders list` for the presets",
+            )
+        raise ConfigError(f"unknown encoder preset {name!r}", fix=f"choose one of: {', '.join(PRESETS)}")
+    return preset

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cpus import threads_per_worker
 from ..devices import device_list, set_device, worker_device
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def device_pool(
     for d in devs:
         queue.put(d)
     cpu_workers = sum(d == "cpu" for d in devs)
-    threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else 0
+    threads = threads_per_worker(cpu_workers) if cpu_workers else 0
     return ProcessPoolExecutor(len(devs), mp_context=ctx, initializer=pin_worker, initargs=(queue, threads, encoder))
 
 

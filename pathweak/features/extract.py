@@ -21,7 +21,7 @@ import numpy as np
 from .. import _provenance, devices
 from .._atomic import missing_dirs, remove_if_empty, sweep_partials
 from ..errors import ConfigError
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store import StageResult, current_store, failure_text
 from ..tiling.store import TileStore
 from .h5 import export_h5
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from ..encoders.base import Encoder, EncoderInfo
     from ..protocols import Advance, ModuleEncoder, TileEncoder
+    from .stain import StainNormalization
 
 LOADER_BATCH = 256  # tiles decoded per loader item
 EMPTY_WARNING = (
@@ -76,6 +77,7 @@ def extract_features(
     tokens: int = 0,
     decode: str = "auto",
     rotations: int = 1,
+    stain: StainNormalization | None = None,
 ) -> list[ExtractResult]:
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
@@ -92,6 +94,8 @@ def extract_features(
     runs on CUDA), cpu, or gpu (an error without CUDA).
     ``rotations`` 2 or 4: each row holds the tile's embeddings under that many rotations side by side, under
     ``<encoder_id>-rot<R>`` (``features/views.py``; for label augmentation, heads/sla.py).
+    ``stain``: normalise each slide's tiles toward a
+    reference first (``features/stain.py``; the slide's stain estimated once, applied per batch on the device).
     """
 
     dev = devices.parse_device(device)
@@ -110,7 +114,11 @@ def extract_features(
         from .views import RotatedViews
 
         encs = [RotatedViews(e, rotations) for e in modules]
-    results = []
+    if stain is not None:
+        from .stain import stained
+
+        encs = stained(encs, stain, tokens)
+    results: list[ExtractResult] = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in [*folders, *(Path(out_dir) / "h5_files" / e.encoder_id for e in encs)]:
         sweep_partials(folder)
@@ -122,8 +130,10 @@ def extract_features(
         with progress_bar(total, f"embedding with {label}", progress) as advance:
             for path, tile_store in zip(stores, opened, strict=False):
                 started = time.perf_counter()
+                logged = len(results)
                 if not isinstance(tile_store, TileStore):
                     results += [_failed(str(path), "", tile_store, started) for _ in encs]
+                    log_line(results[-1].line("extract"))
                     continue
                 try:
                     results += _extract_store(
@@ -135,6 +145,8 @@ def extract_features(
                     results += [_failed(str(path), tile_store.slide_id, exc, started) for _ in encs]
                 finally:
                     tile_store.close()
+                    for r in results[logged:]:
+                        log_line(r.line("extract"))
     finally:
         remove_if_empty(created)  # deepest first per encoder; a shared parent goes with the last one
         devices.empty_cache(dev)
@@ -146,20 +158,13 @@ def _encoders(
     weights: str | Path | list[str | Path | None] | None,
 ) -> list[ModuleEncoder]:
     """The encoders of ``extract_features``' arguments: names created (with their weights), objects as given."""
-    from ..encoders import create_encoder
+    from ..encoders import create_encoder, paired_weights
 
     # anything but a list or tuple is one encoder (a name or an encoder object)
     given = list(encoder) if isinstance(encoder, (list, tuple)) else [cast("str | ModuleEncoder", encoder)]
     if not given:
         raise ConfigError("no encoder given", fix="pass --encoder NAME (once per encoder)")
-    listed = list(weights) if isinstance(weights, (list, tuple)) else [weights] * len(given)
-    if len(listed) == 1:
-        listed = listed * len(given)
-    if len(listed) != len(given):
-        raise ConfigError(
-            f"{len(listed)} --weights for {len(given)} encoders",
-            fix="give --weights once per --encoder, in the same order, or once for all",
-        )
+    listed = paired_weights(len(given), weights)
     encs = [create_encoder(e, w) if isinstance(e, str) else e for e, w in zip(given, listed, strict=False)]
     ids = [e.encoder_id for e in encs]
     if len(set(ids)) != len(ids):
@@ -257,6 +262,9 @@ def _extract_store(
                     h5=str(h5_paths[i]) if export else None,
                 )
             else:
+                begin_slide = getattr(enc, "begin_slide", None)  # a StainedEncoder: the slide's stain, first
+                if begin_slide is not None:
+                    begin_slide(tile_store)
                 writers[i] = FeatureWriter(tile_store, enc, out_dir, key, final)
         if writers:
             from .decode import device_batches
@@ -293,7 +301,8 @@ def _extract_store(
         )
     for i, enc in enumerate(encs):
         warning = resolution_warning(tile_store, enc.info)
-        results[i].warnings += [*notes, warning] if warning else notes
+        stain_warning = getattr(enc, "slide_warning", None) if i in writers else None
+        results[i].warnings += [*notes, *(w for w in (warning, stain_warning) if w)]
         if not len(tile_store):
             results[i].warnings.append(EMPTY_WARNING.format(store=tile_store.path))
     return [results[i] for i in range(len(encs))]

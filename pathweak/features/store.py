@@ -106,7 +106,7 @@ def create_feature_store(
         FORMAT_VERSION,
         source="volume" if axes == "zyx" else source,
         axes=axes,
-        rows="token" if "tokens" in attrs else "tile",
+        rows="token" if "tokens" in attrs else ("slide" if "slide_embedding" in attrs else "tile"),
         cache_key=attrs.get("cache_key"),
     )
     group.attrs.update({**header, **attrs, "created": header["created"]})

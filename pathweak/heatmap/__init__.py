@@ -1,13 +1,16 @@
 """Heatmaps and QuPath exchange: per-tile scores stitched into slide-aligned rasters and exported as
 QuPath GeoJSON, pyramidal TIFF overlays, PNG previews and CSV; QuPath annotations read back as
-per-tile ground truth."""
+per-tile ground truth; the review loop's export (classified tiles and a review queue) and its corrections
+read back for training (docs/review.md)."""
 
 from .colormap import COLORMAPS, colorize
+from .corrections import read_corrections
 from .export import FORMATS, ExportOptions, export, write_heatmaps
 from .geojson import FeatureCollectionWriter, write_geojson
 from .png import write_png
 from .regions import Region, annotation_fractions, region_polygons
 from .results import ScoreTable, read_results, read_scores_csv, write_results, write_scores_csv
+from .review import export_review
 from .source import TileScores, load_scores, tile_scores
 from .stitch import Heatmap, stitch
 from .tiff import write_tiff
@@ -24,7 +27,9 @@ __all__ = [
     "annotation_fractions",
     "colorize",
     "export",
+    "export_review",
     "load_scores",
+    "read_corrections",
     "read_results",
     "read_scores_csv",
     "region_polygons",

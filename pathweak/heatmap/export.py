@@ -42,7 +42,7 @@ def export(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
     for region in options.regions:
-        ts.pick([region.score])
+        ts.pick([region.score], option="--region")
     if fmt == "geojson":
         from .geojson import write_geojson
 

@@ -57,7 +57,7 @@ def region_polygons(ts: TileScores, region: Region) -> tuple[list[Any], np.ndarr
     slide), and (polygon index, tile index) pairs saying which tiles make each polygon."""
     import shapely
 
-    (values,) = ts.pick([region.score]).values()
+    (values,) = ts.pick([region.score], option="--region").values()
     chosen = np.nonzero(region.selects(values))[0]
     if chosen.size == 0:
         return [], np.zeros((0, 2), np.int64)

@@ -28,6 +28,7 @@ class TileScores:
     mpp: tuple[float, float]
     slide_id: str
     store: TileStore
+    source: Path | None = None  # the results store or CSV the scores were read from (None: given in memory)
 
     def boxes(self, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Level-0 boxes (x0, y0, x1, y1) of the tiles (of ``rows`` of them), clipped to the slide."""
@@ -36,16 +37,17 @@ class TileScores:
         w, h = self.slide_size
         return x0, y0, np.minimum(x0 + self.extent[0], w), np.minimum(y0 + self.extent[1], h)
 
-    def pick(self, names: list[str] | None) -> dict[str, np.ndarray]:
-        """The named scores (all when ``names`` is empty); an unknown name is a clear error."""
+    def pick(self, names: list[str] | None, option: str = "--score") -> dict[str, np.ndarray]:
+        """The named scores (all when ``names`` is empty); an unknown name is a clear error naming the
+        scores' own file (the results store or CSV, else the TileStore) and the ``option`` that named it."""
         if not names:
             return dict(self.scores)
         missing = [n for n in names if n not in self.scores]
         if missing:
             raise ConfigError(
                 f"no score named {', '.join(missing)} (the scores are: {', '.join(self.scores)})",
-                path=self.store.path,
-                fix="pick one of those with --score",
+                path=self.source or self.store.path,
+                fix=f"name one of those in {option}",
             )
         return {n: self.scores[n] for n in names}
 
@@ -114,7 +116,9 @@ def load_scores(source: str | Path, store: str | Path | None = None) -> TileScor
             path=source,
             fix="pass --store <out>/tiles/<slide_id>.zarr",
         )
-    return tile_scores(open_tile_store(tile_store), table)
+    ts = tile_scores(open_tile_store(tile_store), table)
+    ts.source = source
+    return ts
 
 
 def open_tile_store(path: str | Path) -> TileStore:

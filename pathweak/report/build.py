@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_file, sweep_partials
-from ..errors import ConfigError, PathweakError, UnsupportedSlideError
+from ..errors import ConfigError
 from ..store.build import building
 from . import figures
-from .gallery import display_score, fold_scores, sample_slides, slide_panel
-
-FILES = "report_files"
+from .corrections import corrections_section
+from .page import FILES, img, page, section
+from .slides import slides_sections
 
 
 @dataclass
@@ -50,12 +50,31 @@ def find_run(path: str | Path) -> RunSource:
                 fix="run its train stage (pathweak cohort run SPEC) first",
             )
         results = Path(where["results"]) if where.get("results") else None
-        return RunSource(model, json.loads((model / "run.json").read_text()), path, cohort, results)
+        return RunSource(
+            model, json.loads((model / "run.json").read_text()), path, _results_time(path, cohort), results
+        )
     raise ConfigError(
         "not a training run or cohort run (no run.json or summary.json)",
         path=path,
         fix="pass the folder of `pathweak train -o RUN` or a cohort run's out folder",
     )
+
+
+def _results_time(out: Path, cohort: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's cohort record with the time the results took (each stage's seconds when it last did
+    work, ``state/timings.json`` of the cohort run) in place of the last run's own time."""
+    try:
+        stages = {str(k): float(v) for k, v in json.loads((out / "state" / "timings.json").read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return cohort
+    skipped = [st["name"] for st in cohort.get("stages", []) if st.get("skipped") and not st.get("done")]
+    return {
+        **cohort,
+        "seconds": round(sum(stages.values()), 1),
+        "stage_seconds": stages,
+        "run_seconds": cohort.get("seconds"),
+        "skipped": skipped,
+    }
 
 
 def write_report(
@@ -81,23 +100,28 @@ def write_report(
     sweep_partials(src.out, prefix=".report")  # a killed run's report_files/ and report.html leftovers
     with building(files) as tmp:
         tmp.mkdir()
-        sections = [_overview(src), _metrics_table(s)]
+        ensemble = dict(s.get("ensemble") or {})
+        sections = [_overview(src), *_degenerate(s, ensemble), _metrics_table(s)]
+        corrections = corrections_section(src.run_dir, s)  # weak-only and corrected side by side (docs/review.md)
+        if corrections:
+            sections.append(corrections)
         sections += _task_figures(s, frame, tmp, bootstrap)
         folds = [dict(f, seed=int(k)) for k, v in s["seeds"].items() for f in v["folds"]]
         if any(f.get("history") for f in folds):
             figures.training_curves(folds, tmp / "training_curves.png")
             sections.append(
-                _section(
+                section(
                     "Training curves",
-                    _img("training_curves.png", "training and validation loss per fold"),
-                    "Loss per epoch of every (seed, fold); the dotted line is the epoch whose weights were kept.",
+                    img("training_curves.png", "training and validation loss per fold"),
+                    "Loss per epoch of every (seed, fold); the dotted line is the epoch whose weights were kept; "
+                    "a degenerate fold model's title is red.",
                 )
             )
-        sections.append(_slides_section(src, frame, tmp, slides, tiles, features))
-        page = _page(s, sections, time.perf_counter() - started)
+        sections += slides_sections(src, pred, tmp, slides, tiles, _feature_stores(s, features), ensemble)
+        html_text = page(s, sections, time.perf_counter() - started)
     out = src.out / "report.html"
     with atomic_file(out) as fh:
-        fh.write(page)
+        fh.write(html_text)
     return out
 
 
@@ -118,7 +142,7 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
         for c in shown:
             name = f"roc_pr_{c}.png"
             figures.roc_pr(y == c, prob[:, c], groups, out / name, classes[c], bootstrap)
-            parts.append(_img(name, f"ROC and PR curves, {classes[c]}"))
+            parts.append(img(name, f"ROC and PR curves, {classes[c]}"))
         cal_y, cal_p = (y == 1, prob[:, 1]) if len(classes) == 2 else (prob.argmax(1) == y, prob.max(1))
         figures.calibration(
             cal_y.astype(float),
@@ -127,9 +151,9 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
             classes[1] if len(classes) == 2 else "predicted class (top label)",
         )
         figures.confusion(y, prob.argmax(1), classes, out / "confusion.png")
-        parts += [_img("calibration.png", "calibration"), _img("confusion.png", "confusion matrix")]
+        parts += [img("calibration.png", "calibration"), img("confusion.png", "confusion matrix")]
         return [
-            _section(
+            section(
                 "Classification",
                 "".join(parts),
                 f"Out-of-fold predictions of seed {frame['seed'].iloc[0]}; bands: 2.5-97.5 percentiles of "
@@ -144,9 +168,9 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
             out / "kaplan_meier.png",
         )
         return [
-            _section(
+            section(
                 "Survival",
-                _img("kaplan_meier.png", "Kaplan-Meier curves of predicted risk groups"),
+                img("kaplan_meier.png", "Kaplan-Meier curves of predicted risk groups"),
                 f"Slides split at the median predicted risk (out-of-fold); log-rank p = {p:.3g} "
                 f"(scikit-survival). Risk: {html.escape(s.get('survival', {}).get('risk', 'risk'))}.",
             )
@@ -154,96 +178,106 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
     col = "proportion" if task == "proportion" else "prediction"
     label = "proportion" if task == "proportion" else "target"
     figures.scatter(frame["label"].to_numpy(np.float64), frame[col].to_numpy(np.float64), out / "scatter.png", label)
-    return [_section("Predicted vs true", _img("scatter.png", "predicted vs true"), "Out-of-fold predictions.")]
+    return [section("Predicted vs true", img("scatter.png", "predicted vs true"), "Out-of-fold predictions.")]
 
 
-def _slides_section(src: RunSource, frame: Any, out: Path, n: int, k: int, features: list[str | Path] | None) -> str:
-    from ..heatmap import load_scores, tile_scores
-    from ..train.run import score_columns
-
-    s = src.summary
-    score = display_score(s["task"], s.get("classes"))
-    column = score_columns(s.get("classes"), s["task"])[-1]
+def _feature_stores(s: dict[str, Any], features: list[str | Path] | None) -> dict[str, str]:
+    """Slide id -> FeatureStore: those the run recorded, and ``features`` given for runs that did not."""
     stores = dict(s.get("feature_stores") or {})
     if features:
         from ..features.store import FeatureStore, find_feature_stores
 
         stores.update({FeatureStore.open(p).slide_id: str(p) for p in find_feature_stores(list(features))})
-    rows, skipped = [], []
-    for sid in sample_slides(frame, column, n):
-        try:
-            results = src.results_dir / f"{sid}.zarr" if src.results_dir else None
-            if results is not None and results.exists():
-                ts = load_scores(results)
-                origin = "results store of the cohort's averaged models"
-            elif sid in stores:
-                row = frame[frame["slide_id"] == sid].iloc[0]
-                table, tile_store = fold_scores(
-                    src.run_dir, f"seed{int(row['seed'])}_fold{int(row['fold'])}", Path(stores[sid])
-                )
-                ts = tile_scores(tile_store, table)
-                origin = f"model of fold {int(row['fold'])} (slide in its test set)"
-            else:
-                skipped.append(f"{sid} (no FeatureStore recorded)")
-                continue
-            if score not in ts.scores:
-                skipped.append(f"{sid} (no {score} score)")
-                continue
-            panel = slide_panel(ts, score, out, k)
-        except UnsupportedSlideError:  # volume results: their heatmap is a NIfTI over the volume
-            skipped.append(f"{sid} (a volume: its heatmap is a NIfTI, `pathweak export RESULTS -f nifti`)")
-            continue
-        except (OSError, PathweakError, KeyError) as exc:
-            skipped.append(f"{sid} ({type(exc).__name__}: {str(exc)[:120]})")
-            continue
-        pred = frame.loc[frame["slide_id"] == sid, column].iloc[0]
-        rows.append(
-            f"<div class='slide'><h3>{html.escape(sid)}</h3><p>predicted {html.escape(column)} = {pred:.3g}; "
-            f"per-tile <code>{html.escape(score)}</code> from the {origin}, {panel['tiles']} tiles</p>"
-            f"<div class='pair'>{_img(panel['heatmap'], f'heatmap of {sid}')}"
-            f"{_img(panel['gallery'], f'highest and lowest scoring tiles of {sid}')}</div></div>"
-        )
-    note = (
-        f"Slides spread over the predicted {column}; left: the heatmap of <code>{html.escape(score)}</code> over the "
-        f"thumbnail, right: the {k} highest- and lowest-scoring tiles cut from the TileStore."
+    return stores
+
+
+def _degenerate(s: dict[str, Any], ensemble: dict[str, Any]) -> list[str]:
+    """A warning section naming the degenerate fold models (train/degenerate.py), when there are any."""
+    bad = list(ensemble.get("degenerate") or [])
+    if not bad:
+        return []
+    checks = {f"seed{k}_fold{f['fold']}": f for k, v in s["seeds"].items() for f in v["folds"]}
+    items = "".join(
+        f"<li><b>{html.escape(name)}</b>: kept epoch {checks[name].get('best_epoch')} of {checks[name].get('epochs')} "
+        f"(validation loss {checks[name].get('best_val_loss', float('nan')):.3g}); on its own training slides "
+        f"loss {checks[name]['fit_check'].get('loss', float('nan')):.3g} against "
+        f"{checks[name]['fit_check'].get('constant_loss', float('nan')):.3g} for the best constant</li>"
+        for name in bad
+        if name in checks
     )
-    if skipped:
-        note += " Not shown: " + html.escape("; ".join(skipped)) + "."
-    return _section("Slides", "".join(rows) or "<p>No slide could be shown.</p>", note)
+    left_out = ensemble.get("excluded") or []
+    what = (
+        f"Left out of the averaged predictions (results store): {html.escape(', '.join(left_out))}."
+        if left_out
+        else "Every fold model is degenerate, so the averaged predictions are as uninformative."
+    )
+    body = (
+        f"<div class=warn><p><b>Degenerate fold model(s)</b>: they fit their own training slides no better than "
+        f"a constant prediction and predict about the same for every slide.</p><ul>{items}</ul><p>{what} Their "
+        "out-of-fold predictions stay in the metrics, as cross-validation produced them, and are marked in the "
+        f"predictions table. Rule: {html.escape(str(ensemble.get('rule', '')))}.</p></div>"
+    )
+    return [section("Degenerate fold models", body)]
 
 
 def _overview(src: RunSource) -> str:
     s = src.summary
-    items = [
-        ("model", s.get("model_id")),
-        ("head", s.get("head")),
-        ("task", s.get("task")),
-        ("classes", ", ".join(s["classes"]) if s.get("classes") else None),
+    counts = s["labels"].get("class_counts")
+    items: list[tuple[str, str | None]] = [
+        ("model", _text(s.get("model_id"))),
+        ("head", _text(s.get("head"))),
+        ("task", _text(s.get("task"))),
+        ("classes", _text(", ".join(s["classes"])) if s.get("classes") else None),
         ("slides / patients", f"{s['labels']['slides']} / {s['labels']['patients']}"),
-        ("counts", json.dumps(s["labels"].get("class_counts")) if s["labels"].get("class_counts") else None),
-        ("splits", s["splits"]["source"]),
-        ("seeds", ", ".join(s["seeds"])),
-        ("encoder", s.get("features", {}).get("encoder_id")),
-        ("training seconds", s.get("seconds")),
-        ("run folder", str(src.run_dir.resolve())),
+        ("counts", _counts_table(counts) if counts else None),
+        ("splits", _text(s["splits"]["source"])),
+        ("seeds", _text(", ".join(s["seeds"]))),
+        ("ensemble", _ensemble_text(s)),
+        ("encoder", _text(s.get("features", {}).get("encoder_id"))),
+        ("training seconds", _text(s.get("seconds"))),
+        ("run folder", _text(str(src.run_dir.resolve()))),
     ]
     if s.get("survival"):
-        items.append(("survival", f"{s['survival']['loss']} loss; td-AUC times {s['survival']['eval_times']}"))
+        items.append(("survival", _text(f"{s['survival']['loss']} loss; td-AUC times {s['survival']['eval_times']}")))
     if src.cohort:
-        items.insert(
-            0,
-            (
-                "cohort",
-                (
-                    f"{src.cohort.get('cohort')} ({src.cohort.get('slides')} slides, "
-                    f"{src.cohort.get('seconds')} s, finished {src.cohort.get('finished')})"
-                ),
-            ),
-        )
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items if v is not None
-    )
-    return _section("Run", f"<table class='kv'>{rows}</table>")
+        items.insert(0, ("cohort", _text(_cohort_text(src.cohort))))
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in items if v is not None)
+    return section("Run", f"<table class='kv'>{rows}</table>")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else html.escape(str(value))
+
+
+def _counts_table(counts: dict[str, int]) -> str:
+    """Slides per class (or events and censored) as a small table."""
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in counts)
+    cells = "".join(f"<td>{int(v)}</td>" for v in counts.values())
+    return f"<table class=inner><tr>{head}</tr><tr>{cells}</tr></table>"
+
+
+def _cohort_text(c: dict[str, Any]) -> str:
+    """The cohort row: the time the results took (each stage's time in the run that made its outputs), and
+    this run's own time when it differs (a rerun that skipped the work)."""
+    stages = c.get("stage_seconds") or {}
+    text = f"{c.get('cohort')} ({c.get('slides')} slides); results made in {c.get('seconds')} s"
+    if stages:
+        text += " (" + ", ".join(f"{k} {v:g} s" for k, v in stages.items()) + ")"
+    run, skipped = c.get("run_seconds"), c.get("skipped") or []
+    if run is not None and skipped:
+        text += f"; this run took {run} s, skipping {', '.join(skipped)} (up to date)"
+    return text + f"; finished {c.get('finished')}"
+
+
+def _ensemble_text(s: dict[str, Any]) -> str | None:
+    ensemble = s.get("ensemble")
+    if not ensemble:
+        return None
+    n = len(ensemble.get("members", []))
+    text = f"{n} fold models averaged for the results store"
+    if ensemble.get("excluded"):
+        text += f"; left out as degenerate: {', '.join(ensemble['excluded'])}"
+    return html.escape(text)
 
 
 def _metrics_table(s: dict[str, Any]) -> str:
@@ -260,35 +294,8 @@ def _metrics_table(s: dict[str, Any]) -> str:
             f"<tr><td>{html.escape(name)}</td><td>{m['mean']:.3f}</td><td>{m['std']:.3f}</td><td>{m['min']:.3f}</td>"
             f"<td>{m['max']:.3f}</td><td>{m['n']}</td><td>{f'{c[0]:.3f} - {c[1]:.3f}' if c else '–'}</td></tr>"
         )
-    return _section(
+    return section(
         "Metrics",
         f"<table>{head}{''.join(rows)}</table>",
         "Across seeds (each pooled over its test folds); the interval is the patient bootstrap of the first seed.",
-    )
-
-
-def _section(title: str, body: str, note: str = "") -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{f'<p class=note>{note}</p>' if note else ''}{body}</section>"
-
-
-def _img(name: str, alt: str) -> str:
-    return f"<img src='{FILES}/{html.escape(name)}' alt='{html.escape(alt)}'>"
-
-
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
-color:#222;padding:0 1em}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;font-size:.92em}
-th{background:#f4f4f4}img{max-width:100%;margin:.3em .6em .3em 0;vertical-align:top}.note{color:#555;font-size:.92em}
-.pair{display:flex;flex-wrap:wrap;align-items:flex-start}.pair img{max-width:48%}.slide{margin-bottom:1.2em}
-code{background:#f4f4f4;padding:0 .2em}"""
-
-
-def _page(s: dict[str, Any], sections: list[str], seconds: float) -> str:
-    title = f"pathweak report: {s.get('head')} ({s.get('task')})"
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p class=note>Written {stamp} by pathweak in {seconds:.1f} s; open offline (the images are in "
-        f"{FILES}/ beside this file).</p>{''.join(sections)}</body></html>\n"
     )

@@ -182,7 +182,11 @@ def training_curves(folds: list[dict[str, Any]], path: Path) -> Path:
         ax.plot(ep, [r["val_loss"] for r in h], label="validation", color="C1")
         if f.get("best_epoch", -1) >= 0:
             ax.axvline(f["best_epoch"], color="k", ls=":", lw=0.8, label="best epoch")
-        ax.set(title=f"seed {f['seed']}, fold {f['fold']}", xlabel="epoch", ylabel="loss")
+        bad = (f.get("fit_check") or {}).get("degenerate")
+        ax.set(xlabel="epoch", ylabel="loss")
+        ax.set_title(
+            f"seed {f['seed']}, fold {f['fold']}" + (": DEGENERATE" if bad else ""), color="C3" if bad else "k"
+        )
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(folds) :]:
         ax.axis("off")
@@ -192,25 +196,48 @@ def training_curves(folds: list[dict[str, Any]], path: Path) -> Path:
 def tile_gallery(
     top: np.ndarray, top_scores: np.ndarray, bottom: np.ndarray, bottom_scores: np.ndarray, score: str, path: Path
 ) -> Path:
-    """Two rows of tiles: the highest- and the lowest-scoring, each titled with its score."""
+    """Two rows of tiles: the highest- and the lowest-scoring, each titled with its score in a size that
+    reads at the report's width."""
     plt = _plt()
     k = max(len(top), len(bottom), 1)
-    fig, axes = plt.subplots(2, k, figsize=(1.6 * k, 3.8), squeeze=False)
-    for r, (tiles, values, name) in enumerate(((top, top_scores, "highest"), (bottom, bottom_scores, "lowest"))):
+    fig, axes = plt.subplots(2, k, figsize=(2.1 * k + 0.6, 5.0), squeeze=False)
+    rows = ((top, top_scores, "highest"), (bottom, bottom_scores, "lowest (in tissue)"))
+    for r, (tiles, values, name) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
             ax.axis("off")
             if c < len(tiles):
                 ax.imshow(tiles[c])
-                ax.set_title(f"{values[c]:.3g}", fontsize=8)
+                ax.set_title(f"{values[c]:.3g}", fontsize=14)
         axes[r, 0].text(
-            -0.15,
+            -0.08,
             0.5,
-            f"{name} {score}",
+            f"{name}\n{score}",
             transform=axes[r, 0].transAxes,
             rotation=90,
             va="center",
             ha="right",
-            fontsize=8,
+            fontsize=12,
         )
+    return _save(fig, path)
+
+
+def overlay_figure(image: np.ndarray, title: str, score: str, vmin: float, vmax: float, path: Path) -> Path:
+    """An RGB heatmap overlay at about its own pixel size, with ``title`` above and a viridis colour bar of
+    ``score`` from ``vmin`` to ``vmax`` beside it."""
+    plt = _plt()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    h, w = image.shape[:2]
+    dpi = 100
+    fig, ax = plt.subplots(figsize=(w / dpi + 1.4, h / dpi + 0.8), dpi=dpi)
+    ax.imshow(image, interpolation="nearest")
+    ax.set_axis_off()
+    cbar = fig.colorbar(ScalarMappable(norm=Normalize(vmin, vmax), cmap="viridis"), ax=ax, fraction=0.035, pad=0.01)
+    cbar.set_label(score, fontsize=14)
+    cbar.ax.tick_params(labelsize=12)
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, max(40, int(w / 12))), fontsize=15, loc="left")
     return _save(fig, path)

@@ -81,6 +81,7 @@ class SSLConfig:
     hue_jitter: float = 0.02
     blur_prob: float = 0.3
     fourier_style: float = 0.0  # probability of swapping amplitude spectra within a batch (0 = off)
+    stain_augment: float = 0.0  # probability of normalising a view (Macenko) toward a random tile's stain (0 = off)
     # RankMe and checkpoint selection
     rankme_samples: int = 512
     select: str = "rankme"  # the exported weights: rankme (the epoch of highest RankMe) | last (the final ones)
@@ -113,6 +114,8 @@ class SSLConfig:
             raise ConfigError(
                 f"unknown distillation loss {self.distill_loss!r}", fix=f"use one of {', '.join(DISTILL_LOSSES)}"
             )
+        if not 0 <= self.stain_augment <= 1:
+            raise ConfigError(f"stain_augment is a probability, got {self.stain_augment}", fix="use 0 to 1")
         if not 0 <= self.whole_tile_views <= 1:
             raise ConfigError(
                 f"whole_tile_views is a fraction of the views, got {self.whole_tile_views}", fix="use 0 to 1"

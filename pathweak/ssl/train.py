@@ -13,9 +13,9 @@ from typing import Any
 
 from .. import _provenance
 from .._atomic import sweep_partials
-from .._lightning import quiet_lightning
+from .._lightning import epoch_lines, quiet_lightning
 from ..errors import ConfigError
-from ..progress import show_progress
+from ..progress import log_line, show_progress
 from .config import SSLConfig
 
 
@@ -74,6 +74,8 @@ def pretrain(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     index = TileIndex(stores)
     cfg = with_store_kinds(index, cfg)  # mae on 2D and 3D stores: one ViT for both (ssl/mixed.py)
+    limit = f", at most {cfg.max_minutes:g} min" if cfg.max_minutes else ""
+    log_line(f"pretrain {cfg.method}: {index.total} tiles of {len(stores)} stores, {cfg.max_epochs} epochs{limit}")
     train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
     per_epoch = cfg.samples_per_epoch or len(train_idx)
     device = devices.parse_device("auto")  # the accelerator Lightning picks ("auto"): a rank's own GPU in DDP
@@ -102,7 +104,7 @@ def pretrain(
             max_epochs=cfg.max_epochs,
             max_steps=cfg.max_steps,
             max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-            callbacks=[best, last_ckpt],
+            callbacks=[best, last_ckpt, *epoch_lines(f"pretrain {cfg.method}")],
             logger=CSVLogger(out, name="logs"),
             default_root_dir=out,
             gradient_clip_val=cfg.grad_clip,

@@ -28,6 +28,11 @@ class StageResult:
             return 0
         return int(getattr(self.exception, "exit_code", 1))
 
+    def line(self, stage: str) -> str:
+        """This result as one line of a log (:func:`result_line`)."""
+        row = self.as_row()
+        return result_line(stage, row.get("slide_id") or "?", row)
+
     def as_row(self) -> dict[str, Any]:
         """The result as plain data (for ``--json`` and summaries): every field but the exception."""
         return {k: v for k, v in vars(self).items() if k != "exception"}
@@ -39,3 +44,17 @@ def failure_text(subject: object, exc: BaseException) -> str:
     if isinstance(exc, PathweakError):
         return str(exc)
     return f"{subject}: {type(exc).__name__}: {exc}"
+
+
+def result_line(stage: str, item: str, result: dict[str, Any]) -> str:
+    """One input's outcome in a stage, for a log: ``<stage> <item>: <status>, <n> tiles, <s> s`` or
+    ``...: failed: <error>``."""
+    parts = [f"{stage} {item}: {result.get('status')}"]
+    if result.get("n_tiles") is not None and result.get("status") != "failed":
+        parts.append(f"{result['n_tiles']} tiles")
+    if result.get("seconds") is not None:
+        parts.append(f"{result['seconds']:.1f} s")
+    text = ", ".join(parts)
+    if result.get("status") == "failed":
+        text += f": {(result.get('error') or 'failed').splitlines()[0]}"
+    return text

@@ -8,7 +8,6 @@ builds the grid and creates the store's skeleton under a temporary name
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ import numpy as np
 
 from .. import _provenance
 from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
+from ..cpus import available_cpus
 from ..errors import ConfigError
 from ..io import open_slide
 from ..io.base import Slide
@@ -33,7 +33,7 @@ from .store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
 def auto_encode_threads(workers: int) -> int:
     """Encode threads per worker when not given: two where the cores allow it (encoding a JPEG 4:4:4
     q95 tile costs about 1.5x decoding its source), none where the workers already fill the cores."""
-    cores = os.cpu_count() or 1
+    cores = available_cpus()
     if cores >= 2 * workers:
         return 2
     return 1 if cores > workers else 0
@@ -171,6 +171,7 @@ def _plan(job: TileJob, opened: OpenedSlide, hasher: ThreadPoolExecutor) -> Tile
                 "tissue_fraction": grid.tissue_fraction,
                 "tissue_mask": mask.mask.astype(np.uint8),
                 **({} if mask.thumbnail is None else {"thumbnail": mask.thumbnail}),
+                **({} if mask.artifacts is None else {"artifact_mask": mask.artifacts}),
             },
             attrs=attrs,
         )

@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .._atomic import exit_with_owner, owner_args
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from .cut import discard, finish_tiling, tile_shards
 from .plan import TileJob, TilePlan, plan_tiling
 from .readers import close_cached
@@ -49,6 +49,7 @@ def run_inline(jobs: list[TileJob], progress: bool) -> list[TileResult]:
                 if i + 1 < len(jobs):
                     pending.append(planner.submit(plan_tiling, jobs[i + 1]))
                 results.append(_inline_slide(job, plan, started, advance))
+                log_line(results[-1].line("tile"))
         finally:
             for fut in pending:  # interrupted: drop plans made ahead
                 if not fut.cancel() and fut.exception() is None:
@@ -185,7 +186,7 @@ class _PoolRun:
     def _planned(self, slide: str, plan: TilePlan) -> None:
         job = self.jobs[slide]
         if plan.skipped:
-            self.results[slide] = TileResult(slide, job.slide_id, "skipped", str(job.final_path), plan.n_tiles)
+            self._record(slide, TileResult(slide, job.slide_id, "skipped", str(job.final_path), plan.n_tiles))
             return
         self.plans[slide] = plan
         self.advance(0, total=plan.n_tiles)
@@ -197,7 +198,7 @@ class _PoolRun:
 
     def _failed(self, slide: str, exc: BaseException) -> None:
         if slide not in self.results:
-            self.results[slide] = failed_result(slide, self.jobs[slide].slide_id, exc, self.started[slide])
+            self._record(slide, failed_result(slide, self.jobs[slide].slide_id, exc, self.started[slide]))
         self._maybe_finish(slide)
 
     def _maybe_finish(self, slide: str) -> None:
@@ -219,10 +220,14 @@ class _PoolRun:
             result.timings.update(plan.timings)
             finish = time.perf_counter() - t0
             result.timings.update(cut=self.cut_seconds.get(slide, 0.0), finish=finish, pool_start=self.pool_start)
-            self.results[slide] = result
+            self._record(slide, result)
         except Exception as exc:
             discard(plan)
-            self.results[slide] = failed_result(slide, job.slide_id, exc, self.started[slide])
+            self._record(slide, failed_result(slide, job.slide_id, exc, self.started[slide]))
+
+    def _record(self, slide: str, result: TileResult) -> None:
+        self.results[slide] = result
+        log_line(result.line("tile"))
 
     def abort(self) -> None:
         for fut in self.futures:

@@ -10,6 +10,7 @@ from ..errors import ConfigError
 TASKS = ("auto", "binary", "multiclass", "regression", "survival", "proportion")
 SURVIVAL_LOSSES = ("cox", "discrete")
 LABEL_AUGMENTATIONS = ("rotation",)  # kinds of views label augmentation trains over (features/views.py)
+CONTRADICTIONS = ("slide", "tile", "error")  # which label wins where a corrected tile contradicts its slide
 SURVIVAL_BAGS = 16  # bags per step of the Cox loss when --bags-per-step is left at 1
 
 
@@ -31,6 +32,16 @@ class TrainConfig:
 
     ``label_augmentation="rotation"``: self-supervised label augmentation over the rotation views of features
     extracted with ``--rotations`` (classification only; heads/sla.py, train/label_augmentation.py).
+
+    ``init``: start the head from pretrained weights instead of a random initialisation: a FEATHER model
+    (``feather-conch-v1.5``, ``feather-uni2-h``, ``feather-uni``: MIL-Lab's pretrained ABMIL) for ``abmil``,
+    whose sizes (hidden 512, attention 384) then become the head's defaults; ``init_weights`` is its file or
+    hub snapshot folder (default: the local Hugging Face cache).
+
+    Instance labels (a reviewer's per-tile corrections, docs/review.md): a tile takes a correction's class
+    when at least ``instance_overlap`` of its area lies inside the correction; the corrected tiles of a
+    training bag add ``instance_weight`` x their per-tile cross-entropy to the bag's loss; a corrected
+    tile that contradicts its slide's label is decided by ``contradictions`` (slide, tile or error).
     """
 
     head: str = "abmil"
@@ -58,6 +69,11 @@ class TrainConfig:
     survival_bins: int = 4
     eval_times: tuple[float, ...] | None = None
     label_augmentation: str | None = None  # "rotation": joint (class x rotation) labels (heads/sla.py)
+    init: str | None = None
+    init_weights: str | None = None
+    instance_weight: float = 1.0
+    instance_overlap: float = 0.5
+    contradictions: str = "slide"
 
     @property
     def step_bags(self) -> int:
@@ -99,6 +115,16 @@ class TrainConfig:
                     f"label augmentation trains on joint (class x view) labels; a {self.task} task has no classes",
                     fix="drop --label-augmentation, or train a classification task",
                 )
+        if self.instance_weight < 0 or not 0 < self.instance_overlap <= 1:
+            raise ConfigError(
+                f"instance weight must be >= 0 and instance overlap in (0, 1], got {self.instance_weight} and "
+                f"{self.instance_overlap}",
+                fix="e.g. --instance-weight 1 --instance-overlap 0.5",
+            )
+        if self.contradictions not in CONTRADICTIONS:
+            raise ConfigError(
+                f"unknown contradictions rule {self.contradictions!r}", fix=f"use one of {', '.join(CONTRADICTIONS)}"
+            )
         if self.eval_times is not None:
             times = tuple(float(t) for t in self.eval_times)
             if not times or any(t <= 0 for t in times):
@@ -108,5 +134,13 @@ class TrainConfig:
                 )
             object.__setattr__(self, "eval_times", times)
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.init is not None:
+            from ..heads.feather import ATTN_DIM, HIDDEN, get_feather
+
+            get_feather(self.init)  # a clear error for an unknown name
+            if self.head != "abmil":
+                raise ConfigError(f"--init {self.init} is an ABMIL", fix="pass --head abmil with it")
+            sizes = {"hidden": HIDDEN, "attn_dim": ATTN_DIM, **self.head_options}
+            object.__setattr__(self, "head_options", sizes)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))

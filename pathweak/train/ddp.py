@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..cpus import threads_per_worker
+
 _RANK: dict[str, Any] = {}  # inside a rank process: world size and device
 
 
@@ -113,7 +115,7 @@ def _rank_main(
     _RANK.update(world=world, device=devices[rank], rank=rank, queue=queue)
     set_device(devices[rank])  # before anything touches CUDA: this rank's context opens on its own GPU
     if not devices[rank].startswith("cuda"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(threads_per_worker(world))
     out = fn(*args)
     if rank == 0:
         torch.save(out, result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,6 @@ def fit_head(
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
     With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
 
     from .. import devices
@@ -76,10 +76,14 @@ def fit_head(
     targets, scale = training_targets(table, fold.train, edges)
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
+    if cfg.init is not None:  # pretrained weights (FEATHER) instead of the random start
+        from ..features.slide_embed import init_head
+
+        init_head(head, cfg.init, cfg.init_weights)
     check_head_task(head, cfg.head, table.task)
-    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
-    keep = KeepBest()
-    callbacks: list[Any] = [EarlyStopping("val_loss", patience=cfg.patience, mode="min"), keep]
+    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss, cfg.instance_weight)
+    keep = KeepBest(min(cfg.min_epochs, cfg.max_epochs), cfg.patience)  # keeps the best epoch and stops early
+    callbacks: list[Any] = [keep]
     if advance is not None:
         callbacks.append(EpochProgress(advance))
     logger: Any = (
@@ -102,7 +106,16 @@ def fit_head(
         )
         trainer.fit(
             module,
-            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed, boxes=head.takes_box),
+            bag_loader(
+                bank,
+                fold.train,
+                targets,
+                cfg.step_bags,
+                shuffle=True,
+                seed=seed,
+                boxes=head.takes_box,
+                instance=table.instance_labels,
+            ),
             bag_loader(bank, fold.val, targets, cfg.step_bags, boxes=head.takes_box),
         )
     keep.restore(module)
@@ -178,14 +191,21 @@ def fit_all(
     *,
     log_dir: Path | None = None,
     advance: Advance | None = None,
+    done: Callable[[FitResult], None] | None = None,
 ) -> list[FitResult]:
     """:func:`fit_head` for every (seed, fold) of ``jobs``, in order: in this process, or with ``cfg.devices``
-    > 1 in one process world for all of them (started once per run, not once per fold)."""
+    > 1 in one process world for all of them (started once per run, not once per fold). ``done`` is called
+    with each FitResult as it is ready (in this process: as each fold ends)."""
     from ..devices import count_devices
 
+    def each(fit: FitResult) -> FitResult:
+        if done is not None:
+            done(fit)
+        return fit
+
     if count_devices(cfg.devices) > 1:
-        return fit_distributed(bank, table, jobs, cfg, log_dir=log_dir, advance=advance)
-    return [fit_head(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance) for seed, fold in jobs]
+        return [each(f) for f in fit_distributed(bank, table, jobs, cfg, log_dir=log_dir, advance=advance)]
+    return [each(fit_head(bank, table, fold, cfg, seed, log_dir=log_dir, advance=advance)) for seed, fold in jobs]
 
 
 def fit_distributed(

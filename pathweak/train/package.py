@@ -129,12 +129,24 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Packag
     return PackagedModel(head.to(device).eval(), meta, folder)
 
 
+def run_ensemble(path: str | Path) -> dict[str, Any]:
+    """A training run's ``ensemble`` record (run.json: members, excluded degenerate models, the rule and
+    warnings; see train/degenerate.py); empty for a single model or a run written before it existed."""
+    run = Path(path) / "run.json"
+    try:
+        return dict(json.loads(run.read_text()).get("ensemble") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def load_models(path: str | Path, device: torch.device | str = "cpu") -> list[PackagedModel]:
-    """One packaged model, or every model of a training run (``<run>/models/*/``), for an ensemble."""
+    """One packaged model, or the models of a training run (``<run>/models/*/``) for an ensemble: all of
+    them but those its run.json excludes as degenerate (:func:`run_ensemble`)."""
     path = Path(path)
     if (path / "model.json").exists() or path.name == "model.json":
         return [load_model(path, device)]
-    folders = sorted(p.parent for p in path.glob("models/*/model.json"))
+    excluded = set(run_ensemble(path).get("excluded", []))
+    folders = sorted(p.parent for p in path.glob("models/*/model.json") if p.parent.name not in excluded)
     if not folders:
         raise ConfigError(
             "no packaged model here",

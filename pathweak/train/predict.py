@@ -14,16 +14,17 @@ averaged over the members of an ensemble.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._atomic import atomic_file, sweep_partials
+from ..cpus import head_threads_on
 from ..errors import ConfigError
 from ..features.store import FeatureStore, find_feature_stores
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from .run import safe_name, score_columns, tile_score_columns
 
 
@@ -35,6 +36,7 @@ class SlidePrediction:
     slide_scores: dict[str, float]
     predicted: str | None
     warning: str | None = None  # e.g. an empty bag: no score (NaN)
+    excluded: list[str] = field(default_factory=list)  # degenerate fold models left out (train/degenerate.py)
 
 
 def predict_slides(
@@ -52,10 +54,11 @@ def predict_slides(
 
     from ..devices import parse_device
     from ..heatmap.results import write_results
-    from .package import load_models
+    from .package import load_models, run_ensemble
 
     dev = parse_device(device)
     models = load_models(model, dev)
+    excluded = list(run_ensemble(model).get("excluded", []))
     first = models[0]
     stores = [FeatureStore.open(p) for p in find_feature_stores(list(features))]
     for s in stores:
@@ -74,7 +77,11 @@ def predict_slides(
         sweep_partials(root / "results" / name)  # a killed run's leftovers
     rows_by_root: dict[Path, list[dict[str, Any]]] = {}
     results = []
-    with progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance:
+    sizes = [len(s) * s.embed_dim for s in stores] or [0]
+    with (
+        progress_bar(len(stores), f"predicting with {name}", progress, unit="slides") as advance,
+        head_threads_on(dev, float(np.mean(sizes))),
+    ):
         for store in stores:
             x = torch.from_numpy(store.features).to(dev)
             grid = torch.from_numpy(store.grid_positions()).to(dev)
@@ -95,6 +102,7 @@ def predict_slides(
                     "task": first.task,
                     "classes": first.classes,
                     "members": [m.model_id for m in models],
+                    "excluded": excluded,
                     "encoder_id": first.encoder_id,
                 },
                 "feature_store": str(store.path.resolve()),
@@ -120,8 +128,10 @@ def predict_slides(
                 }
             )
             results.append(
-                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, warning)
+                SlidePrediction(store.slide_id, str(store.path), str(path), slide_scores, predicted, warning, excluded)
             )
+            scores_text = ", ".join(f"{c} {v:.3g}" for c, v in slide_scores.items())
+            log_line(f"predict {store.slide_id}: {scores_text} ({len(models)} models averaged) -> {path}")
             advance(1)
     for root, rows in rows_by_root.items():
         _write_table(root / "results" / name / "predictions.csv", rows)

@@ -22,10 +22,13 @@ import numpy as np
 
 from .. import _provenance
 from .._atomic import atomic_file, ensure_replaceable, sweep_partials
+from ..cpus import head_threads_on
 from ..features.store import FeatureStore, find_feature_stores
-from ..progress import progress_bar
+from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
+from .columns import safe_name
 from .config import TrainConfig
+from .degenerate import fold_check, fold_line
 from .fit import FitResult, fit_all
 from .label_augmentation import with_label_augmentation
 from .labels import DATAFRAME, LabelTable, read_labels
@@ -34,6 +37,7 @@ from .splits import Fold, fold_warnings, make_folds
 
 if TYPE_CHECKING:
     from ..protocols import FeatureBankLike
+    from .instance_labels import Corrections
 
 RUN_FORMAT = "pathweak-train-run/1"
 
@@ -57,6 +61,7 @@ def train_cohort(
     progress: bool = True,
     bank: FeatureBankLike | None = None,
     record: dict[str, Any] | None = None,
+    instance_labels: Corrections | None = None,
 ) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
@@ -64,7 +69,9 @@ def train_cohort(
     ``labels.csv``). Labelled slides whose bags are empty (no tiles) are left out with a warning.
     ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's. What is allowed
     but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md). ``record``: more entries
-    for run.json (e.g. ``finetune``, train/end_to_end.py)."""
+    for run.json (e.g. ``finetune``, train/end_to_end.py). ``instance_labels``: a
+    reviewer's per-tile corrections (``pathweak.heatmap.read_corrections``), trained on beside the slide
+    labels and recorded under ``instance_labels`` in run.json (docs/review.md)."""
     import pandas as pd
 
     from ..features.bank import bank_summary, load_feature_bank
@@ -89,6 +96,11 @@ def train_cohort(
         _refuse_empty_bags(bank, table)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
     cfg = with_label_augmentation(cfg, bank, table.classes)  # its head option, or one clear error
+    instance = None
+    if instance_labels is not None:
+        from .instance_labels import use_instance_labels
+
+        instance = use_instance_labels(cfg, table, folds, instance_labels)
     warnings = [*table.warnings, *fold_warnings(folds, table)]
     frame: Any = labels if table.path == DATAFRAME else None
     if frame is not None:  # the run keeps the labels it was given, and names them
@@ -102,15 +114,32 @@ def train_cohort(
                 frame.to_csv(fh, index=False)
         _write_splits(tmp / "splits.csv", table, folds)
         total = len(cfg.seeds) * len(folds) * cfg.max_epochs
-        with progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance:
+        checks: dict[str, dict[str, Any]] = {}
+        by_index = {f.index: f for f in folds}
+
+        def checked(fit: FitResult) -> None:  # as each fold ends: the degenerate-model rule and a log line
+            name = f"seed{fit.seed}_fold{fit.fold}"
+            checks[name] = fold_check(fit, bank, table, by_index[fit.fold])
+            log_line(fold_line(fit, cfg, checks[name]))
+
+        with (
+            progress_bar(total, f"training {cfg.head}", progress, unit="epochs") as advance,
+            head_threads_on(bank.device, bank.n_tiles * bank.embed_dim / max(1, len(bank))),
+        ):
             jobs = [(seed, fold) for seed in cfg.seeds for fold in folds]
-            fits = fit_all(bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance)  # --devices N: one world
+            fits = fit_all(
+                bank, table, jobs, cfg, log_dir=tmp / "logs", advance=advance, done=checked
+            )  # --devices N: one world
             frames = [_save_fold(tmp, fit, bank, table, fold, cfg) for fit, (_, fold) in zip(fits, jobs, strict=True)]
         predictions = pd.concat(frames, ignore_index=True)
         with atomic_file(tmp / "predictions.csv", "w", newline="") as fh:
             predictions.to_csv(fh, index=False, float_format="%.6g")
-        summary = _summary(cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started)
-        summary["warnings"] = warnings
+        summary = _summary(
+            cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started, checks
+        )
+        summary["warnings"] = [*warnings, *summary["ensemble"]["warnings"]]
+        if instance is not None:
+            summary["instance_labels"] = instance
         summary.update(record or {})
         paths = getattr(bank, "paths", None)
         if paths is not None:  # where each slide's features are (for `pathweak report`)
@@ -172,11 +201,6 @@ def score_columns(classes: list[str] | None, task: str | None = None) -> list[st
 def tile_score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
     """Per-tile score names: as :func:`score_columns`, but ``prob_positive`` for proportion."""
     return ["prob_positive"] if task == "proportion" else score_columns(classes, task)
-
-
-def safe_name(name: str) -> str:
-    """A class name usable in column and score names (no '/', no commas, no spaces)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
 def _save_fold(
@@ -288,7 +312,11 @@ def _summary(
     predictions: Any,
     bank: dict[str, Any],
     seconds: float,
+    checks: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    from .degenerate import ensemble_members
+
+    checks = checks or {}
     metric_fn = metric_function(table, cfg)
     per_seed: dict[str, Any] = {}
     for seed in cfg.seeds:
@@ -305,6 +333,7 @@ def _summary(
                     "best_val_loss": fit.best_val_loss,
                     "seconds": round(fit.seconds, 2),
                     "metrics": evaluate(table, part, cfg) if len(part) else {},
+                    "fit_check": checks.get(f"seed{seed}_fold{fit.fold}", {"assessed": False}),
                     "history": fit.history,
                 }
             )
@@ -354,6 +383,7 @@ def _summary(
             else {}
         ),
         "seeds": per_seed,
+        "ensemble": ensemble_members(checks),
         "config": asdict(cfg),
         "seconds": round(seconds, 1),
         "versions": _provenance.versions(

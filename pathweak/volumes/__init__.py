@@ -3,14 +3,42 @@ and writing per-patch scores back as NIfTI heatmaps. See docs/volumes.md.
 
 Convention: arrays and voxel coordinates are (z, y, x) on a grid whose voxel axes are reoriented to
 RAS; affines map a voxel index (x, y, z, 1) to RAS millimetres of the voxel centre.
+
+The names below are imported on first use, so ``pathweak.volumes.detect`` (what `pathweak info` asks
+of every input) loads neither the tiler nor Zarr.
 """
 
-from .detect import volume_format, volume_id
-from .export import patch_boxes, results_to_nifti, score_volume, scores_to_nifti
-from .foreground import FOREGROUND_METHODS, foreground_mask
-from .geometry import Grid
-from .tiler import PreparedVolume, check_label, prepare_volume, tile_volume
-from .volume import Volume, open_volume
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .detect import volume_format, volume_id
+    from .export import patch_boxes, results_to_nifti, score_volume, scores_to_nifti
+    from .foreground import FOREGROUND_METHODS, foreground_mask
+    from .geometry import Grid
+    from .tiler import PreparedVolume, check_label, prepare_volume, tile_volume
+    from .volume import Volume, open_volume
+
+_EXPORTS = {
+    "volume_format": "detect",
+    "volume_id": "detect",
+    "patch_boxes": "export",
+    "results_to_nifti": "export",
+    "score_volume": "export",
+    "scores_to_nifti": "export",
+    "FOREGROUND_METHODS": "foreground",
+    "foreground_mask": "foreground",
+    "Grid": "geometry",
+    "PreparedVolume": "tiler",
+    "check_label": "tiler",
+    "prepare_volume": "tiler",
+    "tile_volume": "tiler",
+    "Volume": "volume",
+    "open_volume": "volume",
+}
 
 __all__ = [
     "FOREGROUND_METHODS",
@@ -22,10 +50,17 @@ __all__ = [
     "open_volume",
     "patch_boxes",
     "prepare_volume",
-    "score_volume",
     "results_to_nifti",
+    "score_volume",
     "scores_to_nifti",
     "tile_volume",
     "volume_format",
     "volume_id",
 ]
+
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return __all__

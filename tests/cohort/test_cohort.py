@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -199,6 +200,15 @@ def test_full_run_trains_predicts_and_draws_heatmaps_then_skips_and_follows_chan
     again = {st.name: st for st in run_cohort(CohortSpec.load(spec_path), progress=False).stages}
     assert again["train"].skipped == ["model"] and not again["predict"].done and not again["heatmaps"].done
     assert {p: p.stat().st_mtime_ns for p in pngs} == pngs
+    assert again["report"].skipped == ["report"]  # written from the same model, predictions and stage times
+    # the report's cohort row gives the time the results took (each stage's time in the run that made it),
+    # not a rerun's few seconds, and says which stages that run found up to date
+    stages = json.loads((out / "state" / "timings.json").read_text())
+    assert {"train", "predict", "heatmaps"} <= set(stages) and stages["train"] > 0
+    row = re.search(r"<th>cohort</th><td>(.*?)</td>", (out / "report.html").read_text()).group(1)
+    took = float(re.search(r"results made in ([\d.]+) s", row).group(1))
+    assert took == pytest.approx(sum(stages.values()), abs=0.11) and "skipping tile, pretrain, extract" in row, row
+    assert float(re.search(r"this run took ([\d.]+) s", row).group(1)) < took
 
     # a training setting changed: train, predict and heatmaps are redone, tiles and features are not
     spec_path.write_text(spec_path.read_text().replace("max_epochs: 3", "max_epochs: 4"))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import assert_clean_failure, run_cli
+
 from pathweak.cohort import CohortSpec, run_cohort
 from pathweak.errors import PathweakError
 

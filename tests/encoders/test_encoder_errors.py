@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,8 +50,10 @@ def test_nothing_found_lists_the_places_and_the_download_command(hf_cache):
     text = str(err.value)
     assert "\n" not in text and "nothing is downloaded" in text
     assert str(hf_cache / "models--MahmoodLab--UNI") in text and str(hf_cache / "models--MahmoodLab--uni") in text
-    assert "`huggingface-cli download MahmoodLab/UNI`" in text and "Request access on https://huggingface.co/MahmoodLab/UNI" in text
-    with pytest.raises(ConfigError, match=r"huggingface-cli download MahmoodLab/hest-bench fm_v1/ctranspath/CHIEF_CTransPath.pth --repo-type dataset"):
+    # the command of the installed huggingface_hub (2.x here: only `hf`)
+    assert "`hf download MahmoodLab/UNI`" in text and "Request access on https://huggingface.co/MahmoodLab/UNI" in text
+    assert "(`hf auth login`)" in text and "huggingface-cli" not in text
+    with pytest.raises(ConfigError, match=r"hf download MahmoodLab/hest-bench fm_v1/ctranspath/CHIEF_CTransPath.pth --repo-type dataset"):
         create_encoder("chief")
     with pytest.raises(ConfigError, match="github.com/Xiyue-Wang/TransPath"):
         create_encoder("ctranspath")
@@ -86,9 +90,10 @@ def test_nothing_found_from_the_cli(hf_cache):
                                       str(hf_cache.parent / "out")])
     assert result.exit_code == 2, result.output
     assert not (hf_cache.parent / "out").exists()
-    assert "huggingface-cli download paige-ai/Virchow2" in result.output and "models--paige-ai--Virchow2" in result.output
+    assert "hf download paige-ai/Virchow2" in result.output and "models--paige-ai--Virchow2" in result.output
     table = CliRunner().invoke(app, ["encoders", "list"])
     assert table.exit_code == 0 and "uni2-h" in table.output and "not supported" in table.output
+    assert "`hf download <hub repo>`" in table.output and "huggingface-cli" not in table.output
     listed = CliRunner().invoke(app, ["encoders", "list", "--json"])
     assert listed.exit_code == 0
     rows = {r["name"]: r for r in json.loads(listed.output)["presets"]}
@@ -226,3 +231,31 @@ def test_token_maps_of_presets():
     for name in ("ctranspath", "phikon"):  # a Swin feature map and a transformers model: refused, not garbage
         with pytest.raises(ConfigError, match="has no patch tokens"):
             create_encoder(name, weights="random").require_tokens()
+
+
+def test_the_download_command_is_the_one_the_installed_hub_provides():
+    """huggingface_hub 1.x and 2.x install only `hf`; `hf` exists since 0.34; older ones have huggingface-cli."""
+    from importlib.metadata import version
+
+    from pathweak.encoders.preset import hub_cli
+
+    assert hub_cli("2.4.0") == hub_cli("1.0.1") == hub_cli("0.34.0") == "hf"
+    assert hub_cli("0.33.5") == hub_cli("0.20.0") == "huggingface-cli"
+    installed = hub_cli(version("huggingface_hub"))
+    assert preset_info("uni")["download"] == f"{installed} download MahmoodLab/UNI"
+    assert shutil.which(installed) or shutil.which(installed, path=str(Path(sys.executable).parent)), installed
+
+
+def test_missing_weights_fail_before_torch_is_imported(hf_cache, tmp_path):
+    """`pathweak extract --encoder uni` without the weights: the error comes before the model libraries
+    load (it took 14 s when it came after them)."""
+    store = small_tile_store(tmp_path / "images")
+    code = (
+        "import sys; from typer.testing import CliRunner; from pathweak_cli.main import app; "
+        f"r = CliRunner().invoke(app, ['extract', r'{store.path}', '--encoder', 'uni', '-o', r'{tmp_path / 'out'}']); "
+        "print(r.exit_code, 'torch' in sys.modules); print(r.output)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    first, output = proc.stdout.split("\n", 1)
+    assert first == "2 False", proc.stdout + proc.stderr
+    assert "no weights for uni on this machine" in output and "hf download MahmoodLab/UNI" in output

@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import run_cli
+
 from pathweak.encoders import create_encoder
 from pathweak.errors import LabelsError
 from pathweak.features import extract_features
@@ -82,7 +82,8 @@ def test_training_leaves_empty_bags_out_with_a_warning_and_predict_gives_no_scor
                    "--epochs", "1", "--min-epochs", "1", "--bootstrap", "0", "--device", "cpu", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     run = json.loads((out / "run.json").read_text())
-    (warning,) = run["warnings"]
+    # (one epoch of a mean head may also leave a fold model that learned nothing: a second, separate warning)
+    (warning,) = [w for w in run["warnings"] if "features are empty" in w]
     assert "2 labelled slide(s) left out because their features are empty (no tiles): train_000, train_001" in warning
     assert f"warning: {warning}" in proc.stderr and run["labels"]["slides"] == 10
     proc = run_cli("predict", str(features / "train_000.zarr"), "--model", str(out), "-o", str(tmp_path / "pred"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ANATOMICAL, REPO, need_shared
+
 from pathweak.io import TiffTileReader
 from pathweak.tiling import TileStore, tile_slide, tile_slides
 
