@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..stain import METHODS, SlideStain, StainReference, estimate, fit_reference, he_angles, load_reference
 from ..stain.apply import StainTransform
 from ..tiling.store import TileStore
+from .wrapped import WrappedEncoder
 
 if TYPE_CHECKING:
     import torch
@@ -151,7 +152,7 @@ def stained(encs: list[TileEncoder], stain: StainNormalization, tokens: int = 0)
     return [StainedEncoder(e, stain) for e in encs]
 
 
-class StainedEncoder:
+class StainedEncoder(WrappedEncoder):
     """A :class:`~pathweak.protocols.TileEncoder` that normalises each batch's stain before ``enc`` embeds
     it. Call :meth:`begin_slide` before a slide's first batch."""
 
@@ -165,14 +166,6 @@ class StainedEncoder:
         )
         self._transform: StainTransform | None = None
         self.slide_warning: str | None = None
-
-    @property
-    def encoder_id(self) -> str:
-        return self.info.encoder_id
-
-    @property
-    def embed_dim(self) -> int:
-        return self.enc.embed_dim
 
     def check_tiles(self, is_3d: bool, tile_shape: tuple[int, ...], where: str) -> None:
         if is_3d:

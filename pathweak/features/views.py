@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ConfigError
+from .wrapped import WrappedEncoder
 
 if TYPE_CHECKING:
     from ..protocols import ModuleEncoder
@@ -40,7 +41,7 @@ def check_rotations(rotations: int, tokens: int = 0) -> None:
         )
 
 
-class RotatedViews:
+class RotatedViews(WrappedEncoder):
     """An encoder whose ``embed`` gives each tile's embeddings under ``rotations`` rotations side by side."""
 
     def __init__(self, encoder: ModuleEncoder, rotations: int):
@@ -53,14 +54,6 @@ class RotatedViews:
             embed_dim=base.embed_dim * rotations,
             extra={**base.extra, "views": views_record(rotations, base.embed_dim)},
         )
-
-    @property
-    def encoder_id(self) -> str:
-        return self.info.encoder_id
-
-    @property
-    def embed_dim(self) -> int:
-        return self.info.embed_dim
 
     def check_tiles(self, is_3d: bool, tile_shape: tuple[int, ...], where: str) -> None:
         if is_3d:
