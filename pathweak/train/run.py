@@ -95,12 +95,12 @@ def train_cohort(
             raise ValueError("the bank's slides must be the labels file's, in its order")
         _refuse_empty_bags(bank, table)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
-    cfg = with_label_augmentation(cfg, bank, table.classes)  # its head option, or one clear error
     instance = None
     if instance_labels is not None:
         from .instance_labels import use_instance_labels
 
         instance = use_instance_labels(cfg, table, folds, instance_labels)
+    cfg = with_label_augmentation(cfg, bank, table.classes)  # its head option, or one clear error
     warnings = [*table.warnings, *fold_warnings(folds, table)]
     frame: Any = labels if table.path == DATAFRAME else None
     if frame is not None:  # the run keeps the labels it was given, and names them

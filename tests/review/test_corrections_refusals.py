@@ -226,3 +226,20 @@ def test_cli_lists_the_warnings(mil_cohort, tmp_path):
     assert result.exit_code == 0, result.output
     assert "warning: " in result.output and "'Necrosis' (1)" in result.output
     assert any("'Necrosis' (1)" in w for w in json.loads((out / "run.json").read_text())["warnings"])
+
+
+def test_corrections_do_not_combine_with_label_augmentation_or_encoder_finetuning(mil_cohort, tmp_path):
+    """Two combinations that have no meaning yet are one clear error each, with no run written."""
+    sid = _training_slide(mil_cohort, "tumour")
+    corr = read_corrections(_polygon_file(tmp_path / "c" / f"{sid}.geojson", mil_cohort, sid, "tumour"),
+                            [mil_cohort["features"]])
+    out = tmp_path / "sla"
+    with pytest.raises(ConfigError, match="do not combine with label augmentation"):
+        _train(mil_cohort, out, corr, label_augmentation="rotation")
+    assert not out.exists()
+    out = tmp_path / "e2e"
+    result = runner.invoke(app, ["train", str(mil_cohort["root"] / "tiles"), "--labels", str(mil_cohort["labels"]),
+                                 "-o", str(out), "--head", "ins", "--finetune-encoder", "timm:vit_tiny_patch16_224",
+                                 "--instance-labels", str(tmp_path / "c"), "--device", "cpu", "--no-progress"])
+    assert result.exit_code != 0 and "does not combine with --finetune-encoder" in result.output, result.output
+    assert not out.exists()
