@@ -142,3 +142,30 @@ def test_stain_on_the_gpu_equals_the_cpu(nct_store):
         cpu = t(torch.from_numpy(tiles)).numpy().astype(int)
         gpu = t(torch.from_numpy(tiles).cuda()).cpu().numpy().astype(int)
         assert np.abs(cpu - gpu).max() <= 1, method
+
+
+def test_rotation_views_of_the_normalised_tiles(nct_store, tmp_path):
+    """--rotations with --stain-normalize: each view is a rotation of the normalised tile."""
+    import torch
+
+    from pathweak.encoders import create_encoder
+    from pathweak.features import FeatureStore, extract_features
+    from pathweak.features.stain import StainNormalization
+    from pathweak.stain import estimate, load_reference
+    from pathweak.stain.apply import StainTransform
+    from pathweak.tiling.store import TileStore
+
+    ref_path = NCT / "NORM-AAAWMSFI.tif"
+    enc = create_encoder(ENCODER, "random")
+    stain = StainNormalization.load("macenko", ref_path)
+    [res] = extract_features([nct_store], enc, tmp_path, progress=False, num_workers=0, stain=stain, rotations=2)
+    assert res.status == "extracted", res.error
+    assert "-rot2-stain-macenko-" in res.store
+    fs = FeatureStore.open(res.store)
+    with TileStore.open(nct_store) as ts:
+        tiles = ts.read_tiles(slice(None))
+    normed = StainTransform(estimate(tiles, "macenko"), load_reference(ref_path, ("macenko",)).target("macenko"))(tiles)
+    views = [normed, np.ascontiguousarray(np.rot90(normed, 2, axes=(1, 2)))]
+    want = np.concatenate([enc.embed(torch.from_numpy(v)).numpy() for v in views], axis=1)
+    assert fs.features.shape == want.shape
+    np.testing.assert_allclose(fs.features.astype(np.float32), want.astype(np.float16).astype(np.float32), atol=3e-3)
