@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import _moved
+
 __version__ = "0.1.0"
+_moved.install()  # modules that moved keep their old import paths for one release (pathweak._moved)
 
 _EXPORTS = {
     "open_slide": "pathweak.io",

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from .config import StoreSpec, TileSpec, TissueSpec
 from .errors import ConfigError
+from .io.inputs import slide_ids as default_ids
 from .progress import log_line, progress_bar
-from .tiling.inputs import slide_ids as default_ids
 from .tiling.plan import auto_encode_threads
 from .tiling.result import TileResult, empty_store_warning, tiles_folder
 from .tiling.tiler import tile_slide_files
@@ -109,7 +109,7 @@ def tile_slides(
         raise ConfigError(
             f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2..."
         )
-    from .volumes.detect import volume_format
+    from .io.detect import volume_format
 
     paths = [Path(s) for s in slides]
     ids = list(slide_ids) if slide_ids is not None else default_ids(paths)

@@ -29,7 +29,7 @@ _SHARED_WITH_SLIDES = {"patch", "overlap", "min_tissue"}
 
 def volume_info(path: Path) -> dict[str, Any] | None:
     """`pathweak info` of a volume, or None when ``path`` is not one."""
-    from pathweak.volumes.detect import volume_format
+    from pathweak.io.detect import volume_format
 
     if volume_format(path) is None:
         return None

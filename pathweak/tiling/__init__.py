@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..io.inputs import expand_slide_paths
 from .grid import LevelChoice, TileGrid, choose_level, tile_grid
-from .inputs import expand_slide_paths
 from .plan import TileJob
 from .result import TileResult
 from .store import FORMAT_VERSION, TileStore

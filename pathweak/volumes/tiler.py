@@ -16,11 +16,11 @@ import numpy as np
 from .. import _provenance
 from ..config import PLANES, StoreSpec, VolumeSpec, as_dict
 from ..errors import GeometryMismatchError, UnsupportedSlideError
+from ..io.inputs import slide_ids
 from ..progress import progress_bar
 from ..store import build as lifecycle
 from ..store.result import failure_text
 from ..tiling import codecs
-from ..tiling.inputs import slide_ids
 from ..tiling.result import TileResult, tiles_folder
 from ..tiling.shards import shard_key, write_shard
 from ..tiling.store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
