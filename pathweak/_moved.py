@@ -23,6 +23,12 @@ REMOVED_IN = "0.3"
 MOVED: dict[str, str] = {
     "pathweak.volumes.detect": "pathweak.io.detect",
     "pathweak.tiling.inputs": "pathweak.io.inputs",
+    "pathweak.tiling.codecs": "pathweak.store.codecs",
+    "pathweak.tiling.shards": "pathweak.store.shards",
+    "pathweak.tiling.store": "pathweak.store.tiles",
+    "pathweak.tiling.result": "pathweak.store.tile_result",
+    "pathweak.features.store": "pathweak.store.features",
+    "pathweak.heatmap.results": "pathweak.store.results",
 }
 
 

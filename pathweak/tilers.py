@@ -11,8 +11,8 @@ from .config import StoreSpec, TileSpec, TissueSpec
 from .errors import ConfigError
 from .io.inputs import slide_ids as default_ids
 from .progress import log_line, progress_bar
+from .store.tile_result import TileResult, empty_store_warning, tiles_folder
 from .tiling.plan import auto_encode_threads
-from .tiling.result import TileResult, empty_store_warning, tiles_folder
 from .tiling.tiler import tile_slide_files
 
 if TYPE_CHECKING:

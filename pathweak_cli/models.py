@@ -148,7 +148,7 @@ def pretrain(
     the final weights) is exported as OUT/encoder.safetensors + encoder.json (use it as --encoder
     pathweak:OUT)."""
     from pathweak.ssl import pretrain as run_pretrain
-    from pathweak.tiling.store import find_tile_stores
+    from pathweak.store.tiles import find_tile_stores
 
     found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
     values = _ssl_values(
@@ -252,7 +252,7 @@ def distill(
     The student defaults to vit_tiny here (pretraining's architecture default is vit_small): a distilled
     encoder is meant to be small."""
     from pathweak.ssl.distill import distill as run_distill
-    from pathweak.tiling.store import find_tile_stores
+    from pathweak.store.tiles import find_tile_stores
 
     found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
     values = _ssl_values(
@@ -342,7 +342,7 @@ def extract(
     """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside;
     with --tokens, one row per patch token inside each tile)."""
     from pathweak.errors import ConfigError
-    from pathweak.tiling.store import find_tile_stores
+    from pathweak.store.tiles import find_tile_stores
 
     from .slides import report_failures
 

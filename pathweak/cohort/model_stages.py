@@ -149,7 +149,7 @@ def metrics_table(run_json: Path) -> str:
 
 
 def _feature_key(path: Path) -> str:
-    from ..features.store import FeatureStore
+    from ..store.features import FeatureStore
 
     return str(FeatureStore.open(path).attrs.get("cache_key", path))
 

@@ -165,7 +165,7 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
     stores = [tile_store_path(spec, s) for s in slides]
     from dataclasses import asdict
 
-    from ..tiling.store import read_attrs
+    from ..store.open import read_attrs
 
     key = cache_key(cfg=asdict(cfg), stores=sorted((read_attrs(p) or {}).get("cache_key", "") for p in stores))
     meta_path = out / "encoder.json"

@@ -66,7 +66,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
 
     from .. import devices
     from ..features import extract_features
-    from ..features.store import feature_store_path
+    from ..store.features import feature_store_path
     from .encoders_cache import cached_encoder
 
     device = devices.take_worker_device(spec.extract.get("device", "auto"))  # a pinned GPU becomes current

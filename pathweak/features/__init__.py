@@ -3,9 +3,9 @@ FeatureBank (a cohort's features resident on the training device; imported lazil
 
 from typing import Any
 
+from ..store.features import FeatureStore, feature_store_path, find_feature_stores
 from .extract import ExtractResult, extract_features, feature_cache_key
 from .h5 import export_h5
-from .store import FeatureStore, feature_store_path, find_feature_stores
 
 _BANK = ("FeatureBank", "StreamingFeatureBank", "estimate_bank", "load_feature_bank")
 

@@ -47,7 +47,7 @@ import numpy as np
 from .. import devices
 from ..errors import ConfigError, MemoryBudgetError, StoreError, reason
 from ..store.open import damaged
-from ..tiling.shards import ShardError, ShardReader, shard_key
+from ..store.shards import ShardError, ShardReader, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class RawTileBatches:
 
     def _store(self) -> Any:
         if self._cpu_store is None:
-            from ..tiling.store import TileStore
+            from ..store.tiles import TileStore
 
             self._cpu_store = TileStore.open(self.path)
         return self._cpu_store

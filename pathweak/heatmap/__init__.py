@@ -2,12 +2,12 @@
 QuPath GeoJSON, pyramidal TIFF overlays, PNG previews and CSV; QuPath annotations read back as
 per-tile ground truth."""
 
+from ..store.results import ScoreTable, read_results, read_scores_csv, write_results, write_scores_csv
 from .colormap import COLORMAPS, colorize
 from .export import FORMATS, ExportOptions, export, write_heatmaps
 from .geojson import FeatureCollectionWriter, write_geojson
 from .png import write_png
 from .regions import Region, annotation_fractions, region_polygons
-from .results import ScoreTable, read_results, read_scores_csv, write_results, write_scores_csv
 from .source import TileScores, load_scores, tile_scores
 from .stitch import Heatmap, stitch
 from .tiff import write_tiff

@@ -181,7 +181,7 @@ def _feature_stores(s: dict[str, Any], features: list[str | Path] | None) -> dic
     """Slide id -> FeatureStore: those the run recorded, and ``features`` given for runs that did not."""
     stores = dict(s.get("feature_stores") or {})
     if features:
-        from ..features.store import FeatureStore, find_feature_stores
+        from ..store.features import FeatureStore, find_feature_stores
 
         stores.update({FeatureStore.open(p).slide_id: str(p) for p in find_feature_stores(list(features))})
     return stores

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..devices import world_rank
 from ..errors import ConfigError
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .augment import pathology_view, to_tensor, whole_tile_view
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..io.inputs import expand_slide_paths
+from ..store.tile_result import TileResult
+from ..store.tiles import FORMAT_VERSION, TileStore
 from .grid import LevelChoice, TileGrid, choose_level, tile_grid
 from .plan import TileJob
-from .result import TileResult
-from .store import FORMAT_VERSION, TileStore
 
 if TYPE_CHECKING:
     from ..tilers import tile_slide, tile_slides

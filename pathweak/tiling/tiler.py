@@ -21,10 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import StoreSpec, TileSpec, TissueSpec
+from ..store.tile_result import TileResult
 from .plan import TileJob, resolve_mpps
 from .pool import pool_context as _pool_context  # noqa: F401 (the cohort's local executor shares it)
 from .pool import run_inline, run_pool
-from .result import TileResult
 
 
 def tile_slide_files(

@@ -23,9 +23,9 @@ import numpy as np
 from .. import _provenance
 from .._atomic import atomic_file, ensure_replaceable, sweep_partials
 from ..cpus import head_threads_on
-from ..features.store import FeatureStore, find_feature_stores
 from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
+from ..store.features import FeatureStore, find_feature_stores
 from .config import TrainConfig
 from .degenerate import fold_check, fold_line
 from .fit import FitResult, fit_all

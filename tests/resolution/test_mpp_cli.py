@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pathweak.io import open_slide
-from pathweak.tiling.store import read_attrs
+from pathweak.store.open import read_attrs
 from conftest import run_cli
 
 CMU_MPP = 0.499

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..store.header import StoreHeader, header_attrs
-from ..store.open import open_store, read_array
-from ..tiling.store import find_stores, read_attrs
+from .header import StoreHeader, header_attrs
+from .open import find_stores, open_store, read_array, read_attrs
 
 FORMAT_VERSION = 1
 KIND = "features"
@@ -152,7 +151,7 @@ class FeatureStore:
     @property
     def coord_dims(self) -> int:
         """2 for slide tiles' (x, y) coords, 3 for volume patches' (z, y, x) (read from metadata only)."""
-        from ..store.open import array_meta
+        from .open import array_meta
 
         return int(array_meta(self.path, "coords", KIND)["shape"][1])
 
