@@ -29,6 +29,8 @@ MOVED: dict[str, str] = {
     "pathweak.tiling.result": "pathweak.store.tile_result",
     "pathweak.features.store": "pathweak.store.features",
     "pathweak.heatmap.results": "pathweak.store.results",
+    "pathweak.tilers": "pathweak.tiling.run",
+    "pathweak.tiling.tiler": "pathweak.tiling.slides",
 }
 
 

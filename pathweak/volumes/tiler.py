@@ -141,7 +141,7 @@ def tile_volume_job(
     force: bool,
     progress: bool,
 ) -> TileResult:
-    """Tile one volume (called by :func:`pathweak.tilers.tile_slides`); returns a TileResult, never raises
+    """Tile one volume (called by :func:`pathweak.tiling.run.tile_slides`); returns a TileResult, never raises
     a PathweakError (it is recorded in the result)."""
     started = time.perf_counter()
     final = out_dir / "tiles" / f"{volume_id}.zarr"
