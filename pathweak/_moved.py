@@ -31,6 +31,9 @@ MOVED: dict[str, str] = {
     "pathweak.heatmap.results": "pathweak.store.results",
     "pathweak.tilers": "pathweak.tiling.run",
     "pathweak.tiling.tiler": "pathweak.tiling.slides",
+    "pathweak.cohort.encoders_cache": "pathweak.encoders.cache",
+    "pathweak.ssl.vit3d": "pathweak.encoders.vit3d",
+    "pathweak.train.ddp": "pathweak.ddp",
 }
 
 

@@ -192,7 +192,9 @@ def _survival_losses() -> Sequence[str]:
 
 
 def _archs() -> Sequence[str]:
-    return source_keys("ssl.config", "ARCHS")
+    from pathweak.encoders.archs import ARCHS
+
+    return list(ARCHS)
 
 
 def _stages() -> Sequence[str]:

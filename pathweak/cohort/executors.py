@@ -140,7 +140,7 @@ class DaskOnDevices:
         return self.parent.run(fn, tasks, workers=self.workers)
 
     def close(self) -> None:
-        from .encoders_cache import release_encoders
+        from ..encoders.cache import release_encoders
 
         self.parent.client.run(release_encoders, workers=self.workers)
 

@@ -65,9 +65,9 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     import torch
 
     from .. import devices
+    from ..encoders.cache import cached_encoder
     from ..features import extract_features
     from ..store.features import feature_store_path
-    from .encoders_cache import cached_encoder
 
     device = devices.take_worker_device(spec.extract.get("device", "auto"))  # a pinned GPU becomes current
     threads = torch.get_num_threads()

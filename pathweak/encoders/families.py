@@ -200,7 +200,7 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
     volume = cfg.get("input") == "volume"  # a 3D ViT of `pathweak pretrain --method mae3d`
     net: nn.Module
     if volume:
-        from ..ssl.vit3d import build_vit3d
+        from .vit3d import build_vit3d
 
         net = build_vit3d(cfg["vit3d"])
     else:

@@ -23,7 +23,7 @@ def build_backbone(cfg: SSLConfig) -> nn.Module:
     import timm
 
     if cfg.method == "mae3d":
-        from .vit3d import build_vit3d, vit3d_kwargs
+        from ..encoders.vit3d import build_vit3d, vit3d_kwargs
 
         return build_vit3d(vit3d_kwargs(cfg.arch, cfg.img_size, cfg.patch_3d, cfg.depth))
     return timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **backbone_kwargs(cfg))
@@ -47,8 +47,8 @@ def merge_export_fields(config: dict[str, Any], module: Any, cfg: SSLConfig) -> 
     """Update the encoder.json ``config`` (in place) where the model is not a 2D timm ViT of a DINO/MAE
     run: the 3D ViT's constructor and the volume normalisation (mae3d), the teacher (distill)."""
     if cfg.method == "mae3d":
+        from ..encoders.vit3d import vit3d_kwargs
         from .data3d import VOLUME_MEAN, VOLUME_STD
-        from .vit3d import vit3d_kwargs
 
         config.update(
             input="volume",

@@ -45,7 +45,7 @@ def pretrain(
     import functools
 
     from .. import devices
-    from ..train.ddp import in_rank, run_ranks
+    from ..ddp import in_rank, run_ranks
 
     ddp = cfg.strategy in ("auto", "ddp")
     world = devices.count_devices("all" if str(cfg.devices) == "auto" else cfg.devices) if ddp else 1
@@ -145,7 +145,7 @@ def pretrain(
 def _hardware(cfg: SSLConfig, ddp: bool) -> dict[str, Any]:
     """Trainer accelerator/devices/strategy: DDP inside a rank of :func:`pretrain`'s processes, one device
     otherwise, or the strategy the config names (e.g. fsdp) as given."""
-    from ..train.ddp import in_rank, rank_trainer_options
+    from ..ddp import in_rank, rank_trainer_options
 
     if in_rank():
         return rank_trainer_options(find_unused_parameters=False)

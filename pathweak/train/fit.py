@@ -64,7 +64,7 @@ def fit_head(
 
     from .. import devices
     from .._lightning import quiet_lightning
-    from .ddp import trainer_options
+    from ..ddp import trainer_options
     from .module import EpochProgress, KeepBest, MILModule, bag_loader
 
     if devices.count_devices(getattr(cfg, "devices", 1)) > 1:
@@ -209,8 +209,8 @@ def fit_distributed(
     once to its own GPU after taking it (train/ddp.py), so no rank opens a context on another's GPU."""
     import copy
 
+    from ..ddp import run_ranks
     from ..devices import count_devices, device_list
-    from .ddp import run_ranks
 
     world = count_devices(cfg.devices)
     if not bank.resident or not isinstance(bank, ResidentBagSource):
@@ -250,7 +250,7 @@ def _fit_rank(
     """Inside a rank: every (seed, fold) in turn; rank 0 reports epochs to the parent's progress bar."""
     import torch
 
-    from .ddp import _RANK, send
+    from ..ddp import _RANK, send
 
     if _RANK["device"].startswith("cuda"):
         bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing

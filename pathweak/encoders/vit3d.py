@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
+from .archs import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
 
 
 class PatchEmbed3D(nn.Module):
