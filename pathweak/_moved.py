@@ -34,6 +34,8 @@ MOVED: dict[str, str] = {
     "pathweak.cohort.encoders_cache": "pathweak.encoders.cache",
     "pathweak.ssl.vit3d": "pathweak.encoders.vit3d",
     "pathweak.train.ddp": "pathweak.ddp",
+    "pathweak.encoders.preset": "pathweak.encoders.presets.record",
+    "pathweak.encoders.preset_list": "pathweak.encoders.presets.catalog",
 }
 
 

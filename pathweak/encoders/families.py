@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
 from ..errors import ConfigError
-from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo
 from .weights import encoder_id as _encoder_id
 from .weights import jsonable as _jsonable
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .base import Encoder
 from .weights import load_state_dict_file, seeded
 from .weights import random_seed as _random_seed
 from .weights import weights_hash as _weights_hash
 
-Loader = Callable[[str, "str | None", dict[str, Any]], Encoder]
+Loader = Callable[[str, "str | None", dict[str, Any]], "Encoder"]
 Check = Callable[[str, "str | None"], None]
 ENCODERS: Registry[Loader] = Registry("encoder family")
 # what each family's loader refuses before it builds anything: the model name and the weights (a cohort
@@ -46,6 +47,8 @@ def _timm_check(model: str, weights: str | None) -> None:
 @ENCODERS.register("timm")
 def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     import timm
+
+    from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo  # torch: imported when an encoder is built
 
     _timm_check(model, weights)
     assert weights is not None  # the check refuses None
@@ -90,6 +93,8 @@ def _torchvision_check(model: str, weights: str | None) -> None:
 @ENCODERS.register("torchvision")
 def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     from torch import nn
+
+    from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
 
     _torchvision_check(model, weights)
     assert weights is not None  # the check refuses None
@@ -149,6 +154,8 @@ def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
     from monai.networks import nets
 
+    from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
+
     _monai_check(model, weights)
     assert weights is not None  # the check refuses None
     options = dict(kwargs)
@@ -191,6 +198,8 @@ def _pathweak_check(directory: str, weights: str | None) -> None:
 def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
     import timm
+
+    from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
 
     _pathweak_check(directory, weights)
     folder = Path(directory)

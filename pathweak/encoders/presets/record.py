@@ -1,6 +1,6 @@
 """The record of one encoder preset (``Preset``) and the normalisation constants the presets share.
 
-The presets themselves are in ``preset_list``; ``presets`` is the registry built from them."""
+The presets themselves are in :mod:`.catalog`; :mod:`pathweak.encoders.presets` is the registry built from them."""
 
 from __future__ import annotations
 
