@@ -36,6 +36,8 @@ MOVED: dict[str, str] = {
     "pathweak.train.ddp": "pathweak.ddp",
     "pathweak.encoders.preset": "pathweak.encoders.presets.record",
     "pathweak.encoders.preset_list": "pathweak.encoders.presets.catalog",
+    "pathweak.cohort.report": "pathweak.cohort.outcome",
+    "pathweak.cohort.locks": "pathweak.store.locks",
 }
 
 

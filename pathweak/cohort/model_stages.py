@@ -16,7 +16,7 @@ from .._atomic import atomic_file
 from .._provenance import cache_key
 from ..errors import ConfigError, PathweakError
 from ..store.build import build_once
-from .report import StageReport
+from .outcome import StageReport
 from .spec import CohortSpec, Slide, label_rows, train_config
 from .stamps import read_stamp, stamp_path, write_stamp
 from .state import StateStore

@@ -14,7 +14,7 @@ from ..store.build import build_once
 from ..store.result import failure_text, result_line
 from .executors import make_executor
 from .model_stages import predict_stage, train_stage
-from .report import CohortReport, StageReport
+from .outcome import CohortReport, StageReport
 from .spec import STAGES, CohortSpec, Slide, check_spec
 from .stamps import read_stage_seconds, record_stage_seconds
 from .state import StateStore

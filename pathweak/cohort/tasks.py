@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import PathweakError
 from ..store.build import build_once
+from ..store.locks import output_lock
 from ..store.result import failure_text
-from .locks import output_lock
 from .spec import CohortSpec, Slide
 
 
