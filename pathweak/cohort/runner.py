@@ -202,7 +202,7 @@ def _report_stage(spec: CohortSpec, started: float, skipped: list[str]) -> Stage
     """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries;
     skipped when the model, the predictions and the stages' times are those it was written from. A
     failure is recorded, and the run's other outputs stand."""
-    from .. import __version__
+    from .._version import __version__
     from .._provenance import cache_key, content_hash
     from ..report.build import RunSource, write_report
     from .model_stages import model_dir, predict_key, results_dir
