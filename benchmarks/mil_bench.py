@@ -51,7 +51,9 @@ DEFAULT_HEADS = ["mean", "max", "abmil", "clam_sb", "clam_mb", "transmil", "dsmi
 def build_cohort(args: argparse.Namespace) -> tuple[Path, list[Any]]:
     from pathweak.pseudoslides import PseudoSlideSpec, compose_pseudo_slides
 
-    spec = PseudoSlideSpec(n_train=args.n_train, n_test=args.n_test, grid=tuple(args.grid), seed=args.cohort_seed)
+    fraction = getattr(args, "tumour_fraction", None)  # (low, high) share of tumour cells, when given
+    spec = PseudoSlideSpec(n_train=args.n_train, n_test=args.n_test, grid=tuple(args.grid), seed=args.cohort_seed,
+                           **({"tumour_fraction": tuple(fraction)} if fraction else {}))
     cohort = args.work / "cohort"
     return cohort, compose_pseudo_slides(args.data, cohort, spec)
 
@@ -214,19 +216,28 @@ def head_options(items: list[str], head: str) -> dict[str, Any]:
 
 
 def run_head(head: str, features: Path, labels: Path, truth: dict[str, np.ndarray], args: argparse.Namespace,
-             bank: Any) -> dict[str, Any]:
-    from pathweak.train import TrainConfig, load_model, train_cohort
+             bank: Any, label_augmentation: str | None = None) -> dict[str, Any]:
+    from pathweak.train import TrainConfig, train_cohort
 
     cfg = TrainConfig(head=head, head_options=head_options(args.head_opt, head), seeds=tuple(args.seeds),
                       max_epochs=args.epochs, min_epochs=args.min_epochs,
-                      patience=args.patience, lr=args.lr, bootstrap=0, device="cpu")
+                      patience=args.patience, lr=args.lr, bootstrap=0, device="cpu",
+                      label_augmentation=label_augmentation)
     out = args.work / "runs" / features.name / head
     started = time.perf_counter()
     run = train_cohort([features], labels, out, cfg, progress=False, bank=bank)
-    seconds = time.perf_counter() - started
+    return evaluate_run(run, truth, args.seeds, bank, time.perf_counter() - started)
+
+
+def evaluate_run(run: Any, truth: dict[str, np.ndarray], seeds: list[int], bank: Any, seconds: float) -> dict[str, Any]:
+    """Per seed, the run's slide metrics and the instance measures of its fold-0 model on the ``truth`` slides
+    (read from ``bank``); their mean and spread."""
+    from pathweak.train import load_model
+
+    out = run.out_dir
     positive = run.summary["classes"].index("tumour")
     per_seed = []
-    for seed in args.seeds:
+    for seed in seeds:
         m = dict(run.summary["seeds"][str(seed)]["metrics"])
         model = load_model(out / "models" / f"seed{seed}_fold0")
         preds = {sid: model.predict(bank.bag(bank.index(sid)), bank.grid(bank.index(sid))) for sid in truth}

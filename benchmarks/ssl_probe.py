@@ -116,7 +116,8 @@ def embed_store(encoder, store: Path, size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int = 0, repeats: int = 5) -> dict:
+def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int = 0, repeats: int = 5,
+          views: int = 1, mode: str = "sla") -> dict:
     """Balanced accuracy of a class-balanced logistic regression in 5-fold cross-validation grouped by
     ``groups``, repeated with ``repeats`` shuffles of the groups (seeds ``seed``...); for two classes also
     the AUC as the mean of the per-fold AUCs (folds holding one class only are skipped) and, for
@@ -127,7 +128,13 @@ def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int 
     their test composition and pooling their scores drags any encoder below chance (random-init ViTs:
     pooled 0.35-0.39, per fold 0.46-0.51; Gaussian noise features: 0.49 / 0.51). ``class_weight="balanced"``
     fits the metric (balanced accuracy) on imbalanced sets such as EBHI (557/179/55), instead of a probe
-    that mostly predicts the majority class. Repeats damp the split-to-split noise of few groups."""
+    that mostly predicts the majority class. Repeats damp the split-to-split noise of few groups.
+
+    ``views`` > 1: ``features`` hold that many views of each image side by side (``extract --rotations``) and
+    the probe trains on every view of the training images: ``mode="sla"`` on the joint (class, view) labels,
+    scoring class c by the mean over views of the joint logit (c, view) on that view (self-supervised label
+    augmentation); ``mode="augment"`` on the class labels alone, averaging the class probabilities over the
+    views (plain rotation augmentation, the reference SLA is compared with)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
@@ -143,10 +150,14 @@ def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int 
         for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed + r).split(features, y, groups):
             assert not set(np.asarray(groups)[train]) & set(np.asarray(groups)[test])
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5, class_weight="balanced"))
-            clf.fit(features[train], y[train])
-            scores.append(balanced_accuracy_score(y[test], clf.predict(features[test])))
+            if views > 1:
+                predicted, proba, order = _view_probe(clf, features, y, train, test, views, mode)
+            else:
+                clf.fit(features[train], y[train])
+                predicted, proba, order = clf.predict(features[test]), clf.predict_proba(features[test]), clf.classes_
+            scores.append(balanced_accuracy_score(y[test], predicted))
             if binary:
-                oof[test] = clf.predict_proba(features[test])[:, list(clf.classes_).index(positive)]
+                oof[test] = proba[:, list(order).index(positive)]
                 if len(set(y[test])) == 2:
                     fold_auc.append(roc_auc_score(y[test] == positive, oof[test]))
         if binary:
@@ -163,6 +174,31 @@ def probe(features: np.ndarray, labels: list[str], groups: list[str], seed: int 
         out["auc_folds"] = [round(float(a), 4) for a in fold_auc]
         out["auc_pooled"] = round(float(np.mean(pooled)), 4)  # biased low with few groups; reference only
     return out
+
+
+def _view_probe(clf, features: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, views: int,
+                mode: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """(predicted labels, class probabilities, their classes) of the test rows, trained on every view of the
+    training rows (see :func:`probe`)."""
+    classes = sorted(set(y.tolist()))
+    index = np.array([classes.index(v) for v in y])
+    d = features.shape[1] // views
+    view = [features[:, r * d : (r + 1) * d] for r in range(views)]
+    x = np.concatenate([v[train] for v in view])
+    if mode == "sla":  # joint label c * views + r
+        clf.fit(x, np.concatenate([index[train] * views + r for r in range(views)]))
+        cols = {int(c): j for j, c in enumerate(clf.classes_)}  # a class absent from training scores -inf
+        scored = [clf.decision_function(view[r][test]) for r in range(views)]
+        logits = np.stack([np.mean([scored[r][:, cols[c * views + r]] if c * views + r in cols else
+                                    np.full(len(test), -np.inf) for r in range(views)], 0)
+                           for c in range(len(classes))], 1)
+        proba = np.exp(logits - logits.max(1, keepdims=True))
+        proba /= proba.sum(1, keepdims=True)
+    else:  # class labels for every view; probabilities averaged over the views
+        clf.fit(x, np.concatenate([index[train]] * views))
+        proba = np.zeros((len(test), len(classes)))
+        proba[:, clf.classes_.astype(int)] = np.mean([clf.predict_proba(view[r][test]) for r in range(views)], 0)
+    return np.asarray(classes)[proba.argmax(1)], proba, classes
 
 
 def _seed_summary(row: dict, method: str, n: int) -> None:

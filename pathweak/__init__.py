@@ -21,12 +21,12 @@ _moved.install()  # modules that moved keep their old import paths for one relea
 
 if TYPE_CHECKING:
     from .cohort import CohortSpec, run_cohort
-    from .config import StoreSpec, TileOptions, TileSpec, TissueSpec, VolumeSpec
+    from .config import StoreSpec, TileSpec, TissueSpec, VolumeSpec
     from .encoders import create_encoder
     from .errors import PathweakError
     from .features import export_h5, extract_features, load_feature_bank
     from .heads import create_head
-    from .heatmap import annotation_fractions, load_scores, tile_scores, write_heatmaps
+    from .heatmap import annotation_fractions, export_review, load_scores, read_corrections, tile_scores, write_heatmaps
     from .io import Slide, open_slide
     from .io.qupath_geojson import read_qupath_geojson
     from .report import write_report
@@ -54,7 +54,6 @@ _EXPORTS = {
     "TissueSpec": "config",
     "StoreSpec": "config",
     "VolumeSpec": "config",
-    "TileOptions": "config",
     "tile_grid": "tiling",
     "choose_level": "tiling",
     "tile_slide": "tiling",
@@ -84,6 +83,8 @@ _EXPORTS = {
     "tile_scores": "heatmap",
     "write_heatmaps": "heatmap",
     "annotation_fractions": "heatmap",
+    "export_review": "heatmap",
+    "read_corrections": "heatmap",
     "write_report": "report",
     "CohortSpec": "cohort",
     "run_cohort": "cohort",

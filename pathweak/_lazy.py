@@ -10,14 +10,36 @@ what is light (no torch, timm, lightning or monai) may be imported at a package'
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
+
+
+class _Package(types.ModuleType):
+    """A package using :func:`lazy_getattr`. Importing a submodule binds it on the package under its own
+    name; where the package exports a name of that submodule with the same name (``heatmap.export`` the
+    function, from the module ``heatmap/export.py``), the name is bound instead, as an eager
+    ``from .export import export`` would leave it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        exports = self.__dict__.get("__lazy_exports__", {})
+        if (
+            isinstance(value, types.ModuleType)
+            and value.__name__ == f"{self.__name__}.{name}"
+            and exports.get(name, "").lstrip(".") == name
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
 
 
 def lazy_getattr(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` that imports ``exports[name]`` (a module relative to
     ``package``; a bare name is a submodule) the first time ``name`` is asked for, and keeps the value in
     the package's namespace."""
+    module_of_package = sys.modules[package]
+    module_of_package.__lazy_exports__ = exports  # type: ignore[attr-defined]
+    module_of_package.__class__ = _Package
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)

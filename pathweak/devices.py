@@ -118,12 +118,12 @@ def precision(requested: str, device: Any) -> str:
 
 
 def autocast_dtype(device: Any, mode: str = "bf16") -> torch.dtype | None:
-    """The dtype an encoder's forward autocasts to: bfloat16 on CUDA for a "bf16" encoder; None (float32)
-    on the CPU and for "fp32" encoders."""
+    """The dtype an encoder's forward autocasts to: bfloat16 on CUDA for a "bf16" encoder (float16 for an
+    "fp16" model, as the tissue models ran); None (float32) on the CPU and for "fp32" encoders."""
     import torch
 
-    if mode == "bf16" and torch.device(device).type == "cuda":
-        return torch.bfloat16
+    if torch.device(device).type == "cuda":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
     return None
 
 

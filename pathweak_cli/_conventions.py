@@ -155,6 +155,12 @@ def _tissue_methods() -> Sequence[str]:
     return TISSUE_METHODS.names()
 
 
+def _artifact_methods() -> Sequence[str]:
+    from pathweak.tissue import ARTIFACT_METHODS
+
+    return ARTIFACT_METHODS.names()
+
+
 def _backends() -> Sequence[str]:
     from pathweak.io.open import BACKENDS
 
@@ -219,6 +225,7 @@ NAMES: dict[str, Callable[[], Sequence[str]]] = {
     "heads": _heads,
     "encoders": _encoders,
     "tissue_methods": _tissue_methods,
+    "artifact_methods": _artifact_methods,
     "backends": _backends,
     "foreground": _foreground,
     "colormaps": _colormaps,

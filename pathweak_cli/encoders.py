@@ -67,7 +67,12 @@ def encoders_list(
 @handle_errors
 @json_stdout
 def encoders_info(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A preset name (see `pathweak encoders list`).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME", help="A preset name (see `pathweak encoders list`) or a family name such as pathweak:DIR."
+        ),
+    ],
     weights: Annotated[
         str | None, typer.Option(help="Where to look first: a weights file or a hub snapshot folder.")
     ] = None,
@@ -77,7 +82,13 @@ def encoders_info(
 ) -> None:
     """The full record of a preset as JSON: architecture and constructor arguments, input, resolution,
     mean/std, embedding rule and size, precision, licence, hub repo and files, the download command, and
-    where its weights were looked for and found."""
+    where its weights were looked for and found. For a family name (pathweak:DIR, timm:..., monai:...): the
+    encoder's record, with `inputs` naming the stores it embeds (rgb tiles, volume 3D patches, or both)."""
+    if ":" in name:
+        from pathweak.encoders.records import family_info
+
+        typer.echo(json.dumps(family_info(name, weights), indent=2))
+        return
     from pathweak.encoders import preset_info
 
     typer.echo(json.dumps(preset_info(name, weights), indent=2))

@@ -245,3 +245,25 @@ def ground_truth(
         if not (values > 0).any():
             warn(f"{annotations}: no tile of {store} overlaps the annotations ({name}): the column is all 0")
     _print_files([write_scores_csv(out, ts.coords, columns)], as_json)
+
+
+@app.command("export-tissue", cls=Command)
+@handle_errors
+def export_tissue(
+    stores: Annotated[
+        list[Path], typer.Argument(metavar="STORES", help="TileStores (<slide>.zarr) or tiles/ folders.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <slide_id>.tissue.geojson per store.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The tissue mask of each TileStore (Otsu, an ROI, or a tissue model: HEST, GrandQC) as QuPath
+    annotations classified Tissue, plus the regions an artefact model removed, classified by artefact."""
+    from pathweak.heatmap.tissue_export import tissue_geojson
+    from pathweak.store.tiles import TileStore, find_tile_stores
+
+    written = []
+    for path in find_tile_stores(list(stores)):
+        with TileStore.open(path) as ts:
+            slide_id = ts.slide_id
+        written.append(tissue_geojson(path, out / f"{slide_id}.tissue.geojson"))
+    _print_files(written, as_json)

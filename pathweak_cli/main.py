@@ -11,7 +11,10 @@ from . import (
     encoders,  # noqa: F401,E402
     heatmaps,  # noqa: F401,E402
     models,  # noqa: F401,E402
+    review,  # noqa: F401,E402
+    slide_models,  # noqa: F401,E402
     slides,  # noqa: F401,I001  (each module registers its commands on the app, in help order)
+    stain,  # noqa: F401,E402
     training,  # noqa: F401,E402
 )
 from ._app import app

@@ -13,6 +13,7 @@ from pathweak.config import StoreSpec, TileSpec
 
 from ._app import app, handle_errors, json_stdout
 from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
+from .stain import StainMethodOpt, StainRefOpt, stain_option
 
 StoresArg = Annotated[
     list[str] | None,
@@ -93,7 +94,10 @@ def pretrain(
     ],
     stores: StoresArg = None,
     method: Annotated[
-        str, typer.Option(help="dino or mae (2D tiles), or mae3d (a 3D ViT on the 3D patches of volume stores).")
+        str,
+        typer.Option(
+            help="dino or mae (2D tiles), or mae3d (a 3D ViT on the 3D patches of volume stores); mae on 2D and 3D stores together trains one ViT for both."
+        ),
     ] = ssl_default("method"),
     arch: Annotated[str, typer.Option(help=f"{names('archs')} (timm, patch 16).")] = ssl_default("arch"),
     config: Annotated[
@@ -335,6 +339,14 @@ def extract(
             help="ViT encoders: one row per patch token inside each tile (N x N tokens averaged, e.g. 2: a 7x7 map per 224 px tile) for sub-tile wsseg maps, under OUT/features/<encoder_id>-tokens<N>/; 0: one row per tile."
         ),
     ] = _EXTRACT["tokens"],
+    rotations: Annotated[
+        int,
+        typer.Option(
+            help="2 or 4: one row per tile holding its features under that many rotations side by side, under OUT/features/<encoder_id>-rot<N>/, for `train --label-augmentation rotation`; 1: none."
+        ),
+    ] = _EXTRACT["rotations"],
+    stain_normalize: StainMethodOpt = None,
+    stain_reference: StainRefOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     stores_old: OldStores = None,
@@ -362,6 +374,8 @@ def extract(
         progress=progress,
         tokens=tokens,
         decode=decode,
+        rotations=rotations,
+        stain=stain_option(stain_normalize, stain_reference),
     )
     from pathweak.encoders import check_weights
 

@@ -133,9 +133,27 @@ def tile(
     lossless: Annotated[bool, typer.Option(help="Store tiles losslessly (zstd) instead of JPEG.")] = (
         default(StoreSpec, "compression") == "lossless"
     ),
-    tissue_method: Annotated[str, typer.Option(help=f"Tissue detector: {names('tissue_methods')}.")] = default(
-        TissueSpec, "method"
-    ),
+    tissue_method: Annotated[
+        str,
+        typer.Option(
+            "--tissue-method",
+            "--tissue",
+            help=f"Tissue detector: {names('tissue_methods')} (hest, grandqc: models, docs/tissue.md).",
+        ),
+    ] = default(TissueSpec, "method"),
+    tissue_weights: Annotated[
+        Path | None,
+        typer.Option(help="A tissue model's weights: the file or a hub snapshot folder (default: the local HF cache)."),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Remove artefacts (folds, pen, bubbles, out of focus...) found by a model: {names('artifact_methods')}."
+        ),
+    ] = None,
+    artifact_weights: Annotated[
+        Path | None, typer.Option(help="The artefact model's weights: the file or a hub snapshot folder.")
+    ] = None,
     roi: Annotated[Path | None, typer.Option(help="QuPath GeoJSON whose annotations replace tissue detection.")] = None,
     roi_class: Annotated[
         list[str] | None, typer.Option(help="Keep only ROI annotations of this class (repeatable).")
@@ -220,6 +238,9 @@ def tile(
         tile_cfg["mpp_check"] = "strict" if strict_mpp else "warn"
     if "tissue_method" in given or "method" not in tissue_cfg:
         tissue_cfg["method"] = tissue_method
+    models = {"weights": tissue_weights, "artifacts": artifacts, "artifact_weights": artifact_weights}
+    if any(v is not None for v in models.values()):  # model settings travel in TissueSpec.params
+        tissue_cfg["params"] = {**tissue_cfg.get("params", {}), **{k: str(v) for k, v in models.items() if v}}
     if "lossless" in given or "compression" not in store_cfg:
         store_cfg["compression"] = "lossless" if lossless else "jpeg"
     if "jpeg_quality" in given or "jpeg_quality" not in store_cfg:

@@ -10,6 +10,7 @@ import typer
 
 from pathweak.train.config import TrainConfig
 
+from . import finetune_options as ft
 from ._app import app, handle_errors
 from ._conventions import (
     Command,
@@ -87,6 +88,16 @@ def train(
     head_opt: Annotated[
         list[str] | None, typer.Option("--head-opt", help="Head option KEY=VALUE, repeatable (e.g. hidden=512).")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start --head abmil from pretrained FEATHER weights: feather-conch-v1.5, feather-uni2-h or feather-uni."
+        ),
+    ] = None,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="The --init model's weights: a file or hub snapshot folder (default: the local HF cache)."),
+    ] = None,
     task: Annotated[
         str,
         typer.Option(
@@ -109,6 +120,12 @@ def train(
             help="Survival: a time of the time-dependent AUC (repeatable; default: quartiles of the event times).",
         ),
     ] = None,
+    label_augmentation: Annotated[
+        str | None,
+        typer.Option(
+            help="rotation: self-supervised label augmentation on features extracted with `extract --rotations 4`: the head learns joint (class x rotation) labels and averages over the rotations at prediction (classification; not CLAM)."
+        ),
+    ] = _train_default("label_augmentation"),
     class_: Annotated[
         list[str] | None,
         typer.Option(
@@ -171,6 +188,33 @@ def train(
             help="Processes (Lightning DDP, one per device): 1, N or all (every GPU); on a CPU N gloo processes."
         ),
     ] = str(_train_default("devices")),
+    finetune_encoder: ft.FinetuneEncoder = None,
+    encoder_weights: ft.EncoderWeights = None,
+    encoder_lr: ft.EncoderLr = ft.ENCODER_LR,
+    frozen_blocks: ft.FrozenBlocks = ft.FROZEN_BLOCKS,
+    encoder_epochs: ft.EncoderEpochs = ft.EPOCHS,
+    tile_batch: ft.TileBatch = ft.TILE_BATCH,
+    encoder_out: ft.EncoderOut = None,
+    instance_labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--instance-labels",
+            help="A pathologist's per-tile corrections: a QuPath GeoJSON export, a folder of them (one per slide, named <slide_id>.geojson), or a `pathweak ground-truth` CSV (docs/review.md).",
+        ),
+    ] = None,
+    instance_weight: Annotated[
+        float, typer.Option(help="Weight of the corrected tiles' cross-entropy beside the bag loss.")
+    ] = _train_default("instance_weight"),
+    instance_overlap: Annotated[
+        float,
+        typer.Option(help="Share of a tile's area that must lie inside a correction for the tile to take its class."),
+    ] = _train_default("instance_overlap"),
+    contradictions: Annotated[
+        str,
+        typer.Option(
+            help="A corrected tile of a class its slide's label excludes: slide (the slide label wins, the correction is left out), tile (trained on as corrected) or error."
+        ),
+    ] = _train_default("contradictions"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal only).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json's summary as JSON.")] = False,
     features_old: OldFeatures = None,
@@ -180,10 +224,13 @@ def train(
 ) -> None:
     """Train a MIL head on cached features with patient-level cross-validation; writes metrics (with
     bootstrap 95% CIs and the spread across seeds), per-fold predictions and packaged models
-    (see docs/training.md)."""
+    (see docs/training.md). With --finetune-encoder: INS trained end to end on TileStores."""
     from pathweak.errors import ConfigError
 
-    found = inputs(features, features_old, "--features", "FeatureStores", _FEATURES_EXAMPLE)
+    kind = "TileStores" if finetune_encoder else "FeatureStores"
+    found = inputs(
+        features, features_old, "--features", kind, "runs/x/tiles/" if finetune_encoder else _FEATURES_EXAMPLE
+    )
     streams: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
     if stream not in streams:
         raise ConfigError(f"unknown --stream {stream!r}", fix="use auto, yes or no")
@@ -215,17 +262,54 @@ def train(
         survival_loss=survival_loss,
         survival_bins=survival_bins,
         eval_times=numbers(eval_times, "--eval-time") if eval_times else None,
+        label_augmentation=label_augmentation,
+        init=init,
+        init_weights=str(init_weights) if init_weights else None,
+        instance_weight=instance_weight,
+        instance_overlap=instance_overlap,
+        contradictions=contradictions,
     )
-    from pathweak.train import train_cohort  # torch: after the options are checked
+    corrections = None
+    if instance_labels is not None:
+        if finetune_encoder:
+            raise ConfigError(
+                "--instance-labels does not combine with --finetune-encoder yet (the fine-tuning learns from "
+                "INS's pseudo-labels only)",
+                fix="fine-tune the encoder first, then train on its features with --instance-labels",
+            )
+        from pathweak.heatmap.corrections import read_corrections
 
-    run = train_cohort(paths(found), labels, out, cfg, progress=progress)
+        corrections = read_corrections(instance_labels, paths(found), cfg.instance_overlap)
+    if finetune_encoder:
+        values = dict(encoder=finetune_encoder, weights=encoder_weights, encoder_lr=encoder_lr, epochs=encoder_epochs,
+                      frozen_blocks=frozen_blocks, tile_batch=tile_batch, encoder_out=encoder_out)  # fmt: skip
+        run = ft.run_end_to_end(paths(found), labels, out, cfg, values, progress)
+    else:
+        from pathweak.train import train_cohort  # torch: after the options are checked
+
+        run = train_cohort(paths(found), labels, out, cfg, progress=progress, instance_labels=corrections)
     s = run.summary
     for text in s.get("warnings", []):  # recorded in run.json too (a degenerate fold model among them)
         warn(text)
     if as_json:
         typer.echo(
             json.dumps(
-                {k: s[k] for k in ("model_id", "head", "task", "classes", "metrics", "splits", "seconds", "warnings")},
+                {
+                    k: s[k]
+                    for k in (
+                        "model_id",
+                        "head",
+                        "task",
+                        "classes",
+                        "metrics",
+                        "splits",
+                        "seconds",
+                        "warnings",
+                        "finetune",
+                        "instance_labels",
+                    )
+                    if k in s
+                },
                 indent=2,
                 default=str,
             )
@@ -235,11 +319,17 @@ def train(
         f"{s['head']} ({s['task']}, {s['labels']['slides']} slides, {s['splits']['source']}, "
         f"seeds {', '.join(s['seeds'])}) in {s['seconds']} s"
     )
+    if "instance_labels" in s:
+        il = s["instance_labels"]
+        per_class = ", ".join(f"{c} {n}" for c, n in il["per_class"].items())
+        typer.echo(f"  instance labels: {il['tiles']} tiles ({per_class}) in {len(il['per_slide'])} slides")
     first = s["seeds"][next(iter(s["seeds"]))]
     for name, m in s["metrics"].items():
         ci = first["ci95"].get(name)
         ci_text = f"  (seed {next(iter(s['seeds']))} 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         typer.echo(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f}{ci_text}")
+    if "finetune" in s:
+        typer.echo(f"fine-tuned encoder: {s['finetune']['encoder']} (features: {s['finetune']['features']})")
     typer.echo(
         f"run: {run.out_dir} (predict with: pathweak predict FEATURES... --model {run.out_dir}; "
         f"report: pathweak report {run.out_dir})"

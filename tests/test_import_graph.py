@@ -30,11 +30,12 @@ KNOWN: set[frozenset[str]] = set()
 FLOORS: dict[str, int] = {
     **dict.fromkeys(
         ["errors", "config", "_registry", "_lazy", "_moved", "_provenance", "_atomic", "progress", "cpus"]
-        + ["devices", "ddp", "protocols", "_lightning", "synthetic", "store", "io"],
+        + ["devices", "ddp", "protocols", "_lightning", "synthetic", "store", "io", "hub", "_version"],
         0,
     ),
     "tissue": 1,
     "resolution": 1,
+    "stain": 1,
     "volumes": 2,
     "tiling": 3,
     "encoders": 3,
@@ -43,11 +44,11 @@ FLOORS: dict[str, int] = {
     "features": 4,
     "pseudoslides": 4,
     "train": 5,
-    "heatmap": 5,
-    "report": 6,
-    "cohort": 7,
-    "pathweak": 8,  # pathweak/__init__.py: the public API, lazily
-    "pathweak_cli": 9,
+    "heatmap": 6,
+    "report": 7,
+    "cohort": 8,
+    "pathweak": 9,  # pathweak/__init__.py: the public API, lazily
+    "pathweak_cli": 10,
 }
 MODEL_LIBRARIES = {"torch", "torchvision", "timm", "lightning", "monai", "transformers", "torchsurv"}
 IO_LIBRARIES = {"zarr", "h5py", "tifffile", "openslide", "tiffslide", "imagecodecs", "simplejpeg", "cv2", "PIL"}
@@ -359,3 +360,15 @@ def test_a_planted_cycle_through_a_lazy_import_fails(tmp_path: Path) -> None:
     problems = package_problems(tmp_path, ("pathweak",), floors)
     assert any(p.startswith("cycle between packages ['high', 'low']") for p in problems), problems
     assert any(p.startswith("low (floor 1) imports high (floor 2)") for p in problems), problems
+
+
+def test_an_export_named_like_its_module_stays_the_export() -> None:
+    """``heatmap.export`` (the function, from heatmap/export.py) is the function even after another module
+    imported ``pathweak.heatmap.export`` directly, as an eager ``from .export import export`` leaves it."""
+    code = (
+        "import pathweak.heatmap.export, pathweak.heatmap.stitch, pathweak.ssl.distill, pathweak.ssl.rankme\n"
+        "from pathweak.heatmap import export, stitch\nfrom pathweak.ssl import distill, rankme\n"
+        "print([callable(f) and not isinstance(f, type(pathweak)) for f in (export, stitch, distill, rankme)])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[True, True, True, True]", out.stderr

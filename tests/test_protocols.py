@@ -9,8 +9,8 @@ from importlib import resources
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from pathweak.protocols import BagSource, FeatureBankLike, LevelReader, ModuleEncoder, ResidentBagSource, TileEncoder
 
 

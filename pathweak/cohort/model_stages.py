@@ -17,19 +17,25 @@ from .._provenance import cache_key
 from ..errors import ConfigError, PathweakError
 from ..store.build import build_once
 from .outcome import StageReport
-from .spec import CohortSpec, Slide, label_rows, train_config
+from .spec import CohortSpec, Slide, instance_labels_path, label_rows, train_config
 from .stamps import read_stamp, stamp_path, write_stamp
 from .state import StateStore
 
 
+def model_name(spec: CohortSpec) -> str:
+    """``<head>``, or ``<head>-corrected`` when the spec trains on instance labels (so the weak-only model
+    stays beside it and the report shows both)."""
+    return train_config(spec).head + ("-corrected" if instance_labels_path(spec) else "")
+
+
 def model_dir(spec: CohortSpec) -> Path:
-    """Where the cohort's training run goes: ``<out>/models/<head>``."""
-    return spec.out / "models" / train_config(spec).head
+    """Where the cohort's training run goes: ``<out>/models/<head>`` (``<head>-corrected``)."""
+    return spec.out / "models" / model_name(spec)
 
 
 def results_dir(spec: CohortSpec) -> Path:
-    """Where predictions go: ``<out>/results/<head>`` (one results store per slide)."""
-    return spec.out / "results" / train_config(spec).head
+    """Where predictions go: ``<out>/results/<head>`` (``<head>-corrected``; one results store per slide)."""
+    return spec.out / "results" / model_name(spec)
 
 
 def feature_stores(slides: list[Slide], state: StateStore) -> dict[str, Path]:
@@ -44,6 +50,8 @@ def feature_stores(slides: list[Slide], state: StateStore) -> dict[str, Path]:
 
 def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progress: bool) -> StageReport:
     """Cross-validate the spec's head on the labelled slides that have features (``<out>/models/<head>``)."""
+    from ..heatmap.corrections import read_corrections
+    from ..heatmap.review_files import corrections_hash
     from ..train import train_cohort
 
     report = StageReport("train")
@@ -51,11 +59,16 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
     cfg = train_config(spec)
     features = feature_stores(slides, state)
     header, labelled, rows = label_rows(slides, features, survival=cfg.task == "survival")
-    key = cache_key(
-        cfg=asdict(cfg), labels=rows, features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled}
-    )
+    corrections = instance_labels_path(spec)
     out = model_dir(spec)
     try:
+        key = cache_key(
+            cfg=asdict(cfg),
+            labels=rows,
+            features={s.slide_id: _feature_key(features[s.slide_id]) for s in labelled},
+            # the corrections' content: the same files again train nothing, new ones train again
+            **({"instance_labels": corrections_hash(corrections)} if corrections else {}),
+        )
         if not labelled:
             raise ConfigError(
                 "no labelled slide has features to train on",
@@ -69,7 +82,9 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
                 w = csv.writer(fh)
                 w.writerow(header)
                 w.writerows(rows)
-            train_cohort([features[s.slide_id] for s in labelled], labels, out, cfg, progress=progress)
+            stores: list[str | Path] = [features[s.slide_id] for s in labelled]
+            instance = read_corrections(corrections, stores, cfg.instance_overlap) if corrections else None
+            train_cohort(stores, labels, out, cfg, progress=progress, instance_labels=instance)
             write_stamp(spec.out, "train", key, [out / "run.json"], run=_file_hash(out / "run.json"))
             return True
 

@@ -202,8 +202,8 @@ def _report_stage(spec: CohortSpec, started: float, skipped: list[str]) -> Stage
     """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries;
     skipped when the model, the predictions and the stages' times are those it was written from. A
     failure is recorded, and the run's other outputs stand."""
-    from .._version import __version__
     from .._provenance import cache_key, content_hash
+    from .._version import __version__
     from ..report.build import RunSource, write_report
     from .model_stages import model_dir, predict_key, results_dir
     from .stamps import read_stamp, write_stamp

@@ -98,6 +98,9 @@ class CohortSpec:
         weights = data.get("weights")
         if weights and weights != "random" and not str(weights).startswith("random:"):
             weights = str((base / weights).resolve())
+        train = dict(data.get("train") or {})
+        if train.get("instance_labels"):  # a reviewer's corrections (docs/review.md), relative to the YAML
+            train["instance_labels"] = str((base / str(train["instance_labels"])).resolve())
         spec = cls(
             name=str(data.get("name", path.stem)),
             manifest=manifest,
@@ -111,7 +114,7 @@ class CohortSpec:
             encoder=encoder,
             weights=weights,
             extract=dict(data.get("extract") or {}),
-            train=dict(data.get("train") or {}),
+            train=train,
             heatmaps=dict(data.get("heatmaps") or {}),
             executor=dict(data.get("executor") or {}),
             source=path.resolve() if path.exists() else None,
@@ -139,10 +142,18 @@ def train_config(spec: CohortSpec) -> Any:
     from ..train.config import TrainConfig
 
     values = {"folds": 3, **spec.train}
+    values.pop("instance_labels", None)  # the corrections' path: the train stage reads it (instance_labels_path)
     for key in ("seeds", "classes"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
     return from_dict(TrainConfig, values, spec.source)
+
+
+def instance_labels_path(spec: CohortSpec) -> Path | None:
+    """The spec's ``train: {instance_labels: PATH}``: a pathologist's corrections to train on beside the slide
+    labels (docs/review.md), or None."""
+    value = spec.train.get("instance_labels")
+    return Path(value) if value else None
 
 
 def pretrain_config(spec: CohortSpec) -> Any:
@@ -160,9 +171,10 @@ def pretrain_config(spec: CohortSpec) -> Any:
 
 def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -> None:
     """What the stages in ``stages`` would refuse only after the slides are tiled and embedded, checked
-    before any work: the pretraining settings, the encoder's name and weights (extract), the head's name
-    and options and the manifest's labels against the task and folds (train). Each is one error naming
-    the spec or the manifest (docs/input_checks.md)."""
+    before any work: rotation views and label augmentation together, the pretraining settings, the encoder's
+    name and weights (extract), the head's name and options and the manifest's labels against the task and
+    folds (train). Each is one error naming the spec or the manifest (docs/input_checks.md)."""
+    _check_views(spec)
     if spec.pretrain and ("pretrain" in stages or "extract" in stages):
         pretrain_config(spec)
     if "extract" in stages and not (spec.pretrain and not spec.encoder):  # a pretrained encoder does not exist yet
@@ -173,6 +185,30 @@ def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -
         cfg = train_config(spec)
         _in_spec(lambda: _check_head(cfg), spec, "train")
         _check_manifest_labels(spec, cfg)
+        corrections = instance_labels_path(spec)
+        if corrections is not None:
+            from ..heatmap.review_files import correction_files
+
+            correction_files(corrections)  # there, and holding correction files
+
+
+def _check_views(spec: CohortSpec) -> None:
+    """``extract: {rotations: R}`` and ``train: {label_augmentation: rotation}`` go together: the head reads
+    rotation views only with label augmentation, which needs them (docs/cohorts.md)."""
+    from ..features.views import check_rotations
+
+    rotations = spec.extract.get("rotations", 1)
+    if not isinstance(rotations, int) or isinstance(rotations, bool):
+        raise ConfigError(f"extract: rotations must be 2 or 4, got {rotations!r}", path=spec.source)
+    _in_spec(lambda: check_rotations(rotations), spec, "extract")
+    augmentation = spec.train.get("label_augmentation")
+    if (rotations > 1) != (augmentation is not None):
+        raise ConfigError(
+            "extract: rotations and train: label_augmentation go together (the head trains on the rotation views "
+            "with label augmentation only)",
+            path=spec.source,
+            fix="set both (extract: {rotations: 4} and train: {label_augmentation: rotation}) or neither",
+        )
 
 
 def _in_spec(check: Any, spec: CohortSpec, key: str) -> None:
@@ -189,7 +225,8 @@ def _check_head(cfg: Any) -> None:
     from ..heads import create_head
     from ..train.fit import check_head_task
 
-    check_head_task(create_head(cfg.head, 8, 2, **cfg.head_options), cfg.head, cfg.task)
+    views = {"label_augmentation": {"kind": cfg.label_augmentation, "views": 4}} if cfg.label_augmentation else {}
+    check_head_task(create_head(cfg.head, 8, 2, **cfg.head_options, **views), cfg.head, cfg.task)
 
 
 def _check_manifest_labels(spec: CohortSpec, cfg: Any) -> None:

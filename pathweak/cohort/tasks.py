@@ -85,6 +85,7 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
                 num_workers=int(spec.extract.get("workers", 0)),
                 progress=False,
                 decode=str(spec.extract.get("decode", "auto")),
+                rotations=int(spec.extract.get("rotations", 1)),
             )
     finally:
         torch.set_num_threads(threads)

@@ -28,7 +28,8 @@ class EncoderInfo:
     weights: str | None = None  # path of the weights file, "random:<seed>" for an explicit random init
     weights_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    input: str = "rgb"  # "rgb": (H, W, 3) tiles of slides or slice patches; "volume": (D, H, W) 3D patches
+    input: str = "rgb"  # "rgb": (H, W, 3) tiles of slides or slice patches; "volume": (D, H, W) 3D patches;
+    # "rgb+volume": both (a unified 2D/3D ViT, encoders/unified.py; extra["volume"] holds its 3D input)
     interpolation: str = "bilinear"  # of the resize to img_size ("bilinear" or "bicubic", antialiased)
     crop_pct: float = 1.0  # < 1: resize to img_size / crop_pct, then centre-crop img_size (timm's crop_pct)
 
@@ -45,6 +46,8 @@ class Encoder(nn.Module):
 
     mean: torch.Tensor  # buffers (1, C, 1, 1[, 1]) of the input normalisation
     std: torch.Tensor
+    volume_mean: torch.Tensor  # a unified 2D/3D encoder's: (1, 1, 1, 1, 1) of its 3D input
+    volume_std: torch.Tensor
 
     def __init__(self, backbone: nn.Module, info: EncoderInfo):
         super().__init__()
@@ -53,6 +56,19 @@ class Encoder(nn.Module):
         spatial = (1, 1, 1) if info.input == "volume" else (1, 1)
         self.register_buffer("mean", torch.tensor(info.mean).view(1, -1, *spatial), persistent=False)
         self.register_buffer("std", torch.tensor(info.std).view(1, -1, *spatial), persistent=False)
+        if self.unified:
+            vol = info.extra["volume"]
+            self.register_buffer("volume_mean", torch.tensor(vol["mean"]).view(1, -1, 1, 1, 1), persistent=False)
+            self.register_buffer("volume_std", torch.tensor(vol["std"]).view(1, -1, 1, 1, 1), persistent=False)
+
+    @property
+    def unified(self) -> bool:
+        """Whether this encoder embeds both 2D tiles and 3D patches (one ViT, encoders/unified.py)."""
+        return self.info.input == "rgb+volume"
+
+    def is_volume_batch(self, tiles: torch.Tensor) -> bool:
+        """Whether uint8 ``tiles`` are 3D patches (B, D, H, W) rather than RGB tiles (B, H, W, 3)."""
+        return self.info.input == "volume" or (self.unified and tiles.shape[-1] != 3)
 
     @property
     def embed_dim(self) -> int:
@@ -66,11 +82,13 @@ class Encoder(nn.Module):
         """uint8 (B, H, W, 3) → normalised float (B, 3, S, S) on the tiles' device; for a volume encoder,
         uint8 3D patches (B, D, H, W) → (B, 1, S, S, S) (trilinear resize when the patch is not S^3)."""
         size = self.info.img_size
-        if self.info.input == "volume":
+        if self.is_volume_batch(tiles):
+            unified = self.unified
+            size = int(self.info.extra["volume"]["img_size"]) if unified else size
             x = tiles.unsqueeze(1).float().div_(255.0)
             if tuple(x.shape[-3:]) != (size, size, size):
                 x = nn.functional.interpolate(x, size=(size, size, size), mode="trilinear", align_corners=False)
-            return (x - self.mean) / self.std
+            return (x - self.volume_mean) / self.volume_std if unified else (x - self.mean) / self.std
         # On the CPU the resize runs on the uint8 pixels (as PIL does in timm's and torchvision's eval
         # transforms; ~7x faster than in float for 224 -> 96 px, within one grey level of it), and only the
         # resized tiles become float; CUDA resizes in float. Then scale and normalise in one pass.
@@ -92,6 +110,14 @@ class Encoder(nn.Module):
         encoder's input kind."""
         from ..errors import ConfigError
 
+        if self.unified:
+            if is_3d and tile_shape[-1] == 3:
+                raise ConfigError(
+                    f"3D patches 3 voxels wide ({'x'.join(map(str, tile_shape))}) read like RGB tiles to {self.info.name}",
+                    path=where,
+                    fix="tile the volume with a larger --patch",
+                )
+            return
         if is_3d and self.info.input != "volume":
             raise ConfigError(
                 f"the store holds 3D patches ({'x'.join(map(str, tile_shape))} voxels) and {self.info.name} embeds 2D RGB tiles",

@@ -200,6 +200,7 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
     import timm
 
     from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
+    from .unified import UNIFIED_INPUT, build_unified, unified_branch
 
     _pathweak_check(directory, weights)
     folder = Path(directory)
@@ -207,11 +208,14 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
     weights_path = Path(weights) if weights else folder / "encoder.safetensors"
     cfg = json.loads(config_path.read_text())
     volume = cfg.get("input") == "volume"  # a 3D ViT of `pathweak pretrain --method mae3d`
+    unified = cfg.get("input") == UNIFIED_INPUT  # one ViT for 2D and 3D stores (mae on both kinds at once)
     net: nn.Module
     if volume:
         from .vit3d import build_vit3d
 
         net = build_vit3d(cfg["vit3d"])
+    elif unified:
+        net = build_unified(cfg["timm_model"], cfg.get("timm_kwargs", {}), unified_branch(cfg["volume"]))
     else:
         net = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, **cfg.get("timm_kwargs", {}))
     _load_weights(net, str(weights_path), f"pathweak:{folder}")
@@ -224,8 +228,12 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
         std=tuple(cfg["std"]),
         weights=str(weights_path),
         weights_hash=_weights_hash(str(weights_path)),
-        extra={"pretrain": cfg.get("training", {}), **({"cpu_batch": 8} if volume else {})},
-        input="volume" if volume else "rgb",
+        extra={
+            "pretrain": cfg.get("training", {}),
+            **({"cpu_batch": 8} if volume else {}),
+            **({"volume": cfg["volume"]} if unified else {}),
+        },
+        input=str(cfg.get("input") or "rgb"),
     )
     return Encoder(net, info)
 

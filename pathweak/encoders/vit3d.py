@@ -11,20 +11,7 @@ import torch
 from torch import nn
 
 from .archs import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
-
-
-class PatchEmbed3D(nn.Module):
-    """Non-overlapping ``patch``^3 voxel cubes -> tokens (B, n, D), n = (S / patch)^3."""
-
-    def __init__(self, img_size: int, patch: int, in_chans: int, dim: int):
-        super().__init__()
-        self.patch_size = (patch, patch, patch)
-        self.grid_size = (img_size // patch,) * 3
-        self.num_patches = (img_size // patch) ** 3
-        self.proj = nn.Conv3d(in_chans, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+from .unified import PatchEmbed3D, cube_tokens  # shared with the unified 2D/3D ViT
 
 
 class ViT3D(nn.Module):
@@ -59,10 +46,7 @@ class ViT3D(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens (B, 1 + n, D) after the final norm, class token first."""
-        x = self.patch_embed(x)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed
-        return self.norm(self.blocks(self.norm_pre(x)))
+        return cube_tokens(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[:, self.num_prefix_tokens :].mean(1)

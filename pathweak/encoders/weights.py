@@ -1,6 +1,6 @@
-"""Reading weights files and loading them strictly: state dicts from .safetensors/.pth/.bin, strict
-loading with one clear error for missing, unexpected or mis-shaped keys, explicit random
-initialisation that does not reseed the process, and the ids/hashes recorded with every encoder."""
+"""Encoder weights: checkpoints read by :mod:`pathweak.hub` (re-exported here), strict loading with a ViT's
+position embedding resampled to the network's grid, explicit random initialisation that does not reseed the
+process, and the ids/hashes recorded with every encoder."""
 
 from __future__ import annotations
 
@@ -12,44 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .. import hub
 from .._provenance import json_value
 from ..errors import ConfigError
+from ..hub import WRAPPERS, read_checkpoint
 
-WRAPPERS = ("state_dict", "model", "teacher", "student")
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The tensors of a weights file, keys as written (a ``state_dict``/``model``/... wrapper unwrapped)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("weights file not found", path=path, fix="check the --weights path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            try:  # memory-mapped: the tensors stay in the page cache until copied into the network
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # a legacy (non-zip) checkpoint cannot be mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(
-            f"cannot read the weights ({exc})", path=path, fix="pass a .safetensors, .pth or .bin state dict"
-        ) from None
-    for key in WRAPPERS:
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise ConfigError(
-            "the file holds no state dict of tensors",
-            path=path,
-            fix="pass the checkpoint's weights file (a .safetensors, .pth or .bin state dict)",
-        )
-    return state
+__all__ = ["WRAPPERS", "load_state_dict_file", "load_strict", "read_checkpoint"]
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:
@@ -60,34 +28,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_strict(net: Any, state: dict[str, Any], what: str, path: str | Path) -> None:
-    """Load ``state`` into ``net``: every key of the network present, no key left over and every shape
-    equal, else one error naming the first offenders. A ViT ``pos_embed`` saved for another grid is
-    resampled to the network's (the toolkits do the same)."""
+    """:func:`pathweak.hub.load_strict`, after a ViT ``pos_embed`` saved for another grid is resampled to
+    the network's (the toolkits do the same)."""
     own = net.state_dict()
     state = dict(state)
     if "pos_embed" in state and "pos_embed" in own and tuple(state["pos_embed"].shape) != tuple(own["pos_embed"].shape):
         state["pos_embed"] = _resample_pos_embed(net, state["pos_embed"], own["pos_embed"])
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} with another shape (e.g. {wrong[:2]})")
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        raise ConfigError(
-            f"the weights do not fit {what}: {len(own)} tensors expected, {'; '.join(parts)}",
-            path=path,
-            fix="pass the weights of this model (see `pathweak encoders info`), or the encoder these weights belong to",
-        )
-    net.load_state_dict(state, strict=True)
+    hub.load_strict(net, state, what, path)
 
 
 def _resample_pos_embed(net: Any, saved: Any, own: Any) -> Any:

@@ -110,9 +110,9 @@ def extract_on_devices(
         spec: tuple[str, str | None] | ModuleEncoder = (encoder, weights)
     else:
         encoder_id, spec = encoder.encoder_id, cpu_copy(encoder)  # the caller's encoder stays on its device
-    folder = (
-        Path(out_dir) / "features" / (f"{encoder_id}-tokens{kwargs['tokens']}" if kwargs.get("tokens") else encoder_id)
-    )
+    suffix = f"-tokens{kwargs['tokens']}" if kwargs.get("tokens") else ""
+    suffix += f"-rot{kwargs['rotations']}" if kwargs.get("rotations", 1) > 1 else ""
+    folder = Path(out_dir) / "features" / f"{encoder_id}{suffix}"
     created = missing_dirs(folder)  # made here, so no worker removes it while another writes into it
     folder.mkdir(parents=True, exist_ok=True)
     order = sorted(range(len(stores)), key=lambda i: -_size(stores[i]))  # large slides first

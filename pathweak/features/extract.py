@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from ..encoders.base import Encoder, EncoderInfo
     from ..protocols import Advance, ModuleEncoder, TileEncoder
+    from .stain import StainNormalization
 
 LOADER_BATCH = 256  # tiles decoded per loader item
 EMPTY_WARNING = (
@@ -75,6 +76,8 @@ def extract_features(
     progress: bool = True,
     tokens: int = 0,
     decode: str = "auto",
+    rotations: int = 1,
+    stain: StainNormalization | None = None,
 ) -> list[ExtractResult]:
     """Embed every tile of each TileStore with ``encoder`` (an :class:`Encoder` or a name for
     :func:`~pathweak.encoders.create_encoder`) into ``<out_dir>/features/<encoder_id>/<slide_id>.zarr``.
@@ -89,18 +92,32 @@ def extract_features(
     (``wsseg``) then segment inside tiles. A store that fails is reported in its result and the others go on.
     ``decode``: where JPEG tiles are decoded (``features/decode.py``): auto (on the GPU when the model
     runs on CUDA), cpu, or gpu (an error without CUDA).
+    ``rotations`` 2 or 4: each row holds the tile's embeddings under that many rotations side by side, under
+    ``<encoder_id>-rot<R>`` (``features/views.py``; for label augmentation, heads/sla.py).
+    ``stain``: normalise each slide's tiles toward a
+    reference first (``features/stain.py``; the slide's stain estimated once, applied per batch on the device).
     """
 
     dev = devices.parse_device(device)
     from .decode import check_decode
+    from .views import check_rotations
 
     check_decode(decode, dev)
+    check_rotations(rotations, tokens)
     modules = [e.to(dev).eval() for e in _encoders(encoder, weights)]
     encs: list[TileEncoder] = list(modules)
     if tokens:
         from .tokens import TokenRows  # torch-importing, so not at module level
 
         encs = [TokenRows(_token_encoder(e), tokens) for e in modules]
+    if rotations > 1:
+        from .views import RotatedViews
+
+        encs = [RotatedViews(e, rotations) for e in modules]
+    if stain is not None:
+        from .stain import stained
+
+        encs = stained(encs, stain, tokens)
     results: list[ExtractResult] = []
     folders = [Path(out_dir) / "features" / e.encoder_id for e in encs]
     for folder in [*folders, *(Path(out_dir) / "h5_files" / e.encoder_id for e in encs)]:
@@ -245,6 +262,9 @@ def _extract_store(
                     h5=str(h5_paths[i]) if export else None,
                 )
             else:
+                begin_slide = getattr(enc, "begin_slide", None)  # a StainedEncoder: the slide's stain, first
+                if begin_slide is not None:
+                    begin_slide(tile_store)
                 writers[i] = FeatureWriter(tile_store, enc, out_dir, key, final)
         if writers:
             from .decode import device_batches
@@ -281,7 +301,8 @@ def _extract_store(
         )
     for i, enc in enumerate(encs):
         warning = resolution_warning(tile_store, enc.info)
-        results[i].warnings += [*notes, warning] if warning else notes
+        stain_warning = getattr(enc, "slide_warning", None) if i in writers else None
+        results[i].warnings += [*notes, *(w for w in (warning, stain_warning) if w)]
         if not len(tile_store):
             results[i].warnings.append(EMPTY_WARNING.format(store=tile_store.path))
     return [results[i] for i in range(len(encs))]

@@ -22,6 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..heads.base import GridBox
 from ..progress import progress_bar
+from .wrapped import WrappedEncoder
 
 if TYPE_CHECKING:
     from ..encoders.base import Encoder
@@ -80,7 +81,7 @@ def tile_token_cells(cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return (origin[:, None, :] + within[None]).reshape(-1, 2)
 
 
-class TokenRows:
+class TokenRows(WrappedEncoder):
     """An encoder's patch tokens as feature rows (``pathweak extract --tokens POOL``): ``embed`` maps a
     batch of tiles to ``h x w`` rows per tile (tile by tile, row-major). Its ``encoder_id`` is the
     encoder's plus ``-tokens<POOL>``, so token features never mix with tile features."""
@@ -102,14 +103,6 @@ class TokenRows:
             # "cells": equal cells tiling the tile (pool_tokens); part of the FeatureStore's cache key
             extra={**encoder.info.extra, "tokens": {"pool": pool, "map": list(self.map_shape), "cells": "equal"}},
         )
-
-    @property
-    def encoder_id(self) -> str:
-        return self.info.encoder_id
-
-    @property
-    def embed_dim(self) -> int:
-        return self.info.embed_dim
 
     def check_tiles(self, is_3d: bool, tile_shape: tuple[int, ...], where: str) -> None:
         self.encoder.check_tiles(is_3d, tile_shape, where)

@@ -39,6 +39,8 @@ class FeatureWriter:
                 n_tiles=n,
                 tokens={"pool": enc.pool, "map": list(enc.map_shape), "extent": list(cell), "tiles": len(tile_store)},
             )
+        if "views" in enc.info.extra:  # rotation views side by side (features/views.py)
+            attrs["views"] = enc.info.extra["views"]
         self.n = n
         self.feats = create_feature_store(self.tmp, n, dim, coords, attrs, grid=grid, source=tile_store.source)
         self.buffer = np.empty((min(CHUNK_ROWS, max(n, 1)), dim), np.float16)

@@ -73,12 +73,19 @@ class MILHead(nn.Module):
     A head with ``tracks_instances = True`` keeps per-tile state across epochs (INS's smoothed
     pseudo-targets): the training loop then also passes ``bag_id=`` (the bag's row in the FeatureBank).
     A head with ``takes_box = True`` also gets ``box=`` (the bag's :class:`GridBox`) while training.
+    ``label_augmentation = False``: the head cannot train on joint (class x view) labels (heads/sla.py).
+    A head with ``takes_instance_labels = True`` also gets ``instance_labels=`` (tile rows and class indices of
+    a reviewer's corrected tiles, on the bag's device) while training a bag that has some: INS lets them
+    override its pseudo-labels. Every head's corrected tiles also get the training loop's instance-label loss
+    on their ``instance_logits`` (train/instance_labels.py), so a head needs nothing to learn from them.
     """
 
     name = "?"
     uses_grid = False
     tracks_instances = False
     takes_box = False
+    label_augmentation = True
+    takes_instance_labels = False
 
     def __init__(self, in_dim: int, n_outputs: int, **options: Any):
         super().__init__()

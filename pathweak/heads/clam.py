@@ -19,6 +19,7 @@ from .base import Criterion, GatedAttention, HeadOutput, MILHead, projection, re
 
 class _CLAM(MILHead):
     branches_per_class = False
+    label_augmentation = False  # instance clustering reads every output as a class (heads/sla.py)
 
     def __init__(
         self,

@@ -19,6 +19,9 @@ bag's tiles are always negative):
   2020: a term keeping predictions close to their own moving average, against noisy pseudo-labels).
 
 The slide logits are the top-``topk`` mean of each class's instance logits (``topk=1``: max pooling).
+A reviewer's corrected tiles (``instance_labels``, docs/review.md) override the pseudo-labels: their soft
+targets and the labels their keys and prototypes use are the corrected classes.
+
 At prediction the head also gives per tile ``pseudo_label`` (the nearest prototype among {negative,
 predicted slide class}) and ``mask`` (positive-class probability thresholded, ``threshold``).
 """
@@ -45,6 +48,7 @@ class INS(MILHead):
     """Instance classifier on prototype pseudo-labels with momentum contrastive learning (INS-style)."""
 
     tracks_instances = True
+    takes_instance_labels = True
     prototypes: torch.Tensor  # buffers: (C, proj_dim) prototypes and their update counts (C,)
     proto_count: torch.Tensor
     queue: torch.Tensor  # (queue_size, proj_dim) keys and their labels (-1: empty slot)
@@ -116,13 +120,14 @@ class INS(MILHead):
         grid: torch.Tensor | None = None,
         target: torch.Tensor | None = None,
         bag_id: int | None = None,
+        instance_labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> HeadOutput:
         h = self.fc(x)
         inst = self.classifier(h)
         out = HeadOutput(topk_pool(inst, self.options["topk"]), inst)
         q = F.normalize(self.proj(h), dim=1)
         if self.training and target is not None:
-            self._train_terms(out, x, q, int(target), bag_id)
+            self._train_terms(out, x, q, int(target), bag_id, instance_labels)
         elif not self.training:
             predicted = int(out.logits.argmax())
             cand = self._candidates(predicted, x.device)
@@ -155,7 +160,15 @@ class INS(MILHead):
     # The training terms are computed without asking the device anything (no .item(), no boolean-mask
     # indexing, no data-dependent branch): the bag's label comes from the host, the rest stays on the device.
 
-    def _train_terms(self, out: HeadOutput, x: torch.Tensor, q: torch.Tensor, label: int, bag_id: int | None) -> None:
+    def _train_terms(
+        self,
+        out: HeadOutput,
+        x: torch.Tensor,
+        q: torch.Tensor,
+        label: int,
+        bag_id: int | None,
+        corrected: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         neg, n = self.options["negative_class"], x.shape[0]
         cand = self._candidates(label, x.device)
         logp = torch.log_softmax(out.instance_logits.float(), 1)
@@ -177,6 +190,12 @@ class INS(MILHead):
                 soft = self._targets[bag_id] = m * old + (1 - m) * onehot
             if label == neg:
                 soft = _one_hot(torch.full((n,), neg, device=x.device), self.n_outputs)
+            if corrected is not None:  # a reviewer's classes replace the pseudo-labels of those tiles
+                rows, classes = corrected
+                soft = soft.index_copy(0, rows, _one_hot(classes, self.n_outputs))
+                predicted = predicted.index_copy(0, rows, classes)
+                if bag_id is not None:
+                    self._targets[bag_id] = soft
         out.aux["pseudo_targets"] = soft
         out.aux["instance_loss"] = -(soft * logp).sum(1).mean()
         out.aux["contrastive_loss"] = self._contrastive(q, k, predicted)

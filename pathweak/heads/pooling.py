@@ -46,10 +46,15 @@ class ABMIL(MILHead):
         self.attention = GatedAttention(hidden, attn_dim, 1, dropout)
         self.classifier = nn.Linear(hidden, n_outputs)
 
+    def pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(slide embedding (hidden,): the attention-weighted sum of the embedded tiles, attention (N, 1),
+        embedded tiles (N, hidden)); the embedding is what FEATHER's slide feature is."""
+        h = self.fc(x)
+        a = torch.softmax(self.attention(h), dim=0)  # (N, 1)
+        return (a * h).sum(0), a, h
+
     def forward(
         self, x: torch.Tensor, grid: torch.Tensor | None = None, target: torch.Tensor | None = None
     ) -> HeadOutput:
-        h = self.fc(x)
-        a = torch.softmax(self.attention(h), dim=0)  # (N, 1)
-        pooled = (a * h).sum(0)
+        pooled, a, h = self.pool(x)
         return HeadOutput(self.classifier(pooled), self.classifier(h), a)

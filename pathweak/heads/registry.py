@@ -1,4 +1,4 @@
-"""The heads by name: :data:`HEADS`, :func:`register_head`, :func:`create_head`, :func:`head_info`.
+"""The heads by name: :data:`HEADS`, :data:`WRAPPERS`, :func:`register_head`, :func:`create_head`, :func:`head_info`.
 
 Every built-in head is declared here with the module that defines it, so its name is known without
 importing torch (``pathweak train --help``, a cohort spec's check); the module is imported when the head
@@ -29,6 +29,9 @@ BUILT_IN = {
 }
 
 HEADS: Registry[type[MILHead]] = Registry("head", {name: f"pathweak.heads.{m}" for name, m in BUILT_IN.items()})
+# head options that wrap the named head in another module: option name -> (name, in_dim, n_outputs, value,
+# the other options) -> head; declared with the module that registers it (heads/sla.py: label_augmentation)
+WRAPPERS: Registry[Any] = Registry("head wrapper", {"label_augmentation": "pathweak.heads.sla"})
 
 
 def register_head(name: str) -> Any:
@@ -42,7 +45,12 @@ def register_head(name: str) -> Any:
 
 
 def create_head(name: str, in_dim: int, n_outputs: int, **options: Any) -> MILHead:
-    """A head from the registry by name (see ``pathweak heads list``), with its keyword options."""
+    """A head from the registry by name (see ``pathweak heads list``), with its keyword options (an option
+    of :data:`WRAPPERS` wraps it, e.g. ``label_augmentation``)."""
+    for key in WRAPPERS:
+        if key in options:
+            value = options.pop(key)
+            return WRAPPERS.get(key)(name, in_dim, n_outputs, value, options)
     cls = HEADS.get(name)
     try:
         return cls(in_dim, n_outputs, **options)

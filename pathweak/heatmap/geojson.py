@@ -80,22 +80,35 @@ def write_geojson(
 
 
 def tile_features(
-    ts: TileScores, scores: dict[str, np.ndarray], rng: np.random.Generator | None = None, chunk: int = CHUNK
+    ts: TileScores,
+    scores: dict[str, np.ndarray],
+    rng: np.random.Generator | None = None,
+    chunk: int = CHUNK,
+    classes: tuple[np.ndarray, list[tuple[str, tuple[int, int, int]]]] | None = None,
 ) -> Iterator[list[str]]:
-    """The tiles as detection Features (JSON strings), ``chunk`` at a time."""
+    """The tiles as detection Features (JSON strings), ``chunk`` at a time; ``classes``: each tile's class
+    index (-1: unclassified) and the classes' (name, RGB colour), written as QuPath classifications."""
     names = "".join(f",{_template_key(n)}:%s" for n in scores)[1:]
     template = (
         '{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":'
         "[[[%s,%s],[%s,%s],[%s,%s],[%s,%s],[%s,%s]]]},"
-        '"properties":{"objectType":"detection","measurements":{' + names + "}}}"
+        '"properties":{"objectType":"detection"' + ("%s" if classes else "") + ',"measurements":{' + names + "}}}"
     )
     values = list(scores.values())
+    labels = None
+    if classes is not None:  # one JSON fragment per class; index -1 (the last entry) writes none
+        fragments = [
+            ',"classification":' + json.dumps({"name": n, "color": list(c)}, separators=(",", ":"))
+            for n, c in classes[1]
+        ]
+        labels = np.array([*fragments, ""], dtype=object)[np.asarray(classes[0], np.int64)]
     for start in range(0, len(ts.coords), chunk):
         s = slice(start, start + chunk)
         a, b, c, d = (number_strings(v) for v in ts.boxes(s))
         ids = uuid4_strings(len(a), rng)
         measures = [number_strings(v[s], float32=True) for v in values]
-        yield [template % row for row in zip(ids, a, b, c, b, c, d, a, d, a, b, *measures, strict=False)]
+        extra = [labels[s].tolist()] if labels is not None else []
+        yield [template % row for row in zip(ids, a, b, c, b, c, d, a, d, a, b, *extra, *measures, strict=False)]
 
 
 def feature(

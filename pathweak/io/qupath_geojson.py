@@ -140,7 +140,7 @@ def annotations_on_slide(
     if inside >= 1 and inside >= 0.5 * union.area:
         return geoms
     x0, y0, x1, y1 = union.bounds
-    hint = _coordinate_hint(union.bounds, slide_size)
+    hint = coordinate_hint(union.bounds, slide_size)
     found = f"their bounds are x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}{'; ' + hint if hint else ''}"
     if inside < 1:
         how = "do not overlap" if inside == 0 else "cover less than one pixel of"
@@ -158,7 +158,7 @@ def annotations_on_slide(
     )
 
 
-def _coordinate_hint(bounds: tuple[float, float, float, float], size: tuple[int, int]) -> str:
+def coordinate_hint(bounds: tuple[float, float, float, float], size: tuple[int, int]) -> str:
     """Why annotations might miss the slide, from their bounds: lon/lat degrees, y-up or another image."""
     x0, y0, x1, y1 = bounds
     if -180 <= x0 and x1 <= 180 and -90 <= y0 and y1 <= 90 and max(size) > 360:

@@ -18,6 +18,7 @@ from .._atomic import atomic_file, sweep_partials
 from ..errors import ConfigError
 from ..store.build import building
 from . import figures
+from .corrections import corrections_section
 from .page import FILES, img, page, section
 from .slides import slides_sections
 
@@ -101,6 +102,9 @@ def write_report(
         tmp.mkdir()
         ensemble = dict(s.get("ensemble") or {})
         sections = [_overview(src), *_degenerate(s, ensemble), _metrics_table(s)]
+        corrections = corrections_section(src.run_dir, s)  # weak-only and corrected side by side (docs/review.md)
+        if corrections:
+            sections.append(corrections)
         sections += _task_figures(s, frame, tmp, bootstrap)
         folds = [dict(f, seed=int(k)) for k, v in s["seeds"].items() for f in v["folds"]]
         if any(f.get("history") for f in folds):

@@ -3,7 +3,7 @@ Fourier batch style standardisation (torch, on a batch in the training step)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -95,12 +95,50 @@ def gaussian_blur(img: np.ndarray, rng: np.random.Generator, prob: float) -> np.
     return cv2.GaussianBlur(img, (0, 0), rng.uniform(0.1, 1.5))
 
 
+def stain_toward(img: np.ndarray, rng: np.random.Generator, prob: float, bank: list[Any]) -> np.ndarray:
+    """With probability ``prob``: the tile normalised (Macenko, its own stain estimated) toward a stain drawn
+    from ``bank`` (:class:`~pathweak.stain.SlideStain` targets, e.g. of random tiles of the cohort). A tile
+    with too little stain to estimate (glass) is returned as it is. No draw at all when ``prob`` is 0."""
+    if prob <= 0 or not bank or rng.random() >= prob:
+        return img
+    from ..errors import PathweakError
+    from ..stain import estimate
+    from ..stain.apply import StainTransform
+
+    target = bank[int(rng.integers(len(bank)))]
+    try:
+        return StainTransform(estimate(img, "macenko"), target)(np.ascontiguousarray(img))
+    except PathweakError:
+        return img
+
+
+def stain_bank(tiles: list[np.ndarray]) -> list[Any]:
+    """Macenko targets of the tiles that have stain (the references views are normalised toward)."""
+    from ..errors import PathweakError
+    from ..stain import estimate
+
+    bank = []
+    for tile in tiles:
+        try:
+            bank.append(estimate(tile, "macenko"))
+        except PathweakError:
+            continue
+    return bank
+
+
 def pathology_view(
-    img: np.ndarray, rng: np.random.Generator, size: int, scale: tuple[float, float], cfg: object
+    img: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    scale: tuple[float, float],
+    cfg: object,
+    bank: list[Any] | None = None,
 ) -> np.ndarray:
-    """One augmented view: random resized crop, dihedral transform, stain and colour jitter, blur."""
+    """One augmented view: random resized crop, dihedral transform, stain normalisation toward a random
+    reference of ``bank`` (``cfg.stain_augment``), stain and colour jitter, blur."""
     v = random_resized_crop(img, rng, size, scale)
     v = flip_rotate(v, rng)
+    v = stain_toward(v, rng, getattr(cfg, "stain_augment", 0.0), bank or [])
     v = hed_jitter(v, rng, getattr(cfg, "hed_jitter", 0.0))
     v = color_jitter(v, rng, getattr(cfg, "color_jitter", 0.0), getattr(cfg, "hue_jitter", 0.0))
     return gaussian_blur(v, rng, getattr(cfg, "blur_prob", 0.0))

@@ -31,6 +31,8 @@ class SSLConfig:
     samples_per_epoch: int | None = None  # default: every tile once
     max_steps: int = -1
     max_minutes: float | None = None
+    max_cpu_minutes: float | None = None  # stop after this much CPU time of the training process (a budget a shared
+    # machine does not skew; loader worker processes are not counted, so use num_workers 0 for an exact one)
     grad_clip: float = 3.0
     seed: int = 0
     # DINO
@@ -54,6 +56,11 @@ class SSLConfig:
     # MAE3D: a 3D ViT on the (D, H, W) patches of volume stores; img_size is then the cube side
     patch_3d: int = 4  # voxels per side of one token's cube
     volume_intensity_jitter: float = 0.05  # std of the intensity scale and shift of 3D views (0 = off)
+    # unified 2D/3D MAE (Uni4Eye): --method mae on 2D TileStores and 3D patch stores together trains one ViT
+    # with a 2D and a 3D patch embedding (set by pretrain when the stores hold both kinds; ssl/mixed.py)
+    unified: bool = False
+    volume_img_size: int = 16  # the 3D branch's cube side (a multiple of patch_3d)
+    volume_share: float | None = None  # share of each epoch's batches that are 3D (None: the 3D tiles' share)
     # distillation (pathweak distill): the student (arch/depth/img_size) learns the teacher's embedding
     teacher: str | None = None  # an encoder name, e.g. pathweak:<dir> or timm:<model>
     teacher_weights: str | None = None
@@ -70,6 +77,7 @@ class SSLConfig:
     hue_jitter: float = 0.02
     blur_prob: float = 0.3
     fourier_style: float = 0.0  # probability of swapping amplitude spectra within a batch (0 = off)
+    stain_augment: float = 0.0  # probability of normalising a view (Macenko) toward a random tile's stain (0 = off)
     # RankMe and checkpoint selection
     rankme_samples: int = 512
     select: str = "rankme"  # the exported weights: rankme (the epoch of highest RankMe) | last (the final ones)
@@ -97,10 +105,13 @@ class SSLConfig:
         elif self.img_size % 16 or self.local_size % 16:
             raise ConfigError("image sizes must be multiples of the patch size 16", fix="e.g. --img-size 224 or 112")
         self._check_width()
+        self._check_unified()
         if self.distill_loss not in DISTILL_LOSSES:
             raise ConfigError(
                 f"unknown distillation loss {self.distill_loss!r}", fix=f"use one of {', '.join(DISTILL_LOSSES)}"
             )
+        if not 0 <= self.stain_augment <= 1:
+            raise ConfigError(f"stain_augment is a probability, got {self.stain_augment}", fix="use 0 to 1")
         if not 0 <= self.whole_tile_views <= 1:
             raise ConfigError(
                 f"whole_tile_views is a fraction of the views, got {self.whole_tile_views}", fix="use 0 to 1"
@@ -115,6 +126,27 @@ class SSLConfig:
             raise ConfigError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.batch_size < 2:
             raise ConfigError("batch size must be at least 2")
+
+    def _check_unified(self) -> None:
+        if self.volume_share is not None and not 0 < self.volume_share < 1:
+            raise ConfigError(f"volume_share is a share of the batches, got {self.volume_share}", fix="use 0 to 1")
+        if not self.unified:
+            return
+        if self.method != "mae":
+            raise ConfigError(
+                f"one ViT for 2D tiles and 3D patches is pretrained with --method mae, not {self.method}",
+                fix="pass --method mae (or pretrain on one kind of store)",
+            )
+        if self.patch_3d < 1 or self.volume_img_size % self.patch_3d:
+            raise ConfigError(
+                f"the 3D cube side {self.volume_img_size} must be a multiple of the 3D patch {self.patch_3d}",
+                fix="e.g. volume_img_size 16 with patch_3d 4",
+            )
+        if self.adapt_from:
+            raise ConfigError(
+                "adapting an existing encoder (--adapt-from) is for one kind of store",
+                fix="pretrain the unified 2D/3D ViT from scratch, or adapt on 2D tiles only",
+            )
 
     def _check_width(self) -> None:
         if self.embed_dim is None and self.num_heads is None:

@@ -12,7 +12,9 @@ import numpy as np
 from ..devices import world_rank
 from ..errors import ConfigError
 from ..store.tiles import TileStore
-from .augment import pathology_view, to_tensor, whole_tile_view
+from .augment import pathology_view, stain_bank, to_tensor, whole_tile_view
+
+STAIN_BANK_TILES = 16  # random tiles of the cohort whose stains are the targets of cfg.stain_augment
 
 
 class TileIndex:
@@ -70,6 +72,12 @@ class SSLViews:
         self.index, self.cfg, self.indices = index, cfg, indices
         self.mean, self.std = mean, std
         self._stores = _StoreCache(index.paths)
+        self.bank: list[Any] = []
+        if getattr(cfg, "stain_augment", 0.0) > 0:  # the random references: stains of random tiles (seeded)
+            picks = np.random.default_rng(getattr(cfg, "seed", 0)).choice(
+                index.total, min(STAIN_BANK_TILES, index.total), replace=False
+            )
+            self.bank = stain_bank([self._stores.tile(*index.locate(int(g))) for g in np.sort(picks)])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -87,11 +95,16 @@ class SSLViews:
             size = max(cfg.img_size, cfg.teacher_img_size or 0)
             whole = cfg.whole_tile_views > 0 and rng.random() < cfg.whole_tile_views  # (no draw when off)
             views = [
-                whole_tile_view(img, rng, size) if whole else pathology_view(img, rng, size, cfg.global_scale, cfg)
+                whole_tile_view(img, rng, size)
+                if whole
+                else pathology_view(img, rng, size, cfg.global_scale, cfg, self.bank)
             ]
         else:
-            views = [pathology_view(img, rng, cfg.img_size, cfg.global_scale, cfg) for _ in range(2)]
-            views += [pathology_view(img, rng, cfg.local_size, cfg.local_scale, cfg) for _ in range(cfg.local_crops)]
+            views = [pathology_view(img, rng, cfg.img_size, cfg.global_scale, cfg, self.bank) for _ in range(2)]
+            views += [
+                pathology_view(img, rng, cfg.local_size, cfg.local_scale, cfg, self.bank)
+                for _ in range(cfg.local_crops)
+            ]
         return [to_tensor(v, self.mean, self.std) for v in views]
 
 

@@ -31,7 +31,8 @@ def check_stores_kind(index: TileIndex, want_3d: bool) -> None:
                 raise ConfigError(
                     f"this store holds 3D patches ({'x'.join(map(str, s.tile_shape))} voxels) and the method trains on 2D tiles",
                     path=path,
-                    fix="use --method mae3d for 3D patches, or tile the volume with --mode slices",
+                    fix="use --method mae3d for 3D patches, --method mae with 2D TileStores beside them (one ViT for "
+                    "both), or tile the volume with --mode slices",
                 )
 
 
@@ -103,7 +104,8 @@ class PlainPatches:
 def datasets(
     index: TileIndex, cfg: Any, train_idx: np.ndarray, hold_idx: np.ndarray, mean: tuple, std: tuple
 ) -> tuple[Any, Any]:
-    """(training views, held-out plain tiles) for ``cfg.method``: 3D patches for mae3d, RGB tiles otherwise."""
+    """(training views, held-out plain tiles) for ``cfg.method``: 3D patches for mae3d, RGB tiles otherwise
+    (both kinds in one run: ssl/mixed.py)."""
     from .data import PlainTiles, SSLViews
 
     check_stores_kind(index, cfg.method == "mae3d")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import Any
 
 import lightning as L
@@ -19,9 +20,15 @@ from .rankme import rankme
 
 
 def build_backbone(cfg: SSLConfig) -> nn.Module:
-    """The timm ViT being trained (dynamic image size for DINO's multi-crop), or for mae3d the 3D ViT."""
+    """The timm ViT being trained (dynamic image size for DINO's multi-crop), for mae3d the 3D ViT, and for a
+    unified run one ViT with a 2D and a 3D patch embedding (encoders/unified.py)."""
     import timm
 
+    if cfg.unified:  # one ViT for 2D tiles and 3D patches (Uni4Eye)
+        from ..encoders.unified import UnifiedViT
+
+        vit = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **backbone_kwargs(cfg))
+        return UnifiedViT(vit, unified_volume(cfg))
     if cfg.method == "mae3d":
         from ..encoders.vit3d import build_vit3d, vit3d_kwargs
 
@@ -43,10 +50,20 @@ def backbone_kwargs(cfg: SSLConfig) -> dict[str, Any]:
     return kwargs
 
 
+def unified_volume(cfg: SSLConfig) -> dict[str, Any]:
+    """The 3D branch of a unified ViT (encoders/unified.py VolumeBranch arguments)."""
+    return {"img_size": cfg.volume_img_size, "patch_size": cfg.patch_3d, "in_chans": 1}
+
+
 def merge_export_fields(config: dict[str, Any], module: Any, cfg: SSLConfig) -> None:
     """Update the encoder.json ``config`` (in place) where the model is not a 2D timm ViT of a DINO/MAE
     run: the 3D ViT's constructor and the volume normalisation (mae3d), the teacher (distill)."""
-    if cfg.method == "mae3d":
+    if cfg.unified:
+        from ..encoders.unified import UNIFIED_INPUT
+        from .data3d import VOLUME_MEAN, VOLUME_STD
+
+        config.update(input=UNIFIED_INPUT, volume={**unified_volume(cfg), "mean": [VOLUME_MEAN], "std": [VOLUME_STD]})
+    elif cfg.method == "mae3d":
         from ..encoders.vit3d import vit3d_kwargs
         from .data3d import VOLUME_MEAN, VOLUME_STD
 
@@ -90,10 +107,25 @@ class SSLModule(L.LightningModule):
             for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
                 p.requires_grad_(False)
             self.loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.teacher_temp, cfg.center_momentum)
+        elif cfg.unified:  # the 2D MAE on the ViT and the 3D MAE on its volume branch: one transformer
+            from .mae3d import MAE3D
+
+            self.unified = backbone
+            self.mae = MAE(
+                backbone.vit, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss
+            )
+            self.mae3d = MAE3D(
+                backbone.volume,
+                cfg.volume_img_size,
+                cfg.mask_ratio,
+                cfg.decoder_dim,
+                cfg.decoder_depth,
+                cfg.norm_pix_loss,
+            )
         elif cfg.method == "mae3d":
             from .mae3d import MAE3D
 
-            self.mae: MAE = MAE3D(
+            self.mae = MAE3D(
                 backbone, cfg.img_size, cfg.mask_ratio, cfg.decoder_dim, cfg.decoder_depth, cfg.norm_pix_loss
             )
         elif cfg.method == "distill":
@@ -106,7 +138,9 @@ class SSLModule(L.LightningModule):
             )
         self.rankme_history: list[dict[str, float]] = []
         self._rank_batches: list[torch.Tensor] = []
-        self._time_done = 0.0  # share of a max_minutes budget used, as rank 0 measured it
+        self._time_done = 0.0  # share of a max_minutes (or max_cpu_minutes) budget used, as rank 0 measured it
+        self._cpu_mark: float | None = None  # process CPU time at the first step of this process
+        self._cpu_before = 0.0  # CPU seconds of the run before a resume
         self.schedule_state: dict[str, float] = {}  # where the schedules are after the last step
         self.ranks_agree: bool | None = None
 
@@ -116,13 +150,30 @@ class SSLModule(L.LightningModule):
         DDP the elapsed time is rank 0's (broadcast each step), so every rank follows one schedule."""
         return min(1.0, max(step / self.total_steps, self._time_done))
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        shares = []
         if self.cfg.max_minutes:
             from lightning.pytorch.callbacks import Timer
 
             timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
             elapsed = timer.time_elapsed("train") if timer is not None else 0.0  # includes a resumed run's time
-            self._time_done = float(self.trainer.strategy.broadcast(elapsed / (60 * self.cfg.max_minutes), src=0))
+            shares.append(elapsed / (60 * self.cfg.max_minutes))
+        if self.cfg.max_cpu_minutes:
+            shares.append(self.cpu_seconds() / (60 * self.cfg.max_cpu_minutes))
+        if not shares:
+            return None
+        self._time_done = float(self.trainer.strategy.broadcast(max(shares), src=0))
+        if self.cfg.max_cpu_minutes and self._time_done >= 1:  # the CPU budget is spent: end here
+            self.trainer.should_stop = True
+            return -1  # the rest of this epoch is skipped; its RankMe still runs
+        return None
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this training process since its first step, plus a resumed run's (``max_cpu_minutes``)."""
+        now = time.process_time()
+        if self._cpu_mark is None:
+            self._cpu_mark = now
+        return self._cpu_before + now - self._cpu_mark
 
     # -- the encoder that gets exported -----------------------------------------------------------
     @property
@@ -130,6 +181,8 @@ class SSLModule(L.LightningModule):
         """DINO: the teacher (the better, smoothed model); MAE: the encoder; distillation: the student."""
         if self.cfg.method == "distill":
             return self.distiller.student
+        if self.cfg.unified:
+            return self.unified
         return self.teacher if self.cfg.method == "dino" else self.mae.encoder
 
     # -- training ---------------------------------------------------------------------------------
@@ -137,7 +190,12 @@ class SSLModule(L.LightningModule):
         """The objective on one batch of views: [global, global, local...] for DINO, [view] for MAE."""
         cfg = self.cfg
         if cfg.fourier_style > 0 and cfg.method != "mae3d":
-            batch = [fourier_style_swap(v, cfg.fourier_style) if v.shape[-1] == cfg.img_size else v for v in batch]
+            batch = [
+                fourier_style_swap(v, cfg.fourier_style) if v.ndim == 4 and v.shape[-1] == cfg.img_size else v
+                for v in batch
+            ]
+        if cfg.unified and batch[0].ndim == 5:  # a batch of 3D patches (each batch is of one kind)
+            return self.mae3d(batch[0], generator)
         if cfg.method in ("mae", "mae3d"):
             return self.mae(batch[0], generator)
         if cfg.method == "distill":
@@ -149,6 +207,9 @@ class SSLModule(L.LightningModule):
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.ssl_loss(batch)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
+        if self.cfg.unified:  # which kind this step trained on: train_loss_2d / train_loss_3d in the CSV log
+            kind = "3d" if batch[0].ndim == 5 else "2d"
+            self.log(f"train_loss_{kind}", loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -161,6 +222,7 @@ class SSLModule(L.LightningModule):
             "lr": float(optimizer.param_groups[0]["lr"]),
             "base_lr": float(optimizer.param_groups[0]["initial_lr"]),
             **({"teacher_momentum": momentum} if momentum is not None else {}),
+            **({"cpu_seconds": round(self.cpu_seconds(), 1)} if self.cfg.max_cpu_minutes else {}),
         }
 
     def update_teacher(self, step: int) -> float | None:
@@ -230,6 +292,9 @@ class SSLModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rankme_history"] = self.rankme_history
+        if self.cfg.max_cpu_minutes:
+            checkpoint["cpu_seconds"] = self.cpu_seconds()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.rankme_history = list(checkpoint.get("rankme_history", []))
+        self._cpu_before, self._cpu_mark = float(checkpoint.get("cpu_seconds", 0.0)), None

@@ -40,7 +40,7 @@ def pretrain(
 
     Re-running with ``resume`` continues from ``out_dir/checkpoints/last.ckpt``. Checkpoints are ranked
     by RankMe on held-out tiles, and the best one is exported. ``cfg.devices`` > 1 (or "auto"/"all" with
-    several GPUs): Lightning DDP, one spawned process per device (train/ddp.py; gloo on a CPU).
+    several GPUs): Lightning DDP, one spawned process per device (pathweak/ddp.py; gloo on a CPU).
     """
     import functools
 
@@ -59,39 +59,32 @@ def pretrain(
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-    from torch.utils.data import DataLoader
 
     from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
-    from .data import EpochSampler, TileIndex, split_holdout
+    from .data import TileIndex, split_holdout
     from .data3d import datasets
+    from .mixed import MixedPlain, MixedViews, mixed_loaders, with_store_kinds
     from .module import SSLModule
 
+    norm = (IMAGENET_MEAN, IMAGENET_STD)  # the 2D tiles' input normalisation
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sweep_partials(out)  # a killed run's encoder.safetensors leftover
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     index = TileIndex(stores)
+    cfg = with_store_kinds(index, cfg)  # mae on 2D and 3D stores: one ViT for both (ssl/mixed.py)
     limit = f", at most {cfg.max_minutes:g} min" if cfg.max_minutes else ""
     log_line(f"pretrain {cfg.method}: {index.total} tiles of {len(stores)} stores, {cfg.max_epochs} epochs{limit}")
     train_idx, hold_idx = split_holdout(index.total, cfg.rankme_samples, cfg.seed)
     per_epoch = cfg.samples_per_epoch or len(train_idx)
-    views, held_out = datasets(index, cfg, train_idx, hold_idx, IMAGENET_MEAN, IMAGENET_STD)
     device = devices.parse_device("auto")  # the accelerator Lightning picks ("auto"): a rank's own GPU in DDP
-    train_loader = DataLoader(
-        views,
-        batch_size=cfg.batch_size,
-        sampler=EpochSampler(len(views), per_epoch, cfg.seed),  # each DDP rank takes its share of the epoch
-        num_workers=cfg.num_workers,
-        drop_last=True,
-        persistent_workers=cfg.num_workers > 0,
-        pin_memory=device.type == "cuda",
-    )
-    hold_loader = DataLoader(  # not sharded: every rank's RankMe is over all held-out tiles
-        held_out,
-        batch_size=64,
-        num_workers=min(cfg.num_workers, 1),
-    )
+    if cfg.unified:  # batches of 2D tiles and of 3D patches
+        views, held_out = MixedViews(index, cfg, train_idx, *norm), MixedPlain(index, cfg, hold_idx, *norm)
+        train_loader, hold_loader = mixed_loaders(views, held_out, cfg, per_epoch, device.type == "cuda")
+    else:
+        views, held_out = datasets(index, cfg, train_idx, hold_idx, *norm)
+        train_loader, hold_loader = _loaders(views, held_out, cfg, per_epoch, device.type == "cuda")
     module = SSLModule(cfg, init_state=_initial_weights(cfg))  # steps: the trainer's count, per rank
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
@@ -140,6 +133,29 @@ def pretrain(
         schedule=dict(module.schedule_state),
         ranks_agree=module.ranks_agree,
     )
+
+
+def _loaders(views: Any, held_out: Any, cfg: SSLConfig, per_epoch: int, pin: bool) -> tuple[Any, Any]:
+    """(training loader, held-out loader) of views of one kind."""
+    from torch.utils.data import DataLoader
+
+    from .data import EpochSampler
+
+    train = DataLoader(
+        views,
+        batch_size=cfg.batch_size,
+        sampler=EpochSampler(len(views), per_epoch, cfg.seed),  # each DDP rank takes its share of the epoch
+        num_workers=cfg.num_workers,
+        drop_last=True,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=pin,
+    )
+    hold = DataLoader(  # not sharded: every rank's RankMe is over all held-out tiles
+        held_out,
+        batch_size=64,
+        num_workers=min(cfg.num_workers, 1),
+    )
+    return train, hold
 
 
 def _hardware(cfg: SSLConfig, ddp: bool) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Layout (format 1), at ``<out>/features/<encoder_id>/<slide_id>.zarr``::
            cache_key, source, axes, rows, created, integrity), slide_id, n_tiles, embed_dim,
            encoder {name, encoder_id, embed_dim, img_size, mean, std, precision, weights, weights_hash},
            tile_store {path, cache_key}, geometry (patch size, level, downsample, mpp: for exports),
-           tokens {pool, map, extent, tiles} (token rows only), versions, created
+           tokens {pool, map, extent, tiles} (token rows only), views {kind, count, angles, dim} (rows of
+           rotation views side by side: features/views.py), versions, created
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def create_feature_store(
         FORMAT_VERSION,
         source="volume" if axes == "zyx" else source,
         axes=axes,
-        rows="token" if "tokens" in attrs else "tile",
+        rows="token" if "tokens" in attrs else ("slide" if "slide_embedding" in attrs else "tile"),
         cache_key=attrs.get("cache_key"),
     )
     group.attrs.update({**header, **attrs, "created": header["created"]})

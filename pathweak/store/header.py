@@ -8,7 +8,8 @@ The header is a handful of top-level attributes of the store's Zarr group (``zar
     cache_key        hash of everything the store was made from (null for results)
     source           "slide" | "volume" | "images": what the rows come from
     axes             "xy" | "zyx": the order of the columns of ``coords``
-    rows             "tile" | "token": one row per tile/patch, or per token inside a tile
+    rows             "tile" | "token" | "slide": one row per tile/patch, per token inside a tile, or one row
+                     for the whole slide (a slide embedding, ``pathweak embed-slides``)
     created          creation time, ISO 8601 in UTC
     integrity        "crc32c": every chunk carries a CRC32C and every chunk file is present (absent in
                      stores written before the store layer; they are read without those checks)
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 KINDS = ("tiles", "features", "results")
+ROWS = ("tile", "token", "slide")
 SOURCES = ("slide", "volume", "images")
 INTEGRITY = "crc32c"
 
@@ -62,7 +64,7 @@ def header_attrs(
     kind: str, version: int, *, source: str, axes: str, rows: str = "tile", cache_key: str | None = None
 ) -> dict[str, Any]:
     """The header attributes a writer puts on a new store (``complete`` is false until it is finished)."""
-    if kind not in KINDS or source not in SOURCES or axes not in ("xy", "zyx") or rows not in ("tile", "token"):
+    if kind not in KINDS or source not in SOURCES or axes not in ("xy", "zyx") or rows not in ROWS:
         raise ValueError(f"bad store header: kind={kind} source={source} axes={axes} rows={rows}")
     return {
         "pathweak_format": version,
@@ -117,7 +119,7 @@ def read_header(attrs: dict[str, Any], coord_columns: int | None = None) -> Stor
         axes = "zyx" if source == "volume" or coord_columns == 3 else "xy"
         if axes == "zyx":
             source = "volume"
-    rows = str(attrs["rows"]) if attrs.get("rows") in ("tile", "token") else ("token" if "tokens" in attrs else "tile")
+    rows = str(attrs["rows"]) if attrs.get("rows") in ROWS else ("token" if "tokens" in attrs else "tile")
     fmt = attrs.get("pathweak_format", 1)
     return StoreHeader(
         kind=str(attrs.get("kind", "")),

@@ -9,6 +9,7 @@ Layout (format 1)::
       tiles           uint8 (N, T, T, 3), inner chunk = 1 tile (JPEG 4:4:4 or zstd), shards of S tiles
       tissue_mask     uint8 (h, w)   thumbnail-scale tissue mask (1 = tissue)
       thumbnail       uint8 (h, w, 3)
+      artifact_mask   uint8 (h, w), optional: the class an artefact model removed (0: kept; --artifacts)
       attrs: the store header (pathweak.store.header: kind="tiles", pathweak_format, complete, cache_key,
              source, axes, rows, created, integrity), slide/mpp/tile/tissue/storage/versions
 
@@ -170,6 +171,11 @@ class TileStore:
     @cached_property
     def tissue_mask(self) -> np.ndarray:
         return self._array("tissue_mask")
+
+    @cached_property
+    def artifact_mask(self) -> np.ndarray | None:
+        """Thumbnail-scale class ids an artefact model removed from the tissue mask (0: kept), else None."""
+        return self._array("artifact_mask") if (self.path / "artifact_mask").exists() else None
 
     @cached_property
     def label_fraction(self) -> np.ndarray | None:

@@ -172,6 +172,7 @@ def _plan(job: TileJob, opened: OpenedSlide, hasher: ThreadPoolExecutor) -> Tile
                 "tissue_fraction": grid.tissue_fraction,
                 "tissue_mask": mask.mask.astype(np.uint8),
                 **({} if mask.thumbnail is None else {"thumbnail": mask.thumbnail}),
+                **({} if mask.artifacts is None else {"artifact_mask": mask.artifacts}),
             },
             attrs=attrs,
         )

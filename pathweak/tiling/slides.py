@@ -45,6 +45,9 @@ def tile_slide_files(
 ) -> dict[tuple[str, str], TileResult]:
     """Tile ``slides`` (path, store id) into ``<out_dir>/tiles``; each result is keyed by (path, id)
     and records its own failure. See :func:`pathweak.tiling.run.tile_slides` for the options."""
+    from ..tissue.models import resolve_models
+
+    tissue = resolve_models(tissue)  # a tissue or artefact model's weights: found once, before any slide
     jobs = [
         TileJob(
             slide=str(p),

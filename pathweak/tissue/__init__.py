@@ -11,8 +11,10 @@ from ..errors import MissingMppError
 from ..io.base import LevelReader, Slide
 from .mask import TissueMask, clean_mask, mask_to_polygons, rasterize_polygons
 from .methods import TISSUE_METHODS, pen_mask
+from .models import ARTIFACT_METHODS  # registers the tissue models (no torch until one runs)
 
 __all__ = [
+    "ARTIFACT_METHODS",
     "TISSUE_METHODS",
     "TissueMask",
     "detect_tissue",
@@ -67,15 +69,36 @@ def segment_tissue(
     thumb = slide.read_downsampled(ds, reader=reader)
     w0, h0 = slide.dimensions
     downsample = (w0 / thumb.shape[1], h0 / thumb.shape[0])
+    px_um = max(slide.mpp) * max(downsample)
+    detector = TISSUE_METHODS.get(spec.method)
     if roi is not None:
         mask = roi_mask(roi, thumb.shape[:2], downsample, roi_classes, slide.dimensions)
-        params = {"roi": str(roi), "roi_classes": roi_classes}
+        params: dict = {"roi": str(roi), "roi_classes": roi_classes}
         method = "roi"
+    elif getattr(detector, "reads_slide", False):  # a tissue model: reads the slide at its own resolution
+        raw, _ = detector.segment(slide, spec, thumb.shape[:2], downsample, reader)  # type: ignore[attr-defined]
+        mask = clean_mask(raw, px_um, spec.closing_um, spec.min_area_um2, spec.max_hole_area_um2)
+        params, method = as_dict(spec), spec.method
     else:
-        mask = detect_tissue(thumb, spec, px_um=max(slide.mpp) * max(downsample))
-        params = as_dict(spec)
-        method = spec.method
-    return TissueMask(mask=mask, downsample=downsample, method=method, params=params, thumbnail=thumb)
+        mask = detect_tissue(thumb, spec, px_um=px_um)
+        params, method = as_dict(spec), spec.method
+    artifacts = None
+    if spec.params.get("artifacts"):  # an artefact model: its classes above 1 leave the mask
+        keep, classes = ARTIFACT_METHODS.get(str(spec.params["artifacts"])).segment(
+            slide, spec, thumb.shape[:2], downsample, reader, key="artifact_weights"
+        )
+        artifacts = np.where(mask & ~keep, classes, 0).astype(np.uint8)
+        mask = mask & keep
+        params = {**params, "artifacts_removed": _fractions(artifacts, str(spec.params["artifacts"]))}
+    return TissueMask(
+        mask=mask, downsample=downsample, method=method, params=params, thumbnail=thumb, artifacts=artifacts
+    )
+
+
+def _fractions(artifacts: np.ndarray, name: str) -> dict[str, float]:
+    """Fraction of the mask grid removed per artefact class (named as the model names them)."""
+    classes = ARTIFACT_METHODS.get(name).model.classes
+    return {classes[c]: float((artifacts == c).mean()) for c in np.unique(artifacts) if c}
 
 
 def roi_mask(

@@ -19,6 +19,7 @@ class TissueMask:
     method: str
     params: dict[str, Any] = field(default_factory=dict)
     thumbnail: np.ndarray | None = None
+    artifacts: np.ndarray | None = None  # uint8 class ids an artefact model removed (0: kept), same grid
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -58,7 +58,7 @@ def fit_head(
     advance: Advance | None = None,
 ) -> FitResult:
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
-    With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
+    With ``cfg.devices`` > 1: Lightning DDP, one process per device (pathweak/ddp.py)."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
@@ -76,8 +76,12 @@ def fit_head(
     targets, scale = training_targets(table, fold.train, edges)
     weights = class_weights(table, fold.train) if cfg.balance and table.classes is not None else None
     head = create_head(cfg.head, bank.embed_dim, head_outputs(table, cfg), **cfg.head_options)
+    if cfg.init is not None:  # pretrained weights (FEATHER) instead of the random start
+        from ..features.slide_embed import init_head
+
+        init_head(head, cfg.init, cfg.init_weights)
     check_head_task(head, cfg.head, table.task)
-    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss)
+    module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay, cfg.survival_loss, cfg.instance_weight)
     keep = KeepBest(min(cfg.min_epochs, cfg.max_epochs), cfg.patience)  # keeps the best epoch and stops early
     callbacks: list[Any] = [keep]
     if advance is not None:
@@ -102,7 +106,16 @@ def fit_head(
         )
         trainer.fit(
             module,
-            bag_loader(bank, fold.train, targets, cfg.step_bags, shuffle=True, seed=seed, boxes=head.takes_box),
+            bag_loader(
+                bank,
+                fold.train,
+                targets,
+                cfg.step_bags,
+                shuffle=True,
+                seed=seed,
+                boxes=head.takes_box,
+                instance=table.instance_labels,
+            ),
             bag_loader(bank, fold.val, targets, cfg.step_bags, boxes=head.takes_box),
         )
     keep.restore(module)
@@ -206,7 +219,7 @@ def fit_distributed(
 ) -> list[FitResult]:
     """:func:`fit_head` of each (seed, fold) in ``jobs`` with DDP over ``cfg.devices`` processes, all in one
     process world; the same FitResults. Ranks get the bank through CPU shared memory and each copies it
-    once to its own GPU after taking it (train/ddp.py), so no rank opens a context on another's GPU."""
+    once to its own GPU after taking it (pathweak/ddp.py), so no rank opens a context on another's GPU."""
     import copy
 
     from ..ddp import run_ranks
@@ -277,7 +290,7 @@ def _fit_rank(
 
 
 class _RemoteAdvance:
-    """An Advance that hands the epochs to the parent process (train/ddp.py ``send``)."""
+    """An Advance that hands the epochs to the parent process (pathweak/ddp.py ``send``)."""
 
     def __init__(self, send: Any):
         self.send = send

@@ -37,6 +37,8 @@ class LabelTable:
     times: np.ndarray | None = None  # survival: follow-up time per slide (float64, >= 0)
     events: np.ndarray | None = None  # survival: 1 event, 0 censored (int64)
     warnings: list[str] = field(default_factory=list)  # what is allowed but suspicious (docs/input_checks.md)
+    # a reviewer's per-tile corrections: row -> (tile rows, class indices) (train/instance_labels.py)
+    instance_labels: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -55,6 +57,7 @@ class LabelTable:
     def without(self, slide_ids: set[str]) -> LabelTable:
         """The table without the rows of ``slide_ids`` (e.g. slides whose bags are empty)."""
         keep = np.array([s not in slide_ids for s in self.slide_ids], bool)
+        new_row = np.cumsum(keep) - 1
 
         def pick(values: Any) -> Any:
             if values is None:
@@ -73,6 +76,9 @@ class LabelTable:
             times=pick(self.times),
             events=pick(self.events),
             warnings=list(self.warnings),
+            instance_labels=None
+            if self.instance_labels is None
+            else {int(new_row[i]): v for i, v in self.instance_labels.items() if keep[i]},
         )
 
 

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from ..devices import autocast_active, world_rank
 from ..heads import HeadOutput, MILHead
 from ..heads.base import GridBox
+from .instance_labels import instance_label_loss
 from .proportion import bag_proportion, proportion_loss
 from .survival import cox_loss, discrete_nll
 
@@ -41,7 +42,8 @@ SET_TASKS = ("survival", "proportion")  # losses over the bags of a step, not pe
 class Bag(NamedTuple):
     """One bag of a batch: its features and grid (views of the bank), its target on the bank's device (for
     the loss) and as a Python number (``label``, for the head's own use: no tensor, so neither Lightning's
-    batch transfer nor reading it touches the device), its bank row and its grid's box."""
+    batch transfer nor reading it touches the device), its bank row, its grid's box and its corrected tiles
+    (``instance``: tile rows and class indices on the bank's device, or None; train/instance_labels.py)."""
 
     x: torch.Tensor
     grid: torch.Tensor
@@ -49,24 +51,50 @@ class Bag(NamedTuple):
     row: int
     label: Any
     box: GridBox | None = None
+    instance: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class BagIndex(torch.utils.data.Dataset):
     """Positions into a bank with their targets (``targets`` on the host; a copy goes to the bank's device
-    once); items are bags read from the bank. ``boxes``: each bag's grid box, found once here."""
+    once); items are bags read from the bank. ``boxes``: each bag's grid box, found once here; ``instance``:
+    bank row -> (tile rows, class indices) of the corrected tiles, copied to the bank's device once here."""
 
-    def __init__(self, bank: BagSource, rows: np.ndarray, targets: torch.Tensor, boxes: bool = False):
+    def __init__(
+        self,
+        bank: BagSource,
+        rows: np.ndarray,
+        targets: torch.Tensor,
+        boxes: bool = False,
+        instance: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    ):
         self.bank, self.rows = bank, np.asarray(rows, np.int64)
         self.labels = targets.tolist()
         self.targets = targets.to(bank.device)  # once, so a step moves nothing to the device
         self.boxes = {int(i): bag_box(bank, int(i)) for i in self.rows} if boxes else {}
+        self.instance = {
+            int(i): (_on(instance[int(i)][0], bank.device), _on(instance[int(i)][1], bank.device))
+            for i in self.rows
+            if instance and int(i) in instance
+        }
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, j: int) -> Bag:
         i = int(self.rows[j])
-        return Bag(self.bank.bag(i), self.bank.grid(i), self.targets[i], i, self.labels[i], self.boxes.get(i))
+        return Bag(
+            self.bank.bag(i),
+            self.bank.grid(i),
+            self.targets[i],
+            i,
+            self.labels[i],
+            self.boxes.get(i),
+            self.instance.get(i),
+        )
+
+
+def _on(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.long).to(device)
 
 
 def bag_box(bank: BagSource, i: int) -> GridBox:
@@ -78,7 +106,7 @@ def bag_box(bank: BagSource, i: int) -> GridBox:
 class RankSampler(torch.utils.data.Sampler[int]):
     """Bags in a shuffled order fixed by the seed; under DDP rank r takes every world-th bag of it (padded to
     a multiple of the world size), so N processes with one bag each per step see what one process sees with
-    N bags per step (train/ddp.py). The order is the one a shuffling DataLoader with a generator seeded
+    N bags per step (pathweak/ddp.py). The order is the one a shuffling DataLoader with a generator seeded
     with ``seed`` gives (per epoch: its workers' base-seed draw, then torch's RandomSampler permutation and
     its empty tail permutation), so single-device runs train on the same bag order as before DDP existed."""
 
@@ -108,13 +136,14 @@ def bag_loader(
     shuffle: bool = False,
     seed: int = 0,
     boxes: bool = False,
+    instance: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> torch.utils.data.DataLoader:
     """Batches of ``bags_per_step`` bags (a list each), in the main process (the bank is already in memory);
-    ``boxes``: with each bag's grid box (for heads that ``takes_box``)."""
+    ``boxes``: with each bag's grid box (for heads that ``takes_box``); ``instance``: the corrected tiles of
+    the bags that have some (LabelTable.instance_labels)."""
     sampler = RankSampler(len(rows), seed) if shuffle else None
-    return torch.utils.data.DataLoader(
-        BagIndex(bank, rows, targets, boxes), batch_size=bags_per_step, sampler=sampler, collate_fn=list, num_workers=0
-    )
+    index = BagIndex(bank, rows, targets, boxes, instance)
+    return torch.utils.data.DataLoader(index, batch_size=bags_per_step, sampler=sampler, collate_fn=list, num_workers=0)
 
 
 def make_criterion(task: str, class_weights: torch.Tensor | None = None) -> Any:
@@ -138,7 +167,8 @@ def head_input(x: torch.Tensor) -> torch.Tensor:
 
 
 class MILModule(L.LightningModule):
-    """Trains ``head`` with AdamW on bags; logs ``train_loss`` and ``val_loss`` once per epoch."""
+    """Trains ``head`` with AdamW on bags; logs ``train_loss`` and ``val_loss`` once per epoch. A bag with
+    corrected tiles adds ``instance_weight`` x their cross-entropy (train/instance_labels.py) to its loss."""
 
     def __init__(
         self,
@@ -148,8 +178,10 @@ class MILModule(L.LightningModule):
         lr: float = 2e-4,
         weight_decay: float = 1e-4,
         survival_loss: str = "cox",
+        instance_weight: float = 1.0,
     ):
         super().__init__()
+        self.instance_weight = instance_weight
         self.head = head
         self.task = task
         self.survival_loss = survival_loss
@@ -193,6 +225,8 @@ class MILModule(L.LightningModule):
         if train and self.task not in SET_TASKS:
             if self.head.tracks_instances:
                 extra["bag_id"] = bag.row
+            if self.head.takes_instance_labels and bag.instance is not None:
+                extra["instance_labels"] = bag.instance
             return self.head(head_input(bag.x), bag.grid, bag.label, **extra)
         return self.head(head_input(bag.x), bag.grid, **extra)
 
@@ -203,9 +237,17 @@ class MILModule(L.LightningModule):
             )
             self._train_losses.append(loss.detach())
             return loss
-        losses = [self.head.loss(self.forward_bag(b), b.target, self.criterion) for b in batch]
+        losses = [self.bag_loss(b) for b in batch]
         loss = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
         self._train_losses.append(loss.detach())
+        return loss
+
+    def bag_loss(self, bag: Bag) -> torch.Tensor:
+        """The head's loss of one training bag, plus the instance-label loss of its corrected tiles."""
+        out = self.forward_bag(bag)
+        loss = self.head.loss(out, bag.target, self.criterion)
+        if bag.instance is not None and self.instance_weight > 0:
+            loss = loss + self.instance_weight * instance_label_loss(out.instance_logits, bag.instance)
         return loss
 
     def validation_step(self, batch: list[Bag], batch_idx: int) -> None:
@@ -227,7 +269,7 @@ class MILModule(L.LightningModule):
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
         train = torch.stack(self._train_losses).mean() if self._train_losses else torch.tensor(math.nan)
-        if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (train/ddp.py)
+        if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (pathweak/ddp.py)
             train = self.trainer.strategy.reduce(train.to(self.device), reduce_op="mean")
         self._train_losses.clear()
         self.history.append({"epoch": int(self.current_epoch), "train_loss": float(train), "val_loss": float(val_loss)})

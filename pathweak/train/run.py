@@ -26,15 +26,18 @@ from ..cpus import head_threads_on
 from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
 from ..store.features import FeatureStore, find_feature_stores
+from .columns import safe_name
 from .config import TrainConfig
 from .degenerate import fold_check, fold_line
 from .fit import FitResult, fit_all
+from .label_augmentation import with_label_augmentation
 from .labels import DATAFRAME, LabelTable, read_labels
 from .metrics import bootstrap_ci, classification_metrics, regression_metrics, spread
 from .splits import Fold, fold_warnings, make_folds
 
 if TYPE_CHECKING:
     from ..protocols import FeatureBankLike
+    from .instance_labels import Corrections
 
 RUN_FORMAT = "pathweak-train-run/1"
 
@@ -57,13 +60,18 @@ def train_cohort(
     *,
     progress: bool = True,
     bank: FeatureBankLike | None = None,
+    record: dict[str, Any] | None = None,
+    instance_labels: Corrections | None = None,
 ) -> TrainRun:
     """Train ``cfg.head`` on the labelled slides of ``features`` (FeatureStores, folders or globs) with
     patient-level cross-validation (or the labels' split column) for every seed in ``cfg.seeds``.
     ``labels`` is a CSV path or a pandas DataFrame of the same columns (then written into the run as
     ``labels.csv``). Labelled slides whose bags are empty (no tiles) are left out with a warning.
     ``bank`` reuses an already loaded FeatureBank whose slide order is the labels file's. What is allowed
-    but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md)."""
+    but suspicious is recorded under ``warnings`` in run.json (docs/input_checks.md). ``record``: more entries
+    for run.json (e.g. ``finetune``, train/end_to_end.py). ``instance_labels``: a
+    reviewer's per-tile corrections (``pathweak.heatmap.read_corrections``), trained on beside the slide
+    labels and recorded under ``instance_labels`` in run.json (docs/review.md)."""
     import pandas as pd
 
     from ..features.bank import bank_summary, load_feature_bank
@@ -87,6 +95,12 @@ def train_cohort(
             raise ValueError("the bank's slides must be the labels file's, in its order")
         _refuse_empty_bags(bank, table)
         folds = make_folds(table, cfg.folds, cfg.split_seed, cfg.val_fraction)
+    instance = None
+    if instance_labels is not None:
+        from .instance_labels import use_instance_labels
+
+        instance = use_instance_labels(cfg, table, folds, instance_labels)
+    cfg = with_label_augmentation(cfg, bank, table.classes)  # its head option, or one clear error
     warnings = [*table.warnings, *fold_warnings(folds, table)]
     frame: Any = labels if table.path == DATAFRAME else None
     if frame is not None:  # the run keeps the labels it was given, and names them
@@ -124,6 +138,9 @@ def train_cohort(
             cfg, table, folds, fits, predictions, bank_summary(bank), time.perf_counter() - started, checks
         )
         summary["warnings"] = [*warnings, *summary["ensemble"]["warnings"]]
+        if instance is not None:
+            summary["instance_labels"] = instance
+        summary.update(record or {})
         paths = getattr(bank, "paths", None)
         if paths is not None:  # where each slide's features are (for `pathweak report`)
             summary["feature_stores"] = {
@@ -184,11 +201,6 @@ def score_columns(classes: list[str] | None, task: str | None = None) -> list[st
 def tile_score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
     """Per-tile score names: as :func:`score_columns`, but ``prob_positive`` for proportion."""
     return ["prob_positive"] if task == "proportion" else score_columns(classes, task)
-
-
-def safe_name(name: str) -> str:
-    """A class name usable in column and score names (no '/', no commas, no spaces)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
 def _save_fold(

@@ -54,6 +54,7 @@ def _live_names() -> dict[str, list[str]]:
     from pathweak.heatmap.export import FORMATS
     from pathweak.io.open import BACKENDS
     from pathweak.ssl.config import ARCHS
+    from pathweak.tissue import ARTIFACT_METHODS
     from pathweak.tissue.methods import TISSUE_METHODS
     from pathweak.train.config import SURVIVAL_LOSSES, TASKS
     from pathweak.volumes.foreground import FOREGROUND_METHODS
@@ -62,6 +63,7 @@ def _live_names() -> dict[str, list[str]]:
         "heads": HEADS.names(),
         "encoders": [*PRESETS, *(f"{n}:" for n in ENCODERS.names())],
         "tissue_methods": TISSUE_METHODS.names(),
+        "artifact_methods": ARTIFACT_METHODS.names(),
         "backends": ["auto", *BACKENDS.names()],
         "foreground": FOREGROUND_METHODS.names(),
         "colormaps": list(COLORMAPS),
@@ -82,7 +84,8 @@ NAMED = [
     (("train",), "--survival-loss", "survival_losses"),
     (("extract",), "--encoder", "encoders"),
     (("extract",), "--decode", "decodes"),
-    (("tile",), "--tissue-method", "tissue_methods"),
+    (("tile",), "--tissue", "tissue_methods"),  # shown as "--tissue-method, --tissue <str>"
+    (("tile",), "--artifacts", "artifact_methods"),
     (("tile",), "--backend", "backends"),
     (("tile",), "--foreground", "foreground"),
     (("tile",), "--plane", "planes"),

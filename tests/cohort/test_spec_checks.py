@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import assert_clean_failure, run_cli
+
 from pathweak.cohort import CohortSpec, run_cohort
 from pathweak.errors import PathweakError
 
@@ -136,3 +136,20 @@ def test_a_slide_without_tiles_is_warned_in_the_summary_and_on_stderr(sample_coh
     assert warning.startswith(f"{out / 'tiles' / 'blank.zarr'}: no tiles: no tissue found on the slide")
     assert f"## Warnings\n\n- {warning}" in (out / "summary.md").read_text()
     assert f"warning: {warning}" in proc.stderr
+
+
+@pytest.mark.parametrize("extract, train, phrase", [
+    ("{workers: 0}", "{head: ins, folds: 2, label_augmentation: rotation}", "go together"),
+    ("{workers: 0, rotations: 4}", TRAIN, "go together"),
+    ("{workers: 0, rotations: 3}", "{head: ins, folds: 2, label_augmentation: rotation}", "extract: --rotations takes 2 or 4"),
+    ("{workers: 0, rotations: 4}", "{head: clam_sb, folds: 2, label_augmentation: rotation}",
+     "train: the clam_sb head cannot train with label augmentation"),
+])
+def test_rotation_views_and_label_augmentation_are_checked_together(sample_cohort, tmp_path, extract, train, phrase):
+    path = _spec(tmp_path, _manifest(sample_cohort, tmp_path), train=train)
+    path.write_text(path.read_text().replace("extract: {workers: 0}", f"extract: {extract}"))
+    spec = CohortSpec.load(path)
+    with pytest.raises(PathweakError, match=phrase) as err:
+        run_cohort(spec, progress=False)
+    assert str(err.value).startswith(f"{path.resolve()}: ")
+    assert not spec.out.exists()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import LC25000, need_shared
 
+from pathweak.devices import count_devices, device_list
 from pathweak.errors import ConfigError
 from pathweak.features import FeatureStore, extract_features
-from pathweak.devices import count_devices, device_list
 from pathweak.features.devices import extract_on_devices
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import SVS, need_shared, run_cli
+
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
 from pathweak.features import FeatureStore, extract_features

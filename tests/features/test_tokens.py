@@ -9,12 +9,11 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, need_shared
 
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
 from pathweak.features.tokens import TokenBank, cam_to_pixels, token_grid
-
-from conftest import SHARED, need_shared
 
 EBHI = SHARED / "labeled" / "ebhi_seg"
 

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import reloaded_and_live
+
 from pathweak.features.bank import load_feature_bank
 from pathweak.heads import create_head
 from pathweak.heads.base import foreground_mask, otsu_level
 from pathweak.train import TrainConfig, load_model, predict_slides, read_labels, train_cohort
 from pathweak.train.module import make_criterion
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

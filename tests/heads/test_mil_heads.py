@@ -15,7 +15,6 @@ from pathweak.heads.transmil import NystromAttention
 from pathweak.train.labels import read_labels
 from pathweak.train.module import make_criterion
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -7,12 +7,19 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SVS, need_shared
+
 from pathweak.config import TileSpec
 from pathweak.errors import ConfigError, StoreError, UnsupportedSlideError
 from pathweak.heatmap import (
-    ExportOptions, export, load_scores, read_results, read_scores_csv, stitch, tile_scores, write_results,
+    ExportOptions,
+    export,
+    load_scores,
+    read_results,
+    read_scores_csv,
+    stitch,
+    tile_scores,
+    write_results,
     write_scores_csv,
 )
 from pathweak.heatmap.colormap import lut, lut_index

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import SVS, need_shared, run_cli
+
 from pathweak.heatmap import read_scores_csv, write_results
 from pathweak.io.qupath_geojson import read_qupath_geojson
 from pathweak.tiling import TileStore, tile_slide

@@ -9,11 +9,16 @@ import uuid
 
 import numpy as np
 import pytest
-
 from conftest import SHARED, SVS, need_shared
+
 from pathweak.errors import ConfigError
 from pathweak.heatmap import (
-    FeatureCollectionWriter, Region, annotation_fractions, region_polygons, tile_scores, write_geojson,
+    FeatureCollectionWriter,
+    Region,
+    annotation_fractions,
+    region_polygons,
+    tile_scores,
+    write_geojson,
 )
 from pathweak.heatmap.geojson import number_strings, uuid4_strings
 from pathweak.io.qupath_geojson import read_qupath_geojson

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SHARED, need_shared
+
 from pathweak.errors import ConfigError
 from pathweak.io.qupath_geojson import read_qupath_geojson
 

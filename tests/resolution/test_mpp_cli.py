@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from pathweak.io import open_slide
 from pathweak.store.open import read_attrs
-from conftest import run_cli
 
 CMU_MPP = 0.499
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pathweak.resolution.estimate import measure
 from pathweak.resolution.discs import drawn_discs, measured_ratio
+from pathweak.resolution.estimate import measure
 from pathweak.resolution.sampling import SAMPLING_BIAS, sampling_bias
 
 

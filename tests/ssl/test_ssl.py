@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED, need_shared
+
 from pathweak.encoders.base import IMAGENET_MEAN, IMAGENET_STD
 from pathweak.ssl import SSLConfig, pretrain, rankme
 from pathweak.ssl.augment import fourier_style_swap, hed_jitter

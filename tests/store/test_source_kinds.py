@@ -9,9 +9,9 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import BRAIN1, need_shared
 from PIL import Image
 
-from conftest import BRAIN1, need_shared
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError

@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import run_cli
+
 from pathweak.encoders import create_encoder
 from pathweak.errors import LabelsError
 from pathweak.features import extract_features

@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import psnr
+
 from pathweak.config import StoreSpec, TileSpec
 from pathweak.io import open_slide
 from pathweak.tiling import TileStore, tile_slide, tile_slides

@@ -9,9 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import SHARED, need_shared
 from PIL import Image
 
-from conftest import SHARED, need_shared
 from pathweak.config import TissueSpec
 from pathweak.io import open_slide
 from pathweak.tissue import TISSUE_METHODS, detect_tissue, rasterize_polygons, segment_tissue

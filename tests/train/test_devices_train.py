@@ -1,4 +1,4 @@
-"""Head training with Lightning DDP (train/ddp.py): 2 gloo processes on the CPU follow the loss curve of one
+"""Head training with Lightning DDP (pathweak/ddp.py): 2 gloo processes on the CPU follow the loss curve of one
 process seeing the same bags per step; what DDP refuses."""
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import assert_clean_failure, run_cli
+
 from pathweak.errors import LabelsError
 from pathweak.train import TrainConfig, make_folds, read_labels, train_cohort
 

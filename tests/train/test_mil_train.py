@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import reloaded_and_live
 from typer.testing import CliRunner
 
-from conftest import reloaded_and_live
 from pathweak.errors import LabelsError
 from pathweak.train import TrainConfig, load_model, load_models, make_folds, predict_slides, read_labels, train_cohort
 from pathweak.train.metrics import bootstrap_ci, classification_metrics, regression_metrics
@@ -264,8 +264,7 @@ def test_regression_run_on_the_tumour_fraction(mil_cohort, tmp_path):
 
 
 def test_metrics_equal_scikit_learn():
-    from sklearn.metrics import (balanced_accuracy_score, f1_score, mean_absolute_error, r2_score,
-                                 roc_auc_score)
+    from sklearn.metrics import balanced_accuracy_score, f1_score, mean_absolute_error, r2_score, roc_auc_score
 
     rng = np.random.default_rng(0)
     for n_classes in (2, 3, 4):

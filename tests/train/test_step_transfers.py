@@ -70,10 +70,10 @@ def stand_in(name: str, t: torch.Tensor):
     return flat, torch.empty_like(flat, dtype=torch.long), torch.empty_like(flat, dtype=torch.long)
 
 
-def count_steps(mil_cohort, head_name: str, steps: int = 3) -> StepCounter:
+def count_steps(mil_cohort, head_name: str, steps: int = 3, instance: bool = False) -> StepCounter:
     """``steps`` training steps of ``head_name`` (default options, default TrainConfig) on the meta device:
     fetching the batch (and handing it to the device, as Lightning does), the forward and loss, backward and the
-    optimiser step."""
+    optimiser step. ``instance``: every training bag has two corrected tiles (docs/review.md)."""
     cfg = TrainConfig(head=head_name)
     bank = load_feature_bank([mil_cohort["features"]], device="cpu", progress=False)
     table = read_labels(mil_cohort["labels"], list(bank.slide_ids), cfg.task)
@@ -86,7 +86,8 @@ def count_steps(mil_cohort, head_name: str, steps: int = 3) -> StepCounter:
     module = MILModule(head, table.task, weights, cfg.lr, cfg.weight_decay).to("meta").train()
     bank.to("meta")  # the bank and module where a GPU would hold them
     optimizer = module.configure_optimizers()
-    loader = iter(bag_loader(bank, rows, targets, cfg.step_bags, shuffle=True, boxes=head.takes_box))
+    labels = {int(i): (np.array([0, 1]), np.array([1, 0])) for i in rows} if instance else None
+    loader = iter(bag_loader(bank, rows, targets, cfg.step_bags, shuffle=True, boxes=head.takes_box, instance=labels))
     counter = StepCounter()
     for k in range(steps):
         with counter:
@@ -102,6 +103,12 @@ def count_steps(mil_cohort, head_name: str, steps: int = 3) -> StepCounter:
 @pytest.mark.parametrize("head_name", list(HEADS))
 def test_a_training_step_moves_nothing_between_host_and_device(mil_cohort, head_name):
     counter = count_steps(mil_cohort, head_name)
+    assert counter.copies == [] and counter.reads == [], (counter.copies, counter.reads)
+
+
+@pytest.mark.parametrize("head_name", ["abmil", "ins", "wsseg"])
+def test_a_step_with_corrected_tiles_moves_nothing_either(mil_cohort, head_name):
+    counter = count_steps(mil_cohort, head_name, instance=True)
     assert counter.copies == [] and counter.reads == [], (counter.copies, counter.reads)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import ANATOMICAL, BRAIN1, SVS, need_shared, run_cli
+
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.encoders import create_encoder
 from pathweak.errors import ConfigError
@@ -139,8 +139,9 @@ def test_a_cohort_of_volumes_runs_end_to_end_into_nifti_heatmaps(tmp_path):
     a split column): the spec's `volume:` section decides the 3D patches, the extract stage embeds them with
     the spec's 3D encoder, wsseg trains on the 3D patch grid, and the heatmaps are NIfTI files over each
     source volume."""
-    import nibabel as nib
     import shutil
+
+    import nibabel as nib
 
     from pathweak.cohort import CohortSpec, run_cohort
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import ANATOMICAL, BRAIN1, BRAIN1_LABEL, need_shared
+
 from pathweak.config import VolumeSpec
 from pathweak.errors import ConfigError
 from pathweak.tiling import TileStore
@@ -87,8 +87,8 @@ def test_bad_score_arguments(brain1_store, tmp_path, svs):
         scores_to_nifti(brain1_store, np.zeros(3), tmp_path / "x.nii.gz")
     with pytest.raises(ConfigError, match="needs a .nii or .nii.gz name"):
         scores_to_nifti(brain1_store, np.zeros(len(brain1_store)), tmp_path / "x.png")
-    from pathweak.tiling import tile_slide
     from pathweak.config import TileSpec
+    from pathweak.tiling import tile_slide
 
     slide_store = TileStore.open(tile_slide(svs, tmp_path, TileSpec(patch_px=512), progress=False).store)
     with pytest.raises(ConfigError, match="not a volume TileStore"):

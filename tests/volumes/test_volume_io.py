@@ -7,11 +7,10 @@ import gzip
 
 import numpy as np
 import pytest
-
 from conftest import ANATOMICAL, BRAIN1, CT_SLICE, FMRI_4D, SHARED, VOLUMES, need_shared
+
 from pathweak.errors import ConfigError, CorruptSlideError, SlideFormatError, UnsupportedSlideError
 from pathweak.volumes import open_volume, volume_format
-
 
 
 def write_dicom_series(image, folder, suffix: str = ".dcm") -> None:

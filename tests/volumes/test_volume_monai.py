@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import ANATOMICAL, BRAIN1, FMRI_4D, need_shared
+
 from pathweak.config import VolumeSpec
 from pathweak.volumes import open_volume, prepare_volume
 

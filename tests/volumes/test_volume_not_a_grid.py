@@ -9,7 +9,6 @@ import pytest
 from conftest import assert_clean_failure, run_cli
 
 
-
 def _cifti(path):
     from nibabel import cifti2
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import ANATOMICAL, BRAIN1, BRAIN1_LABEL, need_shared
+from test_volume_io import write_dicom_series
+
 from pathweak.config import StoreSpec, VolumeSpec
 from pathweak.tiling import TileStore, tile_slides
 from pathweak.volumes import open_volume, patch_boxes, prepare_volume, tile_volume
 from pathweak.volumes.patches import crop
-from test_volume_io import write_dicom_series
 
 BRAIN_SPEC = VolumeSpec(spacing_mm=(2.0, 2.0, 2.0), patch_px=8, min_foreground=0.25)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ...hub import hub_cli, hub_login  # noqa: F401  (hub_login: re-exported for callers of this module)
+
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
@@ -66,26 +68,6 @@ class Preset:
         extra = " --repo-type dataset" if self.repo_type == "dataset" else ""
         files = " " + " ".join(self.files) if self.repo_type == "dataset" else ""
         return f"{hub_cli()} download {self.repo}{files}{extra}"
-
-
-def hub_cli(installed: str | None = None) -> str:
-    """The Hugging Face command the installed huggingface_hub provides: ``hf`` (0.34 and newer; 1.x and 2.x
-    install only this one) or ``huggingface-cli`` (older). Read from the package's metadata, so nothing
-    is imported; without huggingface_hub, ``hf`` (what installing it now gives)."""
-    import re
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        installed = installed or version("huggingface_hub")
-    except PackageNotFoundError:
-        return "hf"
-    numbers = [int(n) for n in re.findall(r"\d+", installed)[:2]] + [0, 0]
-    return "hf" if (numbers[0], numbers[1]) >= (0, 34) else "huggingface-cli"
-
-
-def hub_login() -> str:
-    """The log-in command of the installed Hugging Face CLI (``hf auth login`` or ``huggingface-cli login``)."""
-    return "hf auth login" if hub_cli() == "hf" else "huggingface-cli login"
 
 
 SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU"}
