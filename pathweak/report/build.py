@@ -133,7 +133,7 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
     groups = frame["patient_id"].to_numpy()
     parts: list[str] = []
     if classes:
-        from ..train.run import score_columns
+        from ..train.columns import score_columns
 
         prob = frame[score_columns(classes)].to_numpy(np.float64)
         index = {c: i for i, c in enumerate(classes)}

@@ -25,7 +25,7 @@ from ..cpus import head_threads_on
 from ..errors import ConfigError
 from ..progress import log_line, progress_bar
 from ..store.features import FeatureStore, find_feature_stores
-from .run import safe_name, score_columns, tile_score_columns
+from .columns import safe_name, score_columns, tile_score_columns
 
 
 @dataclass
