@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from pathweak.errors import PathweakError
+from pathweak.heatmap.export import ExportOptions
 
 from ._app import app, handle_errors
-from ._conventions import Command, names, source_defaults, warn
+from ._conventions import Command, defaults, names, warn
 
-_DEFAULTS = source_defaults("heatmap.export", "ExportOptions")  # the API's defaults, read without importing it
+_DEFAULTS = defaults(ExportOptions)
 
 ScoresArg = Annotated[
     Path, typer.Argument(metavar="SCORES", help="A results store (.zarr) or a CSV with x, y and score columns.")

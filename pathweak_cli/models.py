@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from pathweak.config import StoreSpec, TileSpec
+from pathweak.features.extract import extract_features
 
 from ._app import app, handle_errors, json_stdout
 from ._conventions import Command, default, deprecated, function_defaults, inputs, names, paths, ssl_default
@@ -25,7 +26,7 @@ JsonAlways = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (its only form; accepted for uniformity).")
 ]
 _STORES_EXAMPLE = "runs/x/tiles/"
-_EXTRACT = function_defaults("features.extract", "extract_features")  # the API's defaults, read without torch
+_EXTRACT = function_defaults(extract_features)
 
 
 @app.command(cls=Command)

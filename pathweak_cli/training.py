@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pathweak.train.config import TrainConfig
+from pathweak.train.predict import predict_slides
 
 from . import finetune_options as ft
 from ._app import app, handle_errors
@@ -36,7 +37,7 @@ OldFeatures = Annotated[list[str] | None, deprecated("--features", "the FEATURES
 _FEATURES_EXAMPLE = "runs/x/features/<encoder_id>/"
 
 
-_PREDICT = function_defaults("train.predict", "predict_slides")  # the API's defaults, read without torch
+_PREDICT = function_defaults(predict_slides)
 
 
 def _train_default(name: str) -> Any:
