@@ -16,13 +16,13 @@ def ssl_values(ctx: typer.Context, config: Path | None, given: dict[str, tuple[s
     """SSLConfig fields by the one precedence rule: an option given on the command line > the config file's
     ``ssl:`` section > the default (SSLConfig's, or ``SSLConfig.tiny()``'s with --tiny). ``given`` maps
     option name -> (SSLConfig field, value)."""
-    from pathweak.config import load_yaml
+    from pathweak.config import load_yaml, merge_options
 
-    values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
     on_command_line = explicit(ctx)
-    for name, (key, value) in given.items():
-        if name in on_command_line:
-            values[key] = str(value) if isinstance(value, Path) else value
+    values = merge_options(
+        dict(load_yaml(config).get("ssl", {})) if config else {},
+        {key: str(v) if isinstance(v, Path) else v for name, (key, v) in given.items() if name in on_command_line},
+    )
     for key in ("global_scale", "local_scale", "mae_scale"):
         if key in values:
             values[key] = tuple(values[key])

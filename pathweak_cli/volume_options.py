@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pathweak.config import VolumeSpec, from_dict
+from pathweak.config import VolumeSpec, from_dict, merge_options
 from pathweak.errors import ConfigError
 
 # option name -> VolumeSpec field; the options shared with slides only apply to volumes when given
@@ -50,12 +50,13 @@ def volume_spec_from_options(
         "window": lambda t: _pair(t, "--window"),
         "percentiles": lambda t: _pair(t, "--percentiles"),
     }
-    values = dict(section)
-    for name, value in options.items():
-        key = _FIELDS[name]
-        if name in explicit or (key not in values and name not in _SHARED_WITH_SLIDES):
-            values[key] = parsers[name](value) if name in parsers and value is not None else value
-    return from_dict(VolumeSpec, values, config)
+    parsed = {
+        name: parsers[name](value) if name in parsers and value is not None else value
+        for name, value in options.items()
+    }
+    given = {_FIELDS[n]: v for n, v in parsed.items() if n in explicit}
+    fallback = {_FIELDS[n]: v for n, v in parsed.items() if n not in _SHARED_WITH_SLIDES}
+    return from_dict(VolumeSpec, merge_options(section, given, fallback), config)
 
 
 def _pair(text: str, option: str) -> tuple[float, float]:

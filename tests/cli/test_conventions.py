@@ -284,3 +284,16 @@ def test_progress_is_drawn_on_a_terminal_only():
         os.close(follower)
         os.close(leader)
     assert tty.stdout.split() == ["True", "False"]
+
+
+def test_one_precedence_rule_command_line_over_file_over_default():
+    """pathweak.config.merge_options is the rule; tile (slides and volumes), pretrain and distill use it."""
+    from pathlib import Path
+
+    from pathweak.config import merge_options
+
+    merged_values = merge_options({"a": "file", "b": "file"}, {"a": "line"}, {"a": "default", "b": "default", "c": "default"})
+    assert merged_values == {"a": "line", "b": "file", "c": "default"}
+    cli = Path(__file__).resolve().parents[2] / "pathweak_cli"
+    for name in ("slides.py", "volume_options.py", "ssl_options.py"):
+        assert "merge_options(" in (cli / name).read_text(), name
