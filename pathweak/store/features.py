@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from .header import StoreHeader, header_attrs
 from .open import find_stores, open_store, read_array, read_attrs
 
@@ -170,6 +170,33 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return int(self.attrs["n_tiles"])
+
+    def to_anndata(self) -> Any:
+        """The store as an ``anndata.AnnData`` (scverse's convention, as LazySlide uses): ``X`` the features
+        (float32, one row per tile), ``obsm["spatial"]`` the coordinates (level-0 (x, y) of a slide's tiles,
+        (z, y, x) of a volume's patches), ``obsm["grid"]`` the grid positions, ``obs["slide_id"]``, and
+        ``uns["pathweak"]`` the slide, encoder and store. Needs the optional ``anndata`` package
+        (``pip install 'pathweak[anndata]'``)."""
+        try:
+            import anndata
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "FeatureStore.to_anndata needs the anndata package, which is not installed",
+                path=self.path,
+                fix="pip install 'pathweak[anndata]'",
+            ) from None
+        import pandas as pd
+
+        names = pd.Index([f"{self.slide_id}:{i}" for i in range(len(self))], dtype=object)  # object: h5ad-writable
+        slide = pd.Categorical([self.slide_id] * len(self), categories=pd.Index([self.slide_id], dtype=object))
+        obs = pd.DataFrame({"slide_id": slide}, index=names)
+        return anndata.AnnData(
+            X=self.features.astype(np.float32),
+            obs=obs,
+            var=pd.DataFrame(index=pd.Index([f"feature_{j}" for j in range(self.embed_dim)], dtype=object)),
+            obsm={"spatial": np.asarray(self.coords), "grid": self.grid_positions()},
+            uns={"pathweak": {"slide_id": self.slide_id, "encoder_id": self.encoder_id, "store": str(self.path)}},
+        )
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, tiles={len(self)}, dim={self.embed_dim})"
