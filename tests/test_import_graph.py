@@ -30,12 +30,11 @@ KNOWN: set[frozenset[str]] = set()
 FLOORS: dict[str, int] = {
     **dict.fromkeys(
         ["errors", "config", "_registry", "_lazy", "_moved", "_provenance", "_atomic", "progress", "cpus"]
-        + ["devices", "ddp", "protocols", "_lightning", "synthetic", "store", "io", "hub", "_version"],
+        + ["devices", "ddp", "protocols", "_lightning", "synthetic", "store", "io", "hub", "_version", "stain"],
         0,
     ),
     "tissue": 1,
     "resolution": 1,
-    "stain": 1,
     "volumes": 2,
     "tiling": 3,
     "encoders": 3,
