@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .registry import HEADS, create_head, head_info, register_head  # noqa: F401  (the heads' modules use register_head from here)
+from .registry import HEADS, WRAPPERS, create_head, head_info, register_head  # noqa: F401  (the heads' modules use register_head from here)
 
 Criterion = Any  # a callable (logits (B, C), targets (B,)) -> scalar loss
 
