@@ -41,8 +41,8 @@ HERE = Path(__file__).resolve().parent
 
 def make_cohort(work: Path, slides: int, tiles: int, dim: int, seed: int = 0) -> Path:
     """``slides`` FeatureStores of tiles drawn around ``tiles`` (0.5x-1.5x), random float16 features."""
-    from pathweak.features.store import create_feature_store, feature_store_path
-    from pathweak.tiling.store import mark_complete
+    from pathweak.store.build import mark_complete
+    from pathweak.store.features import create_feature_store, feature_store_path
 
     folder = work / "features" / f"synthetic-d{dim}"
     rng = np.random.default_rng(seed)

@@ -116,8 +116,8 @@ def main() -> None:
 
     from pathweak.encoders import create_encoder
     from pathweak.encoders.base import Encoder, EncoderInfo
+    from pathweak.encoders.vit3d import build_vit3d
     from pathweak.ssl import SSLConfig, pretrain
-    from pathweak.ssl.vit3d import build_vit3d
     from pathweak.tiling import TileStore
 
     t0 = time.perf_counter()

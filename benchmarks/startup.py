@@ -9,7 +9,7 @@ taken around the process, and the median (with min and max) reported. The baseli
 the interpreter alone (``python -c pass``) and importing torch alone, so a command's figure reads
 against what Python and torch cost on this machine at this moment.
 
-Commands: ``--help``, ``--version``, ``info`` on a slide (``--slide``, else the CMU-1-Small-Region SVS
+Commands: ``--help``, ``tile --help``, ``--version``, ``info`` on a slide (``--slide``, else the CMU-1-Small-Region SVS
 of ../shared/data, else a generated sample slide), ``encoders list``, ``encoders info uni`` and
 ``extract --encoder uni`` on a small TileStore without the UNI weights (the fast "weights missing"
 error). A second, untimed run of each records the heavy modules it loaded (torch, lightning, timm,
@@ -91,6 +91,7 @@ def main() -> None:
         slide, store = inputs(Path(tmp), args.slide)
         commands = {
             "--help": ["--help"],
+            "tile --help": ["tile", "--help"],
             "--version": ["--version"],
             "info": ["info", str(slide), "--json"],
             "encoders list": ["encoders", "list"],

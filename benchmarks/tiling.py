@@ -175,9 +175,9 @@ def run_naive(slide: str, out: str, reference: str) -> dict:
     import openslide
 
     from pathweak.config import StoreSpec
-    from pathweak.tiling import TileStore, codecs
-    from pathweak.tiling.shards import shard_key, write_shard
-    from pathweak.tiling.store import create_store
+    from pathweak.store import codecs
+    from pathweak.store.shards import shard_key, write_shard
+    from pathweak.store.tiles import TileStore, create_store
 
     ref = TileStore.open(reference)
     coords, patch, level = ref.coords, ref.tile_px, ref.attrs["mpp"]["level"]

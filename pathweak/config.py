@@ -217,6 +217,16 @@ def from_dict(cls: type[C], data: dict[str, Any], source: str | Path | None = No
     return cls(**data)
 
 
+def merge_options(
+    section: dict[str, Any], given: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one precedence rule of every command that takes a config file: an option given on the command
+    line (``given``, field -> value) wins over the file's section (``section``), which wins over
+    ``defaults`` (field -> the value used when neither sets it; a field in none of them keeps its
+    dataclass default)."""
+    return {**(defaults or {}), **section, **given}
+
+
 def check_keys(cls: type, data: dict[str, Any], source: str | Path | None = None) -> None:
     """Keys of ``data`` that are not fields of dataclass ``cls`` are one clear error."""
     names = {f.name for f in dataclasses.fields(cls)}

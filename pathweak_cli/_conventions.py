@@ -1,32 +1,26 @@
 """The CLI convention of every command (docs/cli.md, "Conventions"): defaults read from the config
-dataclasses, help texts that list the names a registry holds, repeatable list options and the hidden
-deprecated spellings of renamed flags.
+dataclasses and the API's signatures, help texts that list the names a registry holds, repeatable list
+options and the hidden deprecated spellings of renamed flags.
 
-Reading names and defaults imports no model library: a registry or dataclass whose package pulls in
-torch (heads, encoders, SSLConfig) is read from its source with ``ast``; the tests check that what is read
-equals the live registry or dataclass.
+Reading names and defaults imports no model library: configs and registries are torch-free modules and
+every package exports its heavy parts lazily (docs/architecture.md, "Layout by floors"), so the CLI imports
+the real dataclasses, functions and registries (tests/test_import_graph.py checks the rule,
+tests/test_cli_startup.py that ``pathweak --help`` loads no torch).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib
+import inspect
 import re
-import sys
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import typer
 from typer.core import TyperCommand
 
-PACKAGE = Path(__file__).resolve().parents[1] / "pathweak"
-
-
-# ---- defaults from the config dataclasses ---------------------------------------------------------------
+# ---- defaults from the config dataclasses and the API's signatures --------------------------------------
 
 
 def default(cls: type, name: str) -> Any:
@@ -41,41 +35,28 @@ def default(cls: type, name: str) -> Any:
     raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
-@cache
-def source_defaults(module: str, cls: str) -> dict[str, Any]:
-    """The literal field defaults of dataclass ``cls`` in ``pathweak.<module>``, read from the source without
-    importing it (for dataclasses whose package imports torch: ``ssl.config``'s SSLConfig)."""
-    tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            out: dict[str, Any] = {}
-            for item in node.body:
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value is not None:
-                    try:
-                        out[item.target.id] = ast.literal_eval(item.value)
-                    except ValueError:
-                        pass  # field(default_factory=...) and other non-literals
-            return out
-    raise KeyError(f"pathweak.{module} has no class {cls}")
+def defaults(cls: type) -> dict[str, Any]:
+    """Every field default of dataclass ``cls`` (factories called; fields without a default left out)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
-@cache
-def function_defaults(module: str, function: str) -> dict[str, Any]:
-    """The literal keyword defaults of ``function`` in ``pathweak.<module>``, read from the source (for
-    API functions whose module is slow to import at CLI start, e.g. ``cohort.demo.demo_settings``)."""
-    tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == function:
-            args = node.args.posonlyargs + node.args.args
-            pairs = list(zip(args[len(args) - len(node.args.defaults) :], node.args.defaults, strict=True))
-            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is not None]
-            return {a.arg: ast.literal_eval(d) for a, d in pairs}
-    raise KeyError(f"pathweak.{module} has no function {function}")
+def function_defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of an API function, from its signature."""
+    params = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def ssl_default(name: str) -> Any:
     """An SSLConfig field default (``pathweak pretrain`` / ``distill``)."""
-    return source_defaults("ssl.config", "SSLConfig")[name]
+    from pathweak.ssl.config import SSLConfig
+
+    return default(SSLConfig, name)
 
 
 def joined(values: Iterable[Any]) -> str:
@@ -87,66 +68,17 @@ def joined(values: Iterable[Any]) -> str:
 # ---- names from the registries --------------------------------------------------------------------------
 
 
-@cache
-def registered_names(package: str, call: str) -> tuple[str, ...]:
-    """Names registered in ``pathweak.<package>``'s modules by ``@<call>("name")`` (a decorator such as
-    ``register_head`` or ``ENCODERS.register``), read from the source."""
-    names: set[str] = set()
-    for path in sorted((PACKAGE / package.replace(".", "/")).glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Call)
-                and ast.unparse(node.func) == call
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                names.add(node.args[0].value)
-    return tuple(sorted(names))
-
-
 def _heads() -> Sequence[str]:
-    return registered_names("heads", "register_head")
+    from pathweak.heads.registry import HEADS
+
+    return HEADS.names()
 
 
 def _encoders() -> Sequence[str]:
-    presets = list(standalone("encoders.presets").PRESETS)
-    families = [f"{n}:" for n in registered_names("encoders", "ENCODERS.register")]
-    return [*presets, *families]
+    from pathweak.encoders.families import ENCODERS
+    from pathweak.encoders.presets import PRESETS
 
-
-@cache
-def source_keys(module: str, name: str) -> tuple[str, ...]:
-    """The keys of the literal dict ``name`` in ``pathweak.<module>`` (``ARCHS``), read from the source."""
-    tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
-            and isinstance(node.value, ast.Dict)
-        ):
-            return tuple(ast.literal_eval(k) for k in node.value.keys if k is not None)
-    raise KeyError(f"pathweak.{module} has no literal dict {name}")
-
-
-@cache
-def standalone(module: str) -> ModuleType:
-    """``pathweak.<module>`` when it is imported, else the same file imported through a stand-in for its
-    package that does not run the package's ``__init__`` (``encoders.presets`` imports only its siblings,
-    but ``pathweak.encoders`` imports torch). Relative imports inside it resolve as usual."""
-    name = f"pathweak.{module}"
-    if name in sys.modules:
-        return sys.modules[name]
-    package, _, leaf = module.rpartition(".")
-    if not package or "." in package:
-        raise ValueError(f"standalone() takes a module of a first-level subpackage, got {module!r}")
-    alias = f"pathweak._cli_{package}"
-    if alias not in sys.modules:
-        stand_in = ModuleType(alias)
-        stand_in.__path__ = [str(PACKAGE / package)]
-        stand_in.__package__ = alias
-        sys.modules[alias] = stand_in
-    return importlib.import_module(f"{alias}.{leaf}")
+    return [*PRESETS, *(f"{n}:" for n in ENCODERS.names())]
 
 
 def _tissue_methods() -> Sequence[str]:
@@ -198,7 +130,9 @@ def _survival_losses() -> Sequence[str]:
 
 
 def _archs() -> Sequence[str]:
-    return source_keys("ssl.config", "ARCHS")
+    from pathweak.encoders.archs import ARCHS
+
+    return list(ARCHS)
 
 
 def _stages() -> Sequence[str]:

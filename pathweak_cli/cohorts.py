@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pathweak.cohort.demo import demo_settings
+
 from ._app import _err, app, handle_errors, json_stdout
 from ._conventions import Command, deprecated, function_defaults, merged, names, warn
 
@@ -35,7 +37,7 @@ cohort_app = typer.Typer(
 )
 app.add_typer(cohort_app, name="cohort")
 
-_DEMO = function_defaults("cohort.demo", "demo_settings")  # the demo spec's defaults, read without importing it
+_DEMO = function_defaults(demo_settings)
 
 
 @cohort_app.command("run", cls=Command)

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ._conventions import source_defaults
+from pathweak.train.config import FinetuneConfig
 
-_DEFAULTS = source_defaults("train.finetune", "FinetuneConfig")
+from ._conventions import defaults
+
+_DEFAULTS = defaults(FinetuneConfig)
 ENCODER_LR, FROZEN_BLOCKS, EPOCHS, TILE_BATCH = (
     _DEFAULTS[k] for k in ("encoder_lr", "frozen_blocks", "epochs", "tile_batch")
 )

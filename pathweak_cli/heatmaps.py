@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from pathweak.errors import PathweakError
+from pathweak.heatmap.export import ExportOptions
 
 from ._app import app, handle_errors
-from ._conventions import Command, names, source_defaults, warn
+from ._conventions import Command, defaults, names, warn
 
-_DEFAULTS = source_defaults("heatmap.export", "ExportOptions")  # the API's defaults, read without importing it
+_DEFAULTS = defaults(ExportOptions)
 
 ScoresArg = Annotated[
     Path, typer.Argument(metavar="SCORES", help="A results store (.zarr) or a CSV with x, y and score columns.")
@@ -259,7 +260,7 @@ def export_tissue(
     """The tissue mask of each TileStore (Otsu, an ROI, or a tissue model: HEST, GrandQC) as QuPath
     annotations classified Tissue, plus the regions an artefact model removed, classified by artefact."""
     from pathweak.heatmap.tissue_export import tissue_geojson
-    from pathweak.tiling.store import TileStore, find_tile_stores
+    from pathweak.store.tiles import TileStore, find_tile_stores
 
     written = []
     for path in find_tile_stores(list(stores)):

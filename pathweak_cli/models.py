@@ -10,9 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from pathweak.config import StoreSpec, TileSpec
+from pathweak.features.extract import extract_features
 
 from ._app import app, handle_errors, json_stdout
-from ._conventions import Command, default, deprecated, explicit, function_defaults, inputs, names, paths, ssl_default
+from ._conventions import Command, default, deprecated, function_defaults, inputs, names, paths, ssl_default
+from .ssl_options import SELECT_HELP, CpuPreset, print_pretrain, ssl_config, ssl_values
 from .stain import StainMethodOpt, StainRefOpt, stain_option
 
 StoresArg = Annotated[
@@ -24,64 +26,7 @@ JsonAlways = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (its only form; accepted for uniformity).")
 ]
 _STORES_EXAMPLE = "runs/x/tiles/"
-_EXTRACT = function_defaults("features.extract", "extract_features")  # the API's defaults, read without torch
-
-
-def _ssl_values(ctx: typer.Context, config: Path | None, given: dict[str, tuple[str, Any]]) -> dict[str, Any]:
-    """SSLConfig fields by the one precedence rule: an option given on the command line > the config file's
-    ``ssl:`` section > the default (SSLConfig's, or ``SSLConfig.tiny()``'s with --tiny). ``given`` maps
-    option name -> (SSLConfig field, value)."""
-    from pathweak.config import load_yaml
-
-    values: dict[str, Any] = dict(load_yaml(config).get("ssl", {})) if config else {}
-    on_command_line = explicit(ctx)
-    for name, (key, value) in given.items():
-        if name in on_command_line:
-            values[key] = str(value) if isinstance(value, Path) else value
-    for key in ("global_scale", "local_scale", "mae_scale"):
-        if key in values:
-            values[key] = tuple(values[key])
-    return values
-
-
-CpuPreset = Annotated[
-    bool,
-    typer.Option(
-        "--cpu",
-        help="Start from the many-cheap-steps CPU recipe (4-block ViT-Tiny at 64 px, batch 128; "
-        "docs/pretraining_and_features.md). Use --select last with it.",
-    ),
-]
-_SELECT_HELP = "The exported weights: rankme (the epoch of highest RankMe on held-out tiles) or last."
-
-
-def _ssl_config(method: str, values: dict[str, Any], tiny: bool, cpu: bool) -> Any:
-    """SSLConfig from the preset chosen (--tiny, --cpu or none) and the values given."""
-    from pathweak.errors import ConfigError
-    from pathweak.ssl import SSLConfig
-
-    if tiny and cpu:
-        raise ConfigError("--tiny and --cpu are two presets", fix="pick one of them")
-    if tiny or cpu:
-        start = SSLConfig.tiny if tiny else SSLConfig.cpu
-        return start(values.pop("method", method), **values)
-    return SSLConfig(**{"method": method, **values})
-
-
-def _print_pretrain(result: Any, **extra: Any) -> None:
-    typer.echo(
-        json.dumps(
-            {
-                "encoder": f"pathweak:{result.encoder_dir}",
-                **extra,
-                "steps": result.steps,
-                "epochs": result.epochs,
-                "best_checkpoint": result.best_checkpoint,
-                "rankme": result.rankme,
-            },
-            indent=2,
-        )
-    )
+_EXTRACT = function_defaults(extract_features)
 
 
 @app.command(cls=Command)
@@ -108,7 +53,7 @@ def pretrain(
         bool, typer.Option(help="Start from the CPU-sized preset (6-block ViT-Tiny at 112 px, batch 32).")
     ] = False,
     cpu: CpuPreset = False,
-    select: Annotated[str, typer.Option(help=_SELECT_HELP)] = ssl_default("select"),
+    select: Annotated[str, typer.Option(help=SELECT_HELP)] = ssl_default("select"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = ssl_default("max_epochs"),
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = ssl_default(
         "max_minutes"
@@ -152,10 +97,10 @@ def pretrain(
     the final weights) is exported as OUT/encoder.safetensors + encoder.json (use it as --encoder
     pathweak:OUT)."""
     from pathweak.ssl import pretrain as run_pretrain
-    from pathweak.tiling.store import find_tile_stores
+    from pathweak.store.tiles import find_tile_stores
 
     found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
-    values = _ssl_values(
+    values = ssl_values(
         ctx,
         config,
         {
@@ -175,9 +120,9 @@ def pretrain(
             "select": ("select", select),
         },
     )
-    cfg = _ssl_config(method, values, tiny, cpu)
+    cfg = ssl_config(method, values, tiny, cpu)
     result = run_pretrain(paths(found), out, cfg, resume=resume, progress=progress)
-    _print_pretrain(result)
+    print_pretrain(result)
 
 
 @app.command(cls=Command)
@@ -230,7 +175,7 @@ def distill(
     ] = ssl_default("whole_tile_views"),
     tiny: Annotated[bool, typer.Option(help="Start from the CPU-sized preset (6-block student at 112 px).")] = False,
     cpu: CpuPreset = False,
-    select: Annotated[str, typer.Option(help=_SELECT_HELP)] = ssl_default("select"),
+    select: Annotated[str, typer.Option(help=SELECT_HELP)] = ssl_default("select"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = ssl_default("max_epochs"),
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes.")] = ssl_default(
         "max_minutes"
@@ -256,10 +201,10 @@ def distill(
     The student defaults to vit_tiny here (pretraining's architecture default is vit_small): a distilled
     encoder is meant to be small."""
     from pathweak.ssl.distill import distill as run_distill
-    from pathweak.tiling.store import find_tile_stores
+    from pathweak.store.tiles import find_tile_stores
 
     found = find_tile_stores(paths(inputs(stores, stores_old, "--stores", "TileStores", _STORES_EXAMPLE)))
-    values = _ssl_values(
+    values = ssl_values(
         ctx,
         None,
         {
@@ -281,9 +226,9 @@ def distill(
         },
     )
     values.update(arch=student, teacher=teacher)
-    cfg = _ssl_config("distill", values, tiny, cpu)
+    cfg = ssl_config("distill", values, tiny, cpu)
     result = run_distill(paths(found), out, cfg, resume=resume, progress=progress)
-    _print_pretrain(result, teacher=teacher)
+    print_pretrain(result, teacher=teacher)
 
 
 @app.command(cls=Command)
@@ -354,7 +299,7 @@ def extract(
     """Embed every tile of TileStores into FeatureStores (float16, one row per tile, coords alongside;
     with --tokens, one row per patch token inside each tile)."""
     from pathweak.errors import ConfigError
-    from pathweak.tiling.store import find_tile_stores
+    from pathweak.store.tiles import find_tile_stores
 
     from .slides import report_failures
 

@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
+from pathweak.heatmap.review import export_review
+
 from ._app import app, handle_errors
 from ._conventions import Command, function_defaults
 
-_EXPORT = function_defaults("heatmap.review", "export_review")  # the API's defaults, read without importing it
+_EXPORT = function_defaults(export_review)
 
 review_app = typer.Typer(
     help="The review loop: pseudo-labels out to QuPath, a pathologist's corrections back (docs/review.md).",

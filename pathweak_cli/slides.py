@@ -213,7 +213,7 @@ def tile(
     store is up to date; a changed slide or spec is re-tiled. A folder run goes on past a bad slide and
     lists the failures at the end (exit status 1).
     """
-    from pathweak.config import from_dict, load_yaml
+    from pathweak.config import from_dict, load_yaml, merge_options
     from pathweak.tiling import expand_slide_paths, tile_slides
 
     from .volume_options import volume_spec_from_options
@@ -223,28 +223,23 @@ def tile(
     if planes:
         given.add("planes")
     sections = load_yaml(config) if config else {}
-    tile_cfg = dict(sections.get("tile", {}))
-    tissue_cfg = dict(sections.get("tissue", {}))
-    store_cfg = dict(sections.get("store", {}))
-    for name, key, value in [
-        ("target_mpp", "target_mpp", target_mpp),
-        ("patch", "patch_px", patch),
-        ("overlap", "overlap_px", overlap),
-        ("min_tissue", "min_tissue", min_tissue),
-    ]:
-        if name in given or key not in tile_cfg:
-            tile_cfg[key] = value
+
+    def section(name: str, options: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+        """A spec's fields by merge_options: ``options`` maps option name -> (field, value)."""
+        values = {key: value for key, value in options.values()}
+        on_line = {key: value for name, (key, value) in options.items() if name in given}
+        return merge_options(dict(sections.get(name, {})), on_line, values)
+
+    tile_cfg = section("tile", {"target_mpp": ("target_mpp", target_mpp), "patch": ("patch_px", patch),
+                                "overlap": ("overlap_px", overlap), "min_tissue": ("min_tissue", min_tissue)})  # fmt: skip
     if strict_mpp or check_mpp:
         tile_cfg["mpp_check"] = "strict" if strict_mpp else "warn"
-    if "tissue_method" in given or "method" not in tissue_cfg:
-        tissue_cfg["method"] = tissue_method
+    tissue_cfg = section("tissue", {"tissue_method": ("method", tissue_method)})
     models = {"weights": tissue_weights, "artifacts": artifacts, "artifact_weights": artifact_weights}
     if any(v is not None for v in models.values()):  # model settings travel in TissueSpec.params
         tissue_cfg["params"] = {**tissue_cfg.get("params", {}), **{k: str(v) for k, v in models.items() if v}}
-    if "lossless" in given or "compression" not in store_cfg:
-        store_cfg["compression"] = "lossless" if lossless else "jpeg"
-    if "jpeg_quality" in given or "jpeg_quality" not in store_cfg:
-        store_cfg["jpeg_quality"] = jpeg_quality
+    store_cfg = section("store", {"lossless": ("compression", "lossless" if lossless else "jpeg"),
+                                  "jpeg_quality": ("jpeg_quality", jpeg_quality)})  # fmt: skip
 
     volume_spec = volume_spec_from_options(
         sections.get("volume", {}),

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pathweak.train.config import TrainConfig
+from pathweak.train.predict import predict_slides
 
 from . import finetune_options as ft
 from ._app import app, handle_errors
@@ -24,6 +25,7 @@ from ._conventions import (
     paths,
     warn,
 )
+from ._train_output import print_run
 
 FeaturesArg = Annotated[
     list[str] | None,
@@ -35,7 +37,7 @@ OldFeatures = Annotated[list[str] | None, deprecated("--features", "the FEATURES
 _FEATURES_EXAMPLE = "runs/x/features/<encoder_id>/"
 
 
-_PREDICT = function_defaults("train.predict", "predict_slides")  # the API's defaults, read without torch
+_PREDICT = function_defaults(predict_slides)
 
 
 def _train_default(name: str) -> Any:
@@ -288,52 +290,7 @@ def train(
         from pathweak.train import train_cohort  # torch: after the options are checked
 
         run = train_cohort(paths(found), labels, out, cfg, progress=progress, instance_labels=corrections)
-    s = run.summary
-    for text in s.get("warnings", []):  # recorded in run.json too (a degenerate fold model among them)
-        warn(text)
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    k: s[k]
-                    for k in (
-                        "model_id",
-                        "head",
-                        "task",
-                        "classes",
-                        "metrics",
-                        "splits",
-                        "seconds",
-                        "warnings",
-                        "finetune",
-                        "instance_labels",
-                    )
-                    if k in s
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return
-    typer.echo(
-        f"{s['head']} ({s['task']}, {s['labels']['slides']} slides, {s['splits']['source']}, "
-        f"seeds {', '.join(s['seeds'])}) in {s['seconds']} s"
-    )
-    if "instance_labels" in s:
-        il = s["instance_labels"]
-        per_class = ", ".join(f"{c} {n}" for c, n in il["per_class"].items())
-        typer.echo(f"  instance labels: {il['tiles']} tiles ({per_class}) in {len(il['per_slide'])} slides")
-    first = s["seeds"][next(iter(s["seeds"]))]
-    for name, m in s["metrics"].items():
-        ci = first["ci95"].get(name)
-        ci_text = f"  (seed {next(iter(s['seeds']))} 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-        typer.echo(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f}{ci_text}")
-    if "finetune" in s:
-        typer.echo(f"fine-tuned encoder: {s['finetune']['encoder']} (features: {s['finetune']['features']})")
-    typer.echo(
-        f"run: {run.out_dir} (predict with: pathweak predict FEATURES... --model {run.out_dir}; "
-        f"report: pathweak report {run.out_dir})"
-    )
+    print_run(run, as_json)
 
 
 @app.command(cls=Command)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pathweak.config import VolumeSpec, from_dict
+from pathweak.config import VolumeSpec, from_dict, merge_options
 from pathweak.errors import ConfigError
 
 # option name -> VolumeSpec field; the options shared with slides only apply to volumes when given
@@ -29,7 +29,7 @@ _SHARED_WITH_SLIDES = {"patch", "overlap", "min_tissue"}
 
 def volume_info(path: Path) -> dict[str, Any] | None:
     """`pathweak info` of a volume, or None when ``path`` is not one."""
-    from pathweak.volumes.detect import volume_format
+    from pathweak.io.detect import volume_format
 
     if volume_format(path) is None:
         return None
@@ -50,12 +50,13 @@ def volume_spec_from_options(
         "window": lambda t: _pair(t, "--window"),
         "percentiles": lambda t: _pair(t, "--percentiles"),
     }
-    values = dict(section)
-    for name, value in options.items():
-        key = _FIELDS[name]
-        if name in explicit or (key not in values and name not in _SHARED_WITH_SLIDES):
-            values[key] = parsers[name](value) if name in parsers and value is not None else value
-    return from_dict(VolumeSpec, values, config)
+    parsed = {
+        name: parsers[name](value) if name in parsers and value is not None else value
+        for name, value in options.items()
+    }
+    given = {_FIELDS[n]: v for n, v in parsed.items() if n in explicit}
+    fallback = {_FIELDS[n]: v for n, v in parsed.items() if n not in _SHARED_WITH_SLIDES}
+    return from_dict(VolumeSpec, merge_options(section, given, fallback), config)
 
 
 def _pair(text: str, option: str) -> tuple[float, float]:

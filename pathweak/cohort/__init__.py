@@ -1,6 +1,27 @@
 """Cohort batch jobs: a YAML spec and manifest, per-slide state and locks, local or Dask executors."""
 
-from .runner import CohortReport, run_cohort
-from .spec import CohortSpec, Slide, read_manifest
+from __future__ import annotations
 
-__all__ = ["CohortReport", "CohortSpec", "Slide", "read_manifest", "run_cohort"]
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .outcome import CohortReport
+    from .runner import run_cohort
+    from .spec import CohortSpec, Slide, read_manifest
+
+_EXPORTS = {
+    "CohortReport": "outcome",
+    "CohortSpec": "spec",
+    "Slide": "spec",
+    "read_manifest": "spec",
+    "run_cohort": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -17,12 +17,12 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int = 2, devices: list[str] | None = None):
-        from ..tiling.tiler import _pool_context
+        from ..tiling.pool import pool_context
 
         self.devices = devices  # one worker process per device, pinned to it (features/devices.py)
         self.workers = len(devices) if devices else max(1, workers)
         self._pool: Any = None
-        self._context = _pool_context
+        self._context = pool_context
 
     def on_devices(self, devices: list[str]) -> LocalExecutor:
         """An executor of one process per device in ``devices`` (each loads its own encoder once): the GPU
@@ -140,7 +140,7 @@ class DaskOnDevices:
         return self.parent.run(fn, tasks, workers=self.workers)
 
     def close(self) -> None:
-        from .encoders_cache import release_encoders
+        from ..encoders.cache import release_encoders
 
         self.parent.client.run(release_encoders, workers=self.workers)
 

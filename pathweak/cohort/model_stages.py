@@ -16,7 +16,7 @@ from .._atomic import atomic_file
 from .._provenance import cache_key
 from ..errors import ConfigError, PathweakError
 from ..store.build import build_once
-from .report import StageReport
+from .outcome import StageReport
 from .spec import CohortSpec, Slide, instance_labels_path, label_rows, train_config
 from .stamps import read_stamp, stamp_path, write_stamp
 from .state import StateStore
@@ -82,7 +82,7 @@ def train_stage(spec: CohortSpec, slides: list[Slide], state: StateStore, progre
                 w = csv.writer(fh)
                 w.writerow(header)
                 w.writerows(rows)
-            stores = [features[s.slide_id] for s in labelled]
+            stores: list[str | Path] = [features[s.slide_id] for s in labelled]
             instance = read_corrections(corrections, stores, cfg.instance_overlap) if corrections else None
             train_cohort(stores, labels, out, cfg, progress=progress, instance_labels=instance)
             write_stamp(spec.out, "train", key, [out / "run.json"], run=_file_hash(out / "run.json"))
@@ -164,7 +164,7 @@ def metrics_table(run_json: Path) -> str:
 
 
 def _feature_key(path: Path) -> str:
-    from ..features.store import FeatureStore
+    from ..store.features import FeatureStore
 
     return str(FeatureStore.open(path).attrs.get("cache_key", path))
 

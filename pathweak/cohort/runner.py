@@ -14,7 +14,7 @@ from ..store.build import build_once
 from ..store.result import failure_text, result_line
 from .executors import make_executor
 from .model_stages import predict_stage, train_stage
-from .report import CohortReport, StageReport
+from .outcome import CohortReport, StageReport
 from .spec import STAGES, CohortSpec, Slide, check_spec
 from .stamps import read_stage_seconds, record_stage_seconds
 from .state import StateStore
@@ -165,7 +165,7 @@ def _pretrain(spec: CohortSpec, slides: list[Slide], state: StateStore, progress
     stores = [tile_store_path(spec, s) for s in slides]
     from dataclasses import asdict
 
-    from ..tiling.store import read_attrs
+    from ..store.open import read_attrs
 
     key = cache_key(cfg=asdict(cfg), stores=sorted((read_attrs(p) or {}).get("cache_key", "") for p in stores))
     meta_path = out / "encoder.json"
@@ -202,8 +202,8 @@ def _report_stage(spec: CohortSpec, started: float, skipped: list[str]) -> Stage
     """``<out>/report.html`` of the run (pathweak.report): metrics, curves, heatmaps and tile galleries;
     skipped when the model, the predictions and the stages' times are those it was written from. A
     failure is recorded, and the run's other outputs stand."""
-    from .. import __version__
     from .._provenance import cache_key, content_hash
+    from .._version import __version__
     from ..report.build import RunSource, write_report
     from .model_stages import model_dir, predict_key, results_dir
     from .stamps import read_stamp, write_stamp

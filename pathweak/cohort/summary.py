@@ -41,7 +41,7 @@ def write_summary(report: Any, executor: str) -> tuple[Path, Path]:
 def mpp_disagreements(tiles_dir: Path, slide_ids: list[str]) -> dict[str, str]:
     """Slides whose tile store records a resolution that disagrees with the estimate from its pixels
     (tiled with ``tile: {mpp_check: warn}``; see docs/resolution.md), with the recorded and estimated mpp."""
-    from ..tiling.store import read_attrs
+    from ..store.open import read_attrs
 
     out = {}
     for sid in slide_ids:

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import PathweakError
 from ..store.build import build_once
+from ..store.locks import output_lock
 from ..store.result import failure_text
-from .locks import output_lock
 from .spec import CohortSpec, Slide
 
 
@@ -65,9 +65,9 @@ def _extract(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
     import torch
 
     from .. import devices
+    from ..encoders.cache import cached_encoder
     from ..features import extract_features
-    from ..features.store import feature_store_path
-    from .encoders_cache import cached_encoder
+    from ..store.features import feature_store_path
 
     device = devices.take_worker_device(spec.extract.get("device", "auto"))  # a pinned GPU becomes current
     threads = torch.get_num_threads()

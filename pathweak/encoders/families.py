@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
 from ..errors import ConfigError
-from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo
-from .unified import UNIFIED_INPUT, build_unified, unified_branch
 from .weights import encoder_id as _encoder_id
 from .weights import jsonable as _jsonable
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .base import Encoder
 from .weights import load_state_dict_file, seeded
 from .weights import random_seed as _random_seed
 from .weights import weights_hash as _weights_hash
 
-Loader = Callable[[str, "str | None", dict[str, Any]], Encoder]
+Loader = Callable[[str, "str | None", dict[str, Any]], "Encoder"]
 Check = Callable[[str, "str | None"], None]
 ENCODERS: Registry[Loader] = Registry("encoder family")
 # what each family's loader refuses before it builds anything: the model name and the weights (a cohort
@@ -47,6 +47,8 @@ def _timm_check(model: str, weights: str | None) -> None:
 @ENCODERS.register("timm")
 def _timm(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     import timm
+
+    from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo  # torch: imported when an encoder is built
 
     _timm_check(model, weights)
     assert weights is not None  # the check refuses None
@@ -91,6 +93,8 @@ def _torchvision_check(model: str, weights: str | None) -> None:
 @ENCODERS.register("torchvision")
 def _torchvision(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     from torch import nn
+
+    from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
 
     _torchvision_check(model, weights)
     assert weights is not None  # the check refuses None
@@ -150,6 +154,8 @@ def _monai(model: str, weights: str | None, kwargs: dict[str, Any]) -> Encoder:
     patches are resized to; other kwargs go to MONAI's constructor (e.g. ``shortcut_type``)."""
     from monai.networks import nets
 
+    from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
+
     _monai_check(model, weights)
     assert weights is not None  # the check refuses None
     options = dict(kwargs)
@@ -193,6 +199,9 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
     """An encoder written by ``pathweak pretrain`` (encoder.json + encoder.safetensors)."""
     import timm
 
+    from .base import Encoder, EncoderInfo  # torch: imported when an encoder is built
+    from .unified import UNIFIED_INPUT, build_unified, unified_branch
+
     _pathweak_check(directory, weights)
     folder = Path(directory)
     config_path = folder / "encoder.json"
@@ -202,7 +211,7 @@ def _pathweak(directory: str, weights: str | None, kwargs: dict[str, Any]) -> En
     unified = cfg.get("input") == UNIFIED_INPUT  # one ViT for 2D and 3D stores (mae on both kinds at once)
     net: nn.Module
     if volume:
-        from ..ssl.vit3d import build_vit3d
+        from .vit3d import build_vit3d
 
         net = build_vit3d(cfg["vit3d"])
     elif unified:

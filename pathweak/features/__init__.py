@@ -1,29 +1,36 @@
-"""Feature extraction (TileStore → FeatureStore), the FeatureStore format, h5 export and the
-FeatureBank (a cohort's features resident on the training device; imported lazily, it needs torch)."""
+"""Feature extraction (TileStore → FeatureStore), h5 export and the FeatureBank (a cohort's features
+resident on the training device; it needs torch). The FeatureStore format is on the store floor
+(:mod:`pathweak.store.features`), re-exported here. Every name is imported on first use."""
 
-from typing import Any
+from __future__ import annotations
 
-from .extract import ExtractResult, extract_features, feature_cache_key
-from .h5 import export_h5
-from .store import FeatureStore, feature_store_path, find_feature_stores
+from typing import TYPE_CHECKING
 
-_BANK = ("FeatureBank", "StreamingFeatureBank", "estimate_bank", "load_feature_bank")
+from .._lazy import lazy_getattr
 
-__all__ = [
-    "ExtractResult",
-    "FeatureStore",
-    "export_h5",
-    "extract_features",
-    "feature_cache_key",
-    "feature_store_path",
-    "find_feature_stores",
-    *_BANK,
-]
+if TYPE_CHECKING:
+    from ..store.features import FeatureStore, feature_store_path, find_feature_stores
+    from .bank import FeatureBank, StreamingFeatureBank, estimate_bank, load_feature_bank
+    from .extract import ExtractResult, extract_features, feature_cache_key
+    from .h5 import export_h5
+
+_EXPORTS = {
+    "ExtractResult": "extract",
+    "extract_features": "extract",
+    "feature_cache_key": "extract",
+    "export_h5": "h5",
+    "FeatureBank": "bank",
+    "StreamingFeatureBank": "bank",
+    "estimate_bank": "bank",
+    "load_feature_bank": "bank",
+    "FeatureStore": "..store.features",
+    "feature_store_path": "..store.features",
+    "find_feature_stores": "..store.features",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _BANK:
-        from . import bank
-
-        return getattr(bank, name)
-    raise AttributeError(f"module 'pathweak.features' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return __all__

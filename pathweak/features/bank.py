@@ -25,8 +25,8 @@ from ..devices import parse_device
 from ..errors import ConfigError, MemoryBudgetError, StoreError
 from ..heads.base import GridBox
 from ..progress import progress_bar
-from .store import FeatureStore, find_feature_stores
-from .store import grid_positions as grid_positions  # re-exported: the bank's grid layout
+from ..store.features import FeatureStore, find_feature_stores
+from ..store.features import grid_positions as grid_positions  # re-exported: the bank's grid layout
 
 if TYPE_CHECKING:
     from ..protocols import FeatureBankLike

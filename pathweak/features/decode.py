@@ -1,6 +1,6 @@
 """Device decode for extraction: a TileStore's JPEG bytes straight from its shards to the model's device.
 
-A TileStore keeps each tile as one JPEG (an inner chunk of a Zarr shard, ``tiling/shards.py``). With
+A TileStore keeps each tile as one JPEG (an inner chunk of a Zarr shard, ``store/shards.py``). With
 ``decode="gpu"`` (or ``"auto"`` on a CUDA device) a batch of tiles is read as raw bytes (one ``pread``
 per run of a shard, each chunk's CRC32C checked), copied once into a pinned host buffer and decoded by
 nvJPEG on the GPU in one batched call; resizing and normalisation then happen on the device inside
@@ -47,7 +47,7 @@ import numpy as np
 from .. import devices
 from ..errors import ConfigError, MemoryBudgetError, StoreError, reason
 from ..store.open import damaged
-from ..tiling.shards import ShardError, ShardReader, shard_key
+from ..store.shards import ShardError, ShardReader, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class RawTileBatches:
 
     def _store(self) -> Any:
         if self._cpu_store is None:
-            from ..tiling.store import TileStore
+            from ..store.tiles import TileStore
 
             self._cpu_store = TileStore.open(self.path)
         return self._cpu_store

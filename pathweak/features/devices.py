@@ -150,7 +150,7 @@ def cpu_copy(module: Any) -> Any:
 
 
 def _extract_in_worker(store: str | Path, out_dir: str | Path, kwargs: dict[str, Any]) -> Any:
-    from ..cohort.encoders_cache import cached_encoder
+    from ..encoders.cache import cached_encoder
     from .extract import extract_features
 
     spec = _WORKER["encoder"]

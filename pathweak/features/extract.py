@@ -23,13 +23,13 @@ from .._atomic import missing_dirs, remove_if_empty, sweep_partials
 from ..errors import ConfigError
 from ..progress import log_line, progress_bar
 from ..store import StageResult, current_store, failure_text
-from ..tiling.store import TileStore
-from .h5 import export_h5
-from .store import (
+from ..store.features import (
     FORMAT_VERSION,
     FeatureStore,
     feature_store_path,
 )
+from ..store.tiles import TileStore
+from .h5 import export_h5
 from .writer import FeatureWriter
 
 if TYPE_CHECKING:

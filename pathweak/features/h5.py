@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import FeatureStore
+from ..store.features import FeatureStore
 
 
 def export_h5(store: FeatureStore, out_path: str | Path) -> Path:

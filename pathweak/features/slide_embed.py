@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..heads.feather import FEATHERS, HIDDEN, Feather, check_config, feather_head, get_feather, to_abmil
 from ..hub import check_fits, read_checkpoint, resolve
 from ..store import begin, commit, current_store, discard
-from .store import FeatureStore, create_feature_store, find_feature_stores
+from ..store.features import FeatureStore, create_feature_store, find_feature_stores
 
 METHODS = ("mean", *FEATHERS)
 FORMAT = 1

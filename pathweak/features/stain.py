@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..stain import METHODS, SlideStain, StainReference, estimate, fit_reference, he_angles, load_reference
 from ..stain.apply import StainTransform
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .wrapped import WrappedEncoder
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def fit_reference_from(
     """A reference fitted on image files and/or a sample of ``n_tiles`` tiles over TileStores (``pathweak
     stain fit``): the pixels of every image and of the sampled tiles, pooled."""
     from ..stain.reference import IMAGE_SUFFIXES, read_image
-    from ..tiling.store import find_tile_stores
+    from ..store.tiles import find_tile_stores
 
     images = [Path(p) for p in inputs if Path(p).suffix.lower() in IMAGE_SUFFIXES]
     others = [p for p in inputs if Path(p).suffix.lower() not in IMAGE_SUFFIXES]

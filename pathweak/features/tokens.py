@@ -209,7 +209,7 @@ class TokenBank:
         progress: bool = False,
     ) -> TokenBank:
         """One bag per TileStore (slide): every tile's tokens at tile position x map size + token position."""
-        from ..tiling import TileStore
+        from ..store.tiles import TileStore
 
         bags, grids, names = [], [], []
         for path in stores:

@@ -13,8 +13,8 @@ from .. import _provenance
 from ..errors import ConfigError, PathweakError
 from ..protocols import TileEncoder
 from ..store import begin, commit, discard
-from ..tiling.store import TileStore
-from .store import CHUNK_ROWS, create_feature_store
+from ..store.features import CHUNK_ROWS, create_feature_store
+from ..store.tiles import TileStore
 
 
 class FeatureWriter:

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .._registry import Registry
 from ..errors import ConfigError
+from .registry import HEADS, WRAPPERS, create_head, head_info, register_head  # noqa: F401  (the heads' modules use register_head from here)
 
 Criterion = Any  # a callable (logits (B, C), targets (B,)) -> scalar loss
 
@@ -103,56 +103,6 @@ class MILHead(nn.Module):
     def loss(self, out: HeadOutput, target: torch.Tensor, criterion: Criterion) -> torch.Tensor:
         """Training loss of one bag: the task criterion on the slide logits (heads add their own terms)."""
         return criterion(out.logits.unsqueeze(0), target.view(1))
-
-
-HEADS: Registry[type[MILHead]] = Registry("head")
-# head options that wrap the named head in another module: option name -> (name, in_dim, n_outputs, value,
-# the other options) -> head (heads/sla.py registers "label_augmentation")
-WRAPPERS: dict[str, Any] = {}
-
-
-def register_head(name: str) -> Any:
-    """Class decorator: add a head to :data:`HEADS` under ``name`` (also its ``name`` attribute)."""
-
-    def decorator(cls: type[MILHead]) -> type[MILHead]:
-        cls.name = name
-        return HEADS.register(name)(cls)
-
-    return decorator
-
-
-def create_head(name: str, in_dim: int, n_outputs: int, **options: Any) -> MILHead:
-    """A head from the registry by name (see ``pathweak heads list``), with its keyword options (an option
-    of :data:`WRAPPERS` wraps it, e.g. ``label_augmentation``)."""
-    for key, wrap in WRAPPERS.items():
-        if key in options:
-            value = options.pop(key)
-            return wrap(name, in_dim, n_outputs, value, options)
-    cls = HEADS.get(name)
-    try:
-        return cls(in_dim, n_outputs, **options)
-    except TypeError as exc:
-        raise ConfigError(
-            f"bad options for head {name!r}: {exc}", fix="see `pathweak heads list` for its options"
-        ) from None
-
-
-def head_info() -> list[dict[str, str]]:
-    """Name, one-line description and options of every registered head."""
-    import inspect
-
-    rows = []
-    for name in HEADS:
-        cls = HEADS.get(name)
-        params = [
-            f"{p.name}={p.default!r}"
-            for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind is p.KEYWORD_ONLY
-        ]
-        rows.append(
-            {"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0], "options": ", ".join(params)}
-        )
-    return rows
 
 
 def projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:

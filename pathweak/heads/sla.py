@@ -30,7 +30,8 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .base import HEADS, WRAPPERS, Criterion, HeadOutput, MILHead, create_head, foreground_mask
+from .base import Criterion, HeadOutput, MILHead, foreground_mask
+from .registry import HEADS, WRAPPERS, create_head
 
 VIEW_KINDS = {"rotation": (2, 4)}  # kinds of views and the view counts each allows
 
@@ -163,4 +164,4 @@ def check_augmentation(augmentation: dict[str, Any]) -> tuple[str, int]:
     return str(kind), int(views)
 
 
-WRAPPERS["label_augmentation"] = LabelAugmented
+WRAPPERS.register("label_augmentation")(LabelAugmented)

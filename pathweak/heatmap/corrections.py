@@ -67,7 +67,7 @@ def read_corrections(path: str | Path, features: Sequence[str | Path], overlap: 
     folders or globs, as ``pathweak train`` takes them), each tile needing ``overlap`` of its area inside a
     class's objects. Files are matched to slides by name (:func:`~pathweak.heatmap.review_files.slide_of`);
     each slide's tiles are read from the TileStore its FeatureStore names."""
-    from ..features.store import FeatureStore, find_feature_stores
+    from ..store.features import FeatureStore, find_feature_stores
     from .review_files import corrections_hash
 
     if not 0 < overlap <= 1:
@@ -126,7 +126,7 @@ def read_corrections(path: str | Path, features: Sequence[str | Path], overlap: 
 
 def _tiles(store: Any) -> tuple[TileScores, np.ndarray]:
     """The slide's tiles (geometry from its TileStore) and the FeatureStore row of each."""
-    from .results import ScoreTable
+    from ..store.results import ScoreTable
     from .source import open_tile_store, tile_scores
 
     record = store.attrs.get("tile_store") or {}
@@ -191,7 +191,7 @@ def _read_csv(rec: _File, ts: TileScores, overlap: float) -> _Parsed:
     class is its column with the largest fraction, when that fraction is at least ``overlap``."""
     import shapely
 
-    from .results import read_scores_csv
+    from ..store.results import read_scores_csv
 
     table = read_scores_csv(rec.path)
     at = {(int(x), int(y)): i for i, (x, y) in enumerate(ts.coords)}

@@ -50,7 +50,7 @@ def export(
             ts, path, list(options.scores), list(options.regions), seed=options.seed, progress=progress
         )
     if fmt == "csv":
-        from .results import write_scores_csv
+        from ..store.results import write_scores_csv
 
         return write_scores_csv(path, ts.coords, ts.pick(list(options.scores)))
     heatmap = raster(ts, options)

@@ -177,7 +177,7 @@ def _slides(source: Path) -> list[_Slide]:
 
 
 def _results_slide(path: Path) -> _Slide:
-    from ..tiling.store import read_attrs
+    from ..store.open import read_attrs
     from .source import load_scores
 
     ts = load_scores(path)
@@ -197,10 +197,10 @@ def _run_slides(run: Path) -> list[_Slide]:
     import pandas as pd
     import torch
 
-    from ..features.store import FeatureStore
+    from ..store.features import FeatureStore
+    from ..store.results import ScoreTable
     from ..train.package import load_model
     from ..train.predict import ensemble
-    from .results import ScoreTable
     from .source import open_tile_store, tile_scores
 
     summary = json.loads((run / "run.json").read_text())

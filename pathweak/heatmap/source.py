@@ -10,8 +10,9 @@ import numpy as np
 
 from ..errors import ConfigError, StoreError, UnsupportedSlideError
 from ..store.header import read_header
-from ..tiling.store import TileStore, read_attrs
-from .results import ScoreTable, read_results, read_scores_csv
+from ..store.open import read_attrs
+from ..store.results import ScoreTable, read_results, read_scores_csv
+from ..store.tiles import TileStore
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .geojson import FeatureCollectionWriter, feature, uuid4_strings
 
 TISSUE_COLOUR = (80, 160, 80)

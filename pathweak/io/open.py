@@ -64,7 +64,7 @@ def open_slide(
 
 def _refuse_volume(path: Path) -> None:
     """A 3D medical volume is not a slide: point to the volume reader instead of failing obscurely."""
-    from ..volumes.detect import volume_format
+    from .detect import volume_format
 
     fmt = volume_format(path)
     if fmt is not None:

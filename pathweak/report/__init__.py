@@ -5,14 +5,23 @@ predicted vs true (regression, proportion), training curves per fold, and per-sl
 galleries of the highest- and lowest-scoring tiles. Needs matplotlib (imported when a report is written).
 """
 
-from typing import Any
+from __future__ import annotations
 
-__all__ = ["find_run", "write_report"]
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .build import find_run, write_report
+
+_EXPORTS = {
+    "find_run": "build",
+    "write_report": "build",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import build
-
-        return getattr(build, name)
-    raise AttributeError(f"module 'pathweak.report' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return __all__

@@ -133,7 +133,7 @@ def _task_figures(s: dict[str, Any], frame: Any, out: Path, bootstrap: int) -> l
     groups = frame["patient_id"].to_numpy()
     parts: list[str] = []
     if classes:
-        from ..train.run import score_columns
+        from ..train.columns import score_columns
 
         prob = frame[score_columns(classes)].to_numpy(np.float64)
         index = {c: i for i, c in enumerate(classes)}
@@ -185,7 +185,7 @@ def _feature_stores(s: dict[str, Any], features: list[str | Path] | None) -> dic
     """Slide id -> FeatureStore: those the run recorded, and ``features`` given for runs that did not."""
     stores = dict(s.get("feature_stores") or {})
     if features:
-        from ..features.store import FeatureStore, find_feature_stores
+        from ..store.features import FeatureStore, find_feature_stores
 
         stores.update({FeatureStore.open(p).slide_id: str(p) for p in find_feature_stores(list(features))})
     return stores

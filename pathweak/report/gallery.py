@@ -48,8 +48,8 @@ def fold_scores(run_dir: Path, model_folders: list[str], feature_store: Path) ->
     """(ScoreTable, tile store path) of one slide from packaged models of a training run, averaged."""
     import torch
 
-    from ..features.store import FeatureStore
-    from ..heatmap.results import ScoreTable
+    from ..store.features import FeatureStore
+    from ..store.results import ScoreTable
     from ..train.package import load_model
     from ..train.predict import ensemble
 

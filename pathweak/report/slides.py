@@ -57,7 +57,7 @@ def slides_sections(
 ) -> list[str]:
     """The per-slide predictions table and the slides with their heatmaps and tile galleries."""
     s = src.summary
-    from ..train.run import score_columns
+    from ..train.columns import score_columns
 
     column = score_columns(s.get("classes"), s["task"])[-1]
     degenerate = list(ensemble.get("degenerate", []))

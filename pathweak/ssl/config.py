@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..encoders.archs import ARCH_DIMS, ARCHS
 from ..errors import ConfigError
 
-ARCHS = {
-    "vit_tiny": "vit_tiny_patch16_224",
-    "vit_small": "vit_small_patch16_224",
-    "vit_base": "vit_base_patch16_224",
-}
-ARCH_DIMS = {"vit_tiny": (192, 3), "vit_small": (384, 6), "vit_base": (768, 12)}  # (embed dim, heads) of each arch
+__all__ = ["ARCHS", "ARCH_DIMS", "DISTILL_LOSSES", "SSLConfig"]
 DISTILL_LOSSES = ("standardized", "cosine")
 
 

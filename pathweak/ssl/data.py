@@ -11,7 +11,7 @@ import numpy as np
 
 from ..devices import world_rank
 from ..errors import ConfigError
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .augment import pathology_view, stain_bank, to_tensor, whole_tile_view
 
 STAIN_BANK_TILES = 16  # random tiles of the cohort whose stains are the targets of cfg.stain_augment

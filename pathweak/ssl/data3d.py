@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .data import TileIndex, _StoreCache
 
 if TYPE_CHECKING:

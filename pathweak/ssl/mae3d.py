@@ -1,4 +1,4 @@
-"""3D MAE: the masked autoencoder of :mod:`pathweak.ssl.mae` on a :class:`~pathweak.ssl.vit3d.ViT3D`;
+"""3D MAE: the masked autoencoder of :mod:`pathweak.ssl.mae` on a :class:`~pathweak.encoders.vit3d.ViT3D`;
 hidden voxel cubes are reconstructed from the visible ones (one channel, per-cube normalised targets)."""
 
 from __future__ import annotations

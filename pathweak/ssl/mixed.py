@@ -19,7 +19,7 @@ import numpy as np
 
 from ..devices import world_rank
 from ..errors import ConfigError
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .config import SSLConfig
 from .data import PlainTiles, SSLViews, TileIndex
 from .data3d import PlainPatches, VolumeViews

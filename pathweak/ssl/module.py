@@ -30,7 +30,7 @@ def build_backbone(cfg: SSLConfig) -> nn.Module:
         vit = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **backbone_kwargs(cfg))
         return UnifiedViT(vit, unified_volume(cfg))
     if cfg.method == "mae3d":
-        from .vit3d import build_vit3d, vit3d_kwargs
+        from ..encoders.vit3d import build_vit3d, vit3d_kwargs
 
         return build_vit3d(vit3d_kwargs(cfg.arch, cfg.img_size, cfg.patch_3d, cfg.depth))
     return timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **backbone_kwargs(cfg))
@@ -64,8 +64,8 @@ def merge_export_fields(config: dict[str, Any], module: Any, cfg: SSLConfig) -> 
 
         config.update(input=UNIFIED_INPUT, volume={**unified_volume(cfg), "mean": [VOLUME_MEAN], "std": [VOLUME_STD]})
     elif cfg.method == "mae3d":
+        from ..encoders.vit3d import vit3d_kwargs
         from .data3d import VOLUME_MEAN, VOLUME_STD
-        from .vit3d import vit3d_kwargs
 
         config.update(
             input="volume",

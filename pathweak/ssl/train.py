@@ -40,12 +40,12 @@ def pretrain(
 
     Re-running with ``resume`` continues from ``out_dir/checkpoints/last.ckpt``. Checkpoints are ranked
     by RankMe on held-out tiles, and the best one is exported. ``cfg.devices`` > 1 (or "auto"/"all" with
-    several GPUs): Lightning DDP, one spawned process per device (train/ddp.py; gloo on a CPU).
+    several GPUs): Lightning DDP, one spawned process per device (pathweak/ddp.py; gloo on a CPU).
     """
     import functools
 
     from .. import devices
-    from ..train.ddp import in_rank, run_ranks
+    from ..ddp import in_rank, run_ranks
 
     ddp = cfg.strategy in ("auto", "ddp")
     world = devices.count_devices("all" if str(cfg.devices) == "auto" else cfg.devices) if ddp else 1
@@ -161,7 +161,7 @@ def _loaders(views: Any, held_out: Any, cfg: SSLConfig, per_epoch: int, pin: boo
 def _hardware(cfg: SSLConfig, ddp: bool) -> dict[str, Any]:
     """Trainer accelerator/devices/strategy: DDP inside a rank of :func:`pretrain`'s processes, one device
     otherwise, or the strategy the config names (e.g. fsdp) as given."""
-    from ..train.ddp import in_rank, rank_trainer_options
+    from ..ddp import in_rank, rank_trainer_options
 
     if in_rank():
         return rank_trainer_options(find_unused_parameters=False)

@@ -3,7 +3,7 @@
 :func:`open_store` refuses, naming the store and the fix: no store there, damaged group metadata, another
 kind, a newer format, an incomplete store, a missing array or chunk file, and arrays whose lengths
 disagree. :func:`read_array` turns any failure to read an array later (a damaged, truncated or missing
-chunk) into the same kind of error. Shards of tile arrays are checked by :mod:`pathweak.tiling.shards`.
+chunk) into the same kind of error. Shards of tile arrays are checked by :mod:`pathweak.store.shards`.
 """
 
 from __future__ import annotations
@@ -137,6 +137,8 @@ def read_array(path: Path, name: str, kind: str, index: Any = Ellipsis) -> np.nd
     is a :class:`StoreError` naming the store."""
     import zarr
 
+    from . import codecs  # noqa: F401  (registers pathweak.jpeg with Zarr, entry point or not)
+
     try:
         return np.asarray(zarr.open_array(str(path / name), mode="r")[index])
     except StoreError:
@@ -152,3 +154,24 @@ def _missing_fix(path: Path, kind: str) -> str:
         "results": "check the path, or pass a CSV with x, y and score columns",
     }[kind]
     return make
+
+
+def find_stores(inputs: list[str | Path], kind: str, what: str, fix: str, empty_fix: str) -> list[Path]:
+    """Stores of ``kind`` named directly, found in folders (their ``*.zarr`` children) or by glob; a name
+    that is none of these is an error (``fix`` says what to pass), and so is finding nothing."""
+    import glob
+
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        candidates = [Path(m) for m in sorted(glob.glob(text))] if any(c in text for c in "*?[") else [Path(text)]
+        for p in candidates:
+            if (p / "zarr.json").exists() and (read_attrs(p) or {}).get("kind") == kind:
+                found.append(p)
+            elif p.is_dir():
+                found.extend(sorted(c for c in p.glob("*.zarr") if (read_attrs(c) or {}).get("kind") == kind))
+            else:
+                raise StoreError(f"no {what} here", path=p, fix=fix)
+    if not found:
+        raise StoreError(f"no {what}s found", path=", ".join(str(i) for i in inputs), fix=empty_fix)
+    return found

@@ -1,40 +1,42 @@
-"""Tile grids, the tiler and the TileStore format.
+"""The slide tiler: tile grids, the tiler's steps, and ``tile_slide`` / ``tile_slides``, the tiling entry
+point over slides and 3D volumes (:mod:`.run`, which sends volumes to :mod:`pathweak.volumes.tiler`).
+The TileStore format itself is on the store floor (:mod:`pathweak.store.tiles`), re-exported here.
 
-``tile_slide`` and ``tile_slides`` are the entry point of :mod:`pathweak.tilers` (which sends 3D
-volumes to the volume tiler), re-exported here (lazily: the entry point imports this package's rooms, never the reverse at import
-time)."""
+Every name is imported on first use (:mod:`pathweak._lazy`): importing the package imports none of its
+rooms."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .grid import LevelChoice, TileGrid, choose_level, tile_grid
-from .inputs import expand_slide_paths
-from .plan import TileJob
-from .result import TileResult
-from .store import FORMAT_VERSION, TileStore
+from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from ..tilers import tile_slide, tile_slides
+    from ..io.inputs import expand_slide_paths
+    from ..store.tile_result import TileResult
+    from ..store.tiles import FORMAT_VERSION, TileStore
+    from .grid import LevelChoice, TileGrid, choose_level, tile_grid
+    from .plan import TileJob
+    from .run import tile_slide, tile_slides
 
-__all__ = [
-    "FORMAT_VERSION",
-    "LevelChoice",
-    "TileGrid",
-    "TileJob",
-    "TileResult",
-    "TileStore",
-    "choose_level",
-    "expand_slide_paths",
-    "tile_grid",
-    "tile_slide",
-    "tile_slides",
-]
+_EXPORTS = {
+    "LevelChoice": "grid",
+    "TileGrid": "grid",
+    "choose_level": "grid",
+    "tile_grid": "grid",
+    "TileJob": "plan",
+    "tile_slide": "run",
+    "tile_slides": "run",
+    # on lower floors, re-exported for the tiling stage's users
+    "expand_slide_paths": "..io.inputs",
+    "TileResult": "..store.tile_result",
+    "FORMAT_VERSION": "..store.tiles",
+    "TileStore": "..store.tiles",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("tile_slide", "tile_slides"):
-        from .. import tilers
-
-        return getattr(tilers, name)
-    raise AttributeError(f"module 'pathweak.tiling' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return __all__

@@ -19,10 +19,10 @@ import numpy as np
 from ..io import TiffTileReader
 from ..protocols import LevelReader
 from ..store import build as lifecycle
-from . import codecs
+from ..store import codecs
+from ..store.shards import shard_key, write_shard
 from .plan import TilePlan
 from .readers import open_cached
-from .shards import shard_key, write_shard
 
 
 def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Callable[[int], Any] | None = None) -> int:

@@ -15,9 +15,9 @@ from ..config import StoreSpec, as_dict
 from ..errors import ConfigError, SlideFormatError
 from ..progress import progress_bar
 from ..store import build as lifecycle
-from .codecs import encoder_for
-from .shards import shard_key, write_shard
-from .store import FORMAT_VERSION, TileStore, create_store, shard_tiles_of
+from ..store.codecs import encoder_for
+from ..store.shards import shard_key, write_shard
+from ..store.tiles import FORMAT_VERSION, TileStore, create_store, shard_tiles_of
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 

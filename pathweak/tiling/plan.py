@@ -23,11 +23,12 @@ from ..errors import ConfigError
 from ..io import open_slide
 from ..io.base import Slide
 from ..store import build as lifecycle
+from ..store.open import read_attrs
+from ..store.tile_result import TileResult, failed_result
+from ..store.tiles import FORMAT_VERSION, create_store, shard_tiles_of
 from ..tissue import TissueMask, segment_tissue
 from .grid import TileGrid, tile_grid
 from .readers import OpenedSlide, close_cached, open_cached
-from .result import TileResult, failed_result
-from .store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
 
 
 def auto_encode_threads(workers: int) -> int:

@@ -22,10 +22,10 @@ from typing import Any
 
 from .._atomic import exit_with_owner, owner_args
 from ..progress import log_line, progress_bar
+from ..store.tile_result import TileResult, failed_result
 from .cut import discard, finish_tiling, tile_shards
 from .plan import TileJob, TilePlan, plan_tiling
 from .readers import close_cached
-from .result import TileResult, failed_result
 
 Advance = Callable[..., None]
 

@@ -6,7 +6,21 @@ cross-validation over seeds and writes metrics, predictions and packaged models;
 packaged model. See docs/training.md.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .fit import FitResult, fit_head
+    from .infer import BagPrediction, predict_bag
+    from .labels import LabelTable, read_labels
+    from .package import PackagedModel, load_model, load_models, save_model
+    from .predict import predict_slides
+    from .run import TrainRun, train_cohort
+    from .splits import Fold, make_folds
 
 _EXPORTS = {
     "TrainConfig": "config",
@@ -28,12 +42,8 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pathweak.train' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+def __dir__() -> list[str]:
+    return __all__

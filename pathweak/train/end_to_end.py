@@ -47,7 +47,7 @@ def train_end_to_end(
     summary holds ``finetune``: the encoder written and the fine-tuning record)."""
     from .. import devices
     from ..features import extract_features
-    from ..tiling.store import TileStore, find_tile_stores
+    from ..store.tiles import TileStore, find_tile_stores
     from .labels import read_labels
     from .run import train_cohort
     from .splits import make_folds

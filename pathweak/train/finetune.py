@@ -32,34 +32,10 @@ from torch.nn import functional as F
 from ..errors import ConfigError
 from ..heads import MILHead, create_head
 from ..progress import progress_bar
-from ..tiling.store import TileStore
-from .config import TrainConfig
+from ..store.tiles import TileStore
+from .config import FinetuneConfig, TrainConfig  # noqa: F401  (FinetuneConfig: re-exported for callers)
 
 EMBED_BATCH = 256  # tiles per no-grad embedding batch
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """How the encoder is fine-tuned with the INS head (``pathweak train --finetune-encoder``)."""
-
-    encoder: str  # pathweak:<dir> or timm:<model> (what a pathweak:<dir> encoder folder can rebuild)
-    weights: str | None = None  # timm:<model>: a state-dict file
-    encoder_lr: float = 1e-4
-    frozen_blocks: int = 0  # leading transformer blocks kept fixed (with the patch embedding when > 0)
-    epochs: int = 3  # encoder epochs (each: embed, head pass, encoder pass)
-    tile_batch: int = 32  # tiles per encoder step
-    warmup_epochs: int = 5  # head passes on the first features before the first encoder update
-    samples_per_epoch: int | None = None  # tiles per encoder epoch (default: every training tile once)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.encoder_lr <= 0 or self.epochs < 1 or self.tile_batch < 2 or self.warmup_epochs < 0:
-            raise ConfigError(
-                "fine-tuning needs a positive --encoder-lr, --encoder-epochs >= 1 and --tile-batch >= 2",
-                fix="e.g. --encoder-lr 1e-4 --encoder-epochs 3 --tile-batch 32",
-            )
-        if self.frozen_blocks < 0 or (self.samples_per_epoch is not None and self.samples_per_epoch < 1):
-            raise ConfigError("--frozen-blocks and the tiles per epoch cannot be negative")
 
 
 @dataclass

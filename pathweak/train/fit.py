@@ -58,13 +58,13 @@ def fit_head(
     advance: Advance | None = None,
 ) -> FitResult:
     """Train ``cfg.head`` on ``fold.train`` with early stopping on ``fold.val``; bank row i is table row i.
-    With ``cfg.devices`` > 1: Lightning DDP, one process per device (train/ddp.py)."""
+    With ``cfg.devices`` > 1: Lightning DDP, one process per device (pathweak/ddp.py)."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
     from .. import devices
     from .._lightning import quiet_lightning
-    from .ddp import trainer_options
+    from ..ddp import trainer_options
     from .module import EpochProgress, KeepBest, MILModule, bag_loader
 
     if devices.count_devices(getattr(cfg, "devices", 1)) > 1:
@@ -219,11 +219,11 @@ def fit_distributed(
 ) -> list[FitResult]:
     """:func:`fit_head` of each (seed, fold) in ``jobs`` with DDP over ``cfg.devices`` processes, all in one
     process world; the same FitResults. Ranks get the bank through CPU shared memory and each copies it
-    once to its own GPU after taking it (train/ddp.py), so no rank opens a context on another's GPU."""
+    once to its own GPU after taking it (pathweak/ddp.py), so no rank opens a context on another's GPU."""
     import copy
 
+    from ..ddp import run_ranks
     from ..devices import count_devices, device_list
-    from .ddp import run_ranks
 
     world = count_devices(cfg.devices)
     if not bank.resident or not isinstance(bank, ResidentBagSource):
@@ -263,7 +263,7 @@ def _fit_rank(
     """Inside a rank: every (seed, fold) in turn; rank 0 reports epochs to the parent's progress bar."""
     import torch
 
-    from .ddp import _RANK, send
+    from ..ddp import _RANK, send
 
     if _RANK["device"].startswith("cuda"):
         bank.to(torch.device(_RANK["device"]))  # once per rank; a step then moves nothing
@@ -290,7 +290,7 @@ def _fit_rank(
 
 
 class _RemoteAdvance:
-    """An Advance that hands the epochs to the parent process (train/ddp.py ``send``)."""
+    """An Advance that hands the epochs to the parent process (pathweak/ddp.py ``send``)."""
 
     def __init__(self, send: Any):
         self.send = send

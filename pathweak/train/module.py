@@ -106,7 +106,7 @@ def bag_box(bank: BagSource, i: int) -> GridBox:
 class RankSampler(torch.utils.data.Sampler[int]):
     """Bags in a shuffled order fixed by the seed; under DDP rank r takes every world-th bag of it (padded to
     a multiple of the world size), so N processes with one bag each per step see what one process sees with
-    N bags per step (train/ddp.py). The order is the one a shuffling DataLoader with a generator seeded
+    N bags per step (pathweak/ddp.py). The order is the one a shuffling DataLoader with a generator seeded
     with ``seed`` gives (per epoch: its workers' base-seed draw, then torch's RandomSampler permutation and
     its empty tail permutation), so single-device runs train on the same bag order as before DDP existed."""
 
@@ -269,7 +269,7 @@ class MILModule(L.LightningModule):
         self._val.clear()
         self.log("val_loss", val_loss, prog_bar=False)
         train = torch.stack(self._train_losses).mean() if self._train_losses else torch.tensor(math.nan)
-        if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (train/ddp.py)
+        if self.trainer.world_size > 1:  # DDP: the mean over every rank's bags (pathweak/ddp.py)
             train = self.trainer.strategy.reduce(train.to(self.device), reduce_op="mean")
         self._train_losses.clear()
         self.history.append({"epoch": int(self.current_epoch), "train_loss": float(train), "val_loss": float(val_loss)})

@@ -23,9 +23,9 @@ import numpy as np
 from .._atomic import atomic_file, sweep_partials
 from ..cpus import head_threads_on
 from ..errors import ConfigError
-from ..features.store import FeatureStore, find_feature_stores
 from ..progress import log_line, progress_bar
-from .run import safe_name, score_columns, tile_score_columns
+from ..store.features import FeatureStore, find_feature_stores
+from .columns import safe_name, score_columns, tile_score_columns
 
 
 @dataclass
@@ -53,7 +53,7 @@ def predict_slides(
     import torch
 
     from ..devices import parse_device
-    from ..heatmap.results import write_results
+    from ..store.results import write_results
     from .package import load_models, run_ensemble
 
     dev = parse_device(device)

@@ -23,10 +23,10 @@ import numpy as np
 from .. import _provenance
 from .._atomic import atomic_file, ensure_replaceable, sweep_partials
 from ..cpus import head_threads_on
-from ..features.store import FeatureStore, find_feature_stores
 from ..progress import log_line, progress_bar
 from ..store import build as lifecycle
-from .columns import safe_name
+from ..store.features import FeatureStore, find_feature_stores
+from .columns import safe_name, score_columns, tile_score_columns  # noqa: F401  (re-exported)
 from .config import TrainConfig
 from .degenerate import fold_check, fold_line
 from .fit import FitResult, fit_all
@@ -188,19 +188,6 @@ def _refuse_empty_bags(bank: FeatureBankLike, table: LabelTable) -> None:
             path=table.path,
             fix="leave slides without tiles out of the labels and the bank, or re-tile them",
         )
-
-
-def score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
-    """Slide prediction columns: ``prob_<class>`` per class, ``risk`` (survival), ``proportion``, or
-    ``prediction`` for regression."""
-    if task in ("survival", "proportion"):
-        return ["risk" if task == "survival" else "proportion"]
-    return ["prediction"] if classes is None else [f"prob_{safe_name(c)}" for c in classes]
-
-
-def tile_score_columns(classes: list[str] | None, task: str | None = None) -> list[str]:
-    """Per-tile score names: as :func:`score_columns`, but ``prob_positive`` for proportion."""
-    return ["prob_positive"] if task == "proportion" else score_columns(classes, task)
 
 
 def _save_fold(

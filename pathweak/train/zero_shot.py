@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..features.store import FeatureStore, find_feature_stores
+from ..store.features import FeatureStore, find_feature_stores
 from .predict import _write_table, default_root
 from .run import safe_name
 
@@ -59,7 +59,7 @@ def zero_shot(
 
     from ..devices import parse_device
     from ..encoders.text import load_text_model, prompts_digest, read_prompts
-    from ..heatmap.results import write_results
+    from ..store.results import write_results
 
     if topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {topk}")

@@ -4,8 +4,8 @@ and writing per-patch scores back as NIfTI heatmaps. See docs/volumes.md.
 Convention: arrays and voxel coordinates are (z, y, x) on a grid whose voxel axes are reoriented to
 RAS; affines map a voxel index (x, y, z, 1) to RAS millimetres of the voxel centre.
 
-The names below are imported on first use, so ``pathweak.volumes.detect`` (what `pathweak info` asks
-of every input) loads neither the tiler nor Zarr.
+The names below are imported on first use, so asking whether a path is a volume
+(:func:`pathweak.io.detect.volume_format`, re-exported here) loads neither the tiler nor Zarr.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_getattr
+from ..io.detect import volume_format, volume_id  # what `pathweak info` asks of every input (reads no volume)
 
 if TYPE_CHECKING:
-    from .detect import volume_format, volume_id
     from .export import patch_boxes, results_to_nifti, score_volume, scores_to_nifti
     from .foreground import FOREGROUND_METHODS, foreground_mask
     from .geometry import Grid
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from .volume import Volume, open_volume
 
 _EXPORTS = {
-    "volume_format": "detect",
-    "volume_id": "detect",
     "patch_boxes": "export",
     "results_to_nifti": "export",
     "score_volume": "export",

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError
-from ..tiling.store import TileStore
+from ..store.tiles import TileStore
 from .geometry import Grid, apply_orientation, inverse_orientation
 
 
@@ -143,7 +143,7 @@ def _require_volume(store: TileStore) -> None:
 
 def is_volume_results(source: str | Path) -> bool:
     """True when ``source`` is a results store of a volume (its coords are (z, y, x))."""
-    from ..tiling.store import read_attrs
+    from ..store.open import read_attrs
 
     source = Path(source)
     if not source.is_dir() or read_attrs(source) is None:
@@ -161,7 +161,7 @@ def volume_results(source: str | Path, store: str | Path | None = None) -> tuple
     """A volume's results store (``pathweak predict`` output) read once: its volume TileStore (``store``
     overrides the one the results name), every score in the store's patch order (matched by (z, y, x)
     coords; unscored patches NaN) and the volume's id."""
-    from ..heatmap.results import read_results
+    from ..store.results import read_results
 
     table = read_results(source)
     tile_store = Path(store) if store is not None else table.tile_store

@@ -16,14 +16,15 @@ import numpy as np
 from .. import _provenance
 from ..config import PLANES, StoreSpec, VolumeSpec, as_dict
 from ..errors import GeometryMismatchError, UnsupportedSlideError
+from ..io.inputs import slide_ids
 from ..progress import progress_bar
 from ..store import build as lifecycle
+from ..store import codecs
+from ..store.open import read_attrs
 from ..store.result import failure_text
-from ..tiling import codecs
-from ..tiling.inputs import slide_ids
-from ..tiling.result import TileResult, tiles_folder
-from ..tiling.shards import shard_key, write_shard
-from ..tiling.store import FORMAT_VERSION, create_store, read_attrs, shard_tiles_of
+from ..store.shards import shard_key, write_shard
+from ..store.tile_result import TileResult, tiles_folder
+from ..store.tiles import FORMAT_VERSION, create_store, shard_tiles_of
 from .foreground import foreground_mask
 from .geometry import Grid, axcodes
 from .intensity import intensity_range, to_uint8
@@ -140,7 +141,7 @@ def tile_volume_job(
     force: bool,
     progress: bool,
 ) -> TileResult:
-    """Tile one volume (called by :func:`pathweak.tilers.tile_slides`); returns a TileResult, never raises
+    """Tile one volume (called by :func:`pathweak.tiling.run.tile_slides`); returns a TileResult, never raises
     a PathweakError (it is recorded in the result)."""
     started = time.perf_counter()
     final = out_dir / "tiles" / f"{volume_id}.zarr"

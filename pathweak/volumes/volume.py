@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, SlideFormatError, SlideNotFoundError, UnsupportedSlideError
-from .detect import volume_format, volume_id
+from ..io.detect import volume_format, volume_id
 from .geometry import Grid, apply_orientation, axcodes, canonical_orientation
 from .readers import SUPPORTED, VOLUME_READERS, RawVolume
 

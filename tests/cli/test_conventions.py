@@ -195,27 +195,21 @@ def test_defaults_are_the_config_dataclasses():
     assert "[default: 224]" in _help("tile") and "[default: abmil]" in _help("train")
 
 
-def test_source_read_defaults_equal_the_dataclasses():
-    from pathweak.cohort.demo import demo_settings
-    from pathweak.heatmap.export import ExportOptions
-    from pathweak.ssl.config import SSLConfig
-    from pathweak_cli._conventions import function_defaults, source_defaults
-
-    for module, cls in (("ssl.config", "SSLConfig"), ("heatmap.export", "ExportOptions")):
-        real = {f.name: f.default for f in dataclasses.fields({"SSLConfig": SSLConfig, "ExportOptions": ExportOptions}[cls])}
-        read = source_defaults(module, cls)
-        assert read and all(real[k] == v for k, v in read.items()), cls
-        assert {k for k, v in real.items() if isinstance(v, (int, float, str, tuple, type(None)))} <= set(read)
+def test_the_cli_reads_the_live_defaults_and_no_source():
+    """The CLI imports the real dataclasses, functions and registries (no ``ast`` reading of the library)."""
     import inspect
+    from pathlib import Path
 
     from pathweak.features.extract import extract_features
+    from pathweak.ssl.config import SSLConfig
     from pathweak.train.predict import predict_slides
 
-    for module, fn in (("cohort.demo", demo_settings), ("features.extract", extract_features),
-                       ("train.predict", predict_slides)):  # fmt: skip
-        signature = inspect.signature(fn).parameters
-        real = {k: p.default for k, p in signature.items() if p.default is not inspect.Parameter.empty}
-        assert function_defaults(module, fn.__name__) == real, fn.__name__
+    cli = Path(__file__).resolve().parents[2] / "pathweak_cli"
+    readers = [p.name for p in cli.rglob("*.py") if re.search(r"^\s*(import ast|from ast import)", p.read_text(), re.M)]
+    assert not readers, f"pathweak_cli parses source with ast: {readers}"
+    pretrain = _options(COMMANDS[("pretrain",)])
+    for option, name in (("--arch", "arch"), ("--epochs", "max_epochs"), ("--mask-ratio", "mask_ratio")):
+        assert pretrain[option].default == next(f.default for f in dataclasses.fields(SSLConfig) if f.name == name)
     # and the CLI uses them
     extract, predict = _options(COMMANDS[("extract",)]), _options(COMMANDS[("predict",)])
     for option, name in (("--device", "device"), ("--decode", "decode"), ("--workers", "num_workers"),
@@ -290,3 +284,16 @@ def test_progress_is_drawn_on_a_terminal_only():
         os.close(follower)
         os.close(leader)
     assert tty.stdout.split() == ["True", "False"]
+
+
+def test_one_precedence_rule_command_line_over_file_over_default():
+    """pathweak.config.merge_options is the rule; tile (slides and volumes), pretrain and distill use it."""
+    from pathlib import Path
+
+    from pathweak.config import merge_options
+
+    merged_values = merge_options({"a": "file", "b": "file"}, {"a": "line"}, {"a": "default", "b": "default", "c": "default"})
+    assert merged_values == {"a": "line", "b": "file", "c": "default"}
+    cli = Path(__file__).resolve().parents[2] / "pathweak_cli"
+    for name in ("slides.py", "volume_options.py", "ssl_options.py"):
+        assert "merge_options(" in (cli / name).read_text(), name

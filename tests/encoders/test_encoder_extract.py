@@ -16,7 +16,7 @@ from test_encoder_errors import small_tile_store
 
 from pathweak.encoders import create_encoder
 from pathweak.features import FeatureStore, extract_features
-from pathweak.tiling import shards
+from pathweak.store import shards
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[2]

@@ -141,7 +141,7 @@ def failing(error, when=lambda jpegs: True):
 def rewrite_chunk(store_path, tile: int, change) -> None:
     """Replace tile ``tile``'s JPEG in its shard with ``change(bytes)``, with a valid checksum: bytes that a
     buggy writer (not the disk) damaged, which only a decoder can tell."""
-    from pathweak.tiling.shards import ShardReader, shard_key, write_shard
+    from pathweak.store.shards import ShardReader, shard_key, write_shard
 
     with TileStore.open(store_path) as store:
         slots = store.shard_tiles

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 
 from pathweak.io import open_slide
-from pathweak.tiling.store import read_attrs
+from pathweak.store.open import read_attrs
 
 CMU_MPP = 0.499
 

@@ -18,7 +18,7 @@ from pathweak.ssl.data import TileIndex
 from pathweak.ssl.data3d import VolumeViews
 from pathweak.ssl.mae3d import MAE3D
 from pathweak.ssl.module import SSLModule
-from pathweak.ssl.vit3d import ViT3D
+from pathweak.encoders.vit3d import ViT3D
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

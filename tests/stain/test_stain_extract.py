@@ -32,7 +32,7 @@ def test_extract_normalises_each_slide_once_and_records_it(nct_store, tmp_path):
     from pathweak.features.stain import StainNormalization
     from pathweak.stain import estimate, load_reference
     from pathweak.stain.apply import StainTransform
-    from pathweak.tiling.store import TileStore
+    from pathweak.store.tiles import TileStore
 
     ref_path = NCT / "NORM-AAAWMSFI.tif"
     stain = StainNormalization.load("macenko", ref_path)
@@ -133,7 +133,7 @@ def test_stain_on_the_gpu_equals_the_cpu(nct_store):
 
     from pathweak.stain import estimate
     from pathweak.stain.apply import StainTransform
-    from pathweak.tiling.store import TileStore
+    from pathweak.store.tiles import TileStore
 
     with TileStore.open(nct_store) as ts:
         tiles = ts.read_tiles(slice(None))

@@ -1,10 +1,10 @@
-"""Shard checksums (pathweak.tiling.shards): each kind of damage is a ShardError, intact shards read back."""
+"""Shard checksums (pathweak.store.shards): each kind of damage is a ShardError, intact shards read back."""
 
 from __future__ import annotations
 
 import pytest
 
-from pathweak.tiling.shards import ShardError, ShardReader, pack_shard, write_shard
+from pathweak.store.shards import ShardError, ShardReader, pack_shard, write_shard
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from conftest import psnr
 from pathweak.config import StoreSpec, TileSpec
 from pathweak.io import open_slide
 from pathweak.tiling import TileStore, tile_slide, tile_slides
-from pathweak.tiling.store import read_attrs
+from pathweak.store.open import read_attrs
 
 
 def _check_tiles_match(store: TileStore, slide_path, mpp=None, backend="auto", lossless=False):

@@ -115,7 +115,7 @@ def test_missing_weights_is_the_encoder_presets_error(slide, tmp_path, monkeypat
 def test_hest_and_artefacts_end_to_end_from_the_hub_cache(slide, tmp_path, monkeypatch):
     """HEST forced to 'tissue' everywhere keeps every tile of the grid (glass included, which Otsu drops); the
     artefact model forced to 'pen marking' then removes it all, into the artefact mask and the record."""
-    from pathweak.tiling.store import TileStore
+    from pathweak.store.tiles import TileStore
 
     snap = hf_snapshot(tmp_path, monkeypatch, force={"hest": 1, "grandqc-artifacts": 4})
     proc = run_cli("tile", str(slide), "-o", str(tmp_path / "hest"), "--tissue", "hest", "--no-progress", "--json")
@@ -148,7 +148,7 @@ def test_hest_and_artefacts_end_to_end_from_the_hub_cache(slide, tmp_path, monke
 
 
 def test_grandqc_tissue_end_to_end_from_a_folder(slide, tmp_path):
-    from pathweak.tiling.store import TileStore
+    from pathweak.store.tiles import TileStore
 
     save_weights(tmp_path / "w", force={"grandqc": 0})  # class 0 is GrandQC's tissue
     proc = run_cli("tile", str(slide), "-o", str(tmp_path / "o"), "--tissue", "grandqc", "--tissue-weights",

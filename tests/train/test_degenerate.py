@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from pathweak.tiling.store import read_attrs
+from pathweak.store.open import read_attrs
 from pathweak.train import TrainConfig, load_models, predict_slides, train_cohort
 from pathweak.train.degenerate import ensemble_members, fit_check
 
@@ -21,7 +21,7 @@ TINY = {"bootstrap": 0, "device": "cpu"}
 
 def _fold(mil_cohort, cfg: TrainConfig, labels=None):
     from pathweak.features.bank import load_feature_bank
-    from pathweak.features.store import FeatureStore, find_feature_stores
+    from pathweak.store.features import FeatureStore, find_feature_stores
     from pathweak.train.fit import fit_head
     from pathweak.train.labels import read_labels
     from pathweak.train.splits import make_folds
@@ -60,7 +60,7 @@ def test_fit_check_tells_a_head_that_learned_nothing(mil_cohort):
     stuck = _fold(mil_cohort, TrainConfig(head="abmil", seeds=(0,), max_epochs=1, min_epochs=1, patience=1,
                                           lr=1e-12, **TINY))
     from pathweak.features.bank import load_feature_bank
-    from pathweak.features.store import FeatureStore, find_feature_stores
+    from pathweak.store.features import FeatureStore, find_feature_stores
     from pathweak.train.infer import predict_rows
     from pathweak.train.labels import read_labels
     from pathweak.train.splits import make_folds

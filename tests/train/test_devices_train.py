@@ -1,4 +1,4 @@
-"""Head training with Lightning DDP (train/ddp.py): 2 gloo processes on the CPU follow the loss curve of one
+"""Head training with Lightning DDP (pathweak/ddp.py): 2 gloo processes on the CPU follow the loss curve of one
 process seeing the same bags per step; what DDP refuses."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def test_cli_discrete_survival_on_two_processes_predicts_like_one(mil_cohort, tm
     import pandas as pd
     from typer.testing import CliRunner
 
-    from pathweak.train import ddp
+    from pathweak import ddp
     from pathweak.train.package import load_model
     from pathweak_cli.main import app
 

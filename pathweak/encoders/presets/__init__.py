@@ -2,15 +2,16 @@
 resolution, normalisation, embedding rule, precision, licence and where its weights live).
 
 Facts and the choices made where the toolkits (TRIDENT, slide2vec, STAMP, LazySlide) disagree are
-documented in docs/encoders.md. Adding a model is adding one ``Preset`` to ``preset_list.ALL``. Code-only
+documented in docs/encoders.md. Adding a model is adding one ``Preset`` to ``catalog.ALL``
+(:mod:`.record` holds the record type). Code-only
 constructor values are written by name (``"SwiGLUPacked"``, ``"SiLU"``) so every record stays JSON.
 """
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .preset import CLIP, EMBEDDINGS, HALF, HOPTIMUS, IMAGENET, LUNIT, Preset
-from .preset_list import ALL
+from ...errors import ConfigError
+from .catalog import ALL
+from .record import CLIP, EMBEDDINGS, HALF, HOPTIMUS, IMAGENET, LUNIT, Preset
 
 __all__ = ["EMBEDDINGS", "PRESETS", "UNSUPPORTED", "Preset", "get_preset", "markdown_table"]
 

@@ -1,4 +1,5 @@
-"""What a cohort run did: one StageReport per stage, gathered in a CohortReport."""
+"""What a cohort run did (its outcome): one StageReport per stage, gathered in a CohortReport (the run
+report of `pathweak report` is another thing: :mod:`pathweak.report`)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..encoders.unified import PatchEmbed3D, cube_tokens  # shared with the unified 2D/3D ViT
-from .config import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
+from .archs import ARCH_DIMS  # embed dim and heads of the timm ViTs the 2D pretrainer offers
+from .unified import PatchEmbed3D, cube_tokens  # shared with the unified 2D/3D ViT
 
 
 class ViT3D(nn.Module):

@@ -66,13 +66,13 @@ def _folder_inputs(folder: Path) -> list[Path]:
 
 def is_input_file(path: Path) -> bool:
     """A slide or volume file by its name (``.svs``, ``.nii.gz``, ``.nrrd``...)."""
-    from ..volumes.detect import volume_suffix
+    from .detect import volume_suffix
 
     return path.suffix.lower() in SLIDE_EXTENSIONS or volume_suffix(path) is not None
 
 
 def is_dicom_series(folder: Path) -> bool:
-    from ..volumes.detect import volume_format
+    from .detect import volume_format
 
     return volume_format(folder) == "dicom-series"
 
@@ -80,7 +80,7 @@ def is_dicom_series(folder: Path) -> bool:
 def slide_ids(paths: list[Path]) -> list[str]:
     """The store id of each input: its file name without the extension (``.nii.gz``, ``.ome.tiff`` are
     one extension; a folder keeps its name). Two different files with one id are a ConfigError."""
-    from ..volumes.detect import volume_suffix
+    from .detect import volume_suffix
 
     ids = []
     for p in paths:

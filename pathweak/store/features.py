@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
-from ..store.header import StoreHeader, header_attrs
-from ..store.open import open_store, read_array
-from ..tiling.store import find_stores, read_attrs
+from ..errors import ConfigError, StoreError
+from .header import StoreHeader, header_attrs
+from .open import find_stores, open_store, read_array, read_attrs
 
 FORMAT_VERSION = 1
 KIND = "features"
@@ -153,7 +152,7 @@ class FeatureStore:
     @property
     def coord_dims(self) -> int:
         """2 for slide tiles' (x, y) coords, 3 for volume patches' (z, y, x) (read from metadata only)."""
-        from ..store.open import array_meta
+        from .open import array_meta
 
         return int(array_meta(self.path, "coords", KIND)["shape"][1])
 
@@ -171,6 +170,33 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return int(self.attrs["n_tiles"])
+
+    def to_anndata(self) -> Any:
+        """The store as an ``anndata.AnnData`` (scverse's convention, as LazySlide uses): ``X`` the features
+        (float32, one row per tile), ``obsm["spatial"]`` the coordinates (level-0 (x, y) of a slide's tiles,
+        (z, y, x) of a volume's patches), ``obsm["grid"]`` the grid positions, ``obs["slide_id"]``, and
+        ``uns["pathweak"]`` the slide, encoder and store. Needs the optional ``anndata`` package
+        (``pip install 'pathweak[anndata]'``)."""
+        try:
+            import anndata
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "FeatureStore.to_anndata needs the anndata package, which is not installed",
+                path=self.path,
+                fix="pip install 'pathweak[anndata]'",
+            ) from None
+        import pandas as pd
+
+        names = pd.Index([f"{self.slide_id}:{i}" for i in range(len(self))], dtype=object)  # object: h5ad-writable
+        slide = pd.Categorical([self.slide_id] * len(self), categories=pd.Index([self.slide_id], dtype=object))
+        obs = pd.DataFrame({"slide_id": slide}, index=names)
+        return anndata.AnnData(
+            X=self.features.astype(np.float32),
+            obs=obs,
+            var=pd.DataFrame(index=pd.Index([f"feature_{j}" for j in range(self.embed_dim)], dtype=object)),
+            obsm={"spatial": np.asarray(self.coords), "grid": self.grid_positions()},
+            uns={"pathweak": {"slide_id": self.slide_id, "encoder_id": self.encoder_id, "store": str(self.path)}},
+        )
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, tiles={len(self)}, dim={self.embed_dim})"

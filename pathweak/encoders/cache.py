@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..encoders.base import Encoder
+    from .base import Encoder
 
 _CACHE: dict[tuple[Any, ...], Encoder] = {}
 
@@ -16,7 +16,7 @@ def cached_encoder(name: str, weights: str | None) -> Encoder:
     file changes (a re-run of pretraining)."""
     from pathlib import Path
 
-    from ..encoders import create_encoder
+    from . import create_encoder
 
     files = [Path(weights)] if weights else []
     if name.startswith("pathweak:"):

@@ -1,13 +1,13 @@
 """The record of one encoder preset (``Preset``) and the normalisation constants the presets share.
 
-The presets themselves are in ``preset_list``; ``presets`` is the registry built from them."""
+The presets themselves are in :mod:`.catalog`; :mod:`pathweak.encoders.presets` is the registry built from them."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..hub import hub_cli, hub_login  # noqa: F401  (hub_login: re-exported for callers of this module)
+from ...hub import hub_cli, hub_login  # noqa: F401  (hub_login: re-exported for callers of this module)
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

@@ -27,12 +27,9 @@ from typing import Any
 import numpy as np
 
 from ..config import StoreSpec
-from ..errors import StoreError, reason
-from ..store import build as _build
-from ..store.header import StoreHeader, header_attrs, read_header
-from ..store.open import array_meta, damaged, open_store, read_array
-from ..store.open import read_attrs as read_attrs
-from . import codecs
+from ..errors import reason
+from .header import StoreHeader, header_attrs, read_header
+from .open import array_meta, damaged, find_stores, open_store, read_array, read_attrs
 from .shards import ShardError, ShardReader, shard_key
 
 FORMAT_VERSION = 1
@@ -55,11 +52,13 @@ def create_store(
 
     ``tile_shape`` is the shape of one tile (default RGB ``(tile_px, tile_px, 3)``; a 3D volume patch
     is ``(D, H, W)`` and must be stored losslessly). The tile data itself is written shard by shard
-    (:func:`pathweak.tiling.shards.write_shard`). ``source`` ("slide", "volume", "images") goes into
+    (:func:`pathweak.store.shards.write_shard`). ``source`` ("slide", "volume", "images") goes into
     the store header; every chunk carries a CRC32C.
     """
     import zarr
     from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+
+    from . import codecs  # imports zarr: only where stores are made or tiles decoded
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     shard = max(1, min(spec.shard_tiles, max(n_tiles, 1)))
@@ -109,8 +108,6 @@ def shard_tiles_of(path: Path) -> int:
     meta = array_meta(Path(path), "tiles", KIND)
     return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
 
-
-mark_complete = _build.mark_complete
 
 ARRAYS = ("coords", "grid_index", "tissue_fraction", "tiles")
 
@@ -202,6 +199,8 @@ class TileStore:
         """The ``tiles`` array through Zarr (generic, slower access)."""
         import zarr
 
+        from . import codecs  # noqa: F401  (registers pathweak.jpeg with Zarr)
+
         return zarr.open_array(str(self.path / "tiles"), mode="r")
 
     # -- facts -----------------------------------------------------------------------------------
@@ -289,6 +288,8 @@ class TileStore:
     def _decode(self, data: bytes | memoryview | None, index: int) -> np.ndarray:
         if data is None:
             return np.full(self.tile_shape, self._tiles_meta.get("fill_value", 255), np.uint8)
+        from . import codecs  # (imports zarr; a module import is a dictionary lookup once done)
+
         try:
             if self.compression == "jpeg":
                 return codecs.decode_jpeg(data)
@@ -343,27 +344,6 @@ def find_tile_stores(inputs: list[str | Path]) -> list[Path]:
         "pass <slide>.zarr stores or the tiles/ folder of `pathweak tile`",
         "run `pathweak tile` first",
     )
-
-
-def find_stores(inputs: list[str | Path], kind: str, what: str, fix: str, empty_fix: str) -> list[Path]:
-    """Stores of ``kind`` named directly, found in folders (their ``*.zarr`` children) or by glob; a name
-    that is none of these is an error (``fix`` says what to pass), and so is finding nothing."""
-    import glob
-
-    found: list[Path] = []
-    for item in inputs:
-        text = str(item)
-        candidates = [Path(m) for m in sorted(glob.glob(text))] if any(c in text for c in "*?[") else [Path(text)]
-        for p in candidates:
-            if (p / "zarr.json").exists() and (read_attrs(p) or {}).get("kind") == kind:
-                found.append(p)
-            elif p.is_dir():
-                found.extend(sorted(c for c in p.glob("*.zarr") if (read_attrs(c) or {}).get("kind") == kind))
-            else:
-                raise StoreError(f"no {what} here", path=p, fix=fix)
-    if not found:
-        raise StoreError(f"no {what}s found", path=", ".join(str(i) for i in inputs), fix=empty_fix)
-    return found
 
 
 def store_size_bytes(path: Path) -> int:

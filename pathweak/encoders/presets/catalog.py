@@ -1,18 +1,13 @@
-"""Every encoder preset, one ``Preset`` each (see docs/encoders.md for the facts and the choices)."""
+"""Every encoder preset, one typed ``Preset`` each, in the order `pathweak encoders list` shows them (see
+docs/encoders.md for the facts and the choices). The Lunit and Kaiko size series are in :mod:`.series`."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from .preset import CLIP, HALF, HOPTIMUS, LUNIT, SWIGLU, VIT_G_DINOV2, Preset
-
-
-def _p(*args: Any, **kwargs: Any) -> Preset:
-    return Preset(*args, **kwargs)
-
+from .record import CLIP, HALF, HOPTIMUS, SWIGLU, VIT_G_DINOV2, Preset
+from .series import KAIKO, LUNIT_DINO
 
 ALL = [
-    _p(
+    Preset(
         "uni",
         "UNI (ViT-L/16)",
         "timm",
@@ -27,7 +22,7 @@ ALL = [
         files=("pytorch_model.bin", "model.safetensors"),
         params_m=303,
     ),
-    _p(
+    Preset(
         "uni2-h",
         "UNI2-h (ViT-H/14, 8 registers, SwiGLU)",
         "timm",
@@ -53,7 +48,7 @@ ALL = [
         files=("pytorch_model.bin", "model.safetensors"),
         params_m=681,
     ),
-    _p(
+    Preset(
         "conch",
         "CONCH v1 vision tower (ViT-B/16 + attentional pooler)",
         "conch",
@@ -83,7 +78,7 @@ ALL = [
         notes="the hub file is the whole CoCa model: only visual.trunk/attn_pool_contrast/ln_contrast/"
         "proj_contrast are read; the embedding is encode_image(proj_contrast=False, normalize=False)",
     ),
-    _p(
+    Preset(
         "conch-v1.5",
         "CONCH v1.5 vision tower (ViT-L/16 + attentional pooler)",
         "conch",
@@ -106,7 +101,7 @@ ALL = [
         params_m=310,
         notes="built at 448 px directly (TRIDENT builds at 224 and re-interpolates); TITAN's copy is remote code",
     ),
-    _p(
+    Preset(
         "virchow",
         "Virchow (ViT-H/14, SwiGLU)",
         "timm",
@@ -121,7 +116,7 @@ ALL = [
         files=("pytorch_model.bin", "model.safetensors"),
         params_m=632,
     ),
-    _p(
+    Preset(
         "virchow2",
         "Virchow2 (ViT-H/14, 4 registers, SwiGLU)",
         "timm",
@@ -143,7 +138,7 @@ ALL = [
         files=("model.safetensors", "pytorch_model.bin"),
         params_m=632,
     ),
-    _p(
+    Preset(
         "h-optimus-0",
         "H-optimus-0 (ViT-g/14, 4 registers)",
         "timm",
@@ -160,7 +155,7 @@ ALL = [
         files=("pytorch_model.bin", "model.safetensors"),
         params_m=1134,
     ),
-    _p(
+    Preset(
         "h-optimus-1",
         "H-optimus-1 (ViT-g/14, 4 registers)",
         "timm",
@@ -177,7 +172,7 @@ ALL = [
         files=("pytorch_model.bin", "model.safetensors"),
         params_m=1134,
     ),
-    _p(
+    Preset(
         "h0-mini",
         "H0-mini (ViT-B/14, 4 registers, SwiGLU)",
         "timm",
@@ -195,7 +190,7 @@ ALL = [
         params_m=86,
         notes="mlp_ratio from third-party code (unverified); a hub config.json's model_args fill what is not set here",
     ),
-    _p(
+    Preset(
         "phikon",
         "Phikon (ViT-B/16, iBOT)",
         "hf",
@@ -221,7 +216,7 @@ ALL = [
         strip_prefixes=("vit.",),
         params_m=86,
     ),
-    _p(
+    Preset(
         "phikon-v2",
         "Phikon-v2 (ViT-L/16, DINOv2)",
         "hf",
@@ -247,7 +242,7 @@ ALL = [
         strip_prefixes=("dinov2.",),
         params_m=303,
     ),
-    _p(
+    Preset(
         "gigapath",
         "Prov-GigaPath tile encoder (ViT-g, patch 16)",
         "timm",
@@ -275,7 +270,7 @@ ALL = [
         params_m=1134,
         notes="256 px tiles at 0.5 µm/px, Resize(256)+CenterCrop(224): the centre 224 px at native resolution",
     ),
-    _p(
+    Preset(
         "ctranspath",
         "CTransPath (Swin-T + ConvStem), original TransPath weights",
         "swin",
@@ -292,7 +287,7 @@ ALL = [
         params_m=28,
         notes="old-timm Swin keys are remapped (timm's swin checkpoint filter)",
     ),
-    _p(
+    Preset(
         "chief",
         "CHIEF patch encoder (CTransPath architecture, CHIEF weights)",
         "swin",
@@ -311,72 +306,9 @@ ALL = [
         params_m=28,
         notes="TRIDENT's copy in the hest-bench dataset repo; 10x (≈1 µm/px) as TRIDENT tiles it",
     ),
-]
-for _size, _patch, _dim, _m in (("small", 8, 384, 22), ("small", 16, 384, 22)):
-    ALL.append(
-        _p(
-            f"lunit-s{_patch}",
-            f"Lunit DINO ViT-S/{_patch}",
-            "timm",
-            f"vit_{_size}_patch{_patch}_224",
-            _dim,
-            "cls",
-            {"img_size": 224, "dynamic_img_size": True},
-            mean=LUNIT[0],
-            std=LUNIT[1],
-            interpolation="bicubic",
-            crop_pct=0.9,
-            precision="fp32",
-            licence="Lunit non-commercial",
-            repo=f"1aurent/vit_{_size}_patch{_patch}_224.lunit_dino",
-            files=("model.safetensors",),
-            params_m=_m,
-        )
-    )
-for _size, _patch, _dim, _m in (
-    ("small", 8, 384, 22),
-    ("small", 16, 384, 22),
-    ("base", 8, 768, 86),
-    ("base", 16, 768, 86),
-):
-    ALL.append(
-        _p(
-            f"kaiko-{_size[0]}{_patch}",
-            f"Kaiko ViT-{_size[0].upper()}/{_patch}",
-            "timm",
-            f"vit_{_size}_patch{_patch}_224",
-            _dim,
-            "cls",
-            {"img_size": 224, "dynamic_img_size": True},
-            mean=HALF[0],
-            std=HALF[1],
-            precision="fp32",
-            licence="Kaiko non-commercial",
-            repo=f"1aurent/vit_{_size}_patch{_patch}_224.kaiko_ai_towards_large_pathology_fms",
-            files=("model.safetensors",),
-            params_m=_m,
-        )
-    )
-ALL += [
-    _p(
-        "kaiko-l14",
-        "Kaiko ViT-L/14 (4 registers)",
-        "timm",
-        "vit_large_patch14_reg4_dinov2",
-        1024,
-        "cls",
-        {"img_size": 224, "dynamic_img_size": True},
-        mean=HALF[0],
-        std=HALF[1],
-        precision="fp32",
-        licence="Kaiko non-commercial",
-        repo="1aurent/vit_large_patch14_reg4_224.kaiko_ai_towards_large_pathology_fms",
-        repo_aliases=("1aurent/vit_large_patch14_reg4_dinov2.kaiko_ai_towards_large_pathology_fms",),
-        files=("model.safetensors",),
-        params_m=304,
-        notes="built at 224 (TRIDENT builds at 518 and feeds 224); a pos_embed for another grid is resampled once",
-    ),
-    _p(
+    *LUNIT_DINO,
+    *KAIKO,
+    Preset(
         "gpfm",
         "GPFM (ViT-L/14, DINOv2)",
         "timm",
@@ -391,7 +323,7 @@ ALL += [
         strip_prefixes=("module.", "backbone."),
         params_m=304,
     ),
-    _p(
+    Preset(
         "midnight",
         "Midnight-12k (ViT-g/14, DINOv2)",
         "hf",

@@ -1,4 +1,6 @@
-"""Head training on several devices: Lightning DDP, one process per device (``--devices N``).
+"""Training on several devices: Lightning DDP, one process per device (``--devices N``): the process world
+head training (:mod:`pathweak.train.fit`) and pretraining (:mod:`pathweak.ssl.train`) run in. It knows
+nothing of either, so it sits on the ground floor.
 
 :func:`~pathweak.train.fit.fit_distributed` spawns ``N`` processes (``torch.multiprocessing``, spawn: safe with
 CUDA), once for every seed and fold of a run. Each takes its device first (:func:`~pathweak.devices.set_device`:
@@ -27,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cpus import threads_per_worker
+from .cpus import threads_per_worker
 
 _RANK: dict[str, Any] = {}  # inside a rank process: world size and device
 
@@ -98,7 +100,7 @@ def _rank_main(
 ) -> None:
     import torch
 
-    from ..devices import set_device
+    from .devices import set_device
 
     os.environ.update(
         {

@@ -22,9 +22,9 @@ import numpy as np
 
 from .._atomic import atomic_file
 from ..errors import ConfigError
-from ..store.build import building
-from ..store.header import header_attrs
-from ..store.open import damaged, open_store, read_array
+from .build import building
+from .header import header_attrs
+from .open import damaged, open_store, read_array
 
 FORMAT_VERSION = 1
 KIND = "results"
@@ -65,7 +65,7 @@ def write_results(
     table = _check_scores(scores, len(coords), path)
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
-    from ..tiling.store import read_attrs
+    from .open import read_attrs
 
     checked: dict[str, Any] = {"compressors": (ZstdCodec(), Crc32cCodec()), "config": {"write_empty_chunks": True}}
     axes = "zyx" if coords.shape[1] == 3 else "xy"
@@ -86,7 +86,7 @@ def write_results(
 
 
 def _source_of(tile_store_attrs: dict[str, Any] | None, path: Path) -> str:
-    from ..store.header import source_of
+    from .header import source_of
 
     return source_of(tile_store_attrs) if tile_store_attrs else "slide"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._atomic import missing_dirs, remove_if_empty, sweep_partials
-from ..store.result import StageResult, failure_text
+from .result import StageResult, failure_text
 
 
 @dataclass
@@ -47,7 +47,7 @@ def empty_store_warning(store: str | Path) -> str:
     """The warning for a finished store that holds no tiles, naming the likely cause from what the store
     records: no tissue found, an ROI or tissue too small for one patch at ``min_tissue``, or a slide
     smaller than one patch (docs/input_checks.md)."""
-    from ..store.open import read_attrs
+    from .open import read_attrs
 
     attrs = read_attrs(Path(store)) or {}
     tile, tissue = attrs.get("tile") or {}, attrs.get("tissue") or {}

@@ -1,22 +1,23 @@
-"""The tiling entry point over both tilers: which inputs are 2D slides (:mod:`pathweak.tiling`) and
+"""The tiling entry point over both tilers: which inputs are 2D slides (:mod:`.slides`) and
 which are 3D volumes (:mod:`pathweak.volumes.tiler`), each sent to its tiler, the results in input
-order. It sits above both tilers, so neither imports the other; ``pathweak.tiling`` re-exports it."""
+order. The volume tiler is on the floor below (it imports nothing of the slide tiler), and this module
+is the one place that reaches it; ``pathweak.tiling`` exports both functions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import StoreSpec, TileSpec, TissueSpec
-from .errors import ConfigError
-from .progress import log_line, progress_bar
-from .tiling.inputs import slide_ids as default_ids
-from .tiling.plan import auto_encode_threads
-from .tiling.result import TileResult, empty_store_warning, tiles_folder
-from .tiling.tiler import tile_slide_files
+from ..config import StoreSpec, TileSpec, TissueSpec
+from ..errors import ConfigError
+from ..io.inputs import slide_ids as default_ids
+from ..progress import log_line, progress_bar
+from ..store.tile_result import TileResult, empty_store_warning, tiles_folder
+from .plan import auto_encode_threads
+from .slides import tile_slide_files
 
 if TYPE_CHECKING:
-    from .config import VolumeSpec
+    from ..config import VolumeSpec
 
 
 def tile_slide(
@@ -109,7 +110,7 @@ def tile_slides(
         raise ConfigError(
             f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2..."
         )
-    from .volumes.detect import volume_format
+    from ..io.detect import volume_format
 
     paths = [Path(s) for s in slides]
     ids = list(slide_ids) if slide_ids is not None else default_ids(paths)
@@ -180,8 +181,8 @@ def _tile_volumes(
     """Tile volumes one per worker process (in this process when there is one worker or one volume,
     with a per-volume progress bar); each result records its own failure, so one bad volume does not
     stop the others."""
-    from .config import VolumeSpec
-    from .volumes.tiler import tile_volume_job
+    from ..config import VolumeSpec
+    from ..volumes.tiler import tile_volume_job
 
     spec = spec or VolumeSpec()
     done: dict[tuple[str, str], TileResult] = {}
@@ -192,8 +193,8 @@ def _tile_volumes(
         return done
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from ._atomic import exit_with_owner, owner_args
-    from .tiling.pool import pool_context
+    from .._atomic import exit_with_owner, owner_args
+    from .pool import pool_context
 
     with (
         ProcessPoolExecutor(

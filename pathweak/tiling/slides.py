@@ -13,7 +13,7 @@ Its rooms, in the order a slide passes through them:
 
 A failure at any step removes the temporary store; nothing half-written is ever left under the final
 name, and a crashed run's leftovers are swept on the next run. Which inputs are slides and which are
-volumes is decided above this module, by :mod:`pathweak.tilers`.
+volumes is decided above this module, by :mod:`pathweak.tiling.run`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import StoreSpec, TileSpec, TissueSpec
+from ..store.tile_result import TileResult
 from .plan import TileJob, resolve_mpps
-from .pool import pool_context as _pool_context  # noqa: F401 (the cohort's local executor shares it)
 from .pool import run_inline, run_pool
-from .result import TileResult
 
 
 def tile_slide_files(
@@ -45,7 +44,7 @@ def tile_slide_files(
     progress: bool = True,
 ) -> dict[tuple[str, str], TileResult]:
     """Tile ``slides`` (path, store id) into ``<out_dir>/tiles``; each result is keyed by (path, id)
-    and records its own failure. See :func:`pathweak.tilers.tile_slides` for the options."""
+    and records its own failure. See :func:`pathweak.tiling.run.tile_slides` for the options."""
     from ..tissue.models import resolve_models
 
     tissue = resolve_models(tissue)  # a tissue or artefact model's weights: found once, before any slide

@@ -1,0 +1,32 @@
+"""Small modules with one job: no source file of the library, the CLI or the tests is over 400 lines
+(issue 28). A file that grows past it is split by what it does (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 400
+
+
+def long_files(root: Path = REPO, folders: tuple[str, ...] = ("pathweak", "pathweak_cli", "tests")) -> dict[str, int]:
+    """``{path: lines}`` of the ``.py`` files under ``folders`` longer than LIMIT."""
+    out = {}
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            n = len(path.read_text().splitlines())
+            if n > LIMIT:
+                out[str(path.relative_to(root))] = n
+    return out
+
+
+def test_no_file_over_400_lines() -> None:
+    assert long_files() == {}
+
+
+def test_a_long_file_is_found(tmp_path: Path) -> None:
+    (tmp_path / "pathweak").mkdir()
+    (tmp_path / "pathweak" / "short.py").write_text("x = 1\n" * LIMIT)
+    assert long_files(tmp_path, ("pathweak",)) == {}
+    (tmp_path / "pathweak" / "long.py").write_text("x = 1\n" * (LIMIT + 1))
+    assert long_files(tmp_path, ("pathweak",)) == {"pathweak/long.py": LIMIT + 1}

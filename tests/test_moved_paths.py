@@ -1,0 +1,86 @@
+"""Modules that moved keep working under their old import paths for one release: importing an old path
+warns (DeprecationWarning naming the new path) and gives the new module itself. pathweak's own code, its
+tests and benchmarks use the new paths only."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pathweak._moved import MOVED
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _forget(old: str) -> None:
+    """Drop the old name from sys.modules and its package (the new module itself stays imported)."""
+    sys.modules.pop(old, None)
+    parent, _, leaf = old.rpartition(".")
+    if parent in sys.modules and getattr(sys.modules[parent], leaf, None) is not None:
+        delattr(sys.modules[parent], leaf)
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
+def test_an_old_path_warns_and_is_the_new_module(old: str, new: str) -> None:
+    module = importlib.import_module(new)
+    _forget(old)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(f"import {old}", __file__, "exec"), {})  # as a user's `import` statement
+    assert sys.modules[old] is module
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert any(old in m and new in m for m in messages), messages
+    assert all(w.filename == __file__ for w in caught if "has moved" in str(w.message))  # points at the import statement
+    # `from old import name` gives the same objects
+    _forget(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        names = [n for n in vars(module) if not n.startswith("_")][:5]
+        imported = __import__(old, fromlist=names)
+    assert all(getattr(imported, n) is getattr(module, n) for n in names)
+
+
+def test_the_new_paths_exist_and_the_old_ones_have_no_file() -> None:
+    for old, new in MOVED.items():
+        assert importlib.util.find_spec(new) is not None, new
+        stem = REPO / old.replace(".", "/")
+        assert not stem.with_suffix(".py").exists() and not (stem / "__init__.py").exists(), old
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of the modules ``path`` imports (relative imports resolved; names of ``from x import
+    name`` included, as they may be modules)."""
+    tree = ast.parse(path.read_text())
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    package = ".".join(parts[:-1]) if parts[-1] != "__init__" else ".".join(parts[:-1])
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(max(node.level - 1, 0)):
+                base = base.rpartition(".")[0]
+            target = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            out.add(target)
+            out.update(f"{target}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MOVED:
+            out.add(node.value)  # importlib.import_module("..."), monkeypatch targets
+    return out
+
+
+def test_nothing_of_ours_imports_an_old_path() -> None:
+    users = []
+    for folder in ("pathweak", "pathweak_cli", "tests", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path.name in ("test_moved_paths.py", "_moved.py"):
+                continue
+            old = sorted(_imported_modules(path) & MOVED.keys())
+            if old:
+                users.append(f"{path.relative_to(REPO)}: {', '.join(old)}")
+    assert not users, "imports of moved modules (use the new paths in pathweak._moved.MOVED):\n" + "\n".join(users)
