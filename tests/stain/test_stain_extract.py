@@ -153,7 +153,7 @@ def test_rotation_views_of_the_normalised_tiles(nct_store, tmp_path):
     from pathweak.features.stain import StainNormalization
     from pathweak.stain import estimate, load_reference
     from pathweak.stain.apply import StainTransform
-    from pathweak.tiling.store import TileStore
+    from pathweak.store.tiles import TileStore
 
     ref_path = NCT / "NORM-AAAWMSFI.tif"
     enc = create_encoder(ENCODER, "random")
