@@ -23,7 +23,6 @@ def test_the_example_uses_only_pw():
     assert not re.search(r"^\s*(from|import) ", code[len("import pathweak as pw\n") :], re.M), "only pw. names"
 
 
-@pytest.mark.slow
 def test_the_readme_api_example_runs(tmp_path: Path) -> None:
     import pathweak as pw
 
