@@ -24,7 +24,7 @@ def encoders_list(
     the local Hugging Face cache here), the models that are not supported and why, and the families.
     Nothing is downloaded."""
     from pathweak.encoders import FAMILIES, preset_rows
-    from pathweak.encoders.presets.record import hub_cli
+    from pathweak.hub import hub_cli
 
     rows = preset_rows()
     if as_json:

@@ -188,7 +188,9 @@ def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -
         corrections = instance_labels_path(spec)
         if corrections is not None:
             from ..heatmap.review_files import correction_files
+            from ..train.instance_labels import check_instance_label_options
 
+            _in_spec(lambda: check_instance_label_options(cfg), spec, "train")
             correction_files(corrections)  # there, and holding correction files
 
 

@@ -160,17 +160,23 @@ def attach_instance_labels(table: LabelTable, corrections: Corrections, negative
     }
 
 
-def use_instance_labels(
-    cfg: TrainConfig, table: LabelTable, folds: list[Fold], corrections: Corrections
-) -> dict[str, Any]:
-    """Attach ``corrections`` to ``table`` under ``cfg``'s rules; returns run.json's ``instance_labels`` record
-    (with each fold's use of them). Label augmentation with corrections is one clear error."""
+def check_instance_label_options(cfg: TrainConfig) -> None:
+    """Training settings that instance labels cannot join yet are one clear error (label augmentation: a
+    corrected tile's class would need a joint class x rotation target)."""
     if cfg.label_augmentation:
         raise ConfigError(
             "instance labels do not combine with label augmentation yet (a corrected tile's class would need a "
             "joint class x rotation target)",
             fix="train with --instance-labels or with --label-augmentation, not both",
         )
+
+
+def use_instance_labels(
+    cfg: TrainConfig, table: LabelTable, folds: list[Fold], corrections: Corrections
+) -> dict[str, Any]:
+    """Attach ``corrections`` to ``table`` under ``cfg``'s rules; returns run.json's ``instance_labels`` record
+    (with each fold's use of them). Label augmentation with corrections is one clear error."""
+    check_instance_label_options(cfg)
     negative = int(cfg.head_options.get("negative_class", 0))
     record = attach_instance_labels(table, corrections, negative, cfg.contradictions)
     record["trained_on"] = fold_usage(table, folds)

@@ -74,3 +74,20 @@ def test_missing_corrections_fail_before_any_work(cohort_data, tmp_path):
     with pytest.raises(ConfigError, match="instance labels not found"):
         run_cohort(CohortSpec.load(spec_path), progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_corrections_with_label_augmentation_fail_before_any_work(cohort_data, tmp_path):
+    import pytest
+
+    from pathweak.errors import ConfigError
+
+    corrections = tmp_path / "corrections"
+    corrections.mkdir()
+    (corrections / "sample_00.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    spec_path = write_spec(tmp_path, cohort_data)
+    text = spec_path.read_text().replace("extract: {workers: 0}", "extract: {workers: 0, rotations: 4}")
+    assert "rotations: 4" in text
+    spec_path.write_text(text + f"train: {{head: abmil, instance_labels: {corrections}, label_augmentation: rotation}}\n")
+    with pytest.raises(ConfigError, match="train: instance labels do not combine with label augmentation"):
+        run_cohort(CohortSpec.load(spec_path), progress=False)
+    assert not (tmp_path / "out").exists()

@@ -237,7 +237,7 @@ def test_the_download_command_is_the_one_the_installed_hub_provides():
     """huggingface_hub 1.x and 2.x install only `hf`; `hf` exists since 0.34; older ones have huggingface-cli."""
     from importlib.metadata import version
 
-    from pathweak.encoders.presets.record import hub_cli
+    from pathweak.hub import hub_cli
 
     assert hub_cli("2.4.0") == hub_cli("1.0.1") == hub_cli("0.34.0") == "hf"
     assert hub_cli("0.33.5") == hub_cli("0.20.0") == "huggingface-cli"
