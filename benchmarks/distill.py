@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ssl_probe import DEFAULT_DATA, build_stores, embed_store, load_tasks, probe  # noqa: E402
+from linear_probe import DEFAULT_DATA, build_stores, embed_store, load_tasks, probe  # noqa: E402
 
 
 def speed(encoder, store: Path, n: int, batch: int = 64) -> float:

@@ -38,8 +38,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from linear_probe import DEFAULT_DATA as LABELED  # noqa: E402
 from mil_bench import build_cohort, evaluate_run, head_options, run_head, tile, tile_truth  # noqa: E402
-from ssl_probe import DEFAULT_DATA as LABELED  # noqa: E402
 from unified_mae import config, finish, pretrain_arm  # noqa: E402
 
 

@@ -34,8 +34,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from linear_probe import DEFAULT_DATA, build_stores, load_tasks, probe  # noqa: E402
 from mil_bench import build_cohort, run_head, tile, tile_truth  # noqa: E402
-from ssl_probe import DEFAULT_DATA, build_stores, load_tasks, probe  # noqa: E402
 from unified_mae import config, finish, pretrain_arm  # noqa: E402
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from ssl_probe import DEFAULT_DATA, load_tasks, probe  # noqa: E402
+from linear_probe import DEFAULT_DATA, load_tasks, probe  # noqa: E402
 
 WORK = HERE / "_work" / "stain_probe"
 
