@@ -14,6 +14,12 @@ sample cohort tiled when ../shared is absent. "forward" embeds the same tiles al
 (read shards, decode JPEG in a worker, model, write the FeatureStore). On CUDA the model runs in bf16.
 ``--decode cpu gpu`` times extraction with each decode path in the same run (gpu: nvJPEG on the device,
 features/decode.py); ``by_decode`` holds each one's throughput and ratio to the pure forward.
+
+``--compare DIR`` times the code checked out at DIR (e.g. ``git worktree add /tmp/before <commit>``) in turn
+with this checkout's: whole runs of this script, one repeat each, alternating (after, before, after, ...),
+each against its own forward; ``compare`` holds both sides' runs, their medians, the after/before ratio and
+whether the two codes wrote the same features (a hash of the FeatureStore's array: the random weights are
+seeded, so the same code path gives the same bytes).
 """
 
 from __future__ import annotations
@@ -71,7 +77,16 @@ def main() -> None:
                     help="decode paths to time (each in the same run)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default benchmarks/_work/extract)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON result to this file")
+    ap.add_argument("--compare", metavar="DIR", help="also run the code at DIR (before a change), alternating")
     args = ap.parse_args()
+    if args.compare:
+        result = compare(args)
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(text + "\n")
+        return
     global WORK
     WORK = args.work or WORK
 
@@ -99,6 +114,8 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
+    written: list[str] = []
+
     def extract_once(decode: str) -> float:
         shutil.rmtree(WORK / "out", ignore_errors=True)
         t0 = time.perf_counter()
@@ -106,6 +123,7 @@ def main() -> None:
                                   num_workers=args.workers, progress=False, decode=decode)
         if res.status != "extracted":
             raise RuntimeError(res.error)
+        written[:] = [res.store]
         return time.perf_counter() - t0
 
     forward_once()  # warm-up (allocator, CUDA kernels, first-call overheads)
@@ -134,11 +152,60 @@ def main() -> None:
         entry["met"] = entry["ratio"] >= result["target"]
     if "cpu" in by_decode and "gpu" in by_decode:  # device decode must beat CPU decode
         result["gpu_over_cpu_decode"] = round(by_decode["gpu"]["extract_tiles_per_s"] / by_decode["cpu"]["extract_tiles_per_s"], 3)
+    result["features_sha256"] = features_digest(written[0])
     shutil.rmtree(WORK / "out", ignore_errors=True)
     print(json.dumps(result, indent=2))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def features_digest(store: str) -> str:
+    """A hash of a FeatureStore's feature array (its dtype, shape and bytes)."""
+    import hashlib
+
+    from pathweak.features import FeatureStore
+
+    features = np.ascontiguousarray(FeatureStore.open(store).features[:])
+    return hashlib.sha256(f"{features.dtype}{features.shape}".encode() + features.tobytes()).hexdigest()
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Whole runs of this script with this checkout's code and the code at ``args.compare``, alternating."""
+    import subprocess
+    import sys
+
+    child = ["--tiles", str(args.tiles), "--encoder", args.encoder, "--weights", args.weights, "--device", args.device,
+             "--workers", str(args.workers), "--decode", *args.decode, "--repeats", "1"]
+    child += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    child += ["--work", str(args.work)] if args.work else []
+    runs: dict[str, list[dict]] = {"after": [], "before": []}
+    for _ in range(args.repeats):
+        for side, code in (("after", str(HERE.parent)), ("before", args.compare)):
+            cmd = [sys.executable, str(Path(__file__).resolve()), *child]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env={**os.environ, "PYTHONPATH": code})
+            if proc.returncode:
+                raise RuntimeError(f"{side}: {proc.stderr[-2000:]}")
+            runs[side].append(json.loads(proc.stdout))
+
+    def median(side: str, key: str) -> float:
+        return float(np.median([r[key] for r in runs[side]]))
+
+    summary = {side: {"extract_tiles_per_s": median(side, "extract_tiles_per_s"),
+                      "forward_tiles_per_s": median(side, "forward_tiles_per_s"), "ratio": median(side, "ratio"),
+                      "runs_extract_tiles_per_s": [r["extract_tiles_per_s"] for r in runs[side]]}
+               for side in runs}
+    digests = {r["features_sha256"] for side in runs for r in runs[side]}
+    commits = {f"{side}_commit": subprocess.run(["git", "-C", code, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                                 text=True).stdout.strip() or code
+               for side, code in (("after", str(HERE.parent)), ("before", args.compare))}
+    return {"compare": {**commits, **summary,
+                        "after_over_before_extract": round(summary["after"]["extract_tiles_per_s"]
+                                                           / summary["before"]["extract_tiles_per_s"], 3),
+                        "after_over_before_ratio_to_forward": round(summary["after"]["ratio"]
+                                                                    / summary["before"]["ratio"], 3),
+                        "same_features": len(digests) == 1},
+            "runs": runs, "load_average_end": os.getloadavg()}
 
 
 if __name__ == "__main__":
