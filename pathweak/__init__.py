@@ -21,7 +21,7 @@ _moved.install()  # modules that moved keep their old import paths for one relea
 
 if TYPE_CHECKING:
     from .cohort import CohortSpec, run_cohort
-    from .config import StoreSpec, TileSpec, TissueSpec, VolumeSpec
+    from .config import StoreSpec, TileOptions, TileSpec, TissueSpec, VolumeSpec
     from .encoders import create_encoder
     from .errors import PathweakError
     from .features import export_h5, extract_features, load_feature_bank
@@ -51,6 +51,7 @@ _EXPORTS = {
     "MppEstimate": "resolution",
     "read_qupath_geojson": "io.qupath_geojson",
     "TileSpec": "config",
+    "TileOptions": "config",
     "TissueSpec": "config",
     "StoreSpec": "config",
     "VolumeSpec": "config",

@@ -103,6 +103,54 @@ class StoreSpec:
             raise ConfigError("shard_tiles must be at least 1")
 
 
+@dataclass(frozen=True)
+class TileOptions:
+    """How a tiling run reads slides and spends the machine, beside what it cuts (:class:`TileSpec`), where
+    the tissue is (:class:`TissueSpec`) and how patches are stored (:class:`StoreSpec`). Declared here
+    once; the CLI's ``tile`` options, :func:`pathweak.tiling.tile_slides` and each slide's job carry it
+    unchanged.
+
+    - ``backend``: the slide reader (``auto``: OpenSlide where it can read the file, else tiffslide);
+    - ``mpp``: the level-0 microns per pixel of every slide (None: each slide's own; ``"estimate"``: the
+      resolution estimated from its nuclei, see docs/resolution.md);
+    - ``roi`` / ``roi_classes``: a QuPath GeoJSON whose annotations (of those classes) replace tissue
+      detection;
+    - ``workers``: worker processes (over slides, shards of large slides, and one volume each);
+    - ``fast_read``: read a TIFF's own JPEG tiles directly where the slide allows it;
+    - ``encode_threads``: threads per worker encoding tiles while the next region is decoded (None: two
+      where the cores allow, fewer where the workers fill them; 0: inline);
+    - ``force``: re-tile even when an up-to-date store exists.
+    """
+
+    backend: str = "auto"
+    mpp: float | str | None = None
+    roi: str | None = None
+    roi_classes: tuple[str, ...] | None = None
+    workers: int = 1
+    fast_read: bool = True
+    encode_threads: int | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.roi is not None and not isinstance(self.roi, str):  # a Path is kept as its text (picklable, hashed)
+            object.__setattr__(self, "roi", str(self.roi))
+        if self.roi_classes is not None:
+            object.__setattr__(self, "roi_classes", tuple(self.roi_classes) or None)
+        if isinstance(self.mpp, str) and self.mpp != "estimate":
+            raise ConfigError(
+                f"mpp must be a number (um/px) or 'estimate', got {self.mpp!r}", fix="pass e.g. --mpp 0.25"
+            )
+        if isinstance(self.mpp, (int, float)) and not self.mpp > 0:
+            raise ConfigError(f"mpp must be positive, got {self.mpp}", fix="pass e.g. --mpp 0.25")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}", fix="pass --workers 1 or more")
+        if self.encode_threads is not None and self.encode_threads < 0:
+            raise ConfigError(
+                f"encode threads must be 0 or more, got {self.encode_threads}",
+                fix="pass --encode-threads 0, 1, 2...",
+            )
+
+
 VolumeMode = Literal["3d", "slices"]
 PLANES = ("axial", "coronal", "sagittal")  # slice normals: z, y, x of the RAS-oriented voxel grid
 
@@ -225,6 +273,15 @@ def merge_options(
     ``defaults`` (field -> the value used when neither sets it; a field in none of them keeps its
     dataclass default)."""
     return {**(defaults or {}), **section, **given}
+
+
+def with_fields(spec: C, fields: dict[str, Any], source: str | Path | None = None) -> C:
+    """``spec`` with some fields replaced by name (``fields``); a name that is not a field of the spec's
+    class is one clear error naming the known ones."""
+    if not fields:
+        return spec
+    check_keys(type(spec), fields, source)
+    return dataclasses.replace(spec, **fields)  # type: ignore[type-var]
 
 
 def check_keys(cls: type, data: dict[str, Any], source: str | Path | None = None) -> None:

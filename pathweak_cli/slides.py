@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pathweak.config import StoreSpec, TileSpec, TissueSpec, VolumeSpec
+from pathweak.config import StoreSpec, TileOptions, TileSpec, TissueSpec, VolumeSpec
 
 from ._app import _err, app, handle_errors
 from ._conventions import Command, default, deprecated, explicit, joined, merged, names, paths
@@ -101,13 +101,13 @@ def tile(
     ),
     backend: Annotated[
         str, typer.Option(help=f"Reader: {names('backends')} (auto: OpenSlide where it can read the file).")
-    ] = "auto",
+    ] = default(TileOptions, "backend"),
     mpp: Annotated[
         str | None,
         typer.Option(
             help="Override the slide's level-0 microns per pixel: a number, or 'estimate' to use the resolution estimated from the nuclei in the image (H&E only; the store records the source 'estimated' and the range)."
         ),
-    ] = None,
+    ] = default(TileOptions, "mpp"),
     check_mpp: Annotated[
         bool,
         typer.Option(
@@ -120,13 +120,13 @@ def tile(
     ] = False,
     workers: Annotated[
         int, typer.Option(help="Worker processes (over slides, over shards of large slides, and one volume each).")
-    ] = 1,
+    ] = default(TileOptions, "workers"),
     encode_threads: Annotated[
         int | None,
         typer.Option(
             help="Threads per worker encoding tiles while the next region is decoded (0: inline; default: 2 when the cores allow, fewer when workers fill them)."
         ),
-    ] = None,
+    ] = default(TileOptions, "encode_threads"),
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of stored tiles (4:4:4).")] = default(
         StoreSpec, "jpeg_quality"
     ),
@@ -161,7 +161,9 @@ def tile(
     config: Annotated[
         Path | None, typer.Option(help="YAML with tile:, tissue:, store: sections (options given here win).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Re-tile even when an up-to-date store exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Re-tile even when an up-to-date store exists.")] = default(
+        TileOptions, "force"
+    ),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     mode: Annotated[
@@ -265,13 +267,15 @@ def tile(
         from_dict(TileSpec, tile_cfg, config),
         from_dict(TissueSpec, tissue_cfg, config),
         from_dict(StoreSpec, store_cfg, config),
-        backend=backend,
-        mpp=_mpp_option(mpp),
-        roi=roi,
-        roi_classes=roi_class,
-        workers=workers,
-        encode_threads=encode_threads,
-        force=force,
+        TileOptions(
+            backend=backend,
+            mpp=_mpp_option(mpp),
+            roi=None if roi is None else str(roi),
+            roi_classes=tuple(roi_class) if roi_class else None,
+            workers=workers,
+            encode_threads=encode_threads,
+            force=force,
+        ),
         progress=progress,
         volume=volume_spec,
         label=label,

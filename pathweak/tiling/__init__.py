@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from ..config import TileOptions
     from ..io.inputs import expand_slide_paths
     from ..store.tile_result import TileResult
     from ..store.tiles import FORMAT_VERSION, TileStore
@@ -28,6 +29,7 @@ _EXPORTS = {
     "tile_slide": "run",
     "tile_slides": "run",
     # on lower floors, re-exported for the tiling stage's users
+    "TileOptions": "..config",
     "expand_slide_paths": "..io.inputs",
     "TileResult": "..store.tile_result",
     "FORMAT_VERSION": "..store.tiles",

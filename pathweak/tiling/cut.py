@@ -41,17 +41,18 @@ def tile_shards(plan: TilePlan, first: int, stop: int, on_shard: Callable[[int],
     written = 0
     # encoding runs in ``encode_threads`` threads while this thread decodes the next shard's source
     # tiles (both release the GIL); 0 encodes inline. At most threads + 1 shards wait, so memory is bounded.
-    with ThreadPoolExecutor(max_workers=max(1, job.encode_threads)) as pool:
+    threads = job.encode_threads
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending: deque[Future[None]] = deque()
         for shard in range(first, stop):
             s0, s1 = shard * plan.shard_tiles - lo, min(hi, (shard + 1) * plan.shard_tiles) - lo
             tiles = cut_tiles(reader, plan, level_xy[s0:s1])
             path = shard_key(tmp / "tiles", shard, 4)
-            if job.encode_threads == 0:
+            if threads == 0:
                 _encode_and_write(path, tiles, encode, plan.shard_tiles)
             else:
                 pending.append(pool.submit(_encode_and_write, path, tiles, encode, plan.shard_tiles))
-                while len(pending) > job.encode_threads:
+                while len(pending) > threads:
                     pending.popleft().result()
             written += len(tiles)
             if on_shard is not None:

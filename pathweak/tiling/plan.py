@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import _provenance
-from ..config import StoreSpec, TileSpec, TissueSpec, as_dict
+from ..config import StoreSpec, TileOptions, TileSpec, TissueSpec, as_dict
 from ..cpus import available_cpus
 from ..errors import ConfigError
 from ..io import open_slide
@@ -49,22 +49,22 @@ class TileJob:
     tile: TileSpec = field(default_factory=TileSpec)
     tissue: TissueSpec = field(default_factory=TissueSpec)
     store: StoreSpec = field(default_factory=StoreSpec)
-    backend: str = "auto"
-    mpp: float | str | None = None  # a number, None (the slide's own) or "estimate" (resolved before planning)
+    options: TileOptions = field(default_factory=TileOptions)  # mpp "estimate" is resolved before planning
     mpp_record: dict[str, Any] | None = None  # estimate / check results recorded under the store's mpp attrs
-    roi: str | None = None
-    roi_classes: tuple[str, ...] | None = None
-    fast_read: bool = True
-    encode_threads: int = 1
-    force: bool = False
     slide_id: str = ""
 
     @property
     def level0_mpp(self) -> float | None:
         """The level-0 resolution override once ``"estimate"`` has been resolved (None: the slide's own)."""
-        if isinstance(self.mpp, str):
-            raise ConfigError(f"mpp {self.mpp!r} is not resolved to a number", fix="pass e.g. --mpp 0.25")
-        return self.mpp
+        if isinstance(self.options.mpp, str):
+            raise ConfigError(f"mpp {self.options.mpp!r} is not resolved to a number", fix="pass e.g. --mpp 0.25")
+        return self.options.mpp
+
+    @property
+    def encode_threads(self) -> int:
+        """Threads encoding tiles beside this worker's decoding (the options' number, else the automatic one)."""
+        threads = self.options.encode_threads
+        return auto_encode_threads(self.options.workers) if threads is None else threads
 
     @property
     def tiles_dir(self) -> Path:
@@ -127,31 +127,32 @@ def _plan(job: TileJob, opened: OpenedSlide, hasher: ThreadPoolExecutor) -> Tile
         fingerprint_future.set_result(_provenance.file_fingerprint(slide.path, previous))
     else:
         fingerprint_future = hasher.submit(_provenance.file_fingerprint, slide.path)
-    roi_hash = _provenance.content_hash(job.roi) if job.roi and Path(job.roi).exists() else None
+    options = job.options
+    roi_hash = _provenance.content_hash(options.roi) if options.roi and Path(options.roi).exists() else None
 
     def key_for(fingerprint: dict[str, Any]) -> str:
         return _provenance.cache_key(
             format=FORMAT_VERSION,
             slide=fingerprint["content_hash"],
             tile=as_dict(job.tile),
-            tissue=as_dict(job.tissue) if job.roi is None else None,
+            tissue=as_dict(job.tissue) if options.roi is None else None,
             roi=roi_hash,
-            roi_classes=job.roi_classes,
+            roi_classes=options.roi_classes,
             store=as_dict(job.store),
-            backend=job.backend,
-            mpp=job.mpp,
-            fast_read=job.fast_read,
+            backend=options.backend,
+            mpp=options.mpp,
+            fast_read=options.fast_read,
         )
 
     def up_to_date(key: str) -> bool:
-        return lifecycle.current_store(job.final_path, key, job.force) is not None
+        return lifecycle.current_store(job.final_path, key, options.force) is not None
 
     if fingerprint_future.done() and up_to_date(key_for(fingerprint_future.result())):
         return TilePlan(job=job, key="", n_tiles=int(existing["tile"]["n_tiles"]), skipped=True)  # type: ignore[index]
 
     fast = opened.reader if opened.reader_name == "tiff-tiles" else None  # the thumbnail level ~5x faster
-    roi_classes = list(job.roi_classes or []) or None
-    mask = segment_tissue(slide, job.tissue, roi=job.roi, roi_classes=roi_classes, reader=fast)
+    roi_classes = list(options.roi_classes or []) or None
+    mask = segment_tissue(slide, job.tissue, roi=options.roi, roi_classes=roi_classes, reader=fast)
     grid = tile_grid(slide, mask, job.tile)
     fingerprint = fingerprint_future.result()
     key = key_for(fingerprint)
@@ -266,22 +267,20 @@ def resolve_mpps(
     refused: dict[tuple[str, str], TileResult] = {}
     warnings: dict[tuple[str, str], str] = {}
     for job in jobs:
-        use_estimate = job.mpp == "estimate"
-        if isinstance(job.mpp, str) and not use_estimate:
-            raise ConfigError(
-                f"mpp must be a number (um/px) or 'estimate', got {job.mpp!r}", fix="pass e.g. --mpp 0.25"
-            )
+        use_estimate = job.options.mpp == "estimate"  # TileOptions admits no other text
         if not use_estimate and job.tile.mpp_check == "off":
             kept.append(job)
             continue
         started = time.perf_counter()
         try:
-            with open_slide(job.slide, backend=job.backend, mpp=None if use_estimate else job.level0_mpp) as slide:
+            mpp = None if use_estimate else job.level0_mpp
+            with open_slide(job.slide, backend=job.options.backend, mpp=mpp) as slide:
                 override, record, warning = resolve_tiling_mpp(slide, use_estimate, job.tile.mpp_check)
         except Exception as exc:  # noqa: BLE001 (recorded per slide; the others go on)
             refused[(job.slide, job.slide_id)] = failed_result(job.slide, job.slide_id, exc, started)
             continue
-        kept.append(replace(job, mpp=override if use_estimate else job.mpp, mpp_record=record))
+        options = replace(job.options, mpp=override) if use_estimate else job.options
+        kept.append(replace(job, options=options, mpp_record=record))
         if warning:
             warnings[(job.slide, job.slide_id)] = warning
     return kept, refused, warnings

@@ -66,7 +66,7 @@ _LOCK = threading.Lock()
 
 def _key(job: TileJob) -> tuple[Any, ...]:
     # the store id too: one file tiled under two ids is two slides (planned and cut in different threads)
-    return (job.slide, job.slide_id, job.backend, job.mpp, job.fast_read)
+    return (job.slide, job.slide_id, job.options.backend, job.options.mpp, job.options.fast_read)
 
 
 def open_cached(job: TileJob) -> OpenedSlide:
@@ -78,7 +78,7 @@ def open_cached(job: TileJob) -> OpenedSlide:
         if key in _OPEN:
             _OPEN.move_to_end(key)
             return _OPEN[key]
-    entry = OpenedSlide(open_slide(job.slide, backend=job.backend, mpp=job.level0_mpp), job.fast_read)
+    entry = OpenedSlide(open_slide(job.slide, backend=job.options.backend, mpp=job.level0_mpp), job.options.fast_read)
     with _LOCK:
         _OPEN[key] = entry
         evicted = [_OPEN.popitem(last=False)[1] for _ in range(len(_OPEN) - KEEP_OPEN)]

@@ -6,14 +6,13 @@ is the one place that reaches it; ``pathweak.tiling`` exports both functions."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..config import StoreSpec, TileSpec, TissueSpec
+from ..config import StoreSpec, TileOptions, TileSpec, TissueSpec, with_fields
 from ..errors import ConfigError
 from ..io.inputs import slide_ids as default_ids
 from ..progress import log_line, progress_bar
 from ..store.tile_result import TileResult, empty_store_warning, tiles_folder
-from .plan import auto_encode_threads
 from .slides import tile_slide_files
 
 if TYPE_CHECKING:
@@ -26,40 +25,19 @@ def tile_slide(
     tile: TileSpec | None = None,
     tissue: TissueSpec | None = None,
     store: StoreSpec | None = None,
+    options: TileOptions | None = None,
     *,
-    backend: str = "auto",
-    mpp: float | str | None = None,
-    roi: str | Path | None = None,
-    roi_classes: list[str] | None = None,
-    workers: int = 1,
-    fast_read: bool = True,
-    encode_threads: int | None = None,
-    force: bool = False,
     progress: bool = True,
+    **option_fields: Any,
 ) -> TileResult:
     """Tile one slide into ``<out_dir>/tiles/<slide_id>.zarr``; bad input raises a :class:`PathweakError`.
 
     Re-running skips the slide when its store is complete and was made from the same file content and
-    the same specs; a changed spec or file re-tiles it. ``workers`` > 1 splits the slide's shards over
-    worker processes; in each, ``encode_threads`` threads encode tiles while the next region is decoded
-    (default: :func:`~pathweak.tiling.plan.auto_encode_threads`).
+    the same specs; a changed spec or file re-tiles it. ``options`` (:class:`~pathweak.config.TileOptions`:
+    reader, resolution override, ROI, workers, encode threads, force) can also be given field by field
+    (``workers=2``, ``mpp=0.25``); ``workers`` > 1 splits the slide's shards over worker processes.
     """
-    results = tile_slides(
-        [slide],
-        out_dir,
-        tile,
-        tissue,
-        store,
-        backend=backend,
-        mpp=mpp,
-        roi=roi,
-        roi_classes=roi_classes,
-        workers=workers,
-        fast_read=fast_read,
-        encode_threads=encode_threads,
-        force=force,
-        progress=progress,
-    )
+    results = tile_slides([slide], out_dir, tile, tissue, store, options, progress=progress, **option_fields)
     result = results[0]
     if result.exception is not None:
         raise result.exception
@@ -72,27 +50,25 @@ def tile_slides(
     tile: TileSpec | None = None,
     tissue: TissueSpec | None = None,
     store: StoreSpec | None = None,
+    options: TileOptions | None = None,
     *,
-    backend: str = "auto",
-    mpp: float | str | None = None,
-    roi: str | Path | None = None,
-    roi_classes: list[str] | None = None,
-    workers: int = 1,
-    fast_read: bool = True,
-    encode_threads: int | None = None,
-    force: bool = False,
     progress: bool = True,
     volume: VolumeSpec | None = None,
     label: str | Path | None = None,
     timepoint: int | None = None,
     slide_ids: list[str] | None = None,
+    **option_fields: Any,
 ) -> list[TileResult]:
     """Tile many slides; a slide that fails is reported in its result and the others go on.
     ``slide_ids`` names the stores (default: the file names without their extensions).
-    ``mpp`` overrides every slide's level-0 resolution; ``"estimate"`` uses the resolution estimated from
-    each slide's nuclei (:func:`pathweak.resolution.estimate_mpp`; the store records the source
-    ``estimated`` and the range). With ``tile.mpp_check`` "warn" a slide whose resolution disagrees
-    with its estimate gets a ``warning`` on its result; with "strict" it fails and nothing is written.
+
+    ``options`` (:class:`~pathweak.config.TileOptions`, which documents each field) is how the run reads
+    and works; a field given by name (``workers=2``, ``mpp="estimate"``) replaces that field of
+    ``options``, and a name that is not a field is one clear error. ``mpp`` overrides every slide's
+    level-0 resolution; ``"estimate"`` uses the resolution estimated from each slide's nuclei
+    (:func:`pathweak.resolution.estimate_mpp`; the store records the source ``estimated`` and the range).
+    With ``tile.mpp_check`` "warn" a slide whose resolution disagrees with its estimate gets a ``warning``
+    on its result; with "strict" it fails and nothing is written.
 
     The slides of one call share one run: its process pool starts once, and a slide's planning and
     finishing overlap the cutting of another (see :mod:`pathweak.tiling.pool`).
@@ -102,14 +78,7 @@ def tile_slides(
     (default :class:`VolumeSpec`), into the same ``tiles`` folder; ``label`` (a label map on the
     volume's grid) needs a single volume, ``timepoint`` picks one volume of 4D series.
     """
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}", fix="pass --workers 1 or more")
-    if encode_threads is None:
-        encode_threads = auto_encode_threads(workers)
-    if encode_threads < 0:
-        raise ConfigError(
-            f"encode threads must be 0 or more, got {encode_threads}", fix="pass --encode-threads 0, 1, 2..."
-        )
+    options = with_fields(options or TileOptions(), option_fields)
     from ..io.detect import volume_format
 
     paths = [Path(s) for s in slides]
@@ -128,24 +97,8 @@ def tile_slides(
     with tiles_folder(out_dir):
         done: dict[tuple[str, str], TileResult] = {}
         if slide_inputs:
-            done.update(
-                tile_slide_files(
-                    slide_inputs,
-                    out_dir,
-                    tile or TileSpec(),
-                    tissue or TissueSpec(),
-                    store or StoreSpec(),
-                    backend=backend,
-                    mpp=mpp,
-                    roi=roi,
-                    roi_classes=roi_classes,
-                    workers=workers,
-                    fast_read=fast_read,
-                    encode_threads=encode_threads,
-                    force=force,
-                    progress=progress,
-                )
-            )
+            specs = (tile or TileSpec(), tissue or TissueSpec(), store or StoreSpec())
+            done.update(tile_slide_files(slide_inputs, out_dir, *specs, options, progress=progress))
         if volumes:
             done.update(
                 _tile_volumes(
@@ -155,8 +108,8 @@ def tile_slides(
                     store or StoreSpec(),
                     None if label is None else Path(label),
                     timepoint,
-                    force,
-                    workers,
+                    options.force,
+                    options.workers,
                     progress,
                 )
             )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import StoreSpec, TileSpec, TissueSpec
+from ..config import StoreSpec, TileOptions, TileSpec, TissueSpec
 from ..store.tile_result import TileResult
 from .plan import TileJob, resolve_mpps
 from .pool import run_inline, run_pool
@@ -32,43 +32,26 @@ def tile_slide_files(
     tile: TileSpec,
     tissue: TissueSpec,
     store: StoreSpec,
+    options: TileOptions,
     *,
-    backend: str = "auto",
-    mpp: float | str | None = None,
-    roi: str | Path | None = None,
-    roi_classes: list[str] | None = None,
-    workers: int = 1,
-    fast_read: bool = True,
-    encode_threads: int = 1,
-    force: bool = False,
     progress: bool = True,
 ) -> dict[tuple[str, str], TileResult]:
     """Tile ``slides`` (path, store id) into ``<out_dir>/tiles``; each result is keyed by (path, id)
-    and records its own failure. See :func:`pathweak.tiling.run.tile_slides` for the options."""
+    and records its own failure. ``options`` (:class:`~pathweak.config.TileOptions`) goes to every
+    slide's job unchanged."""
     from ..tissue.models import resolve_models
 
     tissue = resolve_models(tissue)  # a tissue or artefact model's weights: found once, before any slide
     jobs = [
         TileJob(
-            slide=str(p),
-            out_dir=str(out_dir),
-            tile=tile,
-            tissue=tissue,
-            store=store,
-            backend=backend,
-            mpp=mpp,
-            roi=None if roi is None else str(roi),
-            roi_classes=tuple(roi_classes) if roi_classes else None,
-            fast_read=fast_read,
-            encode_threads=encode_threads,
-            force=force,
-            slide_id=sid,
+            slide=str(p), out_dir=str(out_dir), tile=tile, tissue=tissue, store=store, options=options, slide_id=sid
         )
         for p, sid in slides
     ]
     jobs, refused, warnings = resolve_mpps(jobs)
     done = dict(refused)
     if jobs:
+        workers = options.workers
         results = run_inline(jobs, progress) if workers == 1 else run_pool(jobs, workers, progress)
         done.update({(r.slide, r.slide_id): r for r in results})
     for key, warning in warnings.items():

@@ -137,7 +137,7 @@ def test_help_does_not_import_model_libraries():
 
 # (command, option, dataclass, field): the CLI default is the dataclass's
 def _default_table():
-    from pathweak.config import StoreSpec, TileSpec, TissueSpec, VolumeSpec
+    from pathweak.config import StoreSpec, TileOptions, TileSpec, TissueSpec, VolumeSpec
     from pathweak.heatmap.export import ExportOptions
     from pathweak.ssl.config import SSLConfig
     from pathweak.train.config import TrainConfig
@@ -149,6 +149,11 @@ def _default_table():
         ("tile", "--min-tissue", TileSpec, "min_tissue"),
         ("tile", "--jpeg-quality", StoreSpec, "jpeg_quality"),
         ("tile", "--tissue-method", TissueSpec, "method"),
+        ("tile", "--backend", TileOptions, "backend"),
+        ("tile", "--mpp", TileOptions, "mpp"),
+        ("tile", "--workers", TileOptions, "workers"),
+        ("tile", "--encode-threads", TileOptions, "encode_threads"),
+        ("tile", "--force", TileOptions, "force"),
         ("tile", "--mode", VolumeSpec, "mode"),
         ("tile", "--slice-step", VolumeSpec, "slice_step"),
         ("tile", "--normalize", VolumeSpec, "normalize"),
