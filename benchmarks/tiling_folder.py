@@ -6,7 +6,6 @@ keys and the same bytes: the change left the output alone)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from _outputs import same_stores
 from tiling import REPO, WORK, _best, _median, build_slide, in_subprocess
 
 
@@ -96,7 +96,8 @@ def folder_mode(args: argparse.Namespace) -> dict:
                 before["vs_adjacent_decode_limit"] = round(before["patches_per_s"] / limit["patches_per_s"], 3)
                 runs["before"].append(before)
         if args.compare:  # the last pair's stores are both still on disk
-            res[f"folder_{workers}w_same_outputs"] = same_outputs(outs["after"], outs["before"])
+            res[f"folder_{workers}w_same_outputs"] = same_stores(Path(outs["after"]) / "tiles",
+                                                                 Path(outs["before"]) / "tiles")
         res[f"folder_{workers}w"] = _median(runs["after"])
         res[f"folder_{workers}w"]["runs_vs_adjacent_decode_limit"] = [r["vs_adjacent_decode_limit"] for r in runs["after"]]
         if args.compare:
@@ -131,30 +132,3 @@ def folder_mode(args: argparse.Namespace) -> dict:
     for out in outs.values():
         shutil.rmtree(out, ignore_errors=True)
     return res
-
-
-def store_digests(out: str) -> dict[str, dict]:
-    """Per store of ``out``/tiles: its cache key and one hash over every array's chunk files (tiles,
-    coordinates, grid, tissue mask, thumbnail); the attributes that name a path or a time are left out."""
-    digests = {}
-    for store in sorted((Path(out) / "tiles").glob("*.zarr")):
-        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
-        sha = hashlib.sha256()
-        for chunk in sorted(p for p in store.rglob("*") if p.is_file() and "c" in p.relative_to(store).parts):
-            sha.update(str(chunk.relative_to(store)).encode())
-            sha.update(chunk.read_bytes())
-        digests[store.name] = {"cache_key": attrs.get("cache_key"), "chunks_sha256": sha.hexdigest()}
-    return digests
-
-
-def same_outputs(after: str, before: str) -> dict:
-    """Whether two runs' stores are the same: cache keys (a rerun of either code skips the other's stores)
-    and chunk bytes."""
-    a, b = store_digests(after), store_digests(before)
-    keys = sorted(set(a) | set(b))
-    return {
-        "stores": len(keys),
-        "same_store_names": set(a) == set(b),
-        "same_cache_keys": all(a.get(k, {}).get("cache_key") == b.get(k, {}).get("cache_key") for k in keys),
-        "same_chunk_bytes": all(a.get(k, {}).get("chunks_sha256") == b.get(k, {}).get("chunks_sha256") for k in keys),
-    }
