@@ -77,3 +77,35 @@ def test_the_record_is_a_plain_picklable_value():
     b = TileOptions(roi="roi.geojson", roi_classes=("Tumor",))
     assert a == b and pickle.loads(pickle.dumps(a)) == b
     assert TileOptions(roi_classes=()).roi_classes is None
+
+
+def test_the_getting_started_example_runs(sample_cohort, tmp_path):
+    """docs/getting_started.md's TileOptions example, as written, on the sample cohort's slides and its
+    QuPath tumour annotations: the ROI replaces tissue detection, and the fields by name are used."""
+    import os
+
+    from conftest import REPO
+
+    import pathweak as pw
+
+    text = (REPO / "docs" / "getting_started.md").read_text()
+    code = next(block.split("```", 1)[0] for block in text.split("```python\n")[1:] if "pw.TileOptions(" in block)
+    slides = sorted(sample_cohort.glob("*.tiff"))
+    tumour = next(s for s in slides if (sample_cohort / f"{s.stem}.tumour.geojson").exists())
+    mapping = {'"a.svs"': tumour, '"b.svs"': slides[0] if slides[0] != tumour else slides[1], '"c.svs"': slides[2],
+               '"tumour.geojson"': sample_cohort / f"{tumour.stem}.tumour.geojson"}  # fmt: skip
+    for old, new in mapping.items():
+        assert old in code, old
+        code = code.replace(old, repr(str(new)))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        scope = {"pw": pw}
+        exec(compile(code, "getting_started.md", "exec"), scope)
+    finally:
+        os.chdir(cwd)
+    results = scope["results"]
+    assert [r.status for r in results] == ["tiled", "tiled"] and results[0].n_tiles > 0
+    assert read_attrs(tmp_path / results[0].store)["tissue"]["method"] == "roi"  # stores under the relative runs/x
+    c = read_attrs(tmp_path / "runs" / "x" / "tiles" / f"{slides[2].stem}.zarr")
+    assert c["mpp"]["level0"] == [0.25, 0.25]
