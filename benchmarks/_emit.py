@@ -1,4 +1,4 @@
-"""What the issue-27 benchmarks share: the machine's description and printing + writing their JSON."""
+"""What the benchmarks share: the machine's description and printing + writing their JSON."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ def machine(**extra: Any) -> dict[str, Any]:
     }
 
 
-def emit(result: dict[str, Any], path: str | Path) -> None:
-    """Print ``result`` as JSON and write it to ``path``."""
+def emit(result: dict[str, Any], path: str | Path | None) -> None:
+    """Print ``result`` as JSON and write it to ``path`` (when given)."""
     text = json.dumps(result, indent=2)
     print(text)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text + "\n")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")

@@ -28,12 +28,16 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # its sibling modules, also when loaded from a file path
+from _emit import emit  # noqa: E402
+
 LC = Path(os.environ.get("PATHWEAK_SHARED_DATA", HERE.parent.parent / "shared" / "data")) / "labeled" / "lc25000_lung"
 WORK = HERE / "_work" / "extract"
 
@@ -80,12 +84,7 @@ def main() -> None:
     ap.add_argument("--compare", metavar="DIR", help="also run the code at DIR (before a change), alternating")
     args = ap.parse_args()
     if args.compare:
-        result = compare(args)
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.json_out:
-            args.json_out.parent.mkdir(parents=True, exist_ok=True)
-            args.json_out.write_text(text + "\n")
+        emit(compare(args), args.json_out)
         return
     global WORK
     WORK = args.work or WORK
@@ -154,10 +153,7 @@ def main() -> None:
         result["gpu_over_cpu_decode"] = round(by_decode["gpu"]["extract_tiles_per_s"] / by_decode["cpu"]["extract_tiles_per_s"], 3)
     result["features_sha256"] = features_digest(written[0])
     shutil.rmtree(WORK / "out", ignore_errors=True)
-    print(json.dumps(result, indent=2))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json_out)
 
 
 def features_digest(store: str) -> str:
@@ -173,7 +169,6 @@ def features_digest(store: str) -> str:
 def compare(args: argparse.Namespace) -> dict:
     """Whole runs of this script with this checkout's code and the code at ``args.compare``, alternating."""
     import subprocess
-    import sys
 
     child = ["--tiles", str(args.tiles), "--encoder", args.encoder, "--weights", args.weights, "--device", args.device,
              "--workers", str(args.workers), "--decode", *args.decode, "--repeats", "1"]

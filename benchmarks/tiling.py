@@ -34,6 +34,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # its sibling modules, also when loaded from a file path
+from _emit import emit  # noqa: E402
+
 REPO = HERE.parent
 WORK = HERE / "_work"
 SVS = HERE.parent.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
@@ -327,11 +330,7 @@ def main() -> None:
         res = folder_mode(args)
     else:
         res = single_mode(args)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
+    emit(res, args.json_out)
 
 
 def single_mode(args: argparse.Namespace) -> dict:
