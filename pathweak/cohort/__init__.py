@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from .manifest import Slide, read_manifest
     from .outcome import CohortReport
     from .runner import run_cohort
-    from .spec import CohortSpec, Slide, read_manifest
+    from .spec import CohortSpec
 
 _EXPORTS = {
     "CohortReport": "outcome",
     "CohortSpec": "spec",
-    "Slide": "spec",
-    "read_manifest": "spec",
+    "Slide": "manifest",
+    "read_manifest": "manifest",
     "run_cohort": "runner",
 }
 

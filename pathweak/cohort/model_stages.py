@@ -16,8 +16,9 @@ from .._atomic import atomic_file
 from .._provenance import cache_key
 from ..errors import ConfigError, PathweakError
 from ..store.build import build_once
+from .manifest import Slide
 from .outcome import StageReport
-from .spec import CohortSpec, Slide, instance_labels_path, label_rows, train_config
+from .spec import CohortSpec, instance_labels_path, label_rows, train_config
 from .stamps import read_stamp, stamp_path, write_stamp
 from .state import StateStore
 

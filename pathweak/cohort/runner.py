@@ -13,9 +13,10 @@ from ..progress import log_line, progress_bar
 from ..store.build import build_once
 from ..store.result import failure_text, result_line
 from .executors import make_executor
+from .manifest import Slide
 from .model_stages import predict_stage, train_stage
 from .outcome import CohortReport, StageReport
-from .spec import STAGES, CohortSpec, Slide, check_spec
+from .spec import STAGES, CohortSpec, check_spec
 from .stamps import read_stage_seconds, record_stage_seconds
 from .state import StateStore
 from .summary import write_summary

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import StoreSpec, TileSpec, TissueSpec, VolumeSpec, check_keys, from_dict, load_yaml
+from ..config import StoreSpec, TileOptions, TileSpec, TissueSpec, VolumeSpec, check_keys, from_dict, load_yaml
 from ..errors import ConfigError
+from .manifest import Slide, read_manifest
 
-MANIFEST_COLUMNS = ("path", "patient_id", "label")
-SURVIVAL_COLUMNS = ("time", "event")  # instead of label, for train: {task: survival}
 STAGES = ("tile", "pretrain", "extract", "train", "predict", "heatmaps")
-
-
-@dataclass(frozen=True)
-class Slide:
-    """One manifest row."""
-
-    slide_id: str
-    path: Path
-    patient_id: str
-    label: str
-    split: str | None = None
-    time: str | None = None  # survival: follow-up time and event (1 event, 0 censored), as the manifest has them
-    event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +22,7 @@ class CohortSpec:
     out: Path
     slides: tuple[Slide, ...]
     tile: TileSpec = field(default_factory=TileSpec)
+    tile_options: TileOptions = field(default_factory=TileOptions)  # the reader, mpp and ROI classes of every slide
     tissue: TissueSpec = field(default_factory=TissueSpec)
     store: StoreSpec = field(default_factory=StoreSpec)
     volume: VolumeSpec = field(default_factory=VolumeSpec)  # how volumes (NIfTI, NRRD, ...) in the manifest are tiled
@@ -66,6 +52,7 @@ class CohortSpec:
             "manifest",
             "out",
             "tile",
+            "tile_options",
             "tissue",
             "store",
             "volume",
@@ -107,6 +94,7 @@ class CohortSpec:
             out=(base / data["out"]).resolve(),
             slides=tuple(read_manifest(manifest)),
             tile=from_dict(TileSpec, dict(data.get("tile") or {}), path),
+            tile_options=cohort_tile_options(dict(data.get("tile_options") or {}), path),
             tissue=from_dict(TissueSpec, dict(data.get("tissue") or {}), path),
             store=from_dict(StoreSpec, dict(data.get("store") or {}), path),
             volume=from_dict(VolumeSpec, dict(data.get("volume") or {}), path),
@@ -167,6 +155,24 @@ def pretrain_config(spec: CohortSpec) -> Any:
             values[key] = tuple(values[key])
     check_keys(SSLConfig, values, spec.source)
     return SSLConfig.tiny(**values) if tiny else SSLConfig(**values)
+
+
+# TileOptions fields a cohort sets elsewhere: its executor runs the slides, a rerun tiles what changed, and
+# each slide's ROI is in its manifest row
+_NOT_COHORT_OPTIONS = {
+    "workers": "set 'executor: {workers: N}' (slides run in parallel, one worker each)",
+    "force": "a rerun re-tiles every slide whose file or settings changed; delete a store under <out>/tiles to redo it",
+    "roi": "give each slide's QuPath GeoJSON in the manifest's 'roi' column",
+}
+
+
+def cohort_tile_options(data: dict[str, Any], path: Path) -> TileOptions:
+    """The spec's ``tile_options:`` section (``backend``, ``mpp``, ``roi_classes``, ``fast_read``,
+    ``encode_threads``); a manifest row's ``mpp`` replaces ``mpp`` for its slide."""
+    for name, fix in _NOT_COHORT_OPTIONS.items():
+        if name in data:
+            raise ConfigError(f"tile_options: {name} is not a cohort setting", path=path, fix=fix)
+    return from_dict(TileOptions, data, path)
 
 
 def check_spec(spec: CohortSpec, stages: tuple[str, ...] | list[str] = STAGES) -> None:
@@ -292,51 +298,3 @@ def label_rows(
         for s in labelled
     ]
     return header, labelled, rows
-
-
-def read_manifest(path: Path) -> list[Slide]:
-    """Manifest rows (path, slide_id, patient_id, label, optional split; time and event instead of, or as
-    well as, label for survival); slide paths relative to the CSV."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's byte-order mark is not a column name
-            reader = csv.DictReader(fh)
-            reader.fieldnames = [str(c).strip() for c in reader.fieldnames or []]
-            rows = list(reader)
-    except FileNotFoundError:
-        raise ConfigError("manifest not found", path=path, fix="check 'manifest:' in the cohort spec") from None
-    if not rows:
-        raise ConfigError("the manifest has no rows", path=path, fix="list one slide per row")
-    survival = all(c in rows[0] for c in SURVIVAL_COLUMNS)
-    missing = [c for c in MANIFEST_COLUMNS if c not in rows[0] and not (c == "label" and survival)]
-    if missing:
-        raise ConfigError(
-            f"the manifest lacks column(s) {', '.join(missing)}",
-            path=path,
-            fix="columns: path, slide_id (optional), patient_id, label (or time and event for survival), split (optional)",
-        )
-    slides, seen, files = [], set(), dict[Path, int]()
-    for i, row in enumerate(rows, start=2):
-        slide_path = (path.parent / str(row["path"] or "").strip()).resolve()
-        slide_id = (row.get("slide_id") or "").strip() or slide_path.stem
-        if slide_id in seen:
-            raise ConfigError(f"slide id {slide_id!r} appears twice (line {i})", path=path, fix="make slide ids unique")
-        if slide_path in files:  # one file under two ids: tiled twice, and counted twice in training
-            raise ConfigError(
-                f"lines {files[slide_path]} and {i} name the same slide file {slide_path.name}",
-                path=path,
-                fix="list each slide file once",
-            )
-        seen.add(slide_id)
-        files[slide_path] = i
-        slides.append(
-            Slide(
-                slide_id,
-                slide_path,
-                str(row["patient_id"]).strip(),
-                str(row.get("label") or "").strip(),
-                (row.get("split") or "").strip() or None,
-                (row.get("time") or "").strip() or None,
-                (row.get("event") or "").strip() or None,
-            )
-        )
-    return slides

@@ -7,14 +7,16 @@ it crosses process and network boundaries unchanged; bad input is a failed resul
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import PathweakError
+from ..errors import MissingMppError, PathweakError
 from ..store.build import build_once
 from ..store.locks import output_lock
 from ..store.result import failure_text
-from .spec import CohortSpec, Slide
+from .manifest import Slide
+from .spec import CohortSpec
 
 
 def run_slide_stage(stage: str, slide: Slide, spec: CohortSpec) -> dict[str, Any]:
@@ -39,6 +41,9 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
 
     if not slide.path.exists():
         return {"status": "failed", "error": f"{slide.path}: file not found. Check the manifest's path column."}
+    options = spec.tile_options  # this slide's manifest row gives its own resolution and ROI
+    mpp = options.mpp if slide.mpp is None else slide.mpp
+    options = replace(options, mpp=mpp, roi=None if slide.roi is None else str(slide.roi), workers=1)
     with output_lock(tile_store_path(spec, slide)):
         (r,) = tile_slides(
             [slide.path],
@@ -46,16 +51,26 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
             spec.tile,
             spec.tissue,
             spec.store,
-            workers=1,
+            options,
             progress=False,
             slide_ids=[slide.slide_id],
             volume=spec.volume,
         )
     status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
+    error = r.error
+    if isinstance(r.exception, MissingMppError):  # the CLI's fix (--mpp) is not a cohort's
+        error = str(
+            MissingMppError(
+                "the slide records no resolution (microns per pixel)",
+                path=slide.path,
+                fix="give it in the manifest's 'mpp' column (e.g. 0.25 for 40x, 0.5 for 20x), or set "
+                "'tile_options: {mpp: estimate}' in the cohort spec to estimate it from the nuclei",
+            )
+        )
     return {
         "status": status,
         "output": r.store,
-        "error": r.error,
+        "error": error,
         "n_tiles": r.n_tiles,
         "warnings": [r.warning] if r.warning else [],
     }
