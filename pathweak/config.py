@@ -275,6 +275,19 @@ def merge_options(
     return {**(defaults or {}), **section, **given}
 
 
+def parse_mpp(text: str | None) -> float | str | None:
+    """A resolution override as written on a command line or in a manifest: empty (None: the slide's own),
+    ``estimate``, or a positive number of microns per pixel. Anything else raises ValueError (the caller
+    names where it was written)."""
+    text = (text or "").strip()
+    if not text or text.lower() == "estimate":
+        return text.lower() or None
+    value = float(text)  # ValueError for text that is no number
+    if not value > 0:  # zero, negative, NaN
+        raise ValueError(f"{text!r} is not positive")
+    return value
+
+
 def with_fields(spec: C, fields: dict[str, Any], source: str | Path | None = None) -> C:
     """``spec`` with some fields replaced by name (``fields``); a name that is not a field of the spec's
     class is one clear error naming the known ones."""

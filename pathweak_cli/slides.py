@@ -311,20 +311,20 @@ def report_failures(failures: list[tuple[str, int]], n_inputs: int, what: str) -
 
 def _mpp_option(value: str | None) -> float | str | None:
     """``--mpp``: a positive number of microns per pixel, or ``estimate``."""
-    if value is None or value.strip().lower() == "estimate":
-        return None if value is None else "estimate"
+    from pathweak.config import parse_mpp
+
     try:
-        mpp = float(value)
+        mpp = parse_mpp(value)
+        if mpp is None and value is not None:  # --mpp "" (an empty variable in a script) is not "the slide's own"
+            raise ValueError("empty")
+        return mpp
     except ValueError:
-        mpp = -1.0
-    if not mpp > 0:
         from pathweak.errors import ConfigError
 
         raise ConfigError(
             f"--mpp must be a positive number of microns per pixel or 'estimate', got {value!r}",
             fix="pass e.g. --mpp 0.25 (40x), --mpp 0.5 (20x) or --mpp estimate",
-        )
-    return mpp
+        ) from None
 
 
 def _print_results(results: list[Any]) -> None:

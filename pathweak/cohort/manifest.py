@@ -8,6 +8,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import parse_mpp
 from ..errors import ConfigError
 
 MANIFEST_COLUMNS = ("path", "patient_id", "label")
@@ -82,20 +83,14 @@ def read_manifest(path: Path) -> list[Slide]:
 
 def _mpp(text: str | None, manifest: Path, line: int) -> float | str | None:
     """A row's ``mpp``: empty (the slide's own), a positive number of microns per pixel, or ``estimate``."""
-    text = (text or "").strip()
-    if not text or text.lower() == "estimate":
-        return text.lower() or None
     try:
-        value = float(text)
+        return parse_mpp(text)
     except ValueError:
-        value = -1.0
-    if not value > 0:  # also NaN
         raise ConfigError(
             f"line {line}: mpp {text!r} is not a positive number of microns per pixel or 'estimate'",
             path=manifest,
             fix="write e.g. 0.25 (40x), 0.5 (20x) or estimate, or leave it empty for the slide's own",
-        )
-    return value
+        ) from None
 
 
 def _roi(text: str | None, manifest: Path, line: int) -> Path | None:

@@ -91,3 +91,19 @@ def test_a_bad_mpp_or_a_missing_roi_is_refused_naming_the_line(no_mpp_slides, tm
 def test_tile_options_a_cohort_sets_elsewhere_are_refused(no_mpp_slides, tmp_path, options, phrase):
     with pytest.raises(ConfigError, match=phrase):
         _spec(no_mpp_slides, [{"path": "a.tif", "slide_id": "a"}], tmp_path / "out", tile_options=options)
+
+
+def test_the_cli_and_the_manifest_read_mpp_by_one_rule():
+    """config.parse_mpp is the rule; the CLI adds that an empty --mpp is refused, not taken as the slide's own."""
+    from pathweak.config import parse_mpp
+    from pathweak_cli.slides import _mpp_option
+
+    assert [parse_mpp(t) for t in ("", None, " Estimate ", "0.25")] == [None, None, "estimate", 0.25]
+    for bad in ("abc", "0", "-1", "nan"):
+        with pytest.raises(ValueError):
+            parse_mpp(bad)
+        with pytest.raises(ConfigError, match="--mpp must be a positive number"):
+            _mpp_option(bad)
+    assert _mpp_option(None) is None and _mpp_option("estimate") == "estimate" and _mpp_option("0.5") == 0.5
+    with pytest.raises(ConfigError, match="--mpp must be"):
+        _mpp_option("")
