@@ -16,7 +16,7 @@ from pathweak.tiling import TileStore, tile_slide
 def test_same_seed_same_bytes(tmp_path):
     a = make_sample_cohort(tmp_path / "a", n_slides=2)
     b = make_sample_cohort(tmp_path / "b", n_slides=2)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert hashlib.sha256(x.path.read_bytes()).digest() == hashlib.sha256(y.path.read_bytes()).digest()
 
 

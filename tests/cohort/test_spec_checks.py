@@ -88,7 +88,7 @@ def test_pretraining_keys_and_a_head_that_cannot_train_the_task(sample_cohort, t
         run_cohort(spec, progress=False)
 
     def survival(rows):
-        for i, r in enumerate(rows):
+        for r in rows:
             r.update(time=str(10 + int(r["patient_id"][-1])), event=str(int(r["patient_id"][-1]) % 2))
 
     manifest = _manifest(sample_cohort, tmp_path, survival, "survival.csv")

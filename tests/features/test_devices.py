@@ -39,7 +39,7 @@ def test_two_processes_write_the_same_feature_stores_as_one(three_stores, tmp_pa
                              progress=False)
     assert [r.status for r in two] == ["extracted"] * 3, [r.error for r in two]
     assert [r.slide_id for r in two] == [r.slide_id for r in one]  # results in the order of the stores
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         fa, fb = FeatureStore.open(a.store), FeatureStore.open(b.store)
         assert fa.path.relative_to(tmp_path / "one") == fb.path.relative_to(tmp_path / "two")
         assert np.array_equal(fa.coords, fb.coords)
@@ -71,7 +71,7 @@ def test_two_gpus_write_the_same_feature_stores_as_one(three_stores, tmp_path):
                            device="cuda:0", progress=False)
     two = extract_on_devices(three_stores, "timm:vit_small_patch16_224", tmp_path / "two", devices=2, weights="random",
                              device="cuda", progress=False)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         fa, fb = FeatureStore.open(a.store), FeatureStore.open(b.store)
         assert np.allclose(fa.features.astype(np.float32), fb.features.astype(np.float32), atol=5e-2)
 

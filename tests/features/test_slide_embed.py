@@ -90,8 +90,8 @@ def test_feather_layout_loads_key_by_key_into_pathweaks_abmil(feather_cache):
 
 def _feature_stores(root, n_slides: int, dim: int, preset: str | None = "conch-v1.5") -> list:
     """Real FeatureStores on disk (the format extract writes) with random features of ``dim``."""
-    from pathweak.store.features import create_feature_store
     from pathweak.store import begin, commit
+    from pathweak.store.features import create_feature_store
 
     rng = np.random.default_rng(0)
     paths = []

@@ -86,7 +86,7 @@ def test_wsseg_learns_from_image_labels_on_real_ebhi_tokens(tmp_path):
     with open(labels, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["slide_id", "patient_id", "label"])
-        w.writerows([n, r["patient_id"], r["class"]] for n, r in zip(names, picked))
+        w.writerows([n, r["patient_id"], r["class"]] for n, r in zip(names, picked, strict=True))
     table = read_labels(labels)
     bank = TokenBank.from_tiles(_vit(), images, names)
     assert bank.bag(0).shape == (196, bank.embed_dim) and len(bank) == len(picked)

@@ -83,7 +83,7 @@ def test_overlapping_tiles_average(cmu_overlap_store):
     rng = np.random.default_rng(2)
     rows, cols = rng.integers(0, hm.values.shape[0], 400), rng.integers(0, hm.values.shape[1], 400)
     several = 0
-    for r, c in zip(rows, cols):
+    for r, c in zip(rows, cols, strict=True):
         cx, cy = (c + 0.5) * dx, (r + 0.5) * dy
         under = (x0 <= cx) & (cx < x1) & (y0 <= cy) & (cy < y1)
         if not under.any():
@@ -132,7 +132,7 @@ def test_tiff_overlay_has_the_slides_extent_and_resolution(cmu_store, tmp_path):
         assert s.dimensions == (2220, 2967)
         assert float(s.properties["openslide.mpp-x"]) == pytest.approx(0.499, rel=1e-6)
     colours = lut("viridis")[lut_index(ts.scores["attention"], 0.0, 1.0)]
-    for (x, y), colour in zip(ts.coords, colours):
+    for (x, y), colour in zip(ts.coords, colours, strict=True):
         assert (pixels[y + 112, x + 112] == colour).all()  # deflate: exact colours
     assert (pixels[0, 0] == 255).all()  # no tile there
 

@@ -71,7 +71,7 @@ def test_round_trip_keeps_geometry_classification_and_measurements(scored, tmp_p
         polygons, owners = region_polygons(scored, region)
         assert len(mine) == len(polygons) > 0
         assert all(o.color == region.color for o in mine)
-        for o, poly in zip(mine, polygons):
+        for o, poly in zip(mine, polygons, strict=True):
             assert o.geometry.is_valid and slide.covers(o.geometry) and o.geometry.equals(poly)
         assert sum(o.measurements["Tiles"] for o in mine) == region.selects(scored.scores[region.score]).sum()
     tumour = [o for o in annotations if o.classification == "Tumor"]

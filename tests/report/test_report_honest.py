@@ -62,7 +62,7 @@ def test_heatmaps_are_large_linked_titled_and_show_the_tissue(cohort_report, mil
     html, page = cohort_report["html"], cohort_report["page"]
     heatmaps = re.findall(r"<a href='(report_files/heatmap_(\w+)\.png)' target='_blank'><img class=wide src='\1'", html)
     assert len(heatmaps) == 3, html[-3000:]
-    for src, sid in heatmaps:
+    for src, _sid in heatmaps:
         image = np.asarray(Image.open(page.parent / src).convert("RGB"))
         assert max(image.shape[:2]) >= 1000, image.shape
         title = image[: image.shape[0] // 20]

@@ -134,8 +134,8 @@ def test_whole_tile_views_are_the_tile_extraction_sees(lc_store):
         flips = [np.rot90(t, k) for t in (small, small[:, ::-1]) for k in range(4)]
         return min(float((view - to_tensor(f.copy(), IMAGENET_MEAN, IMAGENET_STD)).abs().max()) for f in flips)
 
-    assert all(distance_to_whole(v, t) < 1e-5 for v, t in zip(views(1.0), tiles))
-    assert all(distance_to_whole(v, t) > 0.1 for v, t in zip(views(0.0), tiles))  # augmented crops
+    assert all(distance_to_whole(v, t) < 1e-5 for v, t in zip(views(1.0), tiles, strict=True))
+    assert all(distance_to_whole(v, t) > 0.1 for v, t in zip(views(0.0), tiles, strict=True))  # augmented crops
     with pytest.raises(ConfigError, match="fraction of the views"):
         student_cfg("pathweak:x", whole_tile_views=1.5)
 

@@ -75,9 +75,9 @@ def test_dino_teacher_follows_the_student(lc_store):
     torch.manual_seed(0)
     cfg = tiny("dino")
     module = SSLModule(cfg, total_steps=4)
-    before = sum((t - s).abs().sum() for t, s in zip(module.teacher.parameters(), module.student.parameters()))
+    before = sum((t - s).abs().sum() for t, s in zip(module.teacher.parameters(), module.student.parameters(), strict=True))
     train_steps(module, fixed_batch(lc_store, cfg), 4, ema=True)
-    moved = sum((t - s).abs().sum() for t, s in zip(module.teacher.parameters(), module.student.parameters()))
+    moved = sum((t - s).abs().sum() for t, s in zip(module.teacher.parameters(), module.student.parameters(), strict=True))
     assert before == 0 and moved > 0  # the teacher starts as the student, then lags behind it
     assert all(not p.requires_grad for p in module.teacher.parameters())
 

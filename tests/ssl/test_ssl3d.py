@@ -12,13 +12,13 @@ import torch
 from conftest import BRAIN1, LC25000, need_shared, run_cli
 
 from pathweak.config import StoreSpec, VolumeSpec
+from pathweak.encoders.vit3d import ViT3D
 from pathweak.errors import ConfigError
 from pathweak.ssl import SSLConfig, pretrain
 from pathweak.ssl.data import TileIndex
 from pathweak.ssl.data3d import VolumeViews
 from pathweak.ssl.mae3d import MAE3D
 from pathweak.ssl.module import SSLModule
-from pathweak.encoders.vit3d import ViT3D
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

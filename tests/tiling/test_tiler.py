@@ -11,8 +11,8 @@ from conftest import psnr
 
 from pathweak.config import StoreSpec, TileSpec
 from pathweak.io import open_slide
-from pathweak.tiling import TileStore, tile_slide, tile_slides
 from pathweak.store.open import read_attrs
+from pathweak.tiling import TileStore, tile_slide, tile_slides
 
 
 def _check_tiles_match(store: TileStore, slide_path, mpp=None, backend="auto", lossless=False):
@@ -25,7 +25,7 @@ def _check_tiles_match(store: TileStore, slide_path, mpp=None, backend="auto", l
     tiles = store.read_tiles(np.arange(len(store)))
     worst = np.inf
     with open_slide(slide_path, backend=backend, mpp=mpp) as s:
-        for tile, (x, y) in zip(tiles, store.coords):
+        for tile, (x, y) in zip(tiles, store.coords, strict=True):
             ref = s.read_region((int(x), int(y)), level, (read, read))
             if read != t:
                 ref = cv2.resize(ref, (t, t), interpolation=cv2.INTER_AREA)
@@ -141,7 +141,7 @@ def test_two_workers_give_the_same_stores(sample_cohort, tmp_path):
     one = tile_slides(slides, tmp_path / "w1", store=StoreSpec(shard_tiles=16), workers=1, progress=False)
     two = tile_slides(slides, tmp_path / "w2", store=StoreSpec(shard_tiles=16), workers=2, progress=False)
     assert [r.status for r in one] == ["tiled"] * len(slides) == [r.status for r in two]
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         with TileStore.open(a.store) as sa, TileStore.open(b.store) as sb:
             assert np.array_equal(sa.coords, sb.coords)
             assert np.array_equal(sa.read_tiles(slice(None)), sb.read_tiles(slice(None)))

@@ -43,7 +43,7 @@ def test_two_gloo_processes_follow_the_loss_curve_of_one(cohort):
     assert np.all(np.isfinite(a)) and a[-1, 0] < a[0, 0]  # it learns
     assert np.allclose(a, b, atol=1e-4, rtol=1e-4), (a, b)
     assert two.best_epoch == one.best_epoch and two.epochs == one.epochs
-    for (k, v), w in zip(one.head.state_dict().items(), two.head.state_dict().values()):
+    for (k, v), w in zip(one.head.state_dict().items(), two.head.state_dict().values(), strict=True):
         assert torch.allclose(v, w, atol=1e-4), k
     assert not two.head.training and next(two.head.parameters()).device == bank.device
 

@@ -76,7 +76,7 @@ def test_mismatched_label_geometry(tmp_path):
     # same size, shifted by 5 mm
     shifted = tmp_path / "shifted_label.nrrd"
     label = sitk.ReadImage(str(BRAIN1_LABEL))
-    label.SetOrigin(tuple(o + d for o, d in zip(label.GetOrigin(), (0.0, 0.0, 5.0))))
+    label.SetOrigin(tuple(o + d for o, d in zip(label.GetOrigin(), (0.0, 0.0, 5.0), strict=True)))
     sitk.WriteImage(label, str(shifted))
     proc = run_cli("tile", str(BRAIN1), "--out", str(out), "--label", str(shifted))
     assert_clean_failure(proc, shifted, out, "origin differs by 5 mm")

@@ -32,7 +32,7 @@ def test_stored_patches_equal_crops_of_the_resampled_volume(brain1_store):
     assert list(prepared.grid.shape) == store.attrs["volume"]["grid"]["shape"] == [81, 100, 100]
     tiles = store.read_tiles(np.arange(len(store)))
     starts, extents = patch_boxes(store)
-    for tile, start, extent in zip(tiles, starts, extents):
+    for tile, start, extent in zip(tiles, starts, extents, strict=True):
         assert np.array_equal(tile, crop(prepared.data, start, extent))
     # a patch at the far faces is padded with 0 (the stored value of intensities <= lo)
     assert (starts + extents > np.array(prepared.grid.shape)).any()
@@ -128,7 +128,7 @@ def test_slice_mode_tiles_are_rgb_like_slide_tiles(tmp_path):
     assert np.array_equal(tiles[..., 0], tiles[..., 2])  # grey repeated
     prepared = prepare_volume(open_volume(ANATOMICAL), spec)
     starts, extents = patch_boxes(store)
-    for tile, start, extent, p in zip(tiles, starts, extents, plane):
+    for tile, start, extent, p in zip(tiles, starts, extents, plane, strict=True):
         assert extent[p] == 1 and start[p] % 2 == 0
         assert np.array_equal(tile[..., 0], crop(prepared.data, start, extent).squeeze(axis=int(p)))
 
@@ -197,7 +197,7 @@ def test_volumes_tile_in_parallel_workers_like_in_one_process(tmp_path):
     assert "broken.nii" in parallel[2].error
     assert sorted(p.name for p in (tmp_path / "parallel" / "tiles").iterdir()) == [
         "nibabel_anatomical.zarr", "pyradiomics_brain1_image.zarr"]
-    for a, b in zip(serial[:2], parallel[:2]):
+    for a, b in zip(serial[:2], parallel[:2], strict=True):
         sa, sb = TileStore.open(a.store), TileStore.open(b.store)
         assert len(sa) == len(sb) > 0 and np.array_equal(sa.coords, sb.coords)
         assert np.array_equal(sa.read_tiles(np.arange(len(sa))), sb.read_tiles(np.arange(len(sb))))
