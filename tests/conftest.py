@@ -32,6 +32,31 @@ def need_shared(*paths: Path) -> None:
             pytest.skip(f"real test data not found: {p} (put pathweak's shared/data beside the checkout)")
 
 
+def resolve_import(package: str, level: int, name: str | None) -> str:
+    """The absolute module of ``from <level dots><name> import ...`` written in a module of ``package``."""
+    base = package
+    for _ in range(max(level - 1, 0)):
+        base = base.rpartition(".")[0]
+    return (f"{base}.{name}" if name else base) if level else (name or "")
+
+
+def imported_names(path: Path) -> set[str]:
+    """Absolute names a file of this repository imports: each module, and for ``from x import y`` also
+    ``x.y`` (it may be a module); relative imports resolved."""
+    import ast
+
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])  # a module's, or an __init__'s own
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = resolve_import(package, node.level, node.module)
+            out.add(target)
+            out.update(f"{target}.{a.name}" for a in node.names)
+    return out
+
+
 def run_cli(*args: str, cwd: Path | None = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
     """``pathweak ARGS`` in a fresh interpreter (the installed entry point's module), output captured."""
     return subprocess.run(

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import resolve_import
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pathweak", "pathweak_cli")
 
@@ -71,13 +73,6 @@ def _package(path: Path, module: str) -> str:
     return module if path.name == "__init__.py" else module.rpartition(".")[0]
 
 
-def _resolve(package: str, level: int, name: str | None) -> str:
-    base = package
-    for _ in range(max(level - 1, 0)):
-        base = base.rpartition(".")[0]
-    return (f"{base}.{name}" if name else base) if level else (name or "")
-
-
 def _lazy_exports(tree: ast.Module) -> dict[str, str]:
     """The module-level ``_EXPORTS = {name: module}`` table of a package using pathweak._lazy."""
     for node in tree.body:
@@ -114,7 +109,7 @@ def _imports(path: Path, module: str, mods: dict[str, Path], module_level: bool 
             for a in node.names:
                 (ours if a.name.split(".")[0] in PACKAGES else others).add(a.name if a.name in mods else a.name.split(".")[0])
         elif isinstance(node, ast.ImportFrom):
-            target = _resolve(package, node.level, node.module)
+            target = resolve_import(package, node.level, node.module)
             if target.split(".")[0] not in PACKAGES and not node.level:
                 others.add(target.split(".")[0])
                 continue
@@ -123,7 +118,7 @@ def _imports(path: Path, module: str, mods: dict[str, Path], module_level: bool 
     for target in () if module_level else _lazy_exports(tree).values():  # a table imports nothing at import time
         rel = target if target.startswith(".") else f".{target}"
         dots = len(rel) - len(rel.lstrip("."))
-        ours.update({_resolve(package, dots, rel.lstrip("."))} & mods.keys())
+        ours.update({resolve_import(package, dots, rel.lstrip("."))} & mods.keys())
     ours.discard(module)
     return ours & mods.keys(), others - {"__future__"}
 

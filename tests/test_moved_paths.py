@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import imported_names
 
 from pathweak._moved import MOVED
 
@@ -53,25 +54,11 @@ def test_the_new_paths_exist_and_the_old_ones_have_no_file() -> None:
 
 
 def _imported_modules(path: Path) -> set[str]:
-    """Absolute names of the modules ``path`` imports (relative imports resolved; names of ``from x import
-    name`` included, as they may be modules)."""
+    """What ``path`` imports (conftest.imported_names), and module paths it names in strings
+    (``importlib.import_module("...")``, monkeypatch targets)."""
     tree = ast.parse(path.read_text())
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    package = ".".join(parts[:-1]) if parts[-1] != "__init__" else ".".join(parts[:-1])
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package
-            for _ in range(max(node.level - 1, 0)):
-                base = base.rpartition(".")[0]
-            target = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
-            out.add(target)
-            out.update(f"{target}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MOVED:
-            out.add(node.value)  # importlib.import_module("..."), monkeypatch targets
-    return out
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return imported_names(path) | (named & MOVED.keys())
 
 
 def test_nothing_of_ours_imports_an_old_path() -> None:

@@ -58,11 +58,11 @@ def _tile(slide: Slide, spec: CohortSpec) -> dict[str, Any]:
         )
     status = {"tiled": "done", "skipped": "skipped"}.get(r.status, "failed")
     error = r.error
-    if isinstance(r.exception, MissingMppError):  # the CLI's fix (--mpp) is not a cohort's
+    if isinstance(r.exception, MissingMppError):  # the same problem, with a cohort's fix instead of the CLI's --mpp
         error = str(
             MissingMppError(
-                "the slide records no resolution (microns per pixel)",
-                path=slide.path,
+                r.exception.problem,
+                path=r.exception.path,
                 fix="give it in the manifest's 'mpp' column (e.g. 0.25 for 40x, 0.5 for 20x), or set "
                 "'tile_options: {mpp: estimate}' in the cohort spec to estimate it from the nuclei",
             )

@@ -4,13 +4,12 @@ import layering that keeps the two tilers apart."""
 
 from __future__ import annotations
 
-import ast
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ANATOMICAL, REPO, need_shared
+from conftest import ANATOMICAL, REPO, imported_names, need_shared
 
 from pathweak.io import TiffTileReader
 from pathweak.tiling import TileStore, tile_slide, tile_slides
@@ -94,34 +93,15 @@ def test_the_dispatch_sends_slides_and_volumes_to_their_tilers(svs, tmp_path):
     assert [Path(r.store).name for r in results] == ["CMU-1-Small-Region.zarr", "nibabel_anatomical.zarr"]
 
 
-def _imported(path: Path) -> set[str]:
-    """Absolute names of the pathweak modules ``path`` imports (relative imports resolved)."""
-    module = ".".join(path.relative_to(REPO).with_suffix("").parts)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    package = package.removesuffix(".__init__")
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = package
-            for _ in range(max(node.level - 1, 0)):
-                base = base.rpartition(".")[0]
-            target = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
-            out.add(target)
-            out.update(f"{target}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-    return out
-
-
 def test_the_dispatch_is_the_one_place_that_reaches_the_volume_tiler():
     """The slide tiler's rooms never import the volume tiler; the volume tiler (a floor below) imports
     nothing of pathweak.tiling; ``tiling/run.py`` sends each input to its tiler."""
     for path in sorted((REPO / "pathweak" / "tiling").glob("*.py")):
         if path.name != "run.py":
-            assert "pathweak.volumes.tiler" not in _imported(path), path.name
-    volume_tiler = _imported(REPO / "pathweak" / "volumes" / "tiler.py")
+            assert "pathweak.volumes.tiler" not in imported_names(path), path.name
+    volume_tiler = imported_names(REPO / "pathweak" / "volumes" / "tiler.py")
     assert not {m for m in volume_tiler if m.startswith("pathweak.tiling")}
-    assert {"pathweak.tiling.slides", "pathweak.volumes.tiler"} <= _imported(REPO / "pathweak" / "tiling" / "run.py")
+    assert {"pathweak.tiling.slides", "pathweak.volumes.tiler"} <= imported_names(REPO / "pathweak" / "tiling" / "run.py")
 
 
 def test_pathweak_tile_imports_no_model_library(svs, tmp_path):
